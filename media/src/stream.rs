@@ -1,0 +1,637 @@
+//! The live stream: a bounded ring of frames with a keyframe index, one writer
+//! and any number of readers.
+//!
+//! The ring is guarded by a read-write lock held only to append, evict or clone
+//! one entry; readers wait on a `watch` channel that carries the next sequence
+//! number. The writer never waits for a reader: a reader whose position has
+//! been evicted jumps to the newest keyframe, and the jump is counted.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::{Mutex, RwLock};
+use tokio::sync::watch;
+
+use crate::{Frame, MediaKind, Track, TrackId};
+
+/// Limits of one stream's ring buffer.
+#[derive(Clone, Debug)]
+pub struct StreamConfig {
+    /// How much media the ring keeps behind the live edge. The ring always
+    /// keeps at least the newest keyframe and what follows it, so a new reader
+    /// can start at once; `max_bytes` bounds memory regardless.
+    pub buffer: Duration,
+    /// Hard cap on the payload bytes the ring holds.
+    pub max_bytes: usize,
+}
+
+impl Default for StreamConfig {
+    fn default() -> Self {
+        StreamConfig { buffer: Duration::from_secs(10), max_bytes: 64 << 20 }
+    }
+}
+
+/// What a [`Subscriber`] reads, in stream order.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Event {
+    /// The tracks in force from here on. Always the first event a subscriber
+    /// reads, and repeated whenever the publisher changes them or the
+    /// subscriber jumps.
+    Tracks(Arc<[Track]>),
+    /// One frame.
+    Frame(Frame),
+    /// Timestamps or codec configuration may not continue smoothly from the
+    /// previous frame (a publisher reconnected, or this subscriber jumped).
+    Discontinuity,
+}
+
+#[derive(Clone, Debug)]
+enum Item {
+    Frame(Frame),
+    Tracks(Arc<[Track]>),
+    Discontinuity,
+}
+
+struct KeyPoint {
+    seq: u64,
+    tracks: Arc<[Track]>,
+}
+
+struct Ring {
+    items: VecDeque<Item>,
+    first_seq: u64,
+    keypoints: VecDeque<KeyPoint>,
+    bytes: usize,
+    tracks: Arc<[Track]>,
+    lead: Option<TrackId>,
+    ended: bool,
+    /// Added to every incoming dts so a resumed publisher continues the timeline.
+    offset: i64,
+    resume: bool,
+    newest_dts: Option<i64>,
+}
+
+impl Ring {
+    fn next_seq(&self) -> u64 {
+        self.first_seq + self.items.len() as u64
+    }
+
+    fn get(&self, seq: u64) -> Option<&Item> {
+        let idx = seq.checked_sub(self.first_seq)?;
+        self.items.get(usize::try_from(idx).ok()?)
+    }
+
+    fn push(&mut self, item: Item) {
+        if let Item::Frame(f) = &item {
+            self.bytes += f.payload.len();
+        }
+        self.items.push_back(item);
+    }
+
+    fn evict(&mut self, cfg: &StreamConfig) {
+        let keep_us = i64::try_from(cfg.buffer.as_micros()).unwrap_or(i64::MAX);
+        let newest = self.newest_dts.unwrap_or(0);
+        while let Some(front) = self.items.front() {
+            let over_bytes = self.bytes > cfg.max_bytes;
+            let too_old = match front {
+                Item::Frame(f) => newest.saturating_sub(f.dts) > keep_us,
+                _ => true,
+            };
+            let last_key = self.keypoints.back().map(|k| k.seq);
+            let protects = last_key.is_some_and(|k| k <= self.first_seq);
+            if !(over_bytes || (too_old && !protects)) {
+                break;
+            }
+            if let Some(Item::Frame(f)) = self.items.pop_front() {
+                self.bytes -= f.payload.len();
+            }
+            self.first_seq += 1;
+            while self.keypoints.front().is_some_and(|k| k.seq < self.first_seq) {
+                self.keypoints.pop_front();
+            }
+        }
+    }
+}
+
+/// Counters of one stream, readable at any time without locking.
+#[derive(Debug, Default)]
+pub struct StreamStats {
+    /// Frames pushed by publishers.
+    pub frames_in: AtomicU64,
+    /// Payload bytes pushed by publishers.
+    pub bytes_in: AtomicU64,
+    /// Times a subscriber fell out of the ring and jumped to a keyframe.
+    pub subscriber_skips: AtomicU64,
+    /// Entries those jumps passed over.
+    pub frames_skipped: AtomicU64,
+    /// Subscribers currently attached.
+    pub subscribers: AtomicU64,
+    /// Times a publisher resumed the stream within the grace period.
+    pub resumes: AtomicU64,
+}
+
+pub(crate) struct PublisherSlot {
+    pub(crate) generation: u64,
+    pub(crate) live: bool,
+}
+
+/// A live stream. Obtain one from the [`crate::Registry`].
+pub struct Stream {
+    name: String,
+    cfg: StreamConfig,
+    ring: RwLock<Ring>,
+    next_seq: watch::Sender<u64>,
+    pub(crate) slot: Mutex<PublisherSlot>,
+    /// Bumped whenever the stream's publisher slot changes hands.
+    pub(crate) revoked: watch::Sender<u64>,
+    stats: StreamStats,
+}
+
+impl std::fmt::Debug for Stream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stream").field("name", &self.name).finish_non_exhaustive()
+    }
+}
+
+impl Stream {
+    pub(crate) fn new(name: String, cfg: StreamConfig) -> Arc<Stream> {
+        let empty: Arc<[Track]> = Arc::from(Vec::new());
+        Arc::new(Stream {
+            name,
+            cfg,
+            ring: RwLock::new(Ring {
+                items: VecDeque::new(),
+                first_seq: 0,
+                keypoints: VecDeque::new(),
+                bytes: 0,
+                tracks: empty,
+                lead: None,
+                ended: false,
+                offset: 0,
+                resume: false,
+                newest_dts: None,
+            }),
+            next_seq: watch::channel(0).0,
+            slot: Mutex::new(PublisherSlot { generation: 0, live: true }),
+            revoked: watch::channel(0).0,
+            stats: StreamStats::default(),
+        })
+    }
+
+    /// The stream's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The tracks in force at the live edge.
+    pub fn tracks(&self) -> Arc<[Track]> {
+        self.ring.read().tracks.clone()
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &StreamStats {
+        &self.stats
+    }
+
+    /// Payload bytes currently held in the ring.
+    pub fn buffered_bytes(&self) -> usize {
+        self.ring.read().bytes
+    }
+
+    /// Span of the frames held in the ring, in microseconds.
+    pub fn buffered_span_us(&self) -> i64 {
+        let ring = self.ring.read();
+        let first = ring.items.iter().find_map(|i| match i {
+            Item::Frame(f) => Some(f.dts),
+            _ => None,
+        });
+        match (first, ring.newest_dts) {
+            (Some(a), Some(b)) => b - a,
+            _ => 0,
+        }
+    }
+
+    /// Whether the stream has ended (no publisher, grace period over).
+    pub fn is_ended(&self) -> bool {
+        self.ring.read().ended
+    }
+
+    /// Whether a publisher is attached right now.
+    pub fn has_publisher(&self) -> bool {
+        self.slot.lock().live
+    }
+
+    /// A reader starting at the newest keyframe in the ring, or, if there is
+    /// none yet, at the first keyframe to arrive.
+    pub fn subscribe(self: &Arc<Self>) -> Subscriber {
+        let ring = self.ring.read();
+        let (cursor, tracks, need_key) = match ring.keypoints.back() {
+            Some(k) => (k.seq, k.tracks.clone(), false),
+            None => (ring.next_seq(), ring.tracks.clone(), true),
+        };
+        drop(ring);
+        self.stats.subscribers.fetch_add(1, Ordering::Relaxed);
+        Subscriber {
+            stream: self.clone(),
+            st: ReadState { cursor, pending_tracks: Some(tracks), need_key, skips: 0 },
+            rx: self.next_seq.subscribe(),
+        }
+    }
+
+    fn set_tracks(&self, tracks: Vec<Track>) {
+        let mut ring = self.ring.write();
+        if *ring.tracks == *tracks {
+            return;
+        }
+        let lead = tracks
+            .iter()
+            .find(|t| t.kind() == MediaKind::Video)
+            .or_else(|| tracks.first())
+            .map(|t| t.id);
+        let tracks: Arc<[Track]> = Arc::from(tracks);
+        ring.lead = lead;
+        ring.tracks = tracks.clone();
+        ring.push(Item::Tracks(tracks));
+        let next = ring.next_seq();
+        drop(ring);
+        self.next_seq.send_replace(next);
+    }
+
+    fn push_frame(&self, mut frame: Frame) {
+        self.stats.frames_in.fetch_add(1, Ordering::Relaxed);
+        self.stats.bytes_in.fetch_add(frame.payload.len() as u64, Ordering::Relaxed);
+        let mut ring = self.ring.write();
+        if ring.resume {
+            ring.resume = false;
+            // Continue the timeline one nominal frame after the newest frame.
+            let target = ring.newest_dts.map_or(frame.dts, |d| d + 33_333);
+            ring.offset = target - frame.dts;
+            ring.push(Item::Discontinuity);
+        }
+        frame.dts = frame.dts.saturating_add(ring.offset);
+        ring.newest_dts = Some(ring.newest_dts.map_or(frame.dts, |d| d.max(frame.dts)));
+        if ring.lead.is_none() {
+            ring.lead = Some(frame.track);
+        }
+        if frame.keyframe && Some(frame.track) == ring.lead {
+            let seq = ring.next_seq();
+            let tracks = ring.tracks.clone();
+            ring.keypoints.push_back(KeyPoint { seq, tracks });
+        }
+        ring.push(Item::Frame(frame));
+        ring.evict(&self.cfg);
+        let next = ring.next_seq();
+        drop(ring);
+        self.next_seq.send_replace(next);
+    }
+
+    pub(crate) fn mark_resume(&self) {
+        self.ring.write().resume = true;
+        self.stats.resumes.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn end(&self) {
+        self.ring.write().ended = true;
+        self.next_seq.send_modify(|_| {});
+    }
+}
+
+/// The write side of a stream, held by the one session publishing it.
+///
+/// Dropping it starts the stream's grace period; a new publisher on the same
+/// name within that period resumes the stream.
+pub struct Publisher {
+    pub(crate) stream: Arc<Stream>,
+    pub(crate) generation: u64,
+    pub(crate) on_drop: Option<Box<dyn FnOnce(&Arc<Stream>, u64) + Send + Sync>>,
+}
+
+impl std::fmt::Debug for Publisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Publisher").field("stream", &self.stream.name).finish_non_exhaustive()
+    }
+}
+
+/// Returned by [`Publisher::push`] once another publisher has taken the stream over.
+#[derive(Debug, thiserror::Error)]
+#[error("another publisher took over this stream")]
+pub struct Revoked;
+
+impl Publisher {
+    /// The stream being published.
+    pub fn stream(&self) -> &Arc<Stream> {
+        &self.stream
+    }
+
+    /// Whether another publisher has taken over.
+    pub fn is_revoked(&self) -> bool {
+        self.stream.slot.lock().generation != self.generation
+    }
+
+    /// Resolves once another publisher takes the stream over.
+    pub async fn revoked(&self) {
+        let mut rx = self.stream.revoked.subscribe();
+        while *rx.borrow_and_update() <= self.generation {
+            if rx.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
+    /// Declares the stream's tracks (on the first configuration record, and
+    /// again whenever one changes). Unchanged tracks are not repeated.
+    pub fn set_tracks(&self, tracks: Vec<Track>) -> Result<(), Revoked> {
+        if self.is_revoked() {
+            return Err(Revoked);
+        }
+        self.stream.set_tracks(tracks);
+        Ok(())
+    }
+
+    /// Appends one frame. Never waits for readers.
+    pub fn push(&self, frame: Frame) -> Result<(), Revoked> {
+        if self.is_revoked() {
+            return Err(Revoked);
+        }
+        self.stream.push_frame(frame);
+        Ok(())
+    }
+}
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        if let Some(f) = self.on_drop.take() {
+            f(&self.stream, self.generation);
+        }
+    }
+}
+
+/// The read side of a stream. Each subscriber reads at its own pace.
+pub struct Subscriber {
+    stream: Arc<Stream>,
+    st: ReadState,
+    rx: watch::Receiver<u64>,
+}
+
+struct ReadState {
+    cursor: u64,
+    pending_tracks: Option<Arc<[Track]>>,
+    need_key: bool,
+    skips: u64,
+}
+
+impl ReadState {
+    fn jump(&mut self, ring: &Ring, stats: &StreamStats) -> bool {
+        let (skipped, moved) = match ring.keypoints.back() {
+            None => {
+                let skipped = ring.next_seq().saturating_sub(self.cursor);
+                self.cursor = ring.next_seq();
+                self.need_key = true;
+                (skipped, skipped > 0)
+            }
+            Some(k) if k.seq <= self.cursor => return false,
+            Some(k) => {
+                let skipped = k.seq - self.cursor;
+                self.cursor = k.seq;
+                self.pending_tracks = Some(k.tracks.clone());
+                self.need_key = false;
+                (skipped, true)
+            }
+        };
+        self.skips += 1;
+        stats.subscriber_skips.fetch_add(1, Ordering::Relaxed);
+        stats.frames_skipped.fetch_add(skipped, Ordering::Relaxed);
+        moved
+    }
+}
+
+impl std::fmt::Debug for Subscriber {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscriber")
+            .field("stream", &self.stream.name)
+            .field("cursor", &self.st.cursor)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Subscriber {
+    /// The stream read.
+    pub fn stream(&self) -> &Arc<Stream> {
+        &self.stream
+    }
+
+    /// How many times this subscriber fell behind and jumped to a keyframe.
+    pub fn skips(&self) -> u64 {
+        self.st.skips
+    }
+
+    /// Entries between this subscriber and the live edge.
+    pub fn lag(&self) -> u64 {
+        self.stream.ring.read().next_seq().saturating_sub(self.st.cursor)
+    }
+
+    /// Jumps to the newest keyframe, as a reader that cannot keep up does.
+    /// Returns whether it moved.
+    pub fn skip_to_live(&mut self) -> bool {
+        let ring = self.stream.ring.read();
+        self.st.jump(&ring, &self.stream.stats)
+    }
+
+
+    /// Reads the next event without waiting; `None` if nothing new is there yet
+    /// or the stream has ended.
+    pub fn try_recv(&mut self) -> Option<Event> {
+        if let Some(t) = self.st.pending_tracks.take() {
+            return Some(Event::Tracks(t));
+        }
+        let ring = self.stream.ring.read();
+        if self.st.cursor < ring.first_seq {
+            let jumped = self.st.jump(&ring, &self.stream.stats);
+            drop(ring);
+            if jumped {
+                return Some(Event::Discontinuity);
+            }
+            return self.try_recv();
+        }
+        loop {
+            let item = ring.get(self.st.cursor)?.clone();
+            self.st.cursor += 1;
+            match item {
+                Item::Frame(f) => {
+                    if self.st.need_key {
+                        if !(f.keyframe && Some(f.track) == ring.lead) {
+                            continue;
+                        }
+                        self.st.need_key = false;
+                    }
+                    return Some(Event::Frame(f));
+                }
+                Item::Tracks(t) => return Some(Event::Tracks(t)),
+                Item::Discontinuity => return Some(Event::Discontinuity),
+            }
+        }
+    }
+
+    /// Reads the next event, waiting for the publisher if needed. Returns
+    /// `None` once the stream has ended and everything before the end was read.
+    pub async fn recv(&mut self) -> Option<Event> {
+        loop {
+            self.rx.borrow_and_update();
+            if let Some(ev) = self.try_recv() {
+                return Some(ev);
+            }
+            if self.stream.ring.read().ended {
+                return None;
+            }
+            if self.rx.changed().await.is_err() {
+                return None;
+            }
+        }
+    }
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        self.stream.stats.subscribers.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Codec, TrackInfo};
+    use bytes::Bytes;
+
+    fn tracks() -> Vec<Track> {
+        vec![
+            Track { id: 0, codec: Codec::H264, config: Bytes::new(), info: TrackInfo::default() },
+            Track { id: 1, codec: Codec::Aac, config: Bytes::new(), info: TrackInfo::default() },
+        ]
+    }
+
+    fn frame(track: TrackId, ms: i64, keyframe: bool, len: usize) -> Frame {
+        Frame { track, dts: ms * 1000, cts: 0, keyframe, payload: Bytes::from(vec![0u8; len]) }
+    }
+
+    fn publisher(cfg: StreamConfig) -> Publisher {
+        Publisher { stream: Stream::new("t".into(), cfg), generation: 0, on_drop: None }
+    }
+
+    #[test]
+    fn subscriber_starts_at_newest_keyframe_with_tracks_first() {
+        let p = publisher(StreamConfig::default());
+        p.set_tracks(tracks()).unwrap();
+        for i in 0..10 {
+            p.push(frame(0, i * 40, i % 5 == 0, 10)).unwrap();
+        }
+        let mut s = p.stream().subscribe();
+        assert!(matches!(s.try_recv(), Some(Event::Tracks(t)) if t.len() == 2));
+        match s.try_recv() {
+            Some(Event::Frame(f)) => assert_eq!((f.dts, f.keyframe), (200_000, true)),
+            other => panic!("expected the keyframe at 200 ms, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn early_subscriber_waits_for_a_keyframe() {
+        let p = publisher(StreamConfig::default());
+        p.set_tracks(tracks()).unwrap();
+        let mut s = p.stream().subscribe();
+        p.push(frame(0, 0, false, 1)).unwrap();
+        p.push(frame(0, 40, true, 1)).unwrap();
+        assert!(matches!(s.try_recv(), Some(Event::Tracks(_))));
+        assert!(matches!(s.try_recv(), Some(Event::Frame(f)) if f.dts == 40_000));
+    }
+
+    #[test]
+    fn ring_is_bounded_by_time_but_keeps_the_last_gop() {
+        let cfg = StreamConfig { buffer: Duration::from_secs(1), max_bytes: usize::MAX };
+        let p = publisher(cfg);
+        p.set_tracks(tracks()).unwrap();
+        for i in 0..1000 {
+            p.push(frame(0, i * 40, i % 50 == 0, 100)).unwrap();
+        }
+        let span = p.stream().buffered_span_us();
+        assert!(span <= 2_000_000, "span {span}");
+        assert!(span >= 1_000_000, "span {span}");
+        // Keyframe every 2 s with a 1 s buffer: the whole last GOP is kept.
+        let mut s = p.stream().subscribe();
+        s.try_recv();
+        assert!(matches!(s.try_recv(), Some(Event::Frame(f)) if f.keyframe && f.dts == 38_000_000));
+    }
+
+    #[test]
+    fn ring_is_bounded_by_bytes() {
+        let cfg = StreamConfig { buffer: Duration::from_secs(3600), max_bytes: 10_000 };
+        let p = publisher(cfg);
+        for i in 0..1000 {
+            p.push(frame(0, i * 40, i % 50 == 0, 100)).unwrap();
+        }
+        assert!(p.stream().buffered_bytes() <= 10_000);
+    }
+
+    #[test]
+    fn slow_subscriber_jumps_to_newest_keyframe_and_is_counted() {
+        let cfg = StreamConfig { buffer: Duration::from_millis(500), max_bytes: usize::MAX };
+        let p = publisher(cfg);
+        p.set_tracks(tracks()).unwrap();
+        p.push(frame(0, 0, true, 1)).unwrap();
+        let mut slow = p.stream().subscribe();
+        let mut fast = p.stream().subscribe();
+        let mut fast_frames = 0;
+        for i in 1..200 {
+            p.push(frame(0, i * 40, i % 25 == 0, 1)).unwrap();
+            while let Some(ev) = fast.try_recv() {
+                fast_frames += matches!(ev, Event::Frame(_)) as u32;
+            }
+        }
+        assert_eq!(fast_frames, 200, "the fast reader saw every frame");
+        assert!(matches!(slow.try_recv(), Some(Event::Tracks(_))));
+        assert!(matches!(slow.try_recv(), Some(Event::Discontinuity)));
+        assert!(matches!(slow.try_recv(), Some(Event::Tracks(_))));
+        assert!(matches!(slow.try_recv(), Some(Event::Frame(f)) if f.keyframe && f.dts == 7_000_000));
+        assert_eq!(slow.skips(), 1);
+        assert_eq!(p.stream().stats().subscriber_skips.load(Ordering::Relaxed), 1);
+        assert_eq!(fast.skips(), 0);
+    }
+
+    #[test]
+    fn fan_out_shares_payload_bytes() {
+        let p = publisher(StreamConfig::default());
+        p.set_tracks(tracks()).unwrap();
+        let payload = Bytes::from(vec![7u8; 4096]);
+        let ptr = payload.as_ptr();
+        let mut subs: Vec<_> = (0..100).map(|_| p.stream().subscribe()).collect();
+        p.push(Frame { track: 0, dts: 0, cts: 0, keyframe: true, payload }).unwrap();
+        for s in &mut subs {
+            s.try_recv();
+            match s.try_recv() {
+                Some(Event::Frame(f)) => assert_eq!(f.payload.as_ptr(), ptr),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn recv_waits_for_the_publisher_and_ends_with_the_stream() {
+        let p = publisher(StreamConfig::default());
+        p.set_tracks(tracks()).unwrap();
+        let mut s = p.stream().subscribe();
+        assert!(matches!(s.recv().await, Some(Event::Tracks(_))));
+        let reader = tokio::spawn(async move {
+            let mut n = 0;
+            while let Some(ev) = s.recv().await {
+                n += matches!(ev, Event::Frame(_)) as u32;
+            }
+            n
+        });
+        for i in 0..5 {
+            p.push(frame(0, i * 40, i == 0, 1)).unwrap();
+            tokio::task::yield_now().await;
+        }
+        p.stream().end();
+        assert_eq!(reader.await.unwrap(), 5);
+    }
+}
