@@ -1,0 +1,360 @@
+//! The server side of an RTMP connection as a pure state machine.
+
+use std::collections::VecDeque;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+
+use super::amf::{self, Amf0};
+use super::chunk::{Decoder, Encoder, Limits, Message};
+use super::handshake::ServerHandshake;
+use super::RtmpError;
+
+const CSID_CONTROL: u32 = 2;
+const CSID_COMMAND: u32 = 3;
+const MSG_SET_CHUNK_SIZE: u8 = 1;
+const MSG_ABORT: u8 = 2;
+const MSG_ACK: u8 = 3;
+const MSG_USER_CONTROL: u8 = 4;
+const MSG_WINDOW_ACK: u8 = 5;
+const MSG_PEER_BANDWIDTH: u8 = 6;
+const MSG_AUDIO: u8 = 8;
+const MSG_VIDEO: u8 = 9;
+const MSG_DATA_AMF3: u8 = 15;
+const MSG_COMMAND_AMF3: u8 = 17;
+const MSG_DATA_AMF0: u8 = 18;
+const MSG_COMMAND_AMF0: u8 = 20;
+/// The message stream id handed out by createStream.
+const MEDIA_STREAM: u32 = 1;
+
+/// Settings of a server session.
+#[derive(Clone, Debug)]
+pub struct SessionConfig {
+    /// Decoder limits (largest message, most chunk streams).
+    pub limits: Limits,
+    /// Chunk size we announce and write with.
+    pub chunk_size: u32,
+    /// Acknowledgement window we ask the peer to use.
+    pub window_ack: u32,
+    /// Cap on bytes held in partially received messages.
+    pub max_partial_bytes: usize,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig { limits: Limits::default(), chunk_size: 4096, window_ack: 2_500_000, max_partial_bytes: 32 << 20 }
+    }
+}
+
+/// What the session reports to its driver.
+#[derive(Clone, Debug, PartialEq)]
+pub enum SessionEvent {
+    /// The client wants to publish `name` in application `app`. Answer with
+    /// [`ServerSession::accept_publish`] or [`ServerSession::reject_publish`];
+    /// media is refused until then.
+    PublishRequested {
+        /// The application from `connect` (`live` in `rtmp://host/live/key`).
+        app: String,
+        /// The publishing name, query string included (the stream key).
+        name: String,
+    },
+    /// The client wants to play `name`. Answer with [`ServerSession::reject_play`]
+    /// (playback over RTMP is not served yet).
+    PlayRequested {
+        /// Application.
+        app: String,
+        /// Stream name.
+        name: String,
+    },
+    /// `@setDataFrame` / `onMetaData` properties.
+    Metadata(Amf0),
+    /// An FLV audio tag body.
+    Audio {
+        /// Timestamp in ms (32-bit, wraps).
+        timestamp: u32,
+        /// Tag body.
+        payload: Bytes,
+    },
+    /// An FLV video tag body.
+    Video {
+        /// Timestamp in ms (32-bit, wraps).
+        timestamp: u32,
+        /// Tag body.
+        payload: Bytes,
+    },
+    /// The client stopped publishing (FCUnpublish, deleteStream or closeStream).
+    Unpublished,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum State {
+    Handshake,
+    AwaitConnect,
+    Connected,
+    PublishPending,
+    Publishing,
+    Closed,
+}
+
+/// The server side of one RTMP connection, sans IO.
+///
+/// Feed received bytes to [`handle_input`](Self::handle_input), then drain
+/// [`poll_event`](Self::poll_event) and [`poll_transmit`](Self::poll_transmit).
+/// After an error the connection must be closed (flush `poll_transmit` first:
+/// a rejection carries a status message for the client).
+pub struct ServerSession {
+    cfg: SessionConfig,
+    handshake: ServerHandshake,
+    decoder: Decoder,
+    encoder: Encoder,
+    out: BytesMut,
+    events: VecDeque<SessionEvent>,
+    state: State,
+    app: String,
+    bytes_in: u64,
+    last_ack: u64,
+    peer_window: u32,
+}
+
+impl ServerSession {
+    /// A session waiting for the client's handshake.
+    pub fn new(cfg: SessionConfig) -> ServerSession {
+        ServerSession {
+            decoder: Decoder::new(cfg.limits),
+            cfg,
+            handshake: ServerHandshake::AwaitC0C1,
+            encoder: Encoder::default(),
+            out: BytesMut::new(),
+            events: VecDeque::new(),
+            state: State::Handshake,
+            app: String::new(),
+            bytes_in: 0,
+            last_ack: 0,
+            peer_window: 0,
+        }
+    }
+
+    /// Whether the client is publishing (accepted).
+    pub fn is_publishing(&self) -> bool {
+        self.state == State::Publishing
+    }
+
+    /// Consumes received bytes from `buf`, leaving an incomplete tail there.
+    /// `now_ms` is any millisecond clock (it goes into the handshake).
+    pub fn handle_input(&mut self, buf: &mut BytesMut, now_ms: u32) -> Result<(), RtmpError> {
+        if self.state == State::Closed {
+            return Err(RtmpError::Closed);
+        }
+        let before = buf.len();
+        let result = self.drive(buf, now_ms);
+        self.bytes_in += (before - buf.len()) as u64;
+        if self.peer_window > 0 && self.bytes_in - self.last_ack >= u64::from(self.peer_window) {
+            self.last_ack = self.bytes_in;
+            let mut body = BytesMut::new();
+            body.put_u32(self.bytes_in as u32);
+            self.send(CSID_CONTROL, MSG_ACK, 0, body.freeze());
+        }
+        if result.is_err() {
+            self.state = State::Closed;
+        }
+        result
+    }
+
+    fn drive(&mut self, buf: &mut BytesMut, now_ms: u32) -> Result<(), RtmpError> {
+        if self.state == State::Handshake {
+            if !self.handshake.advance(buf, &mut self.out, now_ms)? {
+                return Ok(());
+            }
+            self.state = State::AwaitConnect;
+        }
+        loop {
+            let before = buf.len();
+            if let Some(msg) = self.decoder.decode_chunk(buf)? {
+                self.on_message(msg)?;
+            }
+            if self.decoder.buffered() > self.cfg.max_partial_bytes {
+                return Err(RtmpError::Protocol("too many bytes in partial messages"));
+            }
+            if buf.len() == before || self.state == State::Closed {
+                return Ok(());
+            }
+        }
+    }
+
+    /// The next event for the driver.
+    pub fn poll_event(&mut self) -> Option<SessionEvent> {
+        self.events.pop_front()
+    }
+
+    /// Bytes to send to the client, if any.
+    pub fn poll_transmit(&mut self) -> Option<Bytes> {
+        (!self.out.is_empty()).then(|| self.out.split().freeze())
+    }
+
+    /// Accepts a pending publish: the client may send media.
+    pub fn accept_publish(&mut self) {
+        if self.state != State::PublishPending {
+            return;
+        }
+        self.state = State::Publishing;
+        let mut body = BytesMut::new();
+        body.put_u16(0); // StreamBegin
+        body.put_u32(MEDIA_STREAM);
+        self.send(CSID_CONTROL, MSG_USER_CONTROL, 0, body.freeze());
+        self.on_status("status", "NetStream.Publish.Start", "Publishing started.");
+    }
+
+    /// Refuses a pending publish with a status `code` (e.g.
+    /// `NetStream.Publish.BadName`) and a `description` the client shows; the
+    /// session is closed (flush [`poll_transmit`](Self::poll_transmit), then
+    /// close the socket).
+    pub fn reject_publish(&mut self, code: &str, description: &str) {
+        self.on_status("error", code, description);
+        self.state = State::Closed;
+    }
+
+    /// Refuses a play request and closes the session.
+    pub fn reject_play(&mut self, description: &str) {
+        self.on_status("error", "NetStream.Play.StreamNotFound", description);
+        self.state = State::Closed;
+    }
+
+    fn on_status(&mut self, level: &str, code: &str, description: &str) {
+        let info = Amf0::object([("level", Amf0::str(level)), ("code", Amf0::str(code)), ("description", Amf0::str(description))]);
+        self.command(MEDIA_STREAM, &[Amf0::str("onStatus"), Amf0::Number(0.0), Amf0::Null, info]);
+    }
+
+    fn send(&mut self, csid: u32, type_id: u8, stream_id: u32, payload: Bytes) {
+        let msg = Message { csid, type_id, stream_id, timestamp: 0, payload };
+        self.encoder.encode(&msg, &mut self.out);
+    }
+
+    fn command(&mut self, stream_id: u32, values: &[Amf0]) {
+        let mut body = BytesMut::new();
+        for v in values {
+            amf::encode(v, &mut body);
+        }
+        self.send(CSID_COMMAND, MSG_COMMAND_AMF0, stream_id, body.freeze());
+    }
+
+    fn on_message(&mut self, msg: Message) -> Result<(), RtmpError> {
+        let mut p = &msg.payload[..];
+        match msg.type_id {
+            MSG_SET_CHUNK_SIZE => {
+                if p.len() < 4 {
+                    return Err(RtmpError::Protocol("short Set Chunk Size"));
+                }
+                self.decoder.set_chunk_size(p.get_u32())?;
+            }
+            MSG_ABORT => {
+                if p.len() >= 4 {
+                    self.decoder.abort(p.get_u32());
+                }
+            }
+            MSG_WINDOW_ACK => {
+                if p.len() >= 4 {
+                    self.peer_window = p.get_u32();
+                }
+            }
+            MSG_ACK | MSG_USER_CONTROL | MSG_PEER_BANDWIDTH => {}
+            MSG_COMMAND_AMF0 => self.on_command(amf::decode_all(p)?)?,
+            MSG_COMMAND_AMF3 => self.on_command(amf::decode_all(p.get(1..).unwrap_or_default())?)?,
+            MSG_DATA_AMF0 | MSG_DATA_AMF3 => {
+                let p = if msg.type_id == MSG_DATA_AMF3 { p.get(1..).unwrap_or_default() } else { p };
+                // Metadata that does not parse is not worth a session.
+                if let Ok(values) = amf::decode_all(p) {
+                    if let Some(meta) = values.into_iter().find(|v| matches!(v, Amf0::Object(_) | Amf0::EcmaArray(_))) {
+                        self.events.push_back(SessionEvent::Metadata(meta));
+                    }
+                }
+            }
+            MSG_AUDIO | MSG_VIDEO => {
+                if self.state != State::Publishing {
+                    return Err(RtmpError::Protocol("media before an accepted publish"));
+                }
+                let ev = if msg.type_id == MSG_AUDIO {
+                    SessionEvent::Audio { timestamp: msg.timestamp, payload: msg.payload }
+                } else {
+                    SessionEvent::Video { timestamp: msg.timestamp, payload: msg.payload }
+                };
+                self.events.push_back(ev);
+            }
+            _ => {} // unknown message types are ignored, as the spec allows
+        }
+        Ok(())
+    }
+
+    fn on_command(&mut self, values: Vec<Amf0>) -> Result<(), RtmpError> {
+        let name = values.first().and_then(Amf0::as_str).ok_or(RtmpError::Protocol("command without a name"))?;
+        let txid = values.get(1).and_then(Amf0::as_f64).unwrap_or(0.0);
+        let arg = |i: usize| values.get(i).and_then(Amf0::as_str).unwrap_or_default().to_owned();
+        match name {
+            "connect" => {
+                if self.state != State::AwaitConnect {
+                    return Err(RtmpError::Protocol("connect sent twice"));
+                }
+                let cmd = values.get(2);
+                self.app = cmd.and_then(|c| c.get("app")).and_then(Amf0::as_str).unwrap_or_default().to_owned();
+                let encoding = cmd.and_then(|c| c.get("objectEncoding")).and_then(Amf0::as_f64).unwrap_or(0.0);
+                let mut b = BytesMut::new();
+                b.put_u32(self.cfg.window_ack);
+                self.send(CSID_CONTROL, MSG_WINDOW_ACK, 0, b.freeze());
+                let mut b = BytesMut::new();
+                b.put_u32(self.cfg.window_ack);
+                b.put_u8(2); // dynamic
+                self.send(CSID_CONTROL, MSG_PEER_BANDWIDTH, 0, b.freeze());
+                let mut b = BytesMut::new();
+                b.put_u32(self.cfg.chunk_size);
+                self.send(CSID_CONTROL, MSG_SET_CHUNK_SIZE, 0, b.freeze());
+                self.encoder.set_chunk_size(self.cfg.chunk_size);
+                let props = Amf0::object([("fmsVer", Amf0::str("FMS/3,5,7,7009")), ("capabilities", Amf0::Number(31.0))]);
+                let info = Amf0::object([
+                    ("level", Amf0::str("status")),
+                    ("code", Amf0::str("NetConnection.Connect.Success")),
+                    ("description", Amf0::str("Connection succeeded.")),
+                    ("objectEncoding", Amf0::Number(encoding)),
+                ]);
+                self.command(0, &[Amf0::str("_result"), Amf0::Number(txid), props, info]);
+                self.state = State::Connected;
+            }
+            "createStream" => {
+                self.require_connected()?;
+                self.command(0, &[Amf0::str("_result"), Amf0::Number(txid), Amf0::Null, Amf0::Number(f64::from(MEDIA_STREAM))]);
+            }
+            "releaseStream" | "FCPublish" => {
+                self.require_connected()?;
+                self.command(0, &[Amf0::str("_result"), Amf0::Number(txid), Amf0::Null, Amf0::Undefined]);
+            }
+            "publish" => {
+                self.require_connected()?;
+                if self.state != State::Connected {
+                    return Err(RtmpError::Protocol("publish sent twice"));
+                }
+                let name = arg(3);
+                if name.is_empty() {
+                    return Err(RtmpError::Protocol("publish without a stream name"));
+                }
+                self.state = State::PublishPending;
+                self.events.push_back(SessionEvent::PublishRequested { app: self.app.clone(), name });
+            }
+            "play" => {
+                self.require_connected()?;
+                self.events.push_back(SessionEvent::PlayRequested { app: self.app.clone(), name: arg(3) });
+            }
+            "FCUnpublish" | "deleteStream" | "closeStream" => {
+                if self.state == State::Publishing {
+                    self.state = State::Connected;
+                    self.events.push_back(SessionEvent::Unpublished);
+                }
+            }
+            _ => {} // getStreamLength, _checkbw and friends need no answer
+        }
+        Ok(())
+    }
+
+    fn require_connected(&self) -> Result<(), RtmpError> {
+        match self.state {
+            State::Handshake | State::AwaitConnect => Err(RtmpError::Protocol("command before connect")),
+            _ => Ok(()),
+        }
+    }
+}
