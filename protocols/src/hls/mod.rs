@@ -1,1 +1,430 @@
-//! todo
+//! LL-HLS: packaged once per stream, served to every viewer from memory.
+//!
+//! [`HlsHub`] follows the [`Registry`]: for each stream that starts it runs a
+//! packager task that subscribes to the stream and builds CMAF segments and
+//! parts per rendition (one per track). HTTP handlers ask the hub for
+//! playlists (blocking reload and delta updates included), init segments,
+//! segments and parts; a part still being produced is streamed as its chunks
+//! are written.
+
+mod packager;
+pub mod playlist;
+mod rendition;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use futures_util::Stream as FutStream;
+use parking_lot::{Mutex, RwLock};
+use tidecast_media::{Registry, RegistryEvent, Stream};
+use tokio::sync::{broadcast, watch};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info};
+
+pub use packager::Packager;
+pub use playlist::Skip;
+pub use rendition::{Part, Rendition, Segment};
+
+/// LL-HLS settings.
+#[derive(Clone, Debug)]
+pub struct HlsConfig {
+    /// Target segment duration; segments start at keyframes, so a longer GOP
+    /// makes longer segments.
+    pub segment_target: Duration,
+    /// Target part duration.
+    pub part_target: Duration,
+    /// Complete segments listed in a media playlist.
+    pub window: usize,
+    /// How many of the newest segments list their parts.
+    pub parts_segments: usize,
+    /// How long an ended stream's playlists stay up.
+    pub linger: Duration,
+}
+
+impl Default for HlsConfig {
+    fn default() -> Self {
+        HlsConfig {
+            segment_target: Duration::from_secs(2),
+            part_target: Duration::from_millis(200),
+            window: 10,
+            parts_segments: 3,
+            linger: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Why a request cannot be answered; each maps to one HTTP status.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum HlsError {
+    /// No such stream, rendition, segment or part (404).
+    #[error("not found")]
+    NotFound,
+    /// A request the spec says to refuse, e.g. `_HLS_msn` too far ahead (400).
+    #[error("bad request: {0}")]
+    BadRequest(&'static str),
+    /// A blocking request that did not come true in time (503).
+    #[error("the requested segment or part did not become available in time")]
+    Timeout,
+}
+
+/// What a media playlist request asks for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PlaylistRequest {
+    /// `_HLS_msn`.
+    pub msn: Option<u64>,
+    /// `_HLS_part`.
+    pub part: Option<u64>,
+    /// `_HLS_skip=YES` (or `v2`).
+    pub skip: Skip,
+}
+
+impl PlaylistRequest {
+    /// Parses the LL-HLS query parameters from a raw query string.
+    pub fn parse(query: &str) -> Result<PlaylistRequest, HlsError> {
+        let mut req = PlaylistRequest::default();
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            match k {
+                "_HLS_msn" => req.msn = Some(v.parse().map_err(|_| HlsError::BadRequest("_HLS_msn is not a number"))?),
+                "_HLS_part" => req.part = Some(v.parse().map_err(|_| HlsError::BadRequest("_HLS_part is not a number"))?),
+                "_HLS_skip" => {
+                    req.skip = match v {
+                        "YES" | "v2" => Skip::Yes,
+                        _ => return Err(HlsError::BadRequest("_HLS_skip must be YES or v2")),
+                    }
+                }
+                _ => {} // other parameters (tokens, cache busters) are not ours
+            }
+        }
+        if req.part.is_some() && req.msn.is_none() {
+            return Err(HlsError::BadRequest("_HLS_part needs _HLS_msn"));
+        }
+        Ok(req)
+    }
+}
+
+/// What a file name under `/hls/{stream}/` names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Resource {
+    /// `index.m3u8`.
+    Multivariant,
+    /// `{rendition}.m3u8`.
+    Playlist(String),
+    /// `{rendition}-{run}-i{version}.mp4`.
+    Init(String, String, u32),
+    /// `{rendition}-{run}-{msn}.m4s`.
+    Segment(String, String, u64),
+    /// `{rendition}-{run}-{msn}.{part}.m4s`.
+    Part(String, String, u64, usize),
+}
+
+impl Resource {
+    /// Parses a file name; `None` for names we never hand out.
+    pub fn parse(file: &str) -> Option<Resource> {
+        if file == "index.m3u8" {
+            return Some(Resource::Multivariant);
+        }
+        if let Some(r) = file.strip_suffix(".m3u8") {
+            return (!r.contains('-')).then(|| Resource::Playlist(r.to_owned()));
+        }
+        let mut it = file.splitn(3, '-');
+        let (r, run, rest) = (it.next()?.to_owned(), it.next()?.to_owned(), it.next()?);
+        if let Some(v) = rest.strip_prefix('i').and_then(|v| v.strip_suffix(".mp4")) {
+            return Some(Resource::Init(r, run, v.parse().ok()?));
+        }
+        let rest = rest.strip_suffix(".m4s")?;
+        match rest.split_once('.') {
+            Some((msn, part)) => Some(Resource::Part(r, run, msn.parse().ok()?, part.parse().ok()?)),
+            None => Some(Resource::Segment(r, run, rest.parse().ok()?)),
+        }
+    }
+}
+
+/// One stream's LL-HLS output.
+pub struct HlsStream {
+    name: String,
+    run: String,
+    cfg: HlsConfig,
+    state: RwLock<Packager>,
+    version: watch::Sender<u64>,
+}
+
+impl std::fmt::Debug for HlsStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HlsStream").field("name", &self.name).field("run", &self.run).finish_non_exhaustive()
+    }
+}
+
+impl HlsStream {
+    fn new(name: String, cfg: HlsConfig) -> HlsStream {
+        let run = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64 % 0xffff_ffff);
+        HlsStream {
+            name,
+            run: format!("{run:x}"),
+            state: RwLock::new(Packager::new(cfg.clone())),
+            cfg,
+            version: watch::channel(0).0,
+        }
+    }
+
+    /// The stream name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Token in every file name of this run of the stream, so that a stream
+    /// restarted under the same name never serves stale cached files.
+    pub fn run(&self) -> &str {
+        &self.run
+    }
+
+    /// Applies `f` to the packager and wakes waiting requests.
+    pub fn update<R>(&self, f: impl FnOnce(&mut Packager) -> R) -> R {
+        let r = f(&mut self.state.write());
+        self.version.send_modify(|v| *v += 1);
+        r
+    }
+
+    /// Reads the packager.
+    pub fn read<R>(&self, f: impl FnOnce(&Packager) -> R) -> R {
+        f(&self.state.read())
+    }
+
+    fn block_timeout(&self) -> Duration {
+        let target = self.read(|p| playlist::target_duration(&self.cfg, p));
+        Duration::from_secs(3 * target)
+    }
+
+    /// Waits until `ready` holds (re-checked at every packager change), for
+    /// at most three target durations.
+    async fn wait_for<T>(&self, mut ready: impl FnMut(&Packager) -> Option<T>) -> Result<T, HlsError> {
+        let mut rx = self.version.subscribe();
+        let deadline = tokio::time::Instant::now() + self.block_timeout();
+        loop {
+            rx.borrow_and_update();
+            if let Some(v) = ready(&self.state.read()) {
+                return Ok(v);
+            }
+            match tokio::time::timeout_at(deadline, rx.changed()).await {
+                Ok(Ok(())) => {}
+                _ => return Err(HlsError::Timeout),
+            }
+        }
+    }
+
+    /// The multivariant playlist, once the stream has media.
+    pub async fn multivariant(&self) -> Result<String, HlsError> {
+        self.wait_for(|p| p.renditions.first().filter(|r| r.last_part().is_some()).map(|_| playlist::multivariant(p))).await
+    }
+
+    /// A media playlist, blocking per `_HLS_msn` / `_HLS_part`.
+    pub async fn media_playlist(&self, rendition: &str, req: PlaylistRequest) -> Result<String, HlsError> {
+        if self.read(|p| p.rendition(rendition).is_none()) {
+            // The rendition may not exist yet right after the publish starts.
+            self.wait_for(|p| p.rendition(rendition).map(|_| ())).await.map_err(|_| HlsError::NotFound)?;
+        }
+        if let Some(msn) = req.msn {
+            let last = self.read(|p| p.rendition(rendition).and_then(|r| r.open().map(|s| s.msn)));
+            if let Some(open) = last {
+                // The spec: more than two segments ahead of the playlist is a 400.
+                if msn > open + 2 {
+                    return Err(HlsError::BadRequest("_HLS_msn is more than two segments ahead"));
+                }
+            }
+        }
+        let name = rendition.to_owned();
+        let cfg = &self.cfg;
+        let run = &self.run;
+        self.wait_for(move |p| {
+            let r = p.rendition(&name)?;
+            r.last_part()?;
+            if !p.ended {
+                if let Some(msn) = req.msn {
+                    let satisfied = match req.part {
+                        None => r.last_msn().is_some_and(|m| m >= msn),
+                        Some(part) => r.last_msn().is_some_and(|m| m >= msn)
+                            || r.segment(msn).is_some_and(|s| {
+                                s.parts.get(part as usize).is_some_and(|p| p.complete && !p.chunks.is_empty())
+                            }),
+                    };
+                    if !satisfied {
+                        return None;
+                    }
+                }
+            }
+            Some(playlist::media(cfg, p, r, run, req.skip))
+        })
+        .await
+    }
+
+    /// An init segment.
+    pub fn init(&self, rendition: &str, run: &str, version: u32) -> Result<Bytes, HlsError> {
+        if run != self.run {
+            return Err(HlsError::NotFound);
+        }
+        self.read(|p| p.rendition(rendition).and_then(|r| r.inits.get(&version).cloned())).ok_or(HlsError::NotFound)
+    }
+
+    /// A complete segment, as the chunks to write.
+    pub fn segment(&self, rendition: &str, run: &str, msn: u64) -> Result<Vec<Bytes>, HlsError> {
+        if run != self.run {
+            return Err(HlsError::NotFound);
+        }
+        self.read(|p| {
+            let seg = p.rendition(rendition)?.segment(msn).filter(|s| s.complete)?;
+            Some(seg.parts.iter().flat_map(|p| p.chunks.iter().cloned()).collect())
+        })
+        .ok_or(HlsError::NotFound)
+    }
+
+    /// A part, streamed as it is produced: the returned stream yields its
+    /// chunks as they are written and ends when the part is complete. A part
+    /// not yet started is waited for if it is the next one (the preload hint).
+    pub async fn part(
+        self: &Arc<Self>,
+        rendition: &str,
+        run: &str,
+        msn: u64,
+        part: usize,
+    ) -> Result<impl FutStream<Item = Bytes> + Send + 'static, HlsError> {
+        if run != self.run {
+            return Err(HlsError::NotFound);
+        }
+        let exists = |p: &Packager| -> Option<bool> {
+            let r = p.rendition(rendition)?;
+            match r.segment(msn) {
+                Some(s) if part < s.parts.len() => Some(true),
+                Some(s) if !s.complete && part == s.parts.len() => Some(false), // next part: wait
+                Some(_) => None,
+                None => {
+                    let open = r.open()?;
+                    (msn == open.msn + 1 && part == 0).then_some(false)
+                }
+            }
+        };
+        match self.read(exists) {
+            None => return Err(HlsError::NotFound),
+            Some(false) => {
+                let r = rendition.to_owned();
+                self.wait_for(move |p| {
+                    let seg = p.rendition(&r)?.segment(msn)?;
+                    seg.parts.get(part).map(|_| ())
+                })
+                .await?;
+            }
+            Some(true) => {}
+        }
+        let this = self.clone();
+        let r = rendition.to_owned();
+        let rx = self.version.subscribe();
+        let state = (this, r, rx, 0usize, std::collections::VecDeque::<Bytes>::new());
+        Ok(futures_util::stream::unfold(state, move |(this, r, mut rx, sent, mut queue)| async move {
+            loop {
+                if let Some(chunk) = queue.pop_front() {
+                    // Each chunk is a frame payload or a fragment header, handed
+                    // to the socket as is.
+                    return Some((chunk, (this, r, rx, sent, queue)));
+                }
+                rx.borrow_and_update();
+                let (chunks, complete) = this.read(|p| {
+                    let Some(pt) = p.rendition(&r).and_then(|r| r.segment(msn)).and_then(|s| s.parts.get(part)) else {
+                        return (Vec::new(), true);
+                    };
+                    (pt.chunks.get(sent..).map(<[Bytes]>::to_vec).unwrap_or_default(), pt.complete || p.ended)
+                });
+                if !chunks.is_empty() {
+                    let sent = sent + chunks.len();
+                    queue.extend(chunks);
+                    let chunk = queue.pop_front()?;
+                    return Some((chunk, (this, r, rx, sent, queue)));
+                }
+                if complete {
+                    return None;
+                }
+                if tokio::time::timeout(Duration::from_secs(10), rx.changed()).await.is_err() {
+                    return None;
+                }
+            }
+        }))
+    }
+}
+
+/// All streams' LL-HLS outputs.
+#[derive(Debug)]
+pub struct HlsHub {
+    cfg: HlsConfig,
+    streams: Mutex<HashMap<String, Arc<HlsStream>>>,
+}
+
+impl HlsHub {
+    /// An empty hub.
+    pub fn new(cfg: HlsConfig) -> Arc<HlsHub> {
+        Arc::new(HlsHub { cfg, streams: Mutex::new(HashMap::new()) })
+    }
+
+    /// The LL-HLS output of `stream`.
+    pub fn get(&self, stream: &str) -> Option<Arc<HlsStream>> {
+        self.streams.lock().get(stream).cloned()
+    }
+
+    /// Packages every stream the registry starts, until `shutdown`.
+    pub async fn run(self: Arc<Self>, registry: Registry, shutdown: CancellationToken) {
+        let mut events = registry.events();
+        for s in registry.streams() {
+            self.spawn_packager(s, shutdown.clone());
+        }
+        loop {
+            let ev = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                ev = events.recv() => ev,
+            };
+            match ev {
+                Ok(RegistryEvent::Started(stream)) => self.spawn_packager(stream, shutdown.clone()),
+                Ok(RegistryEvent::Ended(_)) => {}
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    for s in registry.streams() {
+                        if self.get(s.name()).is_none() {
+                            self.spawn_packager(s, shutdown.clone());
+                        }
+                    }
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    }
+
+    fn spawn_packager(self: &Arc<Self>, stream: Arc<Stream>, shutdown: CancellationToken) {
+        let hls = Arc::new(HlsStream::new(stream.name().to_owned(), self.cfg.clone()));
+        self.streams.lock().insert(stream.name().to_owned(), hls.clone());
+        let hub = self.clone();
+        tokio::spawn(async move {
+            let mut sub = stream.subscribe();
+            info!(stream = hls.name(), run = hls.run(), "hls packaging started");
+            loop {
+                let ev = tokio::select! {
+                    _ = shutdown.cancelled() => None,
+                    ev = sub.recv() => ev,
+                };
+                match ev {
+                    Some(ev) => hls.update(|p| p.on_event(ev)),
+                    None => break,
+                }
+            }
+            hls.update(Packager::finish);
+            debug!(stream = hls.name(), "hls packaging finished");
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                _ = tokio::time::sleep(hub.cfg.linger) => {}
+            }
+            let mut streams = hub.streams.lock();
+            if streams.get(hls.name()).is_some_and(|h| Arc::ptr_eq(h, &hls)) {
+                streams.remove(hls.name());
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests;

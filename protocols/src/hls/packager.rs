@@ -1,0 +1,245 @@
+//! Cuts a stream into LL-HLS segments and parts, once for all viewers.
+//!
+//! The lead track (video if there is one) decides the boundaries: a segment
+//! starts at a keyframe once the target duration is reached, a part once
+//! about a part target has passed. Each boundary is queued for the other
+//! tracks, which apply it when their own timeline reaches it, so every
+//! rendition carries the same media sequence numbers.
+
+use std::collections::VecDeque;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tidecast_media::{Event, Frame, MediaKind, Track, TrackId};
+use tracing::warn;
+
+use super::rendition::Rendition;
+use super::HlsConfig;
+
+#[derive(Clone, Copy, Debug)]
+struct Boundary {
+    at_us: i64,
+    segment: bool,
+}
+
+#[derive(Debug)]
+struct Follower {
+    queue: VecDeque<Boundary>,
+}
+
+/// Per-stream packaging state: the renditions and how to feed them.
+#[derive(Debug)]
+pub struct Packager {
+    cfg: HlsConfig,
+    /// Renditions, the lead first.
+    pub renditions: Vec<Rendition>,
+    track_ids: Vec<TrackId>,
+    followers: Vec<Follower>,
+    /// Wall-clock ms of media time 0, fixed at the first frame.
+    pub epoch_ms: Option<i64>,
+    /// True once the stream ended.
+    pub ended: bool,
+    pending_discontinuity: bool,
+}
+
+fn unix_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+fn us(d: Duration) -> i64 {
+    i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
+}
+
+impl Packager {
+    /// An empty packager.
+    pub fn new(cfg: HlsConfig) -> Packager {
+        Packager {
+            cfg,
+            renditions: Vec::new(),
+            track_ids: Vec::new(),
+            followers: Vec::new(),
+            epoch_ms: None,
+            ended: false,
+            pending_discontinuity: false,
+        }
+    }
+
+    /// Feeds one event from the stream's subscriber.
+    pub fn on_event(&mut self, ev: Event) {
+        match ev {
+            Event::Tracks(tracks) => self.on_tracks(&tracks),
+            Event::Frame(f) => self.on_frame(f),
+            Event::Discontinuity => self.pending_discontinuity = true,
+        }
+    }
+
+    fn on_tracks(&mut self, tracks: &[Track]) {
+        for t in tracks {
+            if let Some(i) = self.track_ids.iter().position(|&id| id == t.id) {
+                if let Err(e) = self.renditions[i].update_track(t.clone()) {
+                    warn!(track = t.id, error = %e, "hls: cannot package the new track configuration");
+                }
+                continue;
+            }
+            let name = match t.kind() {
+                MediaKind::Video if !self.has_kind(MediaKind::Video) => "video",
+                MediaKind::Audio if !self.has_kind(MediaKind::Audio) => "audio",
+                _ => continue, // one rendition per kind for now
+            };
+            match Rendition::new(name, t.clone()) {
+                Ok(mut r) => {
+                    // A late track joins at the lead's current segment.
+                    let lead_msn = self.renditions.first().and_then(|l| l.open()).map(|s| s.msn);
+                    let lead_is_video = self.renditions.first().is_some_and(|l| l.track.kind() == MediaKind::Video);
+                    if t.kind() == MediaKind::Video && !lead_is_video && self.renditions.first().is_none_or(|l| !l.started()) {
+                        // Video declared after audio but before any media: video leads.
+                        self.renditions.insert(0, r);
+                        self.track_ids.insert(0, t.id);
+                        self.followers.insert(0, Follower { queue: VecDeque::new() });
+                        continue;
+                    }
+                    if let Some(msn) = lead_msn {
+                        r.start_pending(msn);
+                    }
+                    self.renditions.push(r);
+                    self.track_ids.push(t.id);
+                    self.followers.push(Follower { queue: VecDeque::new() });
+                }
+                Err(e) => warn!(track = t.id, codec = t.codec.name(), error = %e, "hls: track not packaged"),
+            }
+        }
+    }
+
+    fn has_kind(&self, kind: MediaKind) -> bool {
+        self.renditions.iter().any(|r| r.track.kind() == kind)
+    }
+
+    fn on_frame(&mut self, f: Frame) {
+        let Some(idx) = self.track_ids.iter().position(|&id| id == f.track) else { return };
+        if self.pending_discontinuity {
+            self.pending_discontinuity = false;
+            for r in &mut self.renditions {
+                r.discontinuity(Some(self.cfg.window));
+            }
+            for fl in &mut self.followers {
+                fl.queue.clear();
+            }
+        }
+        if idx == 0 {
+            self.on_lead_frame(f);
+        } else {
+            self.on_follower_frame(idx, f);
+        }
+    }
+
+    fn chunk_us(&self, idx: usize) -> i64 {
+        if self.renditions[idx].track.kind() == MediaKind::Video {
+            0
+        } else {
+            us(self.cfg.part_target) / 2
+        }
+    }
+
+    fn next_msn(r: &Rendition) -> u64 {
+        r.segments.back().map_or(0, |s| if s.complete { s.msn + 1 } else { s.msn })
+    }
+
+    fn on_lead_frame(&mut self, f: Frame) {
+        let chunk_us = self.chunk_us(0);
+        let window = self.cfg.window;
+        let seg_target = us(self.cfg.segment_target);
+        let part_target = us(self.cfg.part_target);
+        let lead = &mut self.renditions[0];
+        let boundary = match (lead.segment_start(), lead.part_start()) {
+            (None, _) => {
+                if !f.keyframe {
+                    return; // wait for a keyframe to start
+                }
+                if self.epoch_ms.is_none() {
+                    self.epoch_ms = Some(unix_ms() - f.dts / 1000);
+                }
+                let msn = Self::next_msn(lead);
+                lead.start(msn, f.dts);
+                for (r, fl) in self.renditions.iter_mut().zip(&mut self.followers).skip(1) {
+                    if !r.started() || r.open().is_none() {
+                        r.start_pending(msn);
+                    }
+                    fl.queue.clear();
+                }
+                None
+            }
+            (Some(seg_start), Some(part_start)) => {
+                if f.keyframe && f.dts - seg_start >= seg_target {
+                    Some(Boundary { at_us: f.dts, segment: true })
+                } else if (f.dts - part_start) * 10 >= part_target * 9 {
+                    Some(Boundary { at_us: f.dts, segment: false })
+                } else {
+                    None
+                }
+            }
+            (Some(_), None) => None,
+        };
+        let lead = &mut self.renditions[0];
+        if let Some(b) = boundary {
+            let applied = if b.segment {
+                lead.close_segment(b.at_us, window).map(|_| true)
+            } else {
+                lead.close_part(b.at_us)
+            };
+            match applied {
+                Ok(true) => {
+                    for fl in &mut self.followers[1..] {
+                        fl.queue.push_back(b);
+                        if fl.queue.len() > 64 {
+                            fl.queue.pop_front();
+                        }
+                    }
+                }
+                Ok(false) => {}
+                Err(e) => warn!(error = %e, "hls: packaging failed"),
+            }
+        }
+        if let Err(e) = self.renditions[0].push(f, chunk_us) {
+            warn!(error = %e, "hls: packaging failed");
+        }
+    }
+
+    fn on_follower_frame(&mut self, idx: usize, f: Frame) {
+        let chunk_us = self.chunk_us(idx);
+        let window = self.cfg.window;
+        let Some(lead_start) = self.renditions[0].segments.front().map(|s| s.start_us) else { return };
+        if f.dts < lead_start {
+            return;
+        }
+        let r = &mut self.renditions[idx];
+        if r.open().is_none() {
+            let msn = r.pending_msn().unwrap_or_else(|| Self::next_msn(r));
+            r.start(msn, f.dts);
+        }
+        while let Some(b) = self.followers[idx].queue.front().copied() {
+            if f.dts < b.at_us {
+                break;
+            }
+            self.followers[idx].queue.pop_front();
+            let res = if b.segment { r.close_segment(f.dts, window) } else { r.close_part(f.dts).map(|_| ()) };
+            if let Err(e) = res {
+                warn!(error = %e, "hls: packaging failed");
+            }
+        }
+        if let Err(e) = r.push(f, chunk_us) {
+            warn!(error = %e, "hls: packaging failed");
+        }
+    }
+
+    /// Completes every rendition (the stream ended).
+    pub fn finish(&mut self) {
+        for r in &mut self.renditions {
+            r.finish();
+        }
+        self.ended = true;
+    }
+
+    /// The rendition called `name`.
+    pub fn rendition(&self, name: &str) -> Option<&Rendition> {
+        self.renditions.iter().find(|r| r.name == name)
+    }
+}

@@ -1,0 +1,325 @@
+//! One rendition (one track) of an LL-HLS stream: its init segments, its
+//! segments and their parts, built as frames arrive.
+//!
+//! Samples are written as CMAF chunks (one `moof` + `mdat` each) appended to
+//! the open part, so a part can be served while it is still being produced.
+//! A sample is written once the next sample of the track (or a boundary)
+//! fixes its duration.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use bytes::Bytes;
+use tidecast_media::{Frame, MediaKind, Track, TIMESCALE};
+
+use crate::cmaf::{self, CmafError, Sample};
+
+/// A partial segment.
+#[derive(Debug, Clone)]
+pub struct Part {
+    /// Fragment headers and frame payloads, in wire order.
+    pub chunks: Vec<Bytes>,
+    /// Start, in microseconds.
+    pub start_us: i64,
+    /// Duration in seconds once complete.
+    pub duration: f64,
+    /// Starts with a keyframe.
+    pub independent: bool,
+    /// No more chunks will be added.
+    pub complete: bool,
+    /// Sum of chunk lengths.
+    pub bytes: usize,
+}
+
+impl Part {
+    fn new(start_us: i64) -> Part {
+        Part { chunks: Vec::new(), start_us, duration: 0.0, independent: false, complete: false, bytes: 0 }
+    }
+}
+
+/// A media segment: the concatenation of its parts.
+#[derive(Debug, Clone)]
+pub struct Segment {
+    /// Media sequence number.
+    pub msn: u64,
+    /// Its parts; the last one is open while the segment is.
+    pub parts: Vec<Part>,
+    /// Start, in microseconds.
+    pub start_us: i64,
+    /// Duration in seconds once complete.
+    pub duration: f64,
+    /// Preceded by EXT-X-DISCONTINUITY.
+    pub discontinuity: bool,
+    /// Which init segment it needs.
+    pub init_version: u32,
+    /// Complete segments are listed with EXTINF.
+    pub complete: bool,
+}
+
+impl Segment {
+    /// Bytes in all parts.
+    pub fn bytes(&self) -> usize {
+        self.parts.iter().map(|p| p.bytes).sum()
+    }
+}
+
+/// One track's LL-HLS state.
+#[derive(Debug)]
+pub struct Rendition {
+    /// `video` or `audio`: the playlist is `{name}.m3u8`.
+    pub name: &'static str,
+    /// The track.
+    pub track: Track,
+    timescale: u32,
+    /// Init segments still referenced, by version.
+    pub inits: BTreeMap<u32, Bytes>,
+    /// Current init version.
+    pub init_version: u32,
+    /// Complete segments, oldest first, then the open one (if any).
+    pub segments: VecDeque<Segment>,
+    /// Segments dropped from the playlist so far that began with a discontinuity.
+    pub discontinuity_sequence: u64,
+    pending: Option<Frame>,
+    start_msn: Option<u64>,
+    ready: Vec<Sample>,
+    last_duration_us: i64,
+    fragment_seq: u32,
+    next_discontinuity: bool,
+    /// Longest complete segment, seconds.
+    pub longest_segment: f64,
+    /// Peak bits per second over complete segments.
+    pub peak_bitrate: u64,
+}
+
+impl Rendition {
+    /// A rendition for `track`, whose first segment will carry `msn`.
+    pub fn new(name: &'static str, track: Track) -> Result<Rendition, CmafError> {
+        let init = cmaf::init_segment(&track)?;
+        let timescale = cmaf::timescale(&track);
+        let last_duration_us = match track.kind() {
+            MediaKind::Video => 33_333,
+            MediaKind::Audio => 1024 * i64::from(TIMESCALE) / i64::from(track.info.sample_rate.max(1)),
+        };
+        Ok(Rendition {
+            name,
+            track,
+            timescale,
+            inits: BTreeMap::from([(0, init)]),
+            init_version: 0,
+            segments: VecDeque::new(),
+            discontinuity_sequence: 0,
+            pending: None,
+            start_msn: None,
+            ready: Vec::new(),
+            last_duration_us,
+            fragment_seq: 0,
+            next_discontinuity: false,
+            longest_segment: 0.0,
+            peak_bitrate: 0,
+        })
+    }
+
+    /// Replaces the track (new codec configuration): a new init segment, and
+    /// the next segment starts with a discontinuity.
+    pub fn update_track(&mut self, track: Track) -> Result<(), CmafError> {
+        if track.config == self.track.config && track.codec == self.track.codec {
+            self.track = track;
+            return Ok(());
+        }
+        let init = cmaf::init_segment(&track)?;
+        self.timescale = cmaf::timescale(&track);
+        self.track = track;
+        self.init_version += 1;
+        self.inits.insert(self.init_version, init);
+        self.discontinuity(None);
+        Ok(())
+    }
+
+    /// The open segment, if any.
+    pub fn open(&self) -> Option<&Segment> {
+        self.segments.back().filter(|s| !s.complete)
+    }
+
+    /// Whether any segment was started.
+    pub fn started(&self) -> bool {
+        !self.segments.is_empty()
+    }
+
+    /// Start of the open part, microseconds.
+    pub fn part_start(&self) -> Option<i64> {
+        self.open().and_then(|s| s.parts.last()).map(|p| p.start_us)
+    }
+
+    /// Start of the open segment, microseconds.
+    pub fn segment_start(&self) -> Option<i64> {
+        self.open().map(|s| s.start_us)
+    }
+
+    /// Remembers the msn the next segment must carry (a track that joins late
+    /// or restarts after a discontinuity aligns with the lead).
+    pub fn start_pending(&mut self, msn: u64) {
+        self.start_msn = Some(msn);
+    }
+
+    /// The msn set by [`start_pending`](Self::start_pending), consumed.
+    pub fn pending_msn(&mut self) -> Option<u64> {
+        self.start_msn.take()
+    }
+
+    /// Opens the first segment (or the one after a discontinuity) at `msn`.
+    pub fn start(&mut self, msn: u64, at_us: i64) {
+        self.segments.push_back(Segment {
+            msn,
+            parts: vec![Part::new(at_us)],
+            start_us: at_us,
+            duration: 0.0,
+            discontinuity: std::mem::take(&mut self.next_discontinuity),
+            init_version: self.init_version,
+            complete: false,
+        });
+    }
+
+    /// Adds a frame to the open part. `flush_each` writes a chunk per sample
+    /// (video); otherwise chunks gather about `chunk_us` of samples.
+    pub fn push(&mut self, frame: Frame, chunk_us: i64) -> Result<(), CmafError> {
+        if let Some(prev) = self.pending.take() {
+            let d = frame.dts - prev.dts;
+            if d > 0 && d < 10 * i64::from(TIMESCALE) {
+                self.last_duration_us = d;
+            }
+            self.ready.push(Sample::from_frame(prev, frame.dts.max(0), self.timescale));
+        }
+        self.pending = Some(frame);
+        let span: u64 = self.ready.iter().map(|s| u64::from(s.duration)).sum();
+        if !self.ready.is_empty() && span * u64::from(TIMESCALE) >= (chunk_us.max(0) as u64) * u64::from(self.timescale) {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), CmafError> {
+        if self.ready.is_empty() {
+            return Ok(());
+        }
+        let header = cmaf::fragment_header(self.fragment_seq, &self.ready)?;
+        self.fragment_seq = self.fragment_seq.wrapping_add(1);
+        let Some(part) = self.segments.back_mut().filter(|s| !s.complete).and_then(|s| s.parts.last_mut()) else {
+            self.ready.clear();
+            return Ok(());
+        };
+        if part.chunks.is_empty() {
+            part.independent = self.ready[0].frame.keyframe;
+        }
+        part.bytes += header.len();
+        part.chunks.push(header);
+        for s in self.ready.drain(..) {
+            part.bytes += s.frame.payload.len();
+            part.chunks.push(s.frame.payload);
+        }
+        Ok(())
+    }
+
+    /// Writes everything before `end_us` (the pending sample ends there).
+    fn drain_until(&mut self, end_us: i64) -> Result<(), CmafError> {
+        if let Some(prev) = self.pending.take() {
+            let end = if end_us > prev.dts { end_us } else { prev.dts + self.last_duration_us };
+            self.ready.push(Sample::from_frame(prev, end, self.timescale));
+        }
+        self.flush()
+    }
+
+    /// Closes the open part at `end_us` and opens the next one. Returns false
+    /// (and does nothing) when the part is still empty.
+    pub fn close_part(&mut self, end_us: i64) -> Result<bool, CmafError> {
+        if self.pending.is_none() && self.open().and_then(|s| s.parts.last()).is_none_or(|p| p.chunks.is_empty()) {
+            return Ok(false);
+        }
+        self.drain_until(end_us)?;
+        if let Some(seg) = self.segments.back_mut().filter(|s| !s.complete) {
+            if let Some(p) = seg.parts.last_mut() {
+                p.complete = true;
+                p.duration = (end_us - p.start_us).max(0) as f64 / f64::from(TIMESCALE);
+            }
+            seg.parts.push(Part::new(end_us));
+        }
+        Ok(true)
+    }
+
+    /// Closes the open segment at `end_us` and opens segment `msn + 1`.
+    pub fn close_segment(&mut self, end_us: i64, window: usize) -> Result<(), CmafError> {
+        self.drain_until(end_us)?;
+        let Some(seg) = self.segments.back_mut().filter(|s| !s.complete) else { return Ok(()) };
+        if let Some(p) = seg.parts.last_mut() {
+            p.complete = true;
+            p.duration = (end_us - p.start_us).max(0) as f64 / f64::from(TIMESCALE);
+        }
+        seg.parts.retain(|p| !p.chunks.is_empty());
+        seg.complete = true;
+        seg.duration = (end_us - seg.start_us).max(0) as f64 / f64::from(TIMESCALE);
+        self.longest_segment = self.longest_segment.max(seg.duration);
+        if seg.duration > 0.0 {
+            self.peak_bitrate = self.peak_bitrate.max((seg.bytes() as f64 * 8.0 / seg.duration) as u64);
+        }
+        let msn = seg.msn + 1;
+        self.start(msn, end_us);
+        self.trim(window);
+        Ok(())
+    }
+
+    /// Ends the open segment early (publisher reconnected, codec changed or
+    /// stream ended): the next segment starts with a discontinuity.
+    pub fn discontinuity(&mut self, window: Option<usize>) {
+        let end = self.pending.as_ref().map(|p| p.dts + self.last_duration_us);
+        if let (Some(end), Some(_)) = (end, self.open()) {
+            let _ = self.close_segment(end, window.unwrap_or(usize::MAX));
+            // close_segment opened an empty successor; it restarts at the next frame.
+            if self.segments.back().is_some_and(|s| !s.complete && s.parts.iter().all(|p| p.chunks.is_empty())) {
+                self.segments.pop_back();
+            }
+        }
+        self.pending = None;
+        self.next_discontinuity = self.started();
+    }
+
+    /// Ends the rendition: writes what is pending and completes the open segment.
+    pub fn finish(&mut self) {
+        let end = self.pending.as_ref().map(|p| p.dts + self.last_duration_us);
+        if let Some(end) = end {
+            let _ = self.close_segment(end, usize::MAX);
+        }
+        if self.segments.back().is_some_and(|s| !s.complete) {
+            self.segments.pop_back();
+        }
+    }
+
+    /// Drops complete segments beyond `window`, and init segments no one needs.
+    fn trim(&mut self, window: usize) {
+        while self.segments.iter().filter(|s| s.complete).count() > window {
+            if self.segments.pop_front().is_some_and(|old| old.discontinuity) {
+                self.discontinuity_sequence += 1;
+            }
+        }
+        let oldest = self.segments.front().map_or(self.init_version, |s| s.init_version);
+        self.inits.retain(|&v, _| v >= oldest);
+    }
+
+    /// The segment `msn`, if held.
+    pub fn segment(&self, msn: u64) -> Option<&Segment> {
+        let first = self.segments.front()?.msn;
+        self.segments.get(usize::try_from(msn.checked_sub(first)?).ok()?)
+    }
+
+    /// Last complete part: (msn, part index).
+    pub fn last_part(&self) -> Option<(u64, usize)> {
+        for seg in self.segments.iter().rev() {
+            if let Some(i) = seg.parts.iter().rposition(|p| p.complete && !p.chunks.is_empty()) {
+                return Some((seg.msn, i));
+            }
+        }
+        None
+    }
+
+    /// Last complete segment's msn.
+    pub fn last_msn(&self) -> Option<u64> {
+        self.segments.iter().rev().find(|s| s.complete).map(|s| s.msn)
+    }
+}

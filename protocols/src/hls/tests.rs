@@ -1,0 +1,216 @@
+//! Packager and playlist behaviour on synthetic frames.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use tidecast_media::{Codec, Event, Frame, Track, TrackInfo};
+
+use super::*;
+
+fn tracks() -> Arc<[Track]> {
+    let sps = [
+        0x67, 0xf4, 0x00, 0x0d, 0x91, 0x9b, 0x28, 0x28, 0x3f, 0x60, 0x22, 0x00, 0x00, 0x03, 0x00, 0x02, 0x00, 0x00, 0x03,
+        0x00, 0x64, 0x1e, 0x28, 0x53, 0x2c,
+    ];
+    let config = tidecast_codecs::h264::build_config(&sps, &[0x68, 0xeb, 0xe3, 0xc4, 0x48, 0x44]).unwrap();
+    let info = tidecast_codecs::describe(Codec::H264, &config).unwrap();
+    let aac = Bytes::from_static(&[0x12, 0x10]);
+    let ainfo = tidecast_codecs::describe(Codec::Aac, &aac).unwrap();
+    Arc::from(vec![
+        Track { id: 0, codec: Codec::H264, config: config.into(), info },
+        Track { id: 1, codec: Codec::Aac, config: aac, info: TrackInfo { ..ainfo } },
+    ])
+}
+
+/// 25 fps video with a keyframe every `gop` frames, AAC at ~43 fps, interleaved in dts order.
+fn events(seconds: i64, gop: i64) -> Vec<Event> {
+    let mut evs = vec![Event::Tracks(tracks())];
+    let mut frames = Vec::new();
+    for i in 0..seconds * 25 {
+        let payload = Bytes::from(vec![(i % 251) as u8; 100 + (i % 7) as usize]);
+        frames.push(Frame { track: 0, dts: i * 40_000, cts: 0, keyframe: i % gop == 0, payload });
+    }
+    for i in 0..seconds * 44100 / 1024 {
+        let dts = i * 1024 * 1_000_000 / 44100;
+        frames.push(Frame { track: 1, dts, cts: 0, keyframe: true, payload: Bytes::from(vec![0xa5; 20]) });
+    }
+    frames.sort_by_key(|f| (f.dts, f.track));
+    evs.extend(frames.into_iter().map(Event::Frame));
+    evs
+}
+
+fn cfg() -> HlsConfig {
+    HlsConfig { window: 20, ..HlsConfig::default() }
+}
+
+fn packaged(seconds: i64, gop: i64) -> Packager {
+    let mut p = Packager::new(cfg());
+    for e in events(seconds, gop) {
+        p.on_event(e);
+    }
+    p
+}
+
+fn attr<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    let start = line.find(&format!("{key}="))? + key.len() + 1;
+    let rest = &line[start..];
+    let end = if rest.starts_with('"') { rest[1..].find('"')? + 2 } else { rest.find(',').unwrap_or(rest.len()) };
+    Some(rest[..end].trim_matches('"'))
+}
+
+#[test]
+fn segments_are_gop_aligned_and_parts_bounded() {
+    let p = packaged(12, 50);
+    let v = p.rendition("video").unwrap();
+    let complete: Vec<_> = v.segments.iter().filter(|s| s.complete).collect();
+    assert_eq!(complete.len(), 5, "12 s with a 2 s GOP: 5 complete segments and one open");
+    for s in &complete {
+        assert!((s.duration - 2.0).abs() < 1e-9, "segment {} lasts {}", s.msn, s.duration);
+        assert!(s.parts[0].independent);
+        assert_eq!(s.parts.len(), 10);
+        for part in &s.parts {
+            assert!(part.duration <= 0.2 + 1e-9 && part.duration >= 0.16, "part of {}", part.duration);
+        }
+        let sum: f64 = s.parts.iter().map(|p| p.duration).sum();
+        assert!((sum - s.duration).abs() < 1e-6);
+    }
+    let a = p.rendition("audio").unwrap();
+    assert_eq!(a.segments.iter().filter(|s| s.complete).count(), 5, "audio follows the same boundaries");
+    assert_eq!(a.segments.back().unwrap().msn, v.segments.back().unwrap().msn);
+}
+
+#[test]
+fn media_playlist_has_every_ll_hls_tag() {
+    let p = packaged(12, 50);
+    let v = p.rendition("video").unwrap();
+    let text = playlist::media(&cfg(), &p, v, "r", Skip::No);
+    for tag in [
+        "#EXT-X-TARGETDURATION:2",
+        "#EXT-X-PART-INF:PART-TARGET=0.200",
+        "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,CAN-SKIP-UNTIL=12.0,PART-HOLD-BACK=0.600",
+        "#EXT-X-MEDIA-SEQUENCE:0",
+        "#EXT-X-MAP:URI=\"video-r-i0.mp4\"",
+        "#EXT-X-PROGRAM-DATE-TIME:",
+        "#EXT-X-PART:DURATION=0.20000,URI=\"video-r-5.0.m4s\",INDEPENDENT=YES",
+        "#EXTINF:2.00000,\nvideo-r-4.m4s",
+        "#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"video-r-5.",
+        "#EXT-X-RENDITION-REPORT:URI=\"audio.m3u8\",LAST-MSN=5,LAST-PART=",
+    ] {
+        assert!(text.contains(tag), "missing {tag:?} in\n{text}");
+    }
+    // m3u8-rs reads the plain fields of our playlist.
+    match m3u8_rs::parse_playlist_res(text.as_bytes()) {
+        Ok(m3u8_rs::Playlist::MediaPlaylist(pl)) => {
+            assert_eq!(pl.segments.len(), 5);
+            assert_eq!(pl.target_duration, 2);
+        }
+        other => panic!("{other:?}"),
+    }
+    let mv = playlist::multivariant(&p);
+    assert!(mv.contains("CODECS=\"avc1.f4000d,mp4a.40.2\""), "{mv}");
+    assert!(mv.contains("RESOLUTION=320x240"), "{mv}");
+    assert!(mv.contains("URI=\"audio.m3u8\""), "{mv}");
+}
+
+#[test]
+fn delta_update_is_smaller_and_consistent() {
+    let p = packaged(30, 50);
+    let v = p.rendition("video").unwrap();
+    let full = playlist::media(&cfg(), &p, v, "r", Skip::No);
+    let delta = playlist::media(&cfg(), &p, v, "r", Skip::Yes);
+    assert!(delta.len() < full.len());
+    let skip_line = delta.lines().find(|l| l.starts_with("#EXT-X-SKIP:")).expect("EXT-X-SKIP");
+    let skipped: usize = attr(skip_line, "SKIPPED-SEGMENTS").unwrap().parse().unwrap();
+    // Skipped segments plus the listed ones are exactly the full playlist's.
+    let uris = |t: &str| t.lines().filter(|l| l.ends_with(".m4s") && !l.starts_with('#')).map(str::to_owned).collect::<Vec<_>>();
+    let (f, d) = (uris(&full), uris(&delta));
+    assert_eq!(f.len(), skipped + d.len());
+    assert_eq!(f[skipped..], d[..]);
+    // What remains covers at least CAN-SKIP-UNTIL (12 s).
+    assert!(d.len() * 2 >= 12);
+}
+
+#[test]
+fn parts_concatenate_to_the_segment_byte_for_byte() {
+    let p = packaged(6, 50);
+    for r in &p.renditions {
+        for s in r.segments.iter().filter(|s| s.complete) {
+            let seg: Vec<u8> = s.parts.iter().flat_map(|p| p.chunks.iter().flat_map(|c| c.to_vec())).collect();
+            let mut buf = &seg[..];
+            let mut boxes = 0;
+            while !buf.is_empty() {
+                let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+                assert!(len >= 8 && len <= buf.len(), "box sizes tile the segment");
+                buf = &buf[len..];
+                boxes += 1;
+            }
+            assert!(boxes >= 2 * s.parts.len());
+        }
+    }
+}
+
+#[test]
+fn discontinuity_starts_a_new_segment() {
+    let mut p = Packager::new(cfg());
+    for e in events(5, 50) {
+        p.on_event(e);
+    }
+    p.on_event(Event::Discontinuity);
+    for e in events(3, 50).into_iter().skip(1) {
+        if let Event::Frame(mut f) = e {
+            f.dts += 10_000_000;
+            p.on_event(Event::Frame(f));
+        }
+    }
+    let v = p.rendition("video").unwrap();
+    let text = playlist::media(&cfg(), &p, v, "r", Skip::No);
+    assert_eq!(text.matches("#EXT-X-DISCONTINUITY\n").count(), 1, "{text}");
+}
+
+#[test]
+fn request_parameters() {
+    assert_eq!(
+        PlaylistRequest::parse("_HLS_msn=5&_HLS_part=2&_HLS_skip=YES&token=x").unwrap(),
+        PlaylistRequest { msn: Some(5), part: Some(2), skip: Skip::Yes }
+    );
+    assert!(PlaylistRequest::parse("_HLS_part=2").is_err());
+    assert!(PlaylistRequest::parse("_HLS_msn=x").is_err());
+    assert_eq!(Resource::parse("video-ab12-7.3.m4s"), Some(Resource::Part("video".into(), "ab12".into(), 7, 3)));
+    assert_eq!(Resource::parse("audio-ab12-7.m4s"), Some(Resource::Segment("audio".into(), "ab12".into(), 7)));
+    assert_eq!(Resource::parse("video-ab12-i0.mp4"), Some(Resource::Init("video".into(), "ab12".into(), 0)));
+    assert_eq!(Resource::parse("../etc"), None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn blocking_reload_waits_for_the_part_and_the_hinted_part_streams() {
+    let hls = Arc::new(HlsStream::new("s".into(), cfg()));
+    let evs = events(4, 50);
+    let (first, rest) = evs.split_at(evs.len() / 2);
+    for e in first {
+        hls.update(|p| p.on_event(e.clone()));
+    }
+    let (msn, part) = hls.read(|p| p.rendition("video").unwrap().last_part().unwrap());
+    let (want_msn, want_part) = (msn, part + 1);
+    let hs = hls.clone();
+    let waiter = tokio::spawn(async move {
+        hs.media_playlist("video", PlaylistRequest { msn: Some(want_msn), part: Some(want_part as u64), skip: Skip::No }).await
+    });
+    let run = hls.run().to_owned();
+    let hinted = hls.part("video", &run, want_msn, want_part).await;
+    tokio::task::yield_now().await;
+    assert!(!waiter.is_finished(), "must block until the part exists");
+    for e in rest {
+        hls.update(|p| p.on_event(e.clone()));
+    }
+    let text = waiter.await.unwrap().unwrap();
+    assert!(text.contains(&format!("video-{run}-{want_msn}.{want_part}.m4s")));
+    let body: Vec<Bytes> = hinted.unwrap().collect().await;
+    let seg_part = hls.read(|p| p.rendition("video").unwrap().segment(want_msn).unwrap().parts[want_part].chunks.clone());
+    assert_eq!(body, seg_part);
+    // Too far ahead is a 400; a part that never comes times out with 503.
+    let far = hls.media_playlist("video", PlaylistRequest { msn: Some(msn + 10), part: None, skip: Skip::No }).await;
+    assert!(matches!(far, Err(HlsError::BadRequest(_))));
+    let late = hls.media_playlist("video", PlaylistRequest { msn: Some(msn + 3), part: None, skip: Skip::No }).await;
+    assert_eq!(late, Err(HlsError::Timeout));
+}
