@@ -1,0 +1,194 @@
+//! Configuration: embedded defaults, then a TOML file, then `TIDECAST_*`
+//! environment variables and command-line flags (see `Overrides`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use serde::Deserialize;
+
+/// The whole configuration file.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Where state lives.
+    pub data_dir: PathBuf,
+    /// tracing filter, e.g. `info` or `tidecast=debug`.
+    pub log: String,
+    /// RTMP ingest.
+    pub rtmp: Rtmp,
+    /// Playback over HTTP.
+    pub http: Http,
+    /// The media core.
+    pub media: Media,
+    /// LL-HLS.
+    pub hls: Hls,
+    /// Stream keys; none means open development mode.
+    pub streams: Vec<StreamEntry>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Rtmp {
+    pub listen: SocketAddr,
+    pub chunk_size: u32,
+    pub max_message_bytes: u32,
+    pub idle_timeout_seconds: f64,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Http {
+    pub listen: SocketAddr,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Media {
+    /// Seconds of media each stream keeps behind the live edge.
+    pub buffer_seconds: f64,
+    /// Hard cap on a stream's buffered payload bytes.
+    pub max_buffer_bytes: usize,
+    /// How long a stream waits for its publisher to come back.
+    pub reconnect_grace_seconds: f64,
+    /// A second publisher on a live name takes over instead of being refused.
+    pub takeover: bool,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Hls {
+    pub segment_seconds: f64,
+    pub part_seconds: f64,
+    pub playlist_segments: usize,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct StreamEntry {
+    pub name: String,
+    pub key: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("./data"),
+            log: "info".into(),
+            rtmp: Rtmp::default(),
+            http: Http::default(),
+            media: Media::default(),
+            hls: Hls::default(),
+            streams: Vec::new(),
+        }
+    }
+}
+
+impl Default for Rtmp {
+    fn default() -> Self {
+        Rtmp { listen: ([0, 0, 0, 0], 1935).into(), chunk_size: 4096, max_message_bytes: 16 << 20, idle_timeout_seconds: 30.0 }
+    }
+}
+
+impl Default for Http {
+    fn default() -> Self {
+        Http { listen: ([0, 0, 0, 0], 8080).into() }
+    }
+}
+
+impl Default for Media {
+    fn default() -> Self {
+        Media { buffer_seconds: 10.0, max_buffer_bytes: 64 << 20, reconnect_grace_seconds: 5.0, takeover: false }
+    }
+}
+
+impl Default for Hls {
+    fn default() -> Self {
+        Hls { segment_seconds: 2.0, part_seconds: 0.2, playlist_segments: 10 }
+    }
+}
+
+fn secs(what: &str, v: f64, min: f64, max: f64) -> anyhow::Result<Duration> {
+    if !(min..=max).contains(&v) {
+        bail!("{what} must be between {min} and {max} seconds, not {v}");
+    }
+    Ok(Duration::from_secs_f64(v))
+}
+
+impl Config {
+    /// Reads a TOML file.
+    pub fn from_file(path: &std::path::Path) -> anyhow::Result<Config> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+    }
+
+    /// Checks ranges and returns the durations the server needs.
+    pub fn validate(&self) -> anyhow::Result<Validated> {
+        let v = Validated {
+            buffer: secs("media.buffer_seconds", self.media.buffer_seconds, 1.0, 3600.0)?,
+            grace: secs("media.reconnect_grace_seconds", self.media.reconnect_grace_seconds, 0.0, 600.0)?,
+            segment: secs("hls.segment_seconds", self.hls.segment_seconds, 0.5, 30.0)?,
+            part: secs("hls.part_seconds", self.hls.part_seconds, 0.05, 5.0)?,
+            rtmp_idle: secs("rtmp.idle_timeout_seconds", self.rtmp.idle_timeout_seconds, 1.0, 3600.0)?,
+        };
+        if v.part >= v.segment {
+            bail!("hls.part_seconds must be shorter than hls.segment_seconds");
+        }
+        if self.hls.playlist_segments < 3 {
+            bail!("hls.playlist_segments must be at least 3");
+        }
+        if !(128..=1 << 24).contains(&self.rtmp.chunk_size) {
+            bail!("rtmp.chunk_size must be between 128 and 16777216");
+        }
+        for s in &self.streams {
+            if !tidecast_control::auth::valid_stream_name(&s.name) {
+                bail!("stream name {:?} is not valid: use letters, digits, _ - . +", s.name);
+            }
+            if s.key.len() < 8 {
+                bail!("the key of stream {:?} is shorter than 8 characters", s.name);
+            }
+        }
+        Ok(v)
+    }
+}
+
+/// Durations checked by [`Config::validate`].
+pub struct Validated {
+    pub buffer: Duration,
+    pub grace: Duration,
+    pub segment: Duration,
+    pub part: Duration,
+    pub rtmp_idle: Duration,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_validate_and_file_overrides() {
+        Config::default().validate().unwrap();
+        let c: Config = toml::from_str(
+            "[rtmp]\nlisten = \"127.0.0.1:1936\"\n[hls]\npart_seconds = 0.3\n[[streams]]\nname = \"show\"\nkey = \"0123456789\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.rtmp.listen.port(), 1936);
+        assert_eq!(c.hls.part_seconds, 0.3);
+        assert_eq!(c.hls.segment_seconds, 2.0);
+        assert_eq!(c.streams.len(), 1);
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        assert!(toml::from_str::<Config>("[rtmp]\nlisten = \"nowhere\"\n").is_err());
+        assert!(toml::from_str::<Config>("typo = 1\n").is_err());
+        let mut c = Config::default();
+        c.hls.part_seconds = 3.0;
+        assert!(c.validate().is_err());
+        let mut c = Config::default();
+        c.streams.push(StreamEntry { name: "a/b".into(), key: "0123456789".into() });
+        assert!(c.validate().is_err());
+    }
+}
