@@ -1,0 +1,194 @@
+//! Shared harness for end-to-end tests: the real `tidecast` binary, real
+//! ffmpeg/ffprobe, real HTTP.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running `tidecast serve` on loopback ports chosen by the OS.
+pub struct Server {
+    child: Option<Child>,
+    pub rtmp: SocketAddr,
+    pub http: SocketAddr,
+    pub dir: tempfile::TempDir,
+}
+
+impl Server {
+    pub fn start(extra: &[&str]) -> Server {
+        Self::start_with_config(None, extra)
+    }
+
+    pub fn start_with_config(config: Option<&str>, extra: &[&str]) -> Server {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tidecast"));
+        cmd.arg("serve")
+            .args(["--rtmp-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"])
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .args(extra)
+            .env_remove("TIDECAST_CONFIG")
+            .env("TIDECAST_LOG", "info,tidecast_protocols=debug")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(dir.path().join("server.log")).expect("log file"));
+        if let Some(text) = config {
+            let path = dir.path().join("tidecast.toml");
+            std::fs::write(&path, text).expect("write config");
+            cmd.arg("--config").arg(path);
+        }
+        let mut child = cmd.spawn().expect("spawn tidecast");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).expect("read ready line");
+        let addr = |key: &str| -> SocketAddr {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix(key))
+                .unwrap_or_else(|| panic!("no {key} in {line:?}"))
+                .parse()
+                .expect("address")
+        };
+        let (rtmp, http) = (addr("rtmp="), addr("http="));
+        Server { child: Some(child), rtmp, http, dir }
+    }
+
+    pub fn rtmp_url(&self, name: &str) -> String {
+        format!("rtmp://{}/live/{name}", self.rtmp)
+    }
+
+    pub fn hls_url(&self, stream: &str, file: &str) -> String {
+        format!("http://{}/hls/{stream}/{file}", self.http)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    /// Whether the process is still running.
+    pub fn alive(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| c.try_wait().ok().flatten().is_none())
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "server did not exit after SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("---- server log ----\n{}", self.log());
+        }
+    }
+}
+
+/// ffmpeg arguments for a lavfi test source: `seconds` of H.264 + AAC.
+pub fn lavfi_h264_aac(seconds: u32, size: &str, fps: u32, rate: u32) -> Vec<String> {
+    let mut a: Vec<String> = vec!["-hide_banner", "-loglevel", "error", "-nostdin"].into_iter().map(String::from).collect();
+    a.extend(["-f", "lavfi", "-i"].map(String::from));
+    a.push(format!("testsrc=size={size}:rate={fps}"));
+    a.extend(["-f", "lavfi", "-i"].map(String::from));
+    a.push(format!("sine=frequency=440:sample_rate={rate}"));
+    a.extend(["-t".to_string(), seconds.to_string()]);
+    a.extend(
+        ["-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p", "-bf", "0", "-c:a", "aac", "-ac", "2"].map(String::from),
+    );
+    a.extend(["-g".to_string(), fps.to_string()]);
+    a
+}
+
+/// Runs ffmpeg to completion.
+pub fn ffmpeg(args: &[String]) -> std::process::Output {
+    Command::new("ffmpeg").args(args).stdin(Stdio::null()).output().expect("ffmpeg is installed (make test installs it)")
+}
+
+/// Starts ffmpeg in the background.
+pub fn ffmpeg_spawn(args: &[String]) -> Child {
+    Command::new("ffmpeg")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("ffmpeg is installed")
+}
+
+/// ffprobe's compact output for `url`, as `key=value` maps per section.
+pub fn ffprobe(url: &str, extra: &[&str]) -> Vec<std::collections::HashMap<String, String>> {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-of", "compact"])
+        .args(extra)
+        .arg(url)
+        .output()
+        .expect("ffprobe is installed");
+    assert!(out.status.success(), "ffprobe {url} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            l.split('|')
+                .skip(1)
+                .filter_map(|kv| kv.split_once('='))
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .chain(std::iter::once(("section".to_owned(), l.split('|').next().unwrap_or("").to_owned())))
+                .collect()
+        })
+        .collect()
+}
+
+/// GET returning (status, body).
+pub async fn get(url: &str) -> (u16, bytes::Bytes) {
+    let r = reqwest::get(url).await.unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let status = r.status().as_u16();
+    (status, r.bytes().await.expect("body"))
+}
+
+pub async fn get_text(url: &str) -> String {
+    let (status, body) = get(url).await;
+    assert_eq!(status, 200, "GET {url}: {}", String::from_utf8_lossy(&body));
+    String::from_utf8(body.to_vec()).expect("utf-8")
+}
+
+/// Waits (through blocking playlist reloads, not sleeps) until `rendition`
+/// of `stream` has a complete segment `msn`; returns the playlist.
+pub async fn wait_for_segment(server: &Server, stream: &str, rendition: &str, msn: u64) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let url = server.hls_url(stream, &format!("{rendition}.m3u8?_HLS_msn={msn}"));
+        if let Ok(r) = reqwest::get(&url).await {
+            if r.status() == 200 {
+                return r.text().await.expect("text");
+            }
+        }
+        assert!(Instant::now() < deadline, "segment {msn} of {stream}/{rendition} never appeared\n{}", server.log());
+        // The stream may not exist yet: the server answers 404 at once, so pace the retries.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Parses `KEY=value` from an EXT-X tag line.
+pub fn attr<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    let start = line.find(&format!("{key}="))? + key.len() + 1;
+    let rest = &line[start..];
+    let end = if let Some(r) = rest.strip_prefix('"') { r.find('"')? + 2 } else { rest.find(',').unwrap_or(rest.len()) };
+    Some(rest[..end].trim_matches('"'))
+}
+
+pub fn path_in(dir: &Path, name: &str) -> PathBuf {
+    dir.join(name)
+}

@@ -1,0 +1,150 @@
+//! End to end: ffmpeg publishes over RTMP, ffmpeg/ffprobe and plain HTTP read
+//! LL-HLS back. Slow (real encoders): `make test-e2e` runs these alone.
+
+mod common;
+
+use common::*;
+
+/// The whole path, checked on what a player reads: codecs, resolution, frame
+/// rate, sample rate, frame count and duration.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rtmp_h264_aac_comes_out_as_ll_hls() {
+    let server = Server::start(&["--reconnect-grace", "0"]);
+    let mut args = lavfi_h264_aac(6, "640x360", 30, 48000);
+    args.extend(["-f".into(), "flv".into(), server.rtmp_url("cam")]);
+    let out = ffmpeg(&args);
+    assert!(out.status.success(), "publish failed: {}", String::from_utf8_lossy(&out.stderr));
+
+    // The publisher is gone and the grace period is 0: the playlist is final.
+    let video = get_text(&server.hls_url("cam", "video.m3u8")).await;
+    assert!(video.contains("#EXT-X-ENDLIST"), "{video}");
+    let master = get_text(&server.hls_url("cam", "index.m3u8")).await;
+    assert!(master.contains("RESOLUTION=640x360"), "{master}");
+    assert!(master.contains("CODECS=\"avc1.64"), "{master}");
+
+    let sections = ffprobe(
+        &server.hls_url("cam", "index.m3u8"),
+        &["-show_entries", "stream=codec_name,width,height,avg_frame_rate,sample_rate,channels:format=duration"],
+    );
+    let stream = |codec: &str| sections.iter().find(|s| s.get("codec_name").map(String::as_str) == Some(codec)).cloned();
+    let v = stream("h264").expect("an h264 stream");
+    assert_eq!((v["width"].as_str(), v["height"].as_str(), v["avg_frame_rate"].as_str()), ("640", "360", "30/1"));
+    let a = stream("aac").expect("an aac stream");
+    assert_eq!((a["sample_rate"].as_str(), a["channels"].as_str()), ("48000", "2"));
+    let duration: f64 = sections.iter().find_map(|s| s.get("duration")?.parse().ok()).expect("duration");
+    assert!((duration - 6.0).abs() <= 2.0, "read back {duration} s of 6 s (one segment of slack)");
+
+    // Every frame made it: remux the HLS and count.
+    let mp4 = server.dir.path().join("readback.mp4");
+    let remux: Vec<String> = ["-v", "error", "-i"]
+        .into_iter()
+        .map(String::from)
+        .chain([server.hls_url("cam", "index.m3u8"), "-c".into(), "copy".into(), "-y".into()])
+        .chain([mp4.display().to_string()])
+        .collect();
+    let out = ffmpeg(&remux);
+    assert!(out.status.success(), "remux failed: {}", String::from_utf8_lossy(&out.stderr));
+    let counted = ffprobe(&mp4.display().to_string(), &["-count_frames", "-show_entries", "stream=codec_name,nb_read_frames"]);
+    let frames = |c: &str| -> u32 {
+        counted.iter().find(|s| s["codec_name"] == c).and_then(|s| s["nb_read_frames"].parse().ok()).unwrap_or(0)
+    };
+    assert_eq!(frames("h264"), 180, "6 s at 30 fps");
+    assert!(frames("aac") >= 280, "about 6 s of 48 kHz AAC (1024 samples per frame)");
+}
+
+/// Live LL-HLS behaviour against a real-time publisher: blocking reload,
+/// preload hints, parts that add up to their segment, delta updates.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ll_hls_live_behaviour() {
+    let server = Server::start(&["--hls-segment", "1"]);
+    let mut args = vec!["-re".to_string()];
+    args.extend(lavfi_h264_aac(20, "320x240", 25, 44100));
+    args.extend(["-f".into(), "flv".into(), server.rtmp_url("live1")]);
+    let mut publisher = ffmpeg_spawn(&args);
+
+    let playlist = wait_for_segment(&server, "live1", "video", 1).await;
+    for tag in [
+        "#EXT-X-PART-INF:PART-TARGET=0.200",
+        "CAN-BLOCK-RELOAD=YES",
+        "PART-HOLD-BACK=0.600",
+        "CAN-SKIP-UNTIL=6.0",
+        "#EXT-X-PROGRAM-DATE-TIME:",
+        "#EXT-X-PRELOAD-HINT:TYPE=PART",
+        "#EXT-X-RENDITION-REPORT:URI=\"audio.m3u8\"",
+    ] {
+        assert!(playlist.contains(tag), "missing {tag}\n{playlist}");
+    }
+
+    // Ask for the part after the newest listed one: the answer must list it.
+    let last_part_line = playlist.lines().filter(|l| l.starts_with("#EXT-X-PART:")).last().expect("parts");
+    let uri = attr(last_part_line, "URI").expect("URI").to_owned();
+    let (msn, part) = {
+        let stem = uri.trim_end_matches(".m4s");
+        let mut it = stem.rsplit('-').next().expect("msn.part").split('.');
+        (it.next().unwrap().parse::<u64>().unwrap(), it.next().unwrap().parse::<u64>().unwrap())
+    };
+    let hint = playlist.lines().find(|l| l.starts_with("#EXT-X-PRELOAD-HINT")).and_then(|l| attr(l, "URI")).unwrap().to_owned();
+    // Fetch the hinted part while it is being produced (streamed as it grows).
+    let hinted = tokio::spawn({
+        let url = server.hls_url("live1", &hint);
+        async move { get(&url).await }
+    });
+    let next = server.hls_url("live1", &format!("video.m3u8?_HLS_msn={msn}&_HLS_part={}", part + 1));
+    let blocked = get_text(&next).await;
+    let (hs, hbody) = hinted.await.unwrap();
+    assert_eq!(hs, 200);
+    assert!(blocked.contains(&hint), "the blocking reload lists the hinted part {hint}\n{blocked}");
+    assert!(!hbody.is_empty());
+    assert_eq!(&hbody[4..8], b"moof", "a part is CMAF fragments");
+
+    // A request too far ahead is refused at once.
+    let (status, _) = get(&server.hls_url("live1", &format!("video.m3u8?_HLS_msn={}", msn + 50))).await;
+    assert_eq!(status, 400);
+    let (status, _) = get(&server.hls_url("live1", "video.m3u8?_HLS_part=1")).await;
+    assert_eq!(status, 400);
+
+    // Parts concatenate to their segment, byte for byte.
+    let full = wait_for_segment(&server, "live1", "video", 8).await;
+    let mut current_parts = Vec::new();
+    let mut checked = 0;
+    for line in full.lines() {
+        if line.starts_with("#EXT-X-PART:") {
+            current_parts.push(attr(line, "URI").unwrap().to_owned());
+        } else if line.ends_with(".m4s") && !line.starts_with('#') {
+            if !current_parts.is_empty() {
+                let mut joined = Vec::new();
+                for p in &current_parts {
+                    joined.extend_from_slice(&get(&server.hls_url("live1", p)).await.1);
+                }
+                let (s, seg) = get(&server.hls_url("live1", line)).await;
+                assert_eq!(s, 200);
+                assert_eq!(joined, seg.to_vec(), "parts of {line} concatenate to it");
+                checked += 1;
+            }
+            current_parts.clear();
+        }
+    }
+    assert!(checked >= 2, "checked {checked} segments\n{full}");
+
+    // Delta update: smaller, and the same segments after the skipped ones.
+    let delta = get_text(&server.hls_url("live1", "video.m3u8?_HLS_skip=YES")).await;
+    let full = get_text(&server.hls_url("live1", "video.m3u8")).await;
+    let skip = delta.lines().find(|l| l.starts_with("#EXT-X-SKIP:")).expect("EXT-X-SKIP in the delta");
+    let skipped: usize = attr(skip, "SKIPPED-SEGMENTS").unwrap().parse().unwrap();
+    let segs = |t: &str| t.lines().filter(|l| l.ends_with(".m4s") && !l.starts_with('#')).map(String::from).collect::<Vec<_>>();
+    let (f, d) = (segs(&full), segs(&delta));
+    assert!(delta.len() < full.len());
+    // The publisher keeps going between the two requests: compare what both list.
+    let first_in_delta = &d[0];
+    let pos = f.iter().position(|s| s == first_in_delta).expect("delta segments are in the full playlist");
+    assert!(pos >= skipped.saturating_sub(1), "skipped {skipped}, first listed at {pos}");
+
+    // The init segment is served and is an fMP4 header.
+    let map = full.lines().find(|l| l.starts_with("#EXT-X-MAP")).and_then(|l| attr(l, "URI")).unwrap().to_owned();
+    let (s, init) = get(&server.hls_url("live1", &map)).await;
+    assert_eq!(s, 200);
+    assert_eq!(&init[4..8], b"ftyp");
+
+    let _ = publisher.kill();
+    let _ = publisher.wait();
+}
