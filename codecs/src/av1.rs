@@ -100,6 +100,35 @@ pub fn obus(mut data: &[u8]) -> impl Iterator<Item = Result<(u8, &[u8]), CodecEr
     })
 }
 
+/// Splits a low-overhead OBU stream (as ffmpeg's `obu` muxer writes it) into
+/// temporal units at each temporal delimiter. Each unit is returned without
+/// its temporal delimiter, which is how MP4 and FLV carry AV1 samples.
+pub fn temporal_units(data: &[u8]) -> Result<Vec<Vec<u8>>, CodecError> {
+    let mut units: Vec<Vec<u8>> = Vec::new();
+    let mut pos = 0;
+    while pos < data.len() {
+        let header = data[pos];
+        let kind = (header >> 3) & 0x0f;
+        let ext = usize::from(header & 0x04 != 0);
+        if header & 0x02 == 0 {
+            return Err(CodecError::Missing("OBU size field"));
+        }
+        let (size, n) = leb128(data.get(pos + 1 + ext..).unwrap_or_default()).ok_or(CodecError::Truncated("OBU size"))?;
+        let end = usize::try_from(size)
+            .ok()
+            .and_then(|s| (pos + 1 + ext + n).checked_add(s))
+            .filter(|&e| e <= data.len())
+            .ok_or(CodecError::Truncated("OBU payload"))?;
+        if kind == 2 {
+            units.push(Vec::new());
+        } else if let Some(u) = units.last_mut() {
+            u.extend_from_slice(&data[pos..end]);
+        }
+        pos = end;
+    }
+    Ok(units)
+}
+
 fn leb128(data: &[u8]) -> Option<(u64, usize)> {
     let mut v = 0u64;
     for (i, &b) in data.iter().take(8).enumerate() {

@@ -95,10 +95,15 @@ impl Ring {
         let newest = self.newest_dts.unwrap_or(0);
         while let Some(front) = self.items.front() {
             let over_bytes = self.bytes > cfg.max_bytes;
-            let too_old = match front {
-                Item::Frame(f) => newest.saturating_sub(f.dts) > keep_us,
-                _ => true,
+            // A track change or discontinuity marker goes with the frame after it.
+            let dts = match front {
+                Item::Frame(f) => Some(f.dts),
+                _ => self.items.iter().find_map(|i| match i {
+                    Item::Frame(f) => Some(f.dts),
+                    _ => None,
+                }),
             };
+            let too_old = dts.is_some_and(|d| newest.saturating_sub(d) > keep_us);
             let last_key = self.keypoints.back().map(|k| k.seq);
             let protects = last_key.is_some_and(|k| k <= self.first_seq);
             if !(over_bytes || (too_old && !protects)) {
@@ -226,8 +231,20 @@ impl Stream {
     /// A reader starting at the newest keyframe in the ring, or, if there is
     /// none yet, at the first keyframe to arrive.
     pub fn subscribe(self: &Arc<Self>) -> Subscriber {
+        self.subscribe_at(false)
+    }
+
+    /// A reader starting at the oldest keyframe still in the ring: for
+    /// consumers that want everything buffered (a packager that attaches a
+    /// moment after the publisher started, a recorder).
+    pub fn subscribe_from_oldest(self: &Arc<Self>) -> Subscriber {
+        self.subscribe_at(true)
+    }
+
+    fn subscribe_at(self: &Arc<Self>, oldest: bool) -> Subscriber {
         let ring = self.ring.read();
-        let (cursor, tracks, need_key) = match ring.keypoints.back() {
+        let key = if oldest { ring.keypoints.front() } else { ring.keypoints.back() };
+        let (cursor, tracks, need_key) = match key {
             Some(k) => (k.seq, k.tracks.clone(), false),
             None => (ring.next_seq(), ring.tracks.clone(), true),
         };
@@ -532,6 +549,33 @@ mod tests {
             Some(Event::Frame(f)) => assert_eq!((f.dts, f.keyframe), (200_000, true)),
             other => panic!("expected the keyframe at 200 ms, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn subscribe_from_oldest_starts_at_the_first_buffered_keyframe() {
+        let p = publisher(StreamConfig::default());
+        p.set_tracks(tracks()).unwrap();
+        for i in 0..10 {
+            p.push(frame(0, i * 40, i % 5 == 0, 10)).unwrap();
+        }
+        let mut s = p.stream().subscribe_from_oldest();
+        assert!(matches!(s.try_recv(), Some(Event::Tracks(_))));
+        assert!(matches!(s.try_recv(), Some(Event::Frame(f)) if f.dts == 0));
+    }
+
+    #[test]
+    fn subscriber_attached_before_the_first_frame_reads_everything() {
+        let p = publisher(StreamConfig::default());
+        let mut s = p.stream().subscribe_from_oldest();
+        p.set_tracks(tracks()).unwrap();
+        for i in 0..100 {
+            p.push(frame(0, i * 40, i % 25 == 0, 10)).unwrap();
+        }
+        let mut frames = 0;
+        while let Some(ev) = s.try_recv() {
+            frames += matches!(ev, Event::Frame(_)) as u32;
+        }
+        assert_eq!((frames, s.skips()), (100, 0));
     }
 
     #[test]

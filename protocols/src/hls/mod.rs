@@ -400,20 +400,24 @@ impl HlsHub {
         self.streams.lock().insert(stream.name().to_owned(), hls.clone());
         let hub = self.clone();
         tokio::spawn(async move {
-            let mut sub = stream.subscribe();
+            let mut sub = stream.subscribe_from_oldest();
             info!(stream = hls.name(), run = hls.run(), "hls packaging started");
+            let mut frames = 0u64;
             loop {
                 let ev = tokio::select! {
                     _ = shutdown.cancelled() => None,
                     ev = sub.recv() => ev,
                 };
                 match ev {
-                    Some(ev) => hls.update(|p| p.on_event(ev)),
+                    Some(ev) => {
+                        frames += u64::from(matches!(ev, tidecast_media::Event::Frame(_)));
+                        hls.update(|p| p.on_event(ev))
+                    }
                     None => break,
                 }
             }
             hls.update(Packager::finish);
-            debug!(stream = hls.name(), "hls packaging finished");
+            debug!(stream = hls.name(), frames, skips = sub.skips(), "hls packaging finished");
             tokio::select! {
                 _ = shutdown.cancelled() => {}
                 _ = tokio::time::sleep(hub.cfg.linger) => {}

@@ -157,7 +157,8 @@ async fn connection(mut sock: TcpStream, peer: SocketAddr, ctx: &RtmpContext, sh
                     close |= !deliver(&mut ingest, publisher.as_ref(), r, peer, &stream_name, &mut warned);
                 }
                 SessionEvent::Unpublished => {
-                    info!(%peer, stream = %stream_name, "rtmp publisher unpublished");
+                    let frames = publisher.as_ref().map_or(0, |p| p.stream().stats().frames_in.load(Ordering::Relaxed));
+                    info!(%peer, stream = %stream_name, frames, "rtmp publisher unpublished");
                     publisher = None;
                 }
             }
