@@ -49,7 +49,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_message: 16 << 20, max_chunk_streams: 64 }
+        Limits { max_message: 8 << 20, max_chunk_streams: 64 }
     }
 }
 
