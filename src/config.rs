@@ -87,7 +87,12 @@ impl Default for Config {
 
 impl Default for Rtmp {
     fn default() -> Self {
-        Rtmp { listen: ([0, 0, 0, 0], 1935).into(), chunk_size: 4096, max_message_bytes: 8 << 20, idle_timeout_seconds: 30.0 }
+        Rtmp {
+            listen: ([0, 0, 0, 0], 1935).into(),
+            chunk_size: 4096,
+            max_message_bytes: 8 << 20,
+            idle_timeout_seconds: 30.0,
+        }
     }
 }
 

@@ -109,7 +109,8 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         mode: if cfg.media.takeover { PublishMode::Takeover } else { PublishMode::Refuse },
         stream: StreamConfig { buffer: v.buffer, max_bytes: cfg.media.max_buffer_bytes },
     });
-    let gate = ConfigGate::new(cfg.streams.iter().map(|s| StreamKey { stream: s.name.clone(), key: s.key.clone() }).collect());
+    let gate =
+        ConfigGate::new(cfg.streams.iter().map(|s| StreamKey { stream: s.name.clone(), key: s.key.clone() }).collect());
     if gate.is_open() {
         warn!("OPEN MODE: no [[streams]] keys are configured, so ANYONE can publish: rtmp://HOST/live/NAME publishes stream NAME. Configure stream keys before exposing this server.");
     }
@@ -123,10 +124,12 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     });
     let hls_task = tokio::spawn(hls.clone().run(registry.clone(), shutdown.clone()));
 
-    let rtmp_listener =
-        tokio::net::TcpListener::bind(cfg.rtmp.listen).await.with_context(|| format!("binding RTMP on {}", cfg.rtmp.listen))?;
-    let http_listener =
-        tokio::net::TcpListener::bind(cfg.http.listen).await.with_context(|| format!("binding HTTP on {}", cfg.http.listen))?;
+    let rtmp_listener = tokio::net::TcpListener::bind(cfg.rtmp.listen)
+        .await
+        .with_context(|| format!("binding RTMP on {}", cfg.rtmp.listen))?;
+    let http_listener = tokio::net::TcpListener::bind(cfg.http.listen)
+        .await
+        .with_context(|| format!("binding HTTP on {}", cfg.http.listen))?;
     let rtmp_addr = rtmp_listener.local_addr()?;
     let http_addr = http_listener.local_addr()?;
 

@@ -26,7 +26,8 @@ async fn rtmp_h264_aac_comes_out_as_ll_hls() {
         &server.hls_url("cam", "index.m3u8"),
         &["-show_entries", "stream=codec_name,width,height,avg_frame_rate,sample_rate,channels:format=duration"],
     );
-    let stream = |codec: &str| sections.iter().find(|s| s.get("codec_name").map(String::as_str) == Some(codec)).cloned();
+    let stream =
+        |codec: &str| sections.iter().find(|s| s.get("codec_name").map(String::as_str) == Some(codec)).cloned();
     let v = stream("h264").expect("an h264 stream");
     assert_eq!((v["width"].as_str(), v["height"].as_str(), v["avg_frame_rate"].as_str()), ("640", "360", "30/1"));
     let a = stream("aac").expect("an aac stream");
@@ -44,7 +45,8 @@ async fn rtmp_h264_aac_comes_out_as_ll_hls() {
         .collect();
     let out = ffmpeg(&remux);
     assert!(out.status.success(), "remux failed: {}", String::from_utf8_lossy(&out.stderr));
-    let counted = ffprobe(&mp4.display().to_string(), &["-count_frames", "-show_entries", "stream=codec_name,nb_read_frames"]);
+    let counted =
+        ffprobe(&mp4.display().to_string(), &["-count_frames", "-show_entries", "stream=codec_name,nb_read_frames"]);
     let frames = |c: &str| -> u32 {
         counted.iter().find(|s| s["codec_name"] == c).and_then(|s| s["nb_read_frames"].parse().ok()).unwrap_or(0)
     };
@@ -83,7 +85,12 @@ async fn ll_hls_live_behaviour() {
         let mut it = stem.rsplit('-').next().expect("msn.part").split('.');
         (it.next().unwrap().parse::<u64>().unwrap(), it.next().unwrap().parse::<u64>().unwrap())
     };
-    let hint = playlist.lines().find(|l| l.starts_with("#EXT-X-PRELOAD-HINT")).and_then(|l| attr(l, "URI")).unwrap().to_owned();
+    let hint = playlist
+        .lines()
+        .find(|l| l.starts_with("#EXT-X-PRELOAD-HINT"))
+        .and_then(|l| attr(l, "URI"))
+        .unwrap()
+        .to_owned();
     // Fetch the hinted part while it is being produced (streamed as it grows).
     let hinted = tokio::spawn({
         let url = server.hls_url("live1", &hint);
@@ -131,7 +138,9 @@ async fn ll_hls_live_behaviour() {
     let full = get_text(&server.hls_url("live1", "video.m3u8")).await;
     let skip = delta.lines().find(|l| l.starts_with("#EXT-X-SKIP:")).expect("EXT-X-SKIP in the delta");
     let skipped: usize = attr(skip, "SKIPPED-SEGMENTS").unwrap().parse().unwrap();
-    let segs = |t: &str| t.lines().filter(|l| l.ends_with(".m4s") && !l.starts_with('#')).map(String::from).collect::<Vec<_>>();
+    let segs = |t: &str| {
+        t.lines().filter(|l| l.ends_with(".m4s") && !l.starts_with('#')).map(String::from).collect::<Vec<_>>()
+    };
     let (f, d) = (segs(&full), segs(&delta));
     assert!(delta.len() < full.len());
     // The publisher keeps going between the two requests: compare what both list.

@@ -113,7 +113,8 @@ pub fn temporal_units(data: &[u8]) -> Result<Vec<Vec<u8>>, CodecError> {
         if header & 0x02 == 0 {
             return Err(CodecError::Missing("OBU size field"));
         }
-        let (size, n) = leb128(data.get(pos + 1 + ext..).unwrap_or_default()).ok_or(CodecError::Truncated("OBU size"))?;
+        let (size, n) =
+            leb128(data.get(pos + 1 + ext..).unwrap_or_default()).ok_or(CodecError::Truncated("OBU size"))?;
         let end = usize::try_from(size)
             .ok()
             .and_then(|s| (pos + 1 + ext + n).checked_add(s))

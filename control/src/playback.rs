@@ -57,7 +57,9 @@ async fn hls_file(
             Err(e) => Err(e),
         },
         Resource::Init(r, run, v) => hls.init(&r, &run, v).map(|b| body("video/mp4", "max-age=3600", Body::from(b))),
-        Resource::Segment(r, run, msn) => hls.segment(&r, &run, msn).map(|c| body("video/iso.segment", "max-age=3600", chunks(c))),
+        Resource::Segment(r, run, msn) => {
+            hls.segment(&r, &run, msn).map(|c| body("video/iso.segment", "max-age=3600", chunks(c)))
+        }
         Resource::Part(r, run, msn, part) => hls
             .part(&r, &run, msn, part)
             .await

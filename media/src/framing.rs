@@ -297,7 +297,12 @@ mod tests {
                 id: 1,
                 codec: Codec::Aac,
                 config: Bytes::from_static(&[0x12, 0x10]),
-                info: TrackInfo { codec_string: "mp4a.40.2".into(), sample_rate: 44_100, channels: 2, ..Default::default() },
+                info: TrackInfo {
+                    codec_string: "mp4a.40.2".into(),
+                    sample_rate: 44_100,
+                    channels: 2,
+                    ..Default::default()
+                },
             },
         ]);
         vec![
@@ -305,7 +310,13 @@ mod tests {
             Event::Frame(Frame { track: 0, dts: -5, cts: 66_666, keyframe: true, payload: Bytes::from_static(b"idr") }),
             Event::Frame(Frame { track: 1, dts: 23_219, cts: 0, keyframe: true, payload: Bytes::new() }),
             Event::Discontinuity,
-            Event::Frame(Frame { track: 0, dts: i64::MAX, cts: -1, keyframe: false, payload: Bytes::from(vec![9; 70_000]) }),
+            Event::Frame(Frame {
+                track: 0,
+                dts: i64::MAX,
+                cts: -1,
+                keyframe: false,
+                payload: Bytes::from(vec![9; 70_000]),
+            }),
         ]
     }
 
@@ -317,7 +328,6 @@ mod tests {
         }
         out
     }
-
 
     #[test]
     fn round_trips_whole_and_byte_by_byte() {

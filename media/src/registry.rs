@@ -181,7 +181,6 @@ impl Registry {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

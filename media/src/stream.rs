@@ -262,11 +262,7 @@ impl Stream {
         if *ring.tracks == *tracks {
             return;
         }
-        let lead = tracks
-            .iter()
-            .find(|t| t.kind() == MediaKind::Video)
-            .or_else(|| tracks.first())
-            .map(|t| t.id);
+        let lead = tracks.iter().find(|t| t.kind() == MediaKind::Video).or_else(|| tracks.first()).map(|t| t.id);
         let tracks: Arc<[Track]> = Arc::from(tracks);
         ring.lead = lead;
         ring.tracks = tracks.clone();
@@ -455,7 +451,6 @@ impl Subscriber {
         let ring = self.stream.ring.read();
         self.st.jump(&ring, &self.stream.stats)
     }
-
 
     /// Reads the next event without waiting; `None` if nothing new is there yet
     /// or the stream has ended.

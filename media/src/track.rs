@@ -57,18 +57,9 @@ impl Codec {
 
     /// The inverse of [`Codec::name`].
     pub fn from_name(name: &str) -> Option<Codec> {
-        [
-            Codec::H264,
-            Codec::H265,
-            Codec::Av1,
-            Codec::Vp8,
-            Codec::Vp9,
-            Codec::Aac,
-            Codec::Opus,
-            Codec::Mp3,
-        ]
-        .into_iter()
-        .find(|c| c.name() == name)
+        [Codec::H264, Codec::H265, Codec::Av1, Codec::Vp8, Codec::Vp9, Codec::Aac, Codec::Opus, Codec::Mp3]
+            .into_iter()
+            .find(|c| c.name() == name)
     }
 }
 

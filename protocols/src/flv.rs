@@ -243,7 +243,13 @@ impl FlvIngest {
         }
     }
 
-    fn set_track(slot: &mut Option<Track>, changed: &mut bool, id: TrackId, codec: Codec, record: Bytes) -> Result<(), FlvError> {
+    fn set_track(
+        slot: &mut Option<Track>,
+        changed: &mut bool,
+        id: TrackId,
+        codec: Codec,
+        record: Bytes,
+    ) -> Result<(), FlvError> {
         if slot.as_ref().is_some_and(|t| t.codec == codec && t.config == record) {
             return Ok(());
         }
@@ -270,7 +276,13 @@ impl FlvIngest {
                     self.dropped_before_config += 1;
                     return Ok(None);
                 }
-                Ok(Some(Frame { track: VIDEO, dts: dts_ms * 1000, cts: cts_ms.saturating_mul(1000), keyframe, payload: data }))
+                Ok(Some(Frame {
+                    track: VIDEO,
+                    dts: dts_ms * 1000,
+                    cts: cts_ms.saturating_mul(1000),
+                    keyframe,
+                    payload: data,
+                }))
             }
             VideoTag::Ignored => Ok(None),
         }
@@ -292,7 +304,13 @@ impl FlvIngest {
                     self.dropped_before_config += 1;
                     return Ok(None);
                 }
-                Ok(Some(Frame { track: AUDIO, dts: dts_ms * (TIMESCALE as i64 / 1000), cts: 0, keyframe: true, payload: data }))
+                Ok(Some(Frame {
+                    track: AUDIO,
+                    dts: dts_ms * (TIMESCALE as i64 / 1000),
+                    cts: 0,
+                    keyframe: true,
+                    payload: data,
+                }))
             }
             AudioTag::Ignored => Ok(None),
         }
@@ -318,7 +336,10 @@ mod tests {
     #[test]
     fn legacy_avc_and_aac() {
         let cfg = Bytes::from_static(&[0x17, 0, 0, 0, 0, 1, 2, 3]);
-        assert_eq!(parse_video(&cfg).unwrap(), VideoTag::Config { codec: Codec::H264, record: Bytes::from_static(&[1, 2, 3]) });
+        assert_eq!(
+            parse_video(&cfg).unwrap(),
+            VideoTag::Config { codec: Codec::H264, record: Bytes::from_static(&[1, 2, 3]) }
+        );
         let f = Bytes::from_static(&[0x27, 1, 0xff, 0xff, 0xd8, 9]);
         assert_eq!(
             parse_video(&f).unwrap(),
@@ -340,7 +361,10 @@ mod tests {
         let t = ex_video_tag(b"av01", 0, true, 0, &[0x81, 0, 0, 0]);
         assert!(matches!(parse_video(&t).unwrap(), VideoTag::Config { codec: Codec::Av1, .. }));
         let t = ex_video_tag(b"av01", 1, false, 0, &[7]);
-        assert!(matches!(parse_video(&t).unwrap(), VideoTag::Frame { codec: Codec::Av1, keyframe: false, cts_ms: 0, .. }));
+        assert!(matches!(
+            parse_video(&t).unwrap(),
+            VideoTag::Frame { codec: Codec::Av1, keyframe: false, cts_ms: 0, .. }
+        ));
         let t = ex_video_tag(b"hvc1", 3, false, 0, &[7]);
         assert!(matches!(parse_video(&t).unwrap(), VideoTag::Frame { codec: Codec::H265, cts_ms: 0, .. }));
     }

@@ -37,8 +37,8 @@ unsafe impl GlobalAlloc for Counting {
 static GLOBAL: Counting = Counting;
 
 const SPS: &[u8] = &[
-    0x67, 0xf4, 0x00, 0x0d, 0x91, 0x9b, 0x28, 0x28, 0x3f, 0x60, 0x22, 0x00, 0x00, 0x03, 0x00, 0x02, 0x00, 0x00, 0x03, 0x00,
-    0x64, 0x1e, 0x28, 0x53, 0x2c,
+    0x67, 0xf4, 0x00, 0x0d, 0x91, 0x9b, 0x28, 0x28, 0x3f, 0x60, 0x22, 0x00, 0x00, 0x03, 0x00, 0x02, 0x00, 0x00, 0x03,
+    0x00, 0x64, 0x1e, 0x28, 0x53, 0x2c,
 ];
 const PPS: &[u8] = &[0x68, 0xeb, 0xe3, 0xc4, 0x48, 0x44];
 
@@ -140,7 +140,13 @@ fn fan_out_allocates_nothing_per_payload_byte() {
     let mut subs: Vec<_> = (0..100).map(|_| publisher.stream().subscribe()).collect();
     let payload_size = 100_000;
     let frames: Vec<Frame> = (0..50)
-        .map(|i| Frame { track: 0, dts: i * 40_000, cts: 0, keyframe: i % 25 == 0, payload: Bytes::from(vec![1u8; payload_size]) })
+        .map(|i| Frame {
+            track: 0,
+            dts: i * 40_000,
+            cts: 0,
+            keyframe: i % 25 == 0,
+            payload: Bytes::from(vec![1u8; payload_size]),
+        })
         .collect();
     let before = ALLOCATED.load(Ordering::Relaxed);
     let mut delivered = 0usize;

@@ -99,14 +99,16 @@ impl Drop for Server {
 
 /// ffmpeg arguments for a lavfi test source: `seconds` of H.264 + AAC.
 pub fn lavfi_h264_aac(seconds: u32, size: &str, fps: u32, rate: u32) -> Vec<String> {
-    let mut a: Vec<String> = vec!["-hide_banner", "-loglevel", "error", "-nostdin"].into_iter().map(String::from).collect();
+    let mut a: Vec<String> =
+        vec!["-hide_banner", "-loglevel", "error", "-nostdin"].into_iter().map(String::from).collect();
     a.extend(["-f", "lavfi", "-i"].map(String::from));
     a.push(format!("testsrc=size={size}:rate={fps}"));
     a.extend(["-f", "lavfi", "-i"].map(String::from));
     a.push(format!("sine=frequency=440:sample_rate={rate}"));
     a.extend(["-t".to_string(), seconds.to_string()]);
     a.extend(
-        ["-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p", "-bf", "0", "-c:a", "aac", "-ac", "2"].map(String::from),
+        ["-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p", "-bf", "0", "-c:a", "aac", "-ac", "2"]
+            .map(String::from),
     );
     a.extend(["-g".to_string(), fps.to_string()]);
     a
@@ -114,7 +116,11 @@ pub fn lavfi_h264_aac(seconds: u32, size: &str, fps: u32, rate: u32) -> Vec<Stri
 
 /// Runs ffmpeg to completion.
 pub fn ffmpeg(args: &[String]) -> std::process::Output {
-    Command::new("ffmpeg").args(args).stdin(Stdio::null()).output().expect("ffmpeg is installed (make test installs it)")
+    Command::new("ffmpeg")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("ffmpeg is installed (make test installs it)")
 }
 
 /// Starts ffmpeg in the background.
@@ -185,7 +191,8 @@ pub async fn wait_for_segment(server: &Server, stream: &str, rendition: &str, ms
 pub fn attr<'a>(line: &'a str, key: &str) -> Option<&'a str> {
     let start = line.find(&format!("{key}="))? + key.len() + 1;
     let rest = &line[start..];
-    let end = if let Some(r) = rest.strip_prefix('"') { r.find('"')? + 2 } else { rest.find(',').unwrap_or(rest.len()) };
+    let end =
+        if let Some(r) = rest.strip_prefix('"') { r.find('"')? + 2 } else { rest.find(',').unwrap_or(rest.len()) };
     Some(rest[..end].trim_matches('"'))
 }
 

@@ -6,11 +6,12 @@
 //! the socket without copying them. Boxes are built with `mp4-atom`.
 
 use bytes::{BufMut, Bytes, BytesMut};
-use mp4_atom::{
-    Atom, Audio, Av01, Av1c, Avc1, Avcc, Codec as Mp4Codec, Dinf, Dops, Dref, Esds, Encode, Ftyp, Hdlr, Hvc1, Hvcc, Mdhd, Mdia, Mfhd, Minf, Moof, Moov, Mp4a, Mvex, Mvhd, Opus, Smhd, Stbl,
-    Stco, Stsc, Stsd, Stsz, Stts, Tfdt, Tfhd, Tkhd, Traf, Trak, Trex, Trun, TrunEntry, TrunSamples, Url, Visual, Vmhd,
-};
 use mp4_atom::esds::{DecoderConfig, DecoderSpecific, EsDescriptor, SLConfig};
+use mp4_atom::{
+    Atom, Audio, Av01, Av1c, Avc1, Avcc, Codec as Mp4Codec, Dinf, Dops, Dref, Encode, Esds, Ftyp, Hdlr, Hvc1, Hvcc,
+    Mdhd, Mdia, Mfhd, Minf, Moof, Moov, Mp4a, Mvex, Mvhd, Opus, Smhd, Stbl, Stco, Stsc, Stsd, Stsz, Stts, Tfdt, Tfhd,
+    Tkhd, Traf, Trak, Trex, Trun, TrunEntry, TrunSamples, Url, Visual, Vmhd,
+};
 use tidecast_media::{rescale, Codec, Frame, MediaKind, Track, TIMESCALE};
 
 /// The track id inside every init segment and fragment we write (one track per file, as CMAF wants).
@@ -64,11 +65,21 @@ fn sample_entry(track: &Track) -> Result<Mp4Codec, CmafError> {
     let bad = |codec: &'static str| move |e: mp4_atom::Error| CmafError::BadConfig(codec, e.to_string());
     let mut cfg = &track.config[..];
     Ok(match track.codec {
-        Codec::H264 => Avc1 { visual: visual(), avcc: Avcc::decode_body(&mut cfg).map_err(bad("avcC"))?, ..Default::default() }.into(),
-        Codec::H265 => Hvc1 { visual: visual(), hvcc: Hvcc::decode_body(&mut cfg).map_err(bad("hvcC"))?, ..Default::default() }.into(),
-        Codec::Av1 => Av01 { visual: visual(), av1c: Av1c::decode_body(&mut cfg).map_err(bad("av1C"))?, ..Default::default() }.into(),
+        Codec::H264 => {
+            Avc1 { visual: visual(), avcc: Avcc::decode_body(&mut cfg).map_err(bad("avcC"))?, ..Default::default() }
+                .into()
+        }
+        Codec::H265 => {
+            Hvc1 { visual: visual(), hvcc: Hvcc::decode_body(&mut cfg).map_err(bad("hvcC"))?, ..Default::default() }
+                .into()
+        }
+        Codec::Av1 => {
+            Av01 { visual: visual(), av1c: Av1c::decode_body(&mut cfg).map_err(bad("av1C"))?, ..Default::default() }
+                .into()
+        }
         Codec::Aac => {
-            let asc = tidecast_codecs::aac::parse(&track.config).map_err(|e| CmafError::BadConfig("AAC", e.to_string()))?;
+            let asc =
+                tidecast_codecs::aac::parse(&track.config).map_err(|e| CmafError::BadConfig("AAC", e.to_string()))?;
             Mp4a {
                 audio: audio(asc.sample_rate, asc.channels),
                 esds: Esds {
@@ -99,7 +110,8 @@ fn sample_entry(track: &Track) -> Result<Mp4Codec, CmafError> {
             .into()
         }
         Codec::Opus => {
-            let head = tidecast_codecs::opus::parse(&track.config).map_err(|e| CmafError::BadConfig("Opus", e.to_string()))?;
+            let head =
+                tidecast_codecs::opus::parse(&track.config).map_err(|e| CmafError::BadConfig("Opus", e.to_string()))?;
             Opus {
                 audio: audio(48_000, head.channels),
                 dops: Dops {
@@ -161,8 +173,17 @@ pub fn init_segment(track: &Track) -> Result<Bytes, CmafError> {
         ..Default::default()
     };
     let moov = Moov {
-        mvhd: Mvhd { timescale: 1000, next_track_id: TRACK_ID + 1, rate: 1.into(), volume: 1.into(), ..Default::default() },
-        mvex: Some(Mvex { mehd: None, trex: vec![Trex { track_id: TRACK_ID, default_sample_description_index: 1, ..Default::default() }] }),
+        mvhd: Mvhd {
+            timescale: 1000,
+            next_track_id: TRACK_ID + 1,
+            rate: 1.into(),
+            volume: 1.into(),
+            ..Default::default()
+        },
+        mvex: Some(Mvex {
+            mehd: None,
+            trex: vec![Trex { track_id: TRACK_ID, default_sample_description_index: 1, ..Default::default() }],
+        }),
         trak: vec![trak],
         ..Default::default()
     };
@@ -263,7 +284,9 @@ mod tests {
         match Any::decode(&mut buf).unwrap() {
             Any::Moov(m) => {
                 assert_eq!(m.trak[0].mdia.mdhd.timescale, 90_000);
-                assert!(matches!(m.trak[0].mdia.minf.stbl.stsd.codecs[0], Mp4Codec::Avc1(ref a) if a.visual.width == 320));
+                assert!(
+                    matches!(m.trak[0].mdia.minf.stbl.stsd.codecs[0], Mp4Codec::Avc1(ref a) if a.visual.width == 320)
+                );
             }
             other => panic!("{other:?}"),
         }

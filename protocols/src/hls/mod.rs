@@ -88,7 +88,9 @@ impl PlaylistRequest {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
             match k {
                 "_HLS_msn" => req.msn = Some(v.parse().map_err(|_| HlsError::BadRequest("_HLS_msn is not a number"))?),
-                "_HLS_part" => req.part = Some(v.parse().map_err(|_| HlsError::BadRequest("_HLS_part is not a number"))?),
+                "_HLS_part" => {
+                    req.part = Some(v.parse().map_err(|_| HlsError::BadRequest("_HLS_part is not a number"))?)
+                }
                 "_HLS_skip" => {
                     req.skip = match v {
                         "YES" | "v2" => Skip::Yes,
@@ -127,10 +129,15 @@ impl Resource {
             return Some(Resource::Multivariant);
         }
         if let Some(r) = file.strip_suffix(".m3u8") {
-            return (!r.contains('-')).then(|| Resource::Playlist(r.to_owned()));
+            return (!r.is_empty() && r.bytes().all(|b| b.is_ascii_alphanumeric()))
+                .then(|| Resource::Playlist(r.to_owned()));
         }
         let mut it = file.splitn(3, '-');
         let (r, run, rest) = (it.next()?.to_owned(), it.next()?.to_owned(), it.next()?);
+        let plain = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric());
+        if !plain(&r) || !plain(&run) {
+            return None;
+        }
         if let Some(v) = rest.strip_prefix('i').and_then(|v| v.strip_suffix(".mp4")) {
             return Some(Resource::Init(r, run, v.parse().ok()?));
         }
@@ -216,7 +223,8 @@ impl HlsStream {
 
     /// The multivariant playlist, once the stream has media.
     pub async fn multivariant(&self) -> Result<String, HlsError> {
-        self.wait_for(|p| p.renditions.first().filter(|r| r.last_part().is_some()).map(|_| playlist::multivariant(p))).await
+        self.wait_for(|p| p.renditions.first().filter(|r| r.last_part().is_some()).map(|_| playlist::multivariant(p)))
+            .await
     }
 
     /// A media playlist, blocking per `_HLS_msn` / `_HLS_part`.
@@ -244,10 +252,12 @@ impl HlsStream {
                 if let Some(msn) = req.msn {
                     let satisfied = match req.part {
                         None => r.last_msn().is_some_and(|m| m >= msn),
-                        Some(part) => r.last_msn().is_some_and(|m| m >= msn)
-                            || r.segment(msn).is_some_and(|s| {
-                                s.parts.get(part as usize).is_some_and(|p| p.complete && !p.chunks.is_empty())
-                            }),
+                        Some(part) => {
+                            r.last_msn().is_some_and(|m| m >= msn)
+                                || r.segment(msn).is_some_and(|s| {
+                                    s.parts.get(part as usize).is_some_and(|p| p.complete && !p.chunks.is_empty())
+                                })
+                        }
                     };
                     if !satisfied {
                         return None;

@@ -90,7 +90,10 @@ impl Packager {
                     // A late track joins at the lead's current segment.
                     let lead_msn = self.renditions.first().and_then(|l| l.open()).map(|s| s.msn);
                     let lead_is_video = self.renditions.first().is_some_and(|l| l.track.kind() == MediaKind::Video);
-                    if t.kind() == MediaKind::Video && !lead_is_video && self.renditions.first().is_none_or(|l| !l.started()) {
+                    if t.kind() == MediaKind::Video
+                        && !lead_is_video
+                        && self.renditions.first().is_none_or(|l| !l.started())
+                    {
                         // Video declared after audio but before any media: video leads.
                         self.renditions.insert(0, r);
                         self.track_ids.insert(0, t.id);
@@ -180,11 +183,8 @@ impl Packager {
         };
         let lead = &mut self.renditions[0];
         if let Some(b) = boundary {
-            let applied = if b.segment {
-                lead.close_segment(b.at_us, window).map(|_| true)
-            } else {
-                lead.close_part(b.at_us)
-            };
+            let applied =
+                if b.segment { lead.close_segment(b.at_us, window).map(|_| true) } else { lead.close_part(b.at_us) };
             match applied {
                 Ok(true) => {
                     for fl in &mut self.followers[1..] {

@@ -152,7 +152,12 @@ pub fn media(cfg: &HlsConfig, p: &Packager, r: &Rendition, run: &str, skip: Skip
         }
         if i >= with_parts_from || !s.complete {
             for (k, part) in s.parts.iter().enumerate().filter(|(_, p)| p.complete) {
-                let _ = write!(out, "#EXT-X-PART:DURATION={:.5},URI=\"{}\"", part.duration, part_uri(run, r.name, s.msn, k));
+                let _ = write!(
+                    out,
+                    "#EXT-X-PART:DURATION={:.5},URI=\"{}\"",
+                    part.duration,
+                    part_uri(run, r.name, s.msn, k)
+                );
                 out.push_str(if part.independent { ",INDEPENDENT=YES\n" } else { "\n" });
             }
         }
@@ -163,11 +168,16 @@ pub fn media(cfg: &HlsConfig, p: &Packager, r: &Rendition, run: &str, skip: Skip
     if p.ended {
         out.push_str("#EXT-X-ENDLIST\n");
     } else if let Some(open) = r.open() {
-        let _ = writeln!(out, "#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"{}\"", part_uri(run, r.name, open.msn, open.parts.len() - 1));
+        let _ = writeln!(
+            out,
+            "#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"{}\"",
+            part_uri(run, r.name, open.msn, open.parts.len() - 1)
+        );
     }
     for other in p.renditions.iter().filter(|o| o.name != r.name) {
         if let Some((msn, part)) = other.last_part() {
-            let _ = writeln!(out, "#EXT-X-RENDITION-REPORT:URI=\"{}.m3u8\",LAST-MSN={msn},LAST-PART={part}", other.name);
+            let _ =
+                writeln!(out, "#EXT-X-RENDITION-REPORT:URI=\"{}.m3u8\",LAST-MSN={msn},LAST-PART={part}", other.name);
         }
     }
     out

@@ -190,7 +190,8 @@ impl Rendition {
         }
         self.pending = Some(frame);
         let span: u64 = self.ready.iter().map(|s| u64::from(s.duration)).sum();
-        if !self.ready.is_empty() && span * u64::from(TIMESCALE) >= (chunk_us.max(0) as u64) * u64::from(self.timescale) {
+        if !self.ready.is_empty() && span * u64::from(TIMESCALE) >= (chunk_us.max(0) as u64) * u64::from(self.timescale)
+        {
             self.flush()?;
         }
         Ok(())

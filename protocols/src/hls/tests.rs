@@ -10,8 +10,8 @@ use super::*;
 
 fn tracks() -> Arc<[Track]> {
     let sps = [
-        0x67, 0xf4, 0x00, 0x0d, 0x91, 0x9b, 0x28, 0x28, 0x3f, 0x60, 0x22, 0x00, 0x00, 0x03, 0x00, 0x02, 0x00, 0x00, 0x03,
-        0x00, 0x64, 0x1e, 0x28, 0x53, 0x2c,
+        0x67, 0xf4, 0x00, 0x0d, 0x91, 0x9b, 0x28, 0x28, 0x3f, 0x60, 0x22, 0x00, 0x00, 0x03, 0x00, 0x02, 0x00, 0x00,
+        0x03, 0x00, 0x64, 0x1e, 0x28, 0x53, 0x2c,
     ];
     let config = tidecast_codecs::h264::build_config(&sps, &[0x68, 0xeb, 0xe3, 0xc4, 0x48, 0x44]).unwrap();
     let info = tidecast_codecs::describe(Codec::H264, &config).unwrap();
@@ -123,7 +123,9 @@ fn delta_update_is_smaller_and_consistent() {
     let skip_line = delta.lines().find(|l| l.starts_with("#EXT-X-SKIP:")).expect("EXT-X-SKIP");
     let skipped: usize = attr(skip_line, "SKIPPED-SEGMENTS").unwrap().parse().unwrap();
     // Skipped segments plus the listed ones are exactly the full playlist's.
-    let uris = |t: &str| t.lines().filter(|l| l.ends_with(".m4s") && !l.starts_with('#')).map(str::to_owned).collect::<Vec<_>>();
+    let uris = |t: &str| {
+        t.lines().filter(|l| l.ends_with(".m4s") && !l.starts_with('#')).map(str::to_owned).collect::<Vec<_>>()
+    };
     let (f, d) = (uris(&full), uris(&delta));
     assert_eq!(f.len(), skipped + d.len());
     assert_eq!(f[skipped..], d[..]);
@@ -194,7 +196,11 @@ async fn blocking_reload_waits_for_the_part_and_the_hinted_part_streams() {
     let (want_msn, want_part) = (msn, part + 1);
     let hs = hls.clone();
     let waiter = tokio::spawn(async move {
-        hs.media_playlist("video", PlaylistRequest { msn: Some(want_msn), part: Some(want_part as u64), skip: Skip::No }).await
+        hs.media_playlist(
+            "video",
+            PlaylistRequest { msn: Some(want_msn), part: Some(want_part as u64), skip: Skip::No },
+        )
+        .await
     });
     let run = hls.run().to_owned();
     let hinted = hls.part("video", &run, want_msn, want_part).await;
@@ -206,7 +212,8 @@ async fn blocking_reload_waits_for_the_part_and_the_hinted_part_streams() {
     let text = waiter.await.unwrap().unwrap();
     assert!(text.contains(&format!("video-{run}-{want_msn}.{want_part}.m4s")));
     let body: Vec<Bytes> = hinted.unwrap().collect().await;
-    let seg_part = hls.read(|p| p.rendition("video").unwrap().segment(want_msn).unwrap().parts[want_part].chunks.clone());
+    let seg_part =
+        hls.read(|p| p.rendition("video").unwrap().segment(want_msn).unwrap().parts[want_part].chunks.clone());
     assert_eq!(body, seg_part);
     // Too far ahead is a 400; a part that never comes times out with 503.
     let far = hls.media_playlist("video", PlaylistRequest { msn: Some(msn + 10), part: None, skip: Skip::No }).await;

@@ -380,7 +380,8 @@ mod tests {
         let mut b = BytesMut::from(&[0x04u8, 0, 0, 0, 0xff, 0xff, 0xff, 9, 1, 0, 0, 0][..]);
         assert!(matches!(dec.decode_chunk(&mut b), Err(RtmpError::MessageTooLarge(..))));
         let mut dec = Decoder::new(Limits { max_message: 1000, max_chunk_streams: 1 });
-        let mut b = BytesMut::from(&[0x04u8, 0, 0, 0, 0, 0, 0, 9, 1, 0, 0, 0, 0x05, 0, 0, 0, 0, 0, 0, 9, 1, 0, 0, 0][..]);
+        let mut b =
+            BytesMut::from(&[0x04u8, 0, 0, 0, 0, 0, 0, 9, 1, 0, 0, 0, 0x05, 0, 0, 0, 0, 0, 0, 9, 1, 0, 0, 0][..]);
         assert!(dec.decode_chunk(&mut b).unwrap().is_some());
         assert!(dec.decode_chunk(&mut b).is_err(), "chunk stream limit");
     }

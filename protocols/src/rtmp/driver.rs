@@ -110,57 +110,67 @@ async fn connection(mut sock: TcpStream, peer: SocketAddr, ctx: &RtmpContext, sh
         ctx.stats.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
         let now_ms = started.elapsed().as_millis() as u32;
         let mut close = false;
-        if let Err(e) = session.handle_input(&mut buf, now_ms) {
-            ctx.stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
-            warn!(%peer, stream = %stream_name, error = %e, "rtmp protocol error; closing the session");
-            close = true;
-        }
-        while let Some(ev) = session.poll_event() {
-            match ev {
-                SessionEvent::PublishRequested { app, name } => {
-                    let req = PublishRequest { protocol: "rtmp", app: &app, key: &name, peer };
-                    match ctx.gate.authorize(&req) {
-                        Err(refusal) => {
-                            ctx.stats.publish_refused.fetch_add(1, Ordering::Relaxed);
-                            warn!(%peer, app, reason = %refusal.reason, "rtmp publish refused");
-                            session.reject_publish("NetStream.Publish.BadName", &refusal.reason);
-                            close = true;
-                        }
-                        Ok(stream) => match ctx.registry.publish(&stream) {
-                            Ok(p) => {
-                                info!(%peer, stream, "rtmp publish started");
-                                stream_name = stream;
-                                publisher = Some(p);
-                                session.accept_publish();
-                            }
-                            Err(e) => {
+        let mut resume;
+        loop {
+            resume = false;
+            if let Err(e) = session.handle_input(&mut buf, now_ms) {
+                ctx.stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
+                warn!(%peer, stream = %stream_name, error = %e, "rtmp protocol error; closing the session");
+                close = true;
+            }
+            while let Some(ev) = session.poll_event() {
+                match ev {
+                    SessionEvent::PublishRequested { app, name } => {
+                        let req = PublishRequest { protocol: "rtmp", app: &app, key: &name, peer };
+                        match ctx.gate.authorize(&req) {
+                            Err(refusal) => {
                                 ctx.stats.publish_refused.fetch_add(1, Ordering::Relaxed);
-                                warn!(%peer, stream, error = %e, "rtmp publish refused");
-                                session.reject_publish("NetStream.Publish.BadName", &e.to_string());
+                                warn!(%peer, app, reason = %refusal.reason, "rtmp publish refused");
+                                session.reject_publish("NetStream.Publish.BadName", &refusal.reason);
                                 close = true;
                             }
-                        },
+                            Ok(stream) => match ctx.registry.publish(&stream) {
+                                Ok(p) => {
+                                    info!(%peer, stream, "rtmp publish started");
+                                    stream_name = stream;
+                                    publisher = Some(p);
+                                    session.accept_publish();
+                                    resume = true;
+                                }
+                                Err(e) => {
+                                    ctx.stats.publish_refused.fetch_add(1, Ordering::Relaxed);
+                                    warn!(%peer, stream, error = %e, "rtmp publish refused");
+                                    session.reject_publish("NetStream.Publish.BadName", &e.to_string());
+                                    close = true;
+                                }
+                            },
+                        }
+                    }
+                    SessionEvent::PlayRequested { name, .. } => {
+                        info!(%peer, name, "rtmp play refused: playback over RTMP is not served yet");
+                        session.reject_play("Playback over RTMP is not served yet; use HLS.");
+                        close = true;
+                    }
+                    SessionEvent::Metadata(meta) => ingest.metadata(&meta),
+                    SessionEvent::Audio { timestamp, payload } => {
+                        let r = ingest.audio(timestamp, &payload);
+                        close |= !deliver(&mut ingest, publisher.as_ref(), r, peer, &stream_name, &mut warned);
+                    }
+                    SessionEvent::Video { timestamp, payload } => {
+                        let r = ingest.video(timestamp, &payload);
+                        close |= !deliver(&mut ingest, publisher.as_ref(), r, peer, &stream_name, &mut warned);
+                    }
+                    SessionEvent::Unpublished => {
+                        let frames =
+                            publisher.as_ref().map_or(0, |p| p.stream().stats().frames_in.load(Ordering::Relaxed));
+                        info!(%peer, stream = %stream_name, frames, "rtmp publisher unpublished");
+                        publisher = None;
                     }
                 }
-                SessionEvent::PlayRequested { name, .. } => {
-                    info!(%peer, name, "rtmp play refused: playback over RTMP is not served yet");
-                    session.reject_play("Playback over RTMP is not served yet; use HLS.");
-                    close = true;
-                }
-                SessionEvent::Metadata(meta) => ingest.metadata(&meta),
-                SessionEvent::Audio { timestamp, payload } => {
-                    let r = ingest.audio(timestamp, &payload);
-                    close |= !deliver(&mut ingest, publisher.as_ref(), r, peer, &stream_name, &mut warned);
-                }
-                SessionEvent::Video { timestamp, payload } => {
-                    let r = ingest.video(timestamp, &payload);
-                    close |= !deliver(&mut ingest, publisher.as_ref(), r, peer, &stream_name, &mut warned);
-                }
-                SessionEvent::Unpublished => {
-                    let frames = publisher.as_ref().map_or(0, |p| p.stream().stats().frames_in.load(Ordering::Relaxed));
-                    info!(%peer, stream = %stream_name, frames, "rtmp publisher unpublished");
-                    publisher = None;
-                }
+            }
+            // A publish decision unblocks the input that followed the request.
+            if close || session.awaiting_decision() || !session.is_publishing() || buf.is_empty() || !resume {
+                break;
             }
         }
         while let Some(out) = session.poll_transmit() {

@@ -41,7 +41,12 @@ pub struct SessionConfig {
 
 impl Default for SessionConfig {
     fn default() -> Self {
-        SessionConfig { limits: Limits::default(), chunk_size: 4096, window_ack: 2_500_000, max_partial_bytes: 32 << 20 }
+        SessionConfig {
+            limits: Limits::default(),
+            chunk_size: 4096,
+            window_ack: 2_500_000,
+            max_partial_bytes: 32 << 20,
+        }
     }
 }
 
@@ -133,6 +138,13 @@ impl ServerSession {
         }
     }
 
+    /// Whether a publish request waits for [`accept_publish`](Self::accept_publish)
+    /// or [`reject_publish`](Self::reject_publish). Input is not consumed
+    /// meanwhile: call [`handle_input`](Self::handle_input) again after answering.
+    pub fn awaiting_decision(&self) -> bool {
+        self.state == State::PublishPending
+    }
+
     /// Whether the client is publishing (accepted).
     pub fn is_publishing(&self) -> bool {
         self.state == State::Publishing
@@ -167,6 +179,9 @@ impl ServerSession {
             self.state = State::AwaitConnect;
         }
         loop {
+            if self.state == State::PublishPending {
+                return Ok(());
+            }
             let before = buf.len();
             if let Some(msg) = self.decoder.decode_chunk(buf)? {
                 self.on_message(msg)?;
@@ -174,7 +189,9 @@ impl ServerSession {
             if self.decoder.buffered() > self.cfg.max_partial_bytes {
                 return Err(RtmpError::Protocol("too many bytes in partial messages"));
             }
-            if buf.len() == before || self.state == State::Closed {
+            // Stop at a publish request: what follows is media, and it may
+            // only be read once the driver has accepted the publish.
+            if buf.len() == before || matches!(self.state, State::Closed | State::PublishPending) {
                 return Ok(());
             }
         }
@@ -219,7 +236,11 @@ impl ServerSession {
     }
 
     fn on_status(&mut self, level: &str, code: &str, description: &str) {
-        let info = Amf0::object([("level", Amf0::str(level)), ("code", Amf0::str(code)), ("description", Amf0::str(description))]);
+        let info = Amf0::object([
+            ("level", Amf0::str(level)),
+            ("code", Amf0::str(code)),
+            ("description", Amf0::str(description)),
+        ]);
         self.command(MEDIA_STREAM, &[Amf0::str("onStatus"), Amf0::Number(0.0), Amf0::Null, info]);
     }
 
@@ -306,7 +327,8 @@ impl ServerSession {
                 b.put_u32(self.cfg.chunk_size);
                 self.send(CSID_CONTROL, MSG_SET_CHUNK_SIZE, 0, b.freeze());
                 self.encoder.set_chunk_size(self.cfg.chunk_size);
-                let props = Amf0::object([("fmsVer", Amf0::str("FMS/3,5,7,7009")), ("capabilities", Amf0::Number(31.0))]);
+                let props =
+                    Amf0::object([("fmsVer", Amf0::str("FMS/3,5,7,7009")), ("capabilities", Amf0::Number(31.0))]);
                 let info = Amf0::object([
                     ("level", Amf0::str("status")),
                     ("code", Amf0::str("NetConnection.Connect.Success")),
@@ -318,7 +340,10 @@ impl ServerSession {
             }
             "createStream" => {
                 self.require_connected()?;
-                self.command(0, &[Amf0::str("_result"), Amf0::Number(txid), Amf0::Null, Amf0::Number(f64::from(MEDIA_STREAM))]);
+                self.command(
+                    0,
+                    &[Amf0::str("_result"), Amf0::Number(txid), Amf0::Null, Amf0::Number(f64::from(MEDIA_STREAM))],
+                );
             }
             "releaseStream" | "FCPublish" => {
                 self.require_connected()?;
@@ -356,5 +381,80 @@ impl ServerSession {
             State::Handshake | State::AwaitConnect => Err(RtmpError::Protocol("command before connect")),
             _ => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rtmp::ClientSession;
+
+    /// Runs a client and a server against each other until the server asks
+    /// for a publish decision; returns the bytes the client sent after it.
+    fn until_publish_request(client: &mut ClientSession, server: &mut ServerSession) -> BytesMut {
+        let (mut to_s, mut to_c) = (BytesMut::new(), BytesMut::new());
+        loop {
+            while let Some(o) = client.poll_transmit() {
+                to_s.extend_from_slice(&o);
+            }
+            server.handle_input(&mut to_s, 0).unwrap();
+            if server.awaiting_decision() {
+                return to_s;
+            }
+            while let Some(o) = server.poll_transmit() {
+                to_c.extend_from_slice(&o);
+            }
+            client.handle_input(&mut to_c).unwrap();
+        }
+    }
+
+    #[test]
+    fn media_pipelined_after_publish_waits_for_the_decision() {
+        let mut client = ClientSession::publish("rtmp://h/live", "live", "key?x=1");
+        let mut server = ServerSession::new(SessionConfig::default());
+        let mut rest = until_publish_request(&mut client, &mut server);
+        let events: Vec<_> = std::iter::from_fn(|| server.poll_event()).collect();
+        assert!(events.contains(&SessionEvent::PublishRequested { app: "live".into(), name: "key?x=1".into() }));
+        // The client pipelines a video tag before hearing back.
+        client.send_video(0, Bytes::from_static(&[0x17, 1, 0, 0, 0]));
+        while let Some(o) = client.poll_transmit() {
+            rest.extend_from_slice(&o);
+        }
+        server.handle_input(&mut rest, 0).unwrap();
+        assert!(server.poll_event().is_none(), "nothing is read before the decision");
+        server.accept_publish();
+        server.handle_input(&mut rest, 0).unwrap();
+        assert!(matches!(server.poll_event(), Some(SessionEvent::Video { .. })));
+    }
+
+    #[test]
+    fn rejection_tells_the_client_and_closes() {
+        let mut client = ClientSession::publish("rtmp://h/live", "live", "bad");
+        let mut server = ServerSession::new(SessionConfig::default());
+        let _ = until_publish_request(&mut client, &mut server);
+        server.reject_publish("NetStream.Publish.BadName", "unknown stream key");
+        let mut to_c = BytesMut::new();
+        while let Some(o) = server.poll_transmit() {
+            to_c.extend_from_slice(&o);
+        }
+        let err = client.handle_input(&mut to_c).unwrap_err();
+        assert!(matches!(err, RtmpError::Rejected(ref c) if c == "NetStream.Publish.BadName"), "{err}");
+        assert!(matches!(server.handle_input(&mut BytesMut::from(&[0u8][..]), 0), Err(RtmpError::Closed)));
+    }
+
+    #[test]
+    fn commands_before_connect_are_refused() {
+        let mut server = ServerSession::new(SessionConfig::default());
+        let mut hs = BytesMut::new();
+        let _ = crate::rtmp::handshake::ClientHandshake::start(&mut hs);
+        hs.extend_from_slice(&[0u8; 1536]);
+        server.handle_input(&mut hs, 0).unwrap();
+        let mut body = BytesMut::new();
+        amf::encode(&Amf0::str("publish"), &mut body);
+        amf::encode(&Amf0::Number(1.0), &mut body);
+        let mut wire = BytesMut::new();
+        Encoder::default()
+            .encode(&Message { csid: 3, type_id: MSG_COMMAND_AMF0, stream_id: 0, timestamp: 0, payload: body.freeze() }, &mut wire);
+        assert!(matches!(server.handle_input(&mut wire, 0), Err(RtmpError::Protocol(_))));
     }
 }

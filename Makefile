@@ -1,0 +1,50 @@
+# Tidecast: `make run` and `make test` are all a fresh Debian machine needs.
+CARGO ?= cargo
+ARGS ?=
+FUZZ_SECONDS ?= 10
+# Stable toolchain: cargo-fuzz needs nightly flags; RUSTC_BOOTSTRAP lets stable accept them.
+FUZZ_ENV ?= RUSTC_BOOTSTRAP=1
+
+.PHONY: run build test test-unit test-e2e bench bench-check fuzz fuzz-smoke fuzz-build deps clean
+
+run: ## install what is missing, build, and start the server on embedded defaults
+	./scripts/install-deps.sh run
+	$(CARGO) build --release --bin tidecast
+	./target/release/tidecast serve $(ARGS)
+
+build:
+	$(CARGO) build --release --bin tidecast
+
+test: ## the whole suite: unit, end to end, benches in test mode, fuzz smoke runs
+	./scripts/install-deps.sh test
+	./scripts/install-deps.sh fuzz
+	$(CARGO) test --workspace --all-targets
+	$(CARGO) test --workspace --doc
+	$(MAKE) bench-check
+	$(MAKE) fuzz-smoke
+
+test-unit: ## fast: library unit tests only
+	$(CARGO) test --workspace --lib
+
+test-e2e: ## slow: the end-to-end tests with real ffmpeg peers
+	./scripts/install-deps.sh test
+	$(CARGO) test --test 'e2e_*'
+
+bench: ## run the criterion suites (numbers go to docs/benchmarks.md by hand)
+	$(CARGO) bench -p tidecast-bench
+
+bench-check: ## each criterion benchmark once, as a test
+	$(CARGO) bench -p tidecast-bench -- --test
+
+fuzz-build:
+	cd fuzz && $(FUZZ_ENV) $(CARGO) fuzz build
+
+fuzz-smoke: fuzz-build ## every fuzz target for FUZZ_SECONDS, from its seed corpus
+	./scripts/fuzz-smoke.sh $(FUZZ_SECONDS)
+
+fuzz: ## long runs: make fuzz TARGET=rtmp_session FUZZ_SECONDS=3600
+	./scripts/install-deps.sh fuzz
+	cd fuzz && $(FUZZ_ENV) $(CARGO) fuzz run $(TARGET) -- -max_total_time=$(FUZZ_SECONDS)
+
+clean:
+	$(CARGO) clean

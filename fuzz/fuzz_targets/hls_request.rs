@@ -1,0 +1,17 @@
+//! LL-HLS request parameters and file names from viewers.
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+use tidecast_protocols::hls::{PlaylistRequest, Resource};
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(s) = std::str::from_utf8(data) else { return };
+    if let Ok(req) = PlaylistRequest::parse(s) {
+        assert!(req.part.is_none() || req.msn.is_some());
+    }
+    // Names we accept never carry path syntax or anything but letters and digits.
+    if let Some(Resource::Part(r, run, ..) | Resource::Segment(r, run, _) | Resource::Init(r, run, _)) =
+        Resource::parse(s)
+    {
+        assert!(r.bytes().chain(run.bytes()).all(|b| b.is_ascii_alphanumeric()));
+    }
+});

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Installs what Tidecast needs on a fresh Debian/Ubuntu machine that has only
+# the Rust toolchain. Idempotent: installs only what is missing.
+#   install-deps.sh run    what `make run` needs
+#   install-deps.sh test   plus the test peers (ffmpeg/ffprobe)
+#   install-deps.sh fuzz   plus cargo-fuzz
+set -euo pipefail
+what="${1:-run}"
+
+apt_install() {
+    local missing=()
+    for pkg in "$@"; do
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    local sudo=""
+    if [ "$(id -u)" -ne 0 ]; then
+        command -v sudo >/dev/null || { echo "need root or sudo to install: ${missing[*]}" >&2; exit 1; }
+        sudo="sudo"
+    fi
+    echo "installing: ${missing[*]}"
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+command -v cargo >/dev/null || { echo "cargo not found: install Rust from https://rustup.rs" >&2; exit 1; }
+
+case "$what" in
+    run)
+        apt_install ca-certificates pkg-config
+        ;;
+    test)
+        apt_install ca-certificates pkg-config ffmpeg
+        ;;
+    fuzz)
+        if ! cargo fuzz --version >/dev/null 2>&1; then
+            echo "installing cargo-fuzz"
+            cargo install cargo-fuzz --locked --quiet
+        fi
+        ;;
+    *)
+        echo "usage: $0 run|test|fuzz" >&2
+        exit 2
+        ;;
+esac
