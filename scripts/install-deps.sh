@@ -30,7 +30,13 @@ case "$what" in
         apt_install ca-certificates pkg-config
         ;;
     test)
-        apt_install ca-certificates pkg-config ffmpeg
+        apt_install ca-certificates pkg-config ffmpeg chromium
+        command -v npm >/dev/null || apt_install nodejs npm
+        root="$(cd "$(dirname "$0")/.." && pwd)"
+        if [ ! -d "$root/tests/browser/node_modules/playwright-core" ]; then
+            echo "installing browser test packages (hls.js, playwright-core)"
+            npm ci --prefix "$root/tests/browser" --no-audit --no-fund --silent
+        fi
         ;;
     fuzz)
         if ! cargo fuzz --version >/dev/null 2>&1; then

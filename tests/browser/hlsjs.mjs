@@ -1,0 +1,70 @@
+// Plays an LL-HLS URL with hls.js in headless Chromium and prints what the
+// player saw as JSON: position, decoded frames, errors, which LL-HLS
+// features it used. Usage: node hlsjs.mjs URL SECONDS
+import { chromium } from 'playwright-core';
+import { readFileSync } from 'node:fs';
+
+const [, , src, secondsArg] = process.argv;
+const seconds = Number(secondsArg || 8);
+const hlsjs = readFileSync(new URL('./node_modules/hls.js/dist/hls.min.js', import.meta.url), 'utf8');
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+  args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--autoplay-policy=no-user-gesture-required'],
+});
+try {
+  const page = await browser.newPage();
+  const requests = [];
+  page.on('request', (r) => requests.push(r.url()));
+  const origin = new URL(src).origin;
+  // The player page is served by the test itself, from the server's origin.
+  await page.route(`${origin}/__player`, (route) =>
+    route.fulfill({
+      contentType: 'text/html',
+      body: `<!doctype html><html><body><video id="v" muted autoplay playsinline></video><script>${hlsjs}</script></body></html>`,
+    }),
+  );
+  await page.goto(`${origin}/__player`);
+  const result = await page.evaluate(
+    async ({ src, seconds }) => {
+      const video = document.getElementById('v');
+      const hls = new Hls({ lowLatencyMode: true });
+      const errors = [];
+      let parts = 0;
+      let fragments = 0;
+      hls.on(Hls.Events.ERROR, (_, d) => errors.push({ type: d.type, details: d.details, fatal: d.fatal }));
+      hls.on(Hls.Events.FRAG_LOADED, (_, d) => {
+        if (d.part) parts++;
+        else fragments++;
+      });
+      hls.loadSource(src);
+      hls.attachMedia(video);
+      video.play().catch(() => {});
+      const start = performance.now();
+      let firstTime = null;
+      while (performance.now() - start < seconds * 1000) {
+        await new Promise((r) => setTimeout(r, 250));
+        if (firstTime === null && video.currentTime > 0) firstTime = video.currentTime;
+      }
+      const q = video.getVideoPlaybackQuality();
+      return {
+        currentTime: video.currentTime,
+        firstTime,
+        decodedFrames: q.totalVideoFrames,
+        droppedFrames: q.droppedVideoFrames,
+        width: video.videoWidth,
+        height: video.videoHeight,
+        latency: hls.latency,
+        parts,
+        fragments,
+        errors,
+      };
+    },
+    { src, seconds },
+  );
+  result.blockingReloads = requests.filter((u) => u.includes('_HLS_msn=')).length;
+  result.deltaUpdates = requests.filter((u) => u.includes('_HLS_skip=')).length;
+  console.log(JSON.stringify(result));
+} finally {
+  await browser.close();
+}
