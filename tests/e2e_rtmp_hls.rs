@@ -78,7 +78,7 @@ async fn ll_hls_live_behaviour() {
     }
 
     // Ask for the part after the newest listed one: the answer must list it.
-    let last_part_line = playlist.lines().filter(|l| l.starts_with("#EXT-X-PART:")).last().expect("parts");
+    let last_part_line = playlist.lines().rfind(|l| l.starts_with("#EXT-X-PART:")).expect("parts");
     let uri = attr(last_part_line, "URI").expect("URI").to_owned();
     let (msn, part) = {
         let stem = uri.trim_end_matches(".m4s");

@@ -37,7 +37,7 @@ fn wire() -> (BytesMut, usize) {
     let tracks = tidecast_bench::tracks();
     let mut enc = Encoder::default();
     enc.set_chunk_size(4096);
-    let mut tag = |type_id: u8, ts: u32, body: Bytes, out: &mut BytesMut| {
+    let tag = |type_id: u8, ts: u32, body: Bytes, out: &mut BytesMut| {
         enc.encode(
             &Message { csid: if type_id == 9 { 6 } else { 4 }, type_id, stream_id: 1, timestamp: ts, payload: body },
             out,

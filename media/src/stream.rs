@@ -311,6 +311,9 @@ impl Stream {
     }
 }
 
+/// Called with the stream and the publisher's generation when a publisher goes away.
+pub(crate) type OnDrop = Box<dyn FnOnce(&Arc<Stream>, u64) + Send + Sync>;
+
 /// The write side of a stream, held by the one session publishing it.
 ///
 /// Dropping it starts the stream's grace period; a new publisher on the same
@@ -318,7 +321,7 @@ impl Stream {
 pub struct Publisher {
     pub(crate) stream: Arc<Stream>,
     pub(crate) generation: u64,
-    pub(crate) on_drop: Option<Box<dyn FnOnce(&Arc<Stream>, u64) + Send + Sync>>,
+    pub(crate) on_drop: Option<OnDrop>,
 }
 
 impl std::fmt::Debug for Publisher {

@@ -98,7 +98,6 @@ fn sample_entry(track: &Track) -> Result<Mp4Codec, CmafError> {
                                 chan_conf: asc.channels,
                                 raw: track.config.to_vec(),
                             }),
-                            ..Default::default()
                         },
                         sl_config: SLConfig::default(),
                         ..Default::default()

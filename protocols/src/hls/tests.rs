@@ -55,7 +55,11 @@ fn packaged(seconds: i64, gop: i64) -> Packager {
 fn attr<'a>(line: &'a str, key: &str) -> Option<&'a str> {
     let start = line.find(&format!("{key}="))? + key.len() + 1;
     let rest = &line[start..];
-    let end = if rest.starts_with('"') { rest[1..].find('"')? + 2 } else { rest.find(',').unwrap_or(rest.len()) };
+    let end = if let Some(quoted) = rest.strip_prefix('"') {
+        quoted.find('"')? + 2
+    } else {
+        rest.find(',').unwrap_or(rest.len())
+    };
     Some(rest[..end].trim_matches('"'))
 }
 

@@ -266,15 +266,11 @@ impl ServerSession {
                 }
                 self.decoder.set_chunk_size(p.get_u32())?;
             }
-            MSG_ABORT => {
-                if p.len() >= 4 {
-                    self.decoder.abort(p.get_u32());
-                }
+            MSG_ABORT if p.len() >= 4 => {
+                self.decoder.abort(p.get_u32());
             }
-            MSG_WINDOW_ACK => {
-                if p.len() >= 4 {
-                    self.peer_window = p.get_u32();
-                }
+            MSG_WINDOW_ACK if p.len() >= 4 => {
+                self.peer_window = p.get_u32();
             }
             MSG_ACK | MSG_USER_CONTROL | MSG_PEER_BANDWIDTH => {}
             MSG_COMMAND_AMF0 => self.on_command(amf::decode_all(p)?)?,
@@ -365,11 +361,9 @@ impl ServerSession {
                 self.require_connected()?;
                 self.events.push_back(SessionEvent::PlayRequested { app: self.app.clone(), name: arg(3) });
             }
-            "FCUnpublish" | "deleteStream" | "closeStream" => {
-                if self.state == State::Publishing {
-                    self.state = State::Connected;
-                    self.events.push_back(SessionEvent::Unpublished);
-                }
+            "FCUnpublish" | "deleteStream" | "closeStream" if self.state == State::Publishing => {
+                self.state = State::Connected;
+                self.events.push_back(SessionEvent::Unpublished);
             }
             _ => {} // getStreamLength, _checkbw and friends need no answer
         }
@@ -453,8 +447,10 @@ mod tests {
         amf::encode(&Amf0::str("publish"), &mut body);
         amf::encode(&Amf0::Number(1.0), &mut body);
         let mut wire = BytesMut::new();
-        Encoder::default()
-            .encode(&Message { csid: 3, type_id: MSG_COMMAND_AMF0, stream_id: 0, timestamp: 0, payload: body.freeze() }, &mut wire);
+        Encoder::default().encode(
+            &Message { csid: 3, type_id: MSG_COMMAND_AMF0, stream_id: 0, timestamp: 0, payload: body.freeze() },
+            &mut wire,
+        );
         assert!(matches!(server.handle_input(&mut wire, 0), Err(RtmpError::Protocol(_))));
     }
 }
