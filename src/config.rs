@@ -16,6 +16,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// tracing filter, e.g. `info` or `tidecast=debug`.
     pub log: String,
+    /// `text` or `json`.
+    pub log_format: String,
     /// RTMP ingest.
     pub rtmp: Rtmp,
     /// Playback over HTTP.
@@ -76,6 +78,7 @@ impl Default for Config {
         Config {
             data_dir: PathBuf::from("./data"),
             log: "info".into(),
+            log_format: "text".into(),
             rtmp: Rtmp::default(),
             http: Http::default(),
             media: Media::default(),

@@ -53,6 +53,9 @@ struct ServeArgs {
     /// Log filter (tracing EnvFilter syntax).
     #[arg(long, env = "TIDECAST_LOG")]
     log: Option<String>,
+    /// Log format: `text` or `json` (one object per line).
+    #[arg(long, env = "TIDECAST_LOG_FORMAT")]
+    log_format: Option<String>,
     /// Seconds a stream waits for its publisher to reconnect.
     #[arg(long, env = "TIDECAST_RECONNECT_GRACE")]
     reconnect_grace: Option<f64>,
@@ -83,6 +86,9 @@ fn main() -> anyhow::Result<()> {
     if let Some(v) = args.log {
         cfg.log = v;
     }
+    if let Some(v) = args.log_format {
+        cfg.log_format = v;
+    }
     if let Some(v) = args.reconnect_grace {
         cfg.media.reconnect_grace_seconds = v;
     }
@@ -92,10 +98,13 @@ fn main() -> anyhow::Result<()> {
     if let Some(v) = args.hls_part {
         cfg.hls.part_seconds = v;
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cfg.log).context("bad log filter")?)
-        .with_writer(std::io::stderr)
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_new(&cfg.log).context("bad log filter")?;
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match cfg.log_format.as_str() {
+        "text" => logs.init(),
+        "json" => logs.json().init(),
+        other => anyhow::bail!("log format must be text or json, not {other:?}"),
+    }
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(serve(cfg))
 }

@@ -148,6 +148,12 @@ async fn ll_hls_live_behaviour() {
     let pos = f.iter().position(|s| s == first_in_delta).expect("delta segments are in the full playlist");
     assert!(pos >= skipped.saturating_sub(1), "skipped {skipped}, first listed at {pos}");
 
+    // Browsers on other origins may fetch everything; playlists are not cached.
+    let r = reqwest::get(server.hls_url("live1", "video.m3u8")).await.unwrap();
+    assert_eq!(r.headers()["access-control-allow-origin"], "*");
+    assert_eq!(r.headers()["content-type"], "application/vnd.apple.mpegurl");
+    assert_eq!(r.headers()["cache-control"], "no-cache");
+
     // The init segment is served and is an fMP4 header.
     let map = full.lines().find(|l| l.starts_with("#EXT-X-MAP")).and_then(|l| attr(l, "URI")).unwrap().to_owned();
     let (s, init) = get(&server.hls_url("live1", &map)).await;
@@ -156,4 +162,29 @@ async fn ll_hls_live_behaviour() {
 
     let _ = publisher.kill();
     let _ = publisher.wait();
+}
+
+/// Several publishers at once, each its own stream with its own tracks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_streams_at_once() {
+    let server = Server::start(&["--reconnect-grace", "0"]);
+    let sizes = ["160x120", "320x240", "480x270"];
+    let publishers: Vec<_> = sizes
+        .iter()
+        .enumerate()
+        .map(|(i, size)| {
+            let mut args = lavfi_h264_aac(3, size, 25, 44100);
+            args.extend(["-f".into(), "flv".into(), server.rtmp_url(&format!("multi{i}"))]);
+            ffmpeg_spawn(&args)
+        })
+        .collect();
+    for mut p in publishers {
+        assert!(p.wait().unwrap().success());
+    }
+    for (i, size) in sizes.iter().enumerate() {
+        let master = get_text(&server.hls_url(&format!("multi{i}"), "index.m3u8")).await;
+        assert!(master.contains(&format!("RESOLUTION={size}")), "stream {i}: {master}");
+        let video = get_text(&server.hls_url(&format!("multi{i}"), "video.m3u8")).await;
+        assert!(video.contains("#EXT-X-ENDLIST"));
+    }
 }
