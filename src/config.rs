@@ -37,6 +37,7 @@ pub struct Rtmp {
     pub chunk_size: u32,
     pub max_message_bytes: u32,
     pub idle_timeout_seconds: f64,
+    pub max_connections: usize,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -95,6 +96,7 @@ impl Default for Rtmp {
             chunk_size: 4096,
             max_message_bytes: 8 << 20,
             idle_timeout_seconds: 30.0,
+            max_connections: 1000,
         }
     }
 }
@@ -145,6 +147,9 @@ impl Config {
         }
         if self.hls.playlist_segments < 3 {
             bail!("hls.playlist_segments must be at least 3");
+        }
+        if self.rtmp.max_connections == 0 {
+            bail!("rtmp.max_connections must be at least 1");
         }
         if !(128..=1 << 24).contains(&self.rtmp.chunk_size) {
             bail!("rtmp.chunk_size must be between 128 and 16777216");

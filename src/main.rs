@@ -151,6 +151,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
             ..SessionConfig::default()
         },
         idle_timeout: v.rtmp_idle,
+        max_connections: cfg.rtmp.max_connections,
         stats: Arc::new(IngestStats::default()),
     });
     let rtmp_task = tokio::spawn(driver::serve(rtmp_listener, rtmp_ctx, shutdown.clone()));

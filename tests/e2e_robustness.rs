@@ -216,3 +216,27 @@ async fn sigterm_closes_publishers_and_viewers_and_exits_cleanly() {
     assert!(ended, "the publisher was disconnected at shutdown");
     assert!(server.log().contains("stopped"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_beyond_the_limit_are_closed() {
+    let server = Server::start_with_config(Some("[rtmp]\nmax_connections = 2\n"), &[]);
+    let _a = handshaken(server.rtmp).await;
+    let _b = handshaken(server.rtmp).await;
+    let c = TcpStream::connect(server.rtmp).await.unwrap();
+    expect_closed(c, "third connection over a limit of two").await;
+    assert!(server.log().contains("connection limit reached"));
+    // A slot frees when a client leaves.
+    drop(_a);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut s = TcpStream::connect(server.rtmp).await.unwrap();
+        let mut out = BytesMut::new();
+        let _ = ClientHandshake::start(&mut out);
+        s.write_all(&out).await.unwrap();
+        let mut buf = [0u8; 1];
+        if matches!(s.read(&mut buf).await, Ok(1)) {
+            break; // the server answered the handshake: served
+        }
+        assert!(std::time::Instant::now() < deadline, "the freed slot was never reused");
+    }
+}

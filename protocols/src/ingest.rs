@@ -35,6 +35,8 @@ pub trait PublishGate: Send + Sync + 'static {
 pub struct IngestStats {
     /// Connections accepted.
     pub connections: AtomicU64,
+    /// Connections closed at once because the listener was full.
+    pub refused_connections: AtomicU64,
     /// Publishes refused by the gate or the registry.
     pub publish_refused: AtomicU64,
     /// Sessions closed because of a protocol error.

@@ -29,6 +29,8 @@ pub struct RtmpContext {
     pub session: SessionConfig,
     /// A connection that sends nothing for this long is closed.
     pub idle_timeout: Duration,
+    /// Most connections served at once; more are closed on accept.
+    pub max_connections: usize,
     /// Counters.
     pub stats: Arc<IngestStats>,
 }
@@ -37,6 +39,7 @@ pub struct RtmpContext {
 /// session to close.
 pub async fn serve(listener: TcpListener, ctx: Arc<RtmpContext>, shutdown: CancellationToken) {
     let tasks = TaskTracker::new();
+    let permits = Arc::new(tokio::sync::Semaphore::new(ctx.max_connections));
     loop {
         let (sock, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -50,10 +53,17 @@ pub async fn serve(listener: TcpListener, ctx: Arc<RtmpContext>, shutdown: Cance
             },
         };
         ctx.stats.connections.fetch_add(1, Ordering::Relaxed);
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            ctx.stats.refused_connections.fetch_add(1, Ordering::Relaxed);
+            warn!(%peer, limit = ctx.max_connections, "rtmp connection limit reached; closing the new connection");
+            drop(sock);
+            continue;
+        };
         let ctx = ctx.clone();
         let shutdown = shutdown.clone();
         tasks.spawn(async move {
             let run = AssertUnwindSafe(connection(sock, peer, &ctx, shutdown)).catch_unwind().await;
+            drop(permit);
             if run.is_err() {
                 ctx.stats.panics.fetch_add(1, Ordering::Relaxed);
                 error!(%peer, "rtmp session panicked; closed it (this is a bug, please report it)");
