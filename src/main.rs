@@ -12,7 +12,9 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tidecast_control::auth::{ConfigGate, StreamKey};
 use tidecast_media::{PublishMode, Registry, RegistryConfig, StreamConfig};
+use tidecast_control::playback::Playback;
 use tidecast_protocols::hls::{HlsConfig, HlsHub};
+use tidecast_protocols::mpegts::output::TsHub;
 use tidecast_protocols::ingest::IngestStats;
 use tidecast_protocols::rtmp::chunk::Limits;
 use tidecast_protocols::rtmp::driver::{self, RtmpContext};
@@ -132,6 +134,8 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         ..HlsConfig::default()
     });
     let hls_task = tokio::spawn(hls.clone().run(registry.clone(), shutdown.clone()));
+    let ts = TsHub::new();
+    let ts_task = tokio::spawn(ts.clone().run(registry.clone(), shutdown.clone()));
 
     let rtmp_listener = tokio::net::TcpListener::bind(cfg.rtmp.listen)
         .await
@@ -156,14 +160,14 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     });
     let rtmp_task = tokio::spawn(driver::serve(rtmp_listener, rtmp_ctx, shutdown.clone()));
 
-    let app = tidecast_control::playback::router(hls.clone());
+    let app = tidecast_control::playback::router(Playback { hls: hls.clone(), ts });
     let http_shutdown = shutdown.clone();
     let http_task = tokio::spawn(async move {
         axum::serve(http_listener, app).with_graceful_shutdown(async move { http_shutdown.cancelled().await }).await
     });
 
     info!(%rtmp_addr, %http_addr, data_dir = %cfg.data_dir.display(), "tidecast {} ready", env!("CARGO_PKG_VERSION"));
-    info!("publish: rtmp://{rtmp_addr}/live/NAME   play: http://{http_addr}/hls/NAME/index.m3u8");
+    info!("publish: rtmp://{rtmp_addr}/live/NAME   play: http://{http_addr}/hls/NAME/index.m3u8 or http://{http_addr}/ts/NAME.ts");
     // One machine-readable line on stdout for scripts and tests.
     println!("listening rtmp={rtmp_addr} http={http_addr}");
 
@@ -174,6 +178,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         let _ = rtmp_task.await;
         registry.close_all();
         let _ = hls_task.await;
+        let _ = ts_task.await;
         let _ = http_task.await;
     };
     if tokio::time::timeout(Duration::from_secs(10), drain).await.is_err() {

@@ -336,6 +336,23 @@ impl std::fmt::Debug for Publisher {
 pub struct Revoked;
 
 impl Publisher {
+    /// A publisher of a stream outside any registry: a derived stream, such as
+    /// an output's packaged form that its viewers read through the same ring.
+    pub fn standalone(name: &str, cfg: StreamConfig) -> Publisher {
+        Publisher { stream: Stream::new(name.to_owned(), cfg), generation: 0, on_drop: None }
+    }
+
+    /// Ends the stream now: readers drain what is buffered, then finish.
+    pub fn end(self) {
+        self.stream.end();
+    }
+
+    /// Marks a break in the timeline (the source's clock jumped): the next
+    /// frame continues the stream's timeline and readers see a discontinuity.
+    pub fn discontinuity(&self) {
+        self.stream.mark_resume();
+    }
+
     /// The stream being published.
     pub fn stream(&self) -> &Arc<Stream> {
         &self.stream

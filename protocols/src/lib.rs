@@ -6,6 +6,7 @@
 //!   later FLV inputs.
 //! * [`cmaf`]: fMP4 init segments and fragments.
 //! * [`hls`]: the LL-HLS packager and playlist writer.
+//! * [`mpegts`]: MPEG-TS demuxer and muxer, and the per-stream TS output.
 //! * [`ingest`]: the publish gate and counters every ingest shares.
 
 #![forbid(unsafe_code)]
@@ -15,4 +16,5 @@ pub mod cmaf;
 pub mod flv;
 pub mod hls;
 pub mod ingest;
+pub mod mpegts;
 pub mod rtmp;
