@@ -30,7 +30,7 @@ case "$what" in
         apt_install ca-certificates pkg-config
         ;;
     test)
-        apt_install ca-certificates pkg-config ffmpeg chromium
+        apt_install ca-certificates pkg-config ffmpeg srt-tools chromium
         command -v npm >/dev/null || apt_install nodejs npm
         root="$(cd "$(dirname "$0")/.." && pwd)"
         if [ ! -d "$root/tests/browser/node_modules/playwright-core" ]; then

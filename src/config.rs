@@ -20,6 +20,8 @@ pub struct Config {
     pub log_format: String,
     /// RTMP ingest.
     pub rtmp: Rtmp,
+    /// SRT publish and play.
+    pub srt: Srt,
     /// Playback over HTTP.
     pub http: Http,
     /// The media core.
@@ -38,6 +40,23 @@ pub struct Rtmp {
     pub max_message_bytes: u32,
     pub idle_timeout_seconds: f64,
     pub max_connections: usize,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Srt {
+    pub listen: SocketAddr,
+    /// TSBPD latency offered to callers, in milliseconds.
+    pub latency_ms: u64,
+    /// AES passphrase for every SRT connection (10 to 79 characters), unless a
+    /// stream has its own `srt_passphrase`.
+    pub passphrase: Option<String>,
+}
+
+impl Default for Srt {
+    fn default() -> Self {
+        Srt { listen: ([0, 0, 0, 0], 8889).into(), latency_ms: 120, passphrase: None }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -72,6 +91,8 @@ pub struct Hls {
 pub struct StreamEntry {
     pub name: String,
     pub key: String,
+    /// AES passphrase for this stream's SRT links (publish and play).
+    pub srt_passphrase: Option<String>,
 }
 
 impl Default for Config {
@@ -81,6 +102,7 @@ impl Default for Config {
             log: "info".into(),
             log_format: "text".into(),
             rtmp: Rtmp::default(),
+            srt: Srt::default(),
             http: Http::default(),
             media: Media::default(),
             hls: Hls::default(),
@@ -154,7 +176,17 @@ impl Config {
         if !(128..=1 << 24).contains(&self.rtmp.chunk_size) {
             bail!("rtmp.chunk_size must be between 128 and 16777216");
         }
+        let passphrase_ok = |p: &Option<String>| p.as_ref().is_none_or(|p| (10..=79).contains(&p.len()));
+        if !passphrase_ok(&self.srt.passphrase) {
+            bail!("srt.passphrase must be 10 to 79 characters long");
+        }
+        if !(20..=10_000).contains(&self.srt.latency_ms) {
+            bail!("srt.latency_ms must be between 20 and 10000");
+        }
         for s in &self.streams {
+            if !passphrase_ok(&s.srt_passphrase) {
+                bail!("the srt_passphrase of stream {:?} must be 10 to 79 characters long", s.name);
+            }
             if !tidecast_control::auth::valid_stream_name(&s.name) {
                 bail!("stream name {:?} is not valid: use letters, digits, _ - . +", s.name);
             }
@@ -201,7 +233,7 @@ mod tests {
         c.hls.part_seconds = 3.0;
         assert!(c.validate().is_err());
         let mut c = Config::default();
-        c.streams.push(StreamEntry { name: "a/b".into(), key: "0123456789".into() });
+        c.streams.push(StreamEntry { name: "a/b".into(), key: "0123456789".into(), srt_passphrase: None });
         assert!(c.validate().is_err());
     }
 }

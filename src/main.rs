@@ -3,6 +3,7 @@
 
 mod config;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -11,14 +12,15 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tidecast_control::auth::{ConfigGate, StreamKey};
-use tidecast_media::{PublishMode, Registry, RegistryConfig, StreamConfig};
 use tidecast_control::playback::Playback;
+use tidecast_media::{PublishMode, Registry, RegistryConfig, StreamConfig};
 use tidecast_protocols::hls::{HlsConfig, HlsHub};
-use tidecast_protocols::mpegts::output::TsHub;
 use tidecast_protocols::ingest::IngestStats;
+use tidecast_protocols::mpegts::output::TsHub;
 use tidecast_protocols::rtmp::chunk::Limits;
 use tidecast_protocols::rtmp::driver::{self, RtmpContext};
 use tidecast_protocols::rtmp::SessionConfig;
+use tidecast_protocols::srt::driver::{SrtContext, SrtSessions};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -49,6 +51,9 @@ struct ServeArgs {
     /// RTMP listen address.
     #[arg(long, env = "TIDECAST_RTMP_LISTEN")]
     rtmp_listen: Option<SocketAddr>,
+    /// SRT listen address (UDP).
+    #[arg(long, env = "TIDECAST_SRT_LISTEN")]
+    srt_listen: Option<SocketAddr>,
     /// HTTP playback listen address.
     #[arg(long, env = "TIDECAST_HTTP_LISTEN")]
     http_listen: Option<SocketAddr>,
@@ -82,6 +87,9 @@ fn main() -> anyhow::Result<()> {
     if let Some(v) = args.rtmp_listen {
         cfg.rtmp.listen = v;
     }
+    if let Some(v) = args.srt_listen {
+        cfg.srt.listen = v;
+    }
     if let Some(v) = args.http_listen {
         cfg.http.listen = v;
     }
@@ -101,7 +109,8 @@ fn main() -> anyhow::Result<()> {
         cfg.hls.part_seconds = v;
     }
     let filter = tracing_subscriber::EnvFilter::try_new(&cfg.log).context("bad log filter")?;
-    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(colour).with_writer(std::io::stderr);
     match cfg.log_format.as_str() {
         "text" => logs.init(),
         "json" => logs.json().init(),
@@ -120,8 +129,11 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         mode: if cfg.media.takeover { PublishMode::Takeover } else { PublishMode::Refuse },
         stream: StreamConfig { buffer: v.buffer, max_bytes: cfg.media.max_buffer_bytes },
     });
+    let stream_passphrases: HashMap<String, String> =
+        cfg.streams.iter().filter_map(|s| Some((s.name.clone(), s.srt_passphrase.clone()?))).collect();
     let gate =
         ConfigGate::new(cfg.streams.iter().map(|s| StreamKey { stream: s.name.clone(), key: s.key.clone() }).collect());
+    let gate = Arc::new(gate);
     if gate.is_open() {
         warn!("OPEN MODE: no [[streams]] keys are configured, so ANYONE can publish: rtmp://HOST/live/NAME publishes stream NAME. Configure stream keys before exposing this server.");
     }
@@ -143,12 +155,16 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     let http_listener = tokio::net::TcpListener::bind(cfg.http.listen)
         .await
         .with_context(|| format!("binding HTTP on {}", cfg.http.listen))?;
+    let srt_socket = tokio::net::UdpSocket::bind(cfg.srt.listen)
+        .await
+        .with_context(|| format!("binding SRT on {}", cfg.srt.listen))?;
+    let srt_addr = srt_socket.local_addr()?;
     let rtmp_addr = rtmp_listener.local_addr()?;
     let http_addr = http_listener.local_addr()?;
 
     let rtmp_ctx = Arc::new(RtmpContext {
         registry: registry.clone(),
-        gate: Arc::new(gate),
+        gate: gate.clone(),
         session: SessionConfig {
             limits: Limits { max_message: cfg.rtmp.max_message_bytes, ..Limits::default() },
             chunk_size: cfg.rtmp.chunk_size,
@@ -160,22 +176,35 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     });
     let rtmp_task = tokio::spawn(driver::serve(rtmp_listener, rtmp_ctx, shutdown.clone()));
 
+    let srt_ctx = Arc::new(SrtContext {
+        registry: registry.clone(),
+        gate: gate.clone(),
+        ts: ts.clone(),
+        latency: Duration::from_millis(cfg.srt.latency_ms),
+        passphrase: cfg.srt.passphrase.clone(),
+        stream_passphrases,
+        stats: Arc::new(IngestStats::default()),
+        sessions: Arc::new(SrtSessions::default()),
+    });
+    let srt_task = tokio::spawn(tidecast_protocols::srt::driver::serve(srt_socket, srt_ctx, shutdown.clone()));
+
     let app = tidecast_control::playback::router(Playback { hls: hls.clone(), ts });
     let http_shutdown = shutdown.clone();
     let http_task = tokio::spawn(async move {
         axum::serve(http_listener, app).with_graceful_shutdown(async move { http_shutdown.cancelled().await }).await
     });
 
-    info!(%rtmp_addr, %http_addr, data_dir = %cfg.data_dir.display(), "tidecast {} ready", env!("CARGO_PKG_VERSION"));
+    info!(%rtmp_addr, %srt_addr, %http_addr, data_dir = %cfg.data_dir.display(), "tidecast {} ready", env!("CARGO_PKG_VERSION"));
     info!("publish: rtmp://{rtmp_addr}/live/NAME   play: http://{http_addr}/hls/NAME/index.m3u8 or http://{http_addr}/ts/NAME.ts");
     // One machine-readable line on stdout for scripts and tests.
-    println!("listening rtmp={rtmp_addr} http={http_addr}");
+    println!("listening rtmp={rtmp_addr} srt={srt_addr} http={http_addr}");
 
     wait_for_signal().await;
     info!("shutting down: closing publishers and viewers");
     shutdown.cancel();
     let drain = async {
         let _ = rtmp_task.await;
+        let _ = srt_task.await;
         registry.close_all();
         let _ = hls_task.await;
         let _ = ts_task.await;

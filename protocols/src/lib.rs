@@ -7,6 +7,7 @@
 //! * [`cmaf`]: fMP4 init segments and fragments.
 //! * [`hls`]: the LL-HLS packager and playlist writer.
 //! * [`mpegts`]: MPEG-TS demuxer and muxer, and the per-stream TS output.
+//! * [`srt`]: SRT publish and play on one UDP port.
 //! * [`ingest`]: the publish gate and counters every ingest shares.
 
 #![forbid(unsafe_code)]
@@ -18,3 +19,4 @@ pub mod hls;
 pub mod ingest;
 pub mod mpegts;
 pub mod rtmp;
+pub mod srt;

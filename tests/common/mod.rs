@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 pub struct Server {
     child: Option<Child>,
     pub rtmp: SocketAddr,
+    pub srt: SocketAddr,
     pub http: SocketAddr,
     pub dir: tempfile::TempDir,
 }
@@ -25,7 +26,7 @@ impl Server {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_tidecast"));
         cmd.arg("serve")
-            .args(["--rtmp-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"])
+            .args(["--rtmp-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--srt-listen", "127.0.0.1:0"])
             .arg("--data-dir")
             .arg(dir.path().join("data"))
             .args(extra)
@@ -49,12 +50,21 @@ impl Server {
                 .parse()
                 .expect("address")
         };
-        let (rtmp, http) = (addr("rtmp="), addr("http="));
-        Server { child: Some(child), rtmp, http, dir }
+        let (rtmp, srt, http) = (addr("rtmp="), addr("srt="), addr("http="));
+        Server { child: Some(child), rtmp, srt, http, dir }
     }
 
     pub fn rtmp_url(&self, name: &str) -> String {
         format!("rtmp://{}/live/{name}", self.rtmp)
+    }
+
+    /// An SRT URL with the given streamid (and extra query options).
+    pub fn srt_url(&self, streamid: &str, extra: &str) -> String {
+        format!("srt://{}?streamid={streamid}{extra}", self.srt)
+    }
+
+    pub fn ts_url(&self, stream: &str) -> String {
+        format!("http://{}/ts/{stream}.ts", self.http)
     }
 
     pub fn hls_url(&self, stream: &str, file: &str) -> String {

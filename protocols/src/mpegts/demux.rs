@@ -486,7 +486,13 @@ impl TsDemuxer {
             let Some(es) = self.es.get(&pid) else { return };
             let frame_dts = dts + index * 1024 * i64::from(TIMESCALE) / i64::from(rate);
             let payload = data.slice(pos + header..pos + len);
-            self.out.push_back(DemuxOutput::Frame(Frame { track: es.track, dts: frame_dts, cts: 0, keyframe: true, payload }));
+            self.out.push_back(DemuxOutput::Frame(Frame {
+                track: es.track,
+                dts: frame_dts,
+                cts: 0,
+                keyframe: true,
+                payload,
+            }));
             pos += len;
             index += 1;
         }

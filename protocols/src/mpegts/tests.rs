@@ -7,13 +7,18 @@ use super::*;
 
 fn tracks() -> Vec<Track> {
     let sps = [
-        0x67, 0xf4, 0x00, 0x0d, 0x91, 0x9b, 0x28, 0x28, 0x3f, 0x60, 0x22, 0x00, 0x00, 0x03, 0x00, 0x02, 0x00, 0x00, 0x03,
-        0x00, 0x64, 0x1e, 0x28, 0x53, 0x2c,
+        0x67, 0xf4, 0x00, 0x0d, 0x91, 0x9b, 0x28, 0x28, 0x3f, 0x60, 0x22, 0x00, 0x00, 0x03, 0x00, 0x02, 0x00, 0x00,
+        0x03, 0x00, 0x64, 0x1e, 0x28, 0x53, 0x2c,
     ];
     let avcc = tidecast_codecs::h264::build_config(&sps, &[0x68, 0xeb, 0xe3, 0xc4, 0x48, 0x44]).unwrap();
     let asc = Bytes::from_static(&[0x12, 0x10]);
     vec![
-        Track { id: 0, codec: Codec::H264, info: tidecast_codecs::describe(Codec::H264, &avcc).unwrap(), config: avcc.into() },
+        Track {
+            id: 0,
+            codec: Codec::H264,
+            info: tidecast_codecs::describe(Codec::H264, &avcc).unwrap(),
+            config: avcc.into(),
+        },
         Track { id: 1, codec: Codec::Aac, info: tidecast_codecs::describe(Codec::Aac, &asc).unwrap(), config: asc },
     ]
 }
@@ -27,7 +32,13 @@ fn frames(n: i64) -> Vec<Frame> {
         let len = (payload.len() - 4) as u32;
         payload[..4].copy_from_slice(&len.to_be_bytes());
         out.push(Frame { track: 0, dts: i * 40_000, cts: 80_000, keyframe: i % 25 == 0, payload: payload.into() });
-        out.push(Frame { track: 1, dts: i * 40_000 + 5_000, cts: 0, keyframe: true, payload: Bytes::from(vec![0x21; 200]) });
+        out.push(Frame {
+            track: 1,
+            dts: i * 40_000 + 5_000,
+            cts: 0,
+            keyframe: true,
+            payload: Bytes::from(vec![0x21; 200]),
+        });
     }
     out
 }

@@ -1,0 +1,202 @@
+//! SRT end to end with real peers: ffmpeg (libsrt) and srt-live-transmit
+//! publish; LL-HLS, SRT and HTTP-TS read back with ffmpeg/ffprobe.
+
+mod common;
+
+use std::process::{Command, Stdio};
+
+use common::*;
+
+fn lavfi_ts(seconds: u32, realtime: bool, video: &[&str]) -> Vec<String> {
+    let mut a: Vec<String> = ["-hide_banner", "-loglevel", "error", "-nostdin"].map(String::from).to_vec();
+    if realtime {
+        a.push("-re".into());
+    }
+    a.extend(
+        [
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=320x240:rate=25",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440:sample_rate=48000",
+        ]
+        .map(String::from),
+    );
+    a.extend(["-t".to_string(), seconds.to_string(), "-pix_fmt".into(), "yuv420p".into()]);
+    a.extend(video.iter().map(|s| s.to_string()));
+    a.extend(["-c:a", "aac", "-f", "mpegts"].map(String::from));
+    a
+}
+
+const H264: &[&str] = &["-c:v", "libx264", "-preset", "veryfast", "-g", "25"];
+
+/// Reads `seconds` of a live URL with ffmpeg into a file and returns ffprobe's view.
+fn read_live(url: &str, seconds: u32, out: &std::path::Path) -> Vec<std::collections::HashMap<String, String>> {
+    let args: Vec<String> = ["-v", "error", "-i", url, "-t", &seconds.to_string(), "-c", "copy", "-f", "mpegts", "-y"]
+        .map(String::from)
+        .into_iter()
+        .chain([out.display().to_string()])
+        .collect();
+    let o = ffmpeg(&args);
+    assert!(o.status.success(), "reading {url}: {}", String::from_utf8_lossy(&o.stderr));
+    ffprobe(
+        &out.display().to_string(),
+        &["-show_entries", "stream=codec_name,width,height,sample_rate:packet=stream_index,dts"],
+    )
+}
+
+fn assert_monotonic(sections: &[std::collections::HashMap<String, String>]) {
+    for index in ["0", "1"] {
+        let dts: Vec<i64> = sections
+            .iter()
+            .filter(|s| s["section"] == "packet" && s.get("stream_index").map(String::as_str) == Some(index))
+            .filter_map(|s| s.get("dts")?.parse().ok())
+            .collect();
+        assert!(dts.len() > 10, "stream {index} has packets");
+        assert!(dts.windows(2).all(|w| w[1] > w[0]), "stream {index} timestamps increase");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ffmpeg_publishes_over_srt_and_every_output_reads_back() {
+    let server = Server::start(&["--hls-segment", "1"]);
+    let mut args = lavfi_ts(30, true, H264);
+    args.push(server.srt_url("#!::r=field1,m=publish", "&latency=120000"));
+    let mut publisher = ffmpeg_spawn(&args);
+    wait_for_segment(&server, "field1", "video", 1).await;
+
+    // LL-HLS.
+    let hls = ffprobe(
+        &server.hls_url("field1", "index.m3u8"),
+        &["-show_entries", "stream=codec_name,width,height,sample_rate"],
+    );
+    assert!(hls.iter().any(|s| s.get("codec_name").map(String::as_str) == Some("h264") && s["width"] == "320"));
+    assert!(hls.iter().any(|s| s.get("sample_rate").map(String::as_str) == Some("48000")));
+
+    // SRT playback (m=request) and HTTP-TS, at the same time as the publish.
+    let dir = server.dir.path().to_owned();
+    let srt_url = server.srt_url("#!::r=field1,m=request", "");
+    let ts_url = server.ts_url("field1");
+    let (srt, http) = tokio::join!(
+        tokio::task::spawn_blocking({
+            let dir = dir.clone();
+            move || read_live(&srt_url, 3, &dir.join("srt.ts"))
+        }),
+        tokio::task::spawn_blocking(move || read_live(&ts_url, 3, &dir.join("http.ts"))),
+    );
+    for sections in [srt.unwrap(), http.unwrap()] {
+        let v = sections.iter().find(|s| s.get("codec_name").map(String::as_str) == Some("h264")).expect("h264");
+        assert_eq!((v["width"].as_str(), v["height"].as_str()), ("320", "240"));
+        assert!(sections.iter().any(|s| s.get("codec_name").map(String::as_str) == Some("aac")));
+        assert_monotonic(&sections);
+    }
+    let _ = publisher.kill();
+    let _ = publisher.wait();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn srt_live_transmit_publishes_and_duration_reads_back() {
+    let server = Server::start(&["--reconnect-grace", "0"]);
+    let encoder = Command::new("ffmpeg")
+        .args(lavfi_ts(6, false, H264))
+        .arg("-")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("ffmpeg");
+    let mut transmit = Command::new("srt-live-transmit")
+        .args(["-q", "file://con"])
+        .arg(server.srt_url("plainname", "&latency=200"))
+        .stdin(encoder.stdout.expect("pipe"))
+        .spawn()
+        .expect("srt-live-transmit is installed (make test installs srt-tools)");
+    // srt-live-transmit 1.5 does not exit at the end of its input: wait (by a
+    // blocking playlist request) until the last full part of the 6 s has
+    // arrived, then stop it; the publisher leaving ends the stream.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let r = reqwest::get(server.hls_url("plainname", "video.m3u8?_HLS_msn=2&_HLS_part=8")).await;
+        if r.is_ok_and(|r| r.status() == 200) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the last part never arrived\n{}", server.log());
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let _ = Command::new("kill").arg("-INT").arg(transmit.id().to_string()).status();
+    let _ = transmit.wait();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let playlist = loop {
+        let text = get_text(&server.hls_url("plainname", "video.m3u8")).await;
+        if text.contains("#EXT-X-ENDLIST") {
+            break text;
+        }
+        assert!(std::time::Instant::now() < deadline, "the stream never ended:\n{text}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    let total: f64 = playlist
+        .lines()
+        .filter_map(|l| l.strip_prefix("#EXTINF:"))
+        .filter_map(|l| l.trim_end_matches(',').parse::<f64>().ok())
+        .sum();
+    assert!((total - 6.0).abs() <= 2.0, "read back {total} s of 6 s");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hevc_over_srt_comes_out_as_fmp4_hls() {
+    let server = Server::start(&["--reconnect-grace", "0"]);
+    let mut args = lavfi_ts(4, false, &["-c:v", "libx265", "-x265-params", "keyint=25:log-level=error"]);
+    args.push(server.srt_url("hevc1", ""));
+    let out = ffmpeg(&args);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v = ffprobe(&server.hls_url("hevc1", "index.m3u8"), &["-show_entries", "stream=codec_name,width,height"]);
+    let s = v.iter().find(|s| s.get("codec_name").map(String::as_str) == Some("hevc")).expect("an hevc stream");
+    assert_eq!((s["width"].as_str(), s["height"].as_str()), ("320", "240"));
+    let master = get_text(&server.hls_url("hevc1", "index.m3u8")).await;
+    assert!(master.contains("CODECS=\"hvc1."), "{master}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn srt_keys_passphrases_and_unknown_streams_are_refused() {
+    let server = Server::start_with_config(
+        Some("[[streams]]\nname = \"secure\"\nkey = \"publish-key-1\"\nsrt_passphrase = \"correct-passphrase\"\n"),
+        &["--reconnect-grace", "0"],
+    );
+    let publish = |url: String| {
+        let mut args = lavfi_ts(1, false, H264);
+        args.push(url);
+        ffmpeg(&args)
+    };
+    // Wrong key: refused at the handshake.
+    let out = publish(server.srt_url("#!::r=secure,m=publish,t=wrong-key", "&passphrase=correct-passphrase"));
+    assert!(!out.status.success(), "a wrong key must not publish");
+    // Right key, wrong passphrase: the encrypted handshake fails.
+    let out = publish(server.srt_url("#!::r=secure,m=publish,t=publish-key-1", "&passphrase=wrong-passphrase"));
+    assert!(!out.status.success(), "a wrong passphrase must not publish");
+    // Right key and passphrase: published.
+    let out = publish(server.srt_url("#!::r=secure,m=publish,t=publish-key-1", "&passphrase=correct-passphrase"));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let pl = wait_for_segment(&server, "secure", "video", 0).await;
+    assert!(pl.contains("#EXTINF"));
+    // Playing a stream that does not exist is refused (2404), not hung.
+    let out = ffmpeg(
+        &["-v", "error", "-i"]
+            .map(String::from)
+            .into_iter()
+            .chain([
+                server.srt_url("#!::r=nothing,m=request", ""),
+                "-t".into(),
+                "1".into(),
+                "-f".into(),
+                "null".into(),
+                "-".into(),
+            ])
+            .collect::<Vec<_>>(),
+    );
+    assert!(!out.status.success());
+    let log = server.log();
+    assert!(log.contains("code=2401"), "unauthorized is answered with 2401:\n{log}");
+    assert!(log.contains("code=2404"), "unknown stream is answered with 2404:\n{log}");
+}
