@@ -200,3 +200,105 @@ async fn srt_keys_passphrases_and_unknown_streams_are_refused() {
     assert!(log.contains("code=2401"), "unauthorized is answered with 2401:\n{log}");
     assert!(log.contains("code=2404"), "unknown stream is answered with 2404:\n{log}");
 }
+
+/// A UDP relay that drops every 30th datagram from the publisher and swaps
+/// every 47th with the next (about 3% loss, some reordering), both
+/// deterministic. Loopback only; it lives as long as the test's runtime.
+async fn lossy_relay(server: std::net::SocketAddr) -> std::net::SocketAddr {
+    use tokio::net::UdpSocket;
+    let front = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let back = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    back.connect(server).await.unwrap();
+    let addr = front.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut up, mut down) = (vec![0u8; 2048], vec![0u8; 2048]);
+        let mut client = None;
+        let mut n = 0u64;
+        let mut held: Option<Vec<u8>> = None;
+        loop {
+            tokio::select! {
+                r = front.recv_from(&mut up) => {
+                    let Ok((len, from)) = r else { return };
+                    client = Some(from);
+                    n += 1;
+                    if n > 20 && n % 30 == 0 {
+                        continue; // lost
+                    }
+                    if n > 20 && n % 47 == 0 && held.is_none() {
+                        held = Some(up[..len].to_vec()); // delayed behind the next one
+                        continue;
+                    }
+                    let _ = back.send(&up[..len]).await;
+                    if let Some(h) = held.take() {
+                        let _ = back.send(&h).await;
+                    }
+                }
+                r = back.recv(&mut down) => {
+                    let Ok(len) = r else { return };
+                    if let Some(c) = client {
+                        let _ = front.send_to(&down[..len], c).await;
+                    }
+                }
+            }
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lossy_link_still_yields_a_continuous_stream() {
+    let server = Server::start(&["--reconnect-grace", "0"]);
+    let relay = lossy_relay(server.srt).await;
+    let mut args = lavfi_ts(6, true, H264);
+    args.push(format!("srt://{relay}?streamid=lossy&latency=200000"));
+    let out = tokio::task::spawn_blocking(move || ffmpeg(&args)).await.unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let playlist = wait_for_segment(&server, "lossy", "video", 2).await;
+    assert!(!playlist.contains("#EXT-X-DISCONTINUITY"), "{playlist}");
+    assert!(!server.log().contains("damaged MPEG-TS"), "retransmission repaired every loss:\n{}", server.log());
+    // Every frame arrives: remux the HLS and count.
+    let mp4 = server.dir.path().join("lossy.mp4");
+    let remux: Vec<String> = ["-v", "error", "-i"]
+        .map(String::from)
+        .into_iter()
+        .chain([
+            server.hls_url("lossy", "index.m3u8"),
+            "-c".into(),
+            "copy".into(),
+            "-y".into(),
+            mp4.display().to_string(),
+        ])
+        .collect();
+    assert!(ffmpeg(&remux).status.success());
+    let counted =
+        ffprobe(&mp4.display().to_string(), &["-count_frames", "-show_entries", "stream=codec_name,nb_read_frames"]);
+    let video: u32 =
+        counted.iter().find(|s| s["codec_name"] == "h264").and_then(|s| s["nb_read_frames"].parse().ok()).unwrap();
+    assert_eq!(video, 150, "6 s at 25 fps through a lossy link");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_udp_does_not_disturb_a_live_srt_stream() {
+    let server = Server::start(&["--hls-segment", "1"]);
+    let mut args = lavfi_ts(30, true, H264);
+    args.push(server.srt_url("steady", ""));
+    let mut publisher = ffmpeg_spawn(&args);
+    let before = wait_for_segment(&server, "steady", "video", 1).await;
+    let first: u64 = before.lines().find_map(|l| l.strip_prefix("#EXT-X-MEDIA-SEQUENCE:")).unwrap().parse().unwrap();
+    let n = first + before.lines().filter(|l| l.starts_with("#EXTINF")).count() as u64;
+    // Garbage datagrams of every size, and a handshake-looking one with nonsense fields.
+    let junk = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    for i in 0..500u32 {
+        let len = (i as usize * 37) % 1500 + 1;
+        let datagram: Vec<u8> = (0..len).map(|b| (b as u32 ^ i.wrapping_mul(2_654_435_761)) as u8).collect();
+        let _ = junk.send_to(&datagram, server.srt).await;
+    }
+    let mut hs = vec![0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    hs.extend_from_slice(&[0xff; 48]);
+    let _ = junk.send_to(&hs, server.srt).await;
+    // The stream goes on.
+    let after = wait_for_segment(&server, "steady", "video", n + 2).await;
+    assert!(after.contains("#EXTINF"));
+    let _ = publisher.kill();
+    let _ = publisher.wait();
+}
