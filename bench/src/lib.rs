@@ -37,8 +37,12 @@ pub fn frames(seconds: i64) -> Vec<Frame> {
     let mut out = Vec::new();
     for i in 0..seconds * 30 {
         let key = i % 30 == 0;
-        let len = if key { 60_000 } else { 11_000 };
-        out.push(Frame { track: 0, dts: i * 33_333, cts: 0, keyframe: key, payload: Bytes::from(vec![0x41; len]) });
+        let len: usize = if key { 60_000 } else { 11_000 };
+        // One length-prefixed NAL unit: an IDR or a non-IDR slice.
+        let mut au = ((len - 4) as u32).to_be_bytes().to_vec();
+        au.push(if key { 0x65 } else { 0x41 });
+        au.resize(len, 0x5a);
+        out.push(Frame { track: 0, dts: i * 33_333, cts: 0, keyframe: key, payload: Bytes::from(au) });
     }
     for i in 0..seconds * 44_100 / 1024 {
         out.push(Frame {
