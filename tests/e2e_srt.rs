@@ -100,7 +100,7 @@ async fn ffmpeg_publishes_over_srt_and_every_output_reads_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn srt_live_transmit_publishes_and_duration_reads_back() {
     let server = Server::start(&["--reconnect-grace", "0"]);
-    let encoder = Command::new("ffmpeg")
+    let mut encoder = Command::new("ffmpeg")
         .args(lavfi_ts(6, false, H264))
         .arg("-")
         .stdin(Stdio::null())
@@ -110,7 +110,7 @@ async fn srt_live_transmit_publishes_and_duration_reads_back() {
     let mut transmit = Command::new("srt-live-transmit")
         .args(["-q", "file://con"])
         .arg(server.srt_url("plainname", "&latency=200"))
-        .stdin(encoder.stdout.expect("pipe"))
+        .stdin(encoder.stdout.take().expect("pipe"))
         .spawn()
         .expect("srt-live-transmit is installed (make test installs srt-tools)");
     // srt-live-transmit 1.5 does not exit at the end of its input: wait (by a
@@ -127,6 +127,7 @@ async fn srt_live_transmit_publishes_and_duration_reads_back() {
     }
     let _ = Command::new("kill").arg("-INT").arg(transmit.id().to_string()).status();
     let _ = transmit.wait();
+    assert!(encoder.wait().unwrap().success());
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     let playlist = loop {
         let text = get_text(&server.hls_url("plainname", "video.m3u8")).await;
@@ -221,10 +222,10 @@ async fn lossy_relay(server: std::net::SocketAddr) -> std::net::SocketAddr {
                     let Ok((len, from)) = r else { return };
                     client = Some(from);
                     n += 1;
-                    if n > 20 && n % 30 == 0 {
+                    if n > 20 && n.is_multiple_of(30) {
                         continue; // lost
                     }
-                    if n > 20 && n % 47 == 0 && held.is_none() {
+                    if n > 20 && n.is_multiple_of(47) && held.is_none() {
                         held = Some(up[..len].to_vec()); // delayed behind the next one
                         continue;
                     }
@@ -250,7 +251,8 @@ async fn a_lossy_link_still_yields_a_continuous_stream() {
     let server = Server::start(&["--reconnect-grace", "0"]);
     let relay = lossy_relay(server.srt).await;
     let mut args = lavfi_ts(6, true, H264);
-    args.push(format!("srt://{relay}?streamid=lossy&latency=200000"));
+    // 1 s of latency: room for retransmissions even on a busy 2-core CI machine.
+    args.push(format!("srt://{relay}?streamid=lossy&latency=1000000"));
     let out = tokio::task::spawn_blocking(move || ffmpeg(&args)).await.unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let playlist = wait_for_segment(&server, "lossy", "video", 2).await;
