@@ -28,7 +28,7 @@ pub enum Codec {
     Aac,
     /// Opus; config is an OpusHead (RFC 7845 identification header).
     Opus,
-    /// MPEG-1/2 Layer III audio; no config record.
+    /// MPEG-1/2 audio (Layer II or III); no config record.
     Mp3,
 }
 

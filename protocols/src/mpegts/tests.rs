@@ -195,3 +195,66 @@ fn packet(pid: u16, section: &[u8]) -> Vec<u8> {
     p.resize(188, 0xff);
     p
 }
+
+#[test]
+fn a_pmt_that_changes_codec_recreates_the_tracks() {
+    let mut ts = mux_all(&frames(30));
+    // The same program goes on with H.265 video (a new PMT, a new configuration).
+    let vps = [
+        0x40, 0x01, 0x0c, 0x01, 0xff, 0xff, 0x04, 0x08, 0x00, 0x00, 0x03, 0x00, 0x9e, 0x08, 0x00, 0x00, 0x03, 0x00,
+        0x00, 0x3c, 0x95, 0x98, 0x09,
+    ];
+    let sps = [
+        0x42, 0x01, 0x01, 0x04, 0x08, 0x00, 0x00, 0x03, 0x00, 0x9e, 0x08, 0x00, 0x00, 0x03, 0x00, 0x00, 0x3c, 0x90,
+        0x01, 0x61, 0x00, 0x90, 0xb2, 0xca, 0xcd, 0x24, 0x99, 0x5e, 0x02, 0xdc, 0x08, 0x08, 0x00, 0x10, 0x00, 0x00,
+        0x03, 0x00, 0x10, 0x00, 0x00, 0x03, 0x01, 0xe0, 0x80,
+    ];
+    let pps = [0x44, 0x01, 0xc1, 0x72, 0x86, 0x0c, 0x46, 0x24];
+    let hvcc = tidecast_codecs::h265::build_config(&vps, &sps, &pps).unwrap();
+    let hevc = Track {
+        id: 0,
+        codec: Codec::H265,
+        info: tidecast_codecs::describe(Codec::H265, &hvcc).unwrap(),
+        config: hvcc.into(),
+    };
+    let mut m = TsMuxer::new(&[hevc]);
+    for i in 30..60i64 {
+        let mut payload = vec![0, 0, 0, 3, if i % 25 == 5 { 0x26 } else { 0x02 }, 0x01, 0xaa];
+        payload[3] = 3;
+        let f = Frame { track: 0, dts: i * 40_000, cts: 0, keyframe: i % 25 == 5, payload: payload.into() };
+        ts.extend(m.frame(&f).unwrap().to_vec());
+    }
+    let (out, _) = demux_all(&ts, 188 * 3);
+    let disc =
+        out.iter().position(|o| matches!(o, DemuxOutput::Discontinuity)).expect("the new PMT is a discontinuity");
+    let hevc_tracks = out[disc..].iter().find_map(|o| match o {
+        DemuxOutput::Tracks(t) if t.iter().any(|t| t.codec == Codec::H265) => Some(t.clone()),
+        _ => None,
+    });
+    assert!(hevc_tracks.is_some(), "H.265 track announced after the change: {:?}", &out[disc..disc + 3]);
+    let hevc_frames = out[disc..].iter().filter(|o| matches!(o, DemuxOutput::Frame(f) if f.track == 0)).count();
+    assert!(hevc_frames >= 20, "H.265 frames flow after the first keyframe: {hevc_frames}");
+}
+
+#[test]
+fn a_truncated_pes_is_dropped_and_the_rest_flows() {
+    let ts = mux_all(&frames(20));
+    // Cut the last packet of every 9th audio PES (audio PES declare their length).
+    let mut out_ts = Vec::new();
+    let packets: Vec<&[u8]> = ts.chunks(188).collect();
+    let audio_pid = 0x101;
+    for (i, p) in packets.iter().enumerate() {
+        let pid = u16::from_be_bytes([p[1], p[2]]) & 0x1fff;
+        let next_starts = packets
+            .get(i + 1)
+            .is_none_or(|n| n[1] & 0x40 != 0 || (u16::from_be_bytes([n[1], n[2]]) & 0x1fff) != audio_pid);
+        if pid == audio_pid && p[1] & 0x40 == 0 && next_starts && i % 9 == 0 {
+            continue;
+        }
+        out_ts.extend_from_slice(p);
+    }
+    let (out, stats) = demux_all(&out_ts, 188 * 5);
+    assert!(stats.bad_pes > 0 || stats.cc_errors > 0);
+    assert_eq!(frames_of(&out, 0).len(), 20, "video is untouched");
+    assert!(frames_of(&out, 1).len() >= 15);
+}
