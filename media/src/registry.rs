@@ -179,6 +179,49 @@ impl Registry {
     pub fn events(&self) -> broadcast::Receiver<RegistryEvent> {
         self.inner.events.subscribe()
     }
+
+    /// Calls `on_start` once for every stream in the registry now and every
+    /// stream that starts later, until `stop` resolves. Outputs that package
+    /// each stream (LL-HLS, MPEG-TS) hang on this. If announcements were
+    /// missed (a lagging receiver), the registry is rescanned, so no stream
+    /// is skipped and none is started twice.
+    pub async fn for_each_stream(
+        &self,
+        stop: impl std::future::Future<Output = ()>,
+        mut on_start: impl FnMut(Arc<Stream>),
+    ) {
+        let mut events = self.events();
+        let mut seen: HashMap<String, Weak<Stream>> = HashMap::new();
+        let mut start = |s: Arc<Stream>, seen: &mut HashMap<String, Weak<Stream>>| {
+            let known = seen.get(s.name()).and_then(Weak::upgrade).is_some_and(|k| Arc::ptr_eq(&k, &s));
+            if !known {
+                seen.insert(s.name().to_owned(), Arc::downgrade(&s));
+                on_start(s);
+            }
+        };
+        for s in self.streams() {
+            start(s, &mut seen);
+        }
+        tokio::pin!(stop);
+        loop {
+            let ev = tokio::select! {
+                _ = &mut stop => return,
+                ev = events.recv() => ev,
+            };
+            match ev {
+                Ok(RegistryEvent::Started(s)) => start(s, &mut seen),
+                Ok(RegistryEvent::Ended(name)) => {
+                    seen.retain(|n, w| n != &name || w.strong_count() > 0);
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    for s in self.streams() {
+                        start(s, &mut seen);
+                    }
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -235,6 +278,32 @@ mod tests {
         assert!(matches!(seen[1], Event::Frame(ref f) if f.dts == 1_000_000));
         assert!(matches!(seen[2], Event::Discontinuity));
         assert!(matches!(seen[3], Event::Frame(ref f) if f.dts > 1_000_000), "{seen:?}");
+    }
+
+    #[tokio::test]
+    async fn for_each_stream_sees_existing_and_new_streams_once() {
+        let reg = Registry::new(cfg(1000, PublishMode::Refuse));
+        let _a = reg.publish("a").unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let stop = tokio_stop();
+        let r2 = reg.clone();
+        let task = tokio::spawn({
+            let stop = stop.clone();
+            async move {
+                r2.for_each_stream(async move { stop.notified().await }, |s| tx.send(s.name().to_owned()).unwrap())
+                    .await
+            }
+        });
+        assert_eq!(rx.recv().await.unwrap(), "a");
+        let _b = reg.publish("b").unwrap();
+        assert_eq!(rx.recv().await.unwrap(), "b");
+        stop.notify_one();
+        task.await.unwrap();
+        assert!(rx.try_recv().is_err(), "each stream once");
+    }
+
+    fn tokio_stop() -> std::sync::Arc<tokio::sync::Notify> {
+        std::sync::Arc::new(tokio::sync::Notify::new())
     }
 
     #[tokio::test(start_paused = true)]

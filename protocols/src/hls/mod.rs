@@ -18,8 +18,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use futures_util::Stream as FutStream;
 use parking_lot::{Mutex, RwLock};
-use tidecast_media::{Registry, RegistryEvent, Stream};
-use tokio::sync::{broadcast, watch};
+use tidecast_media::{Registry, Stream};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
@@ -381,28 +381,8 @@ impl HlsHub {
 
     /// Packages every stream the registry starts, until `shutdown`.
     pub async fn run(self: Arc<Self>, registry: Registry, shutdown: CancellationToken) {
-        let mut events = registry.events();
-        for s in registry.streams() {
-            self.spawn_packager(s, shutdown.clone());
-        }
-        loop {
-            let ev = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                ev = events.recv() => ev,
-            };
-            match ev {
-                Ok(RegistryEvent::Started(stream)) => self.spawn_packager(stream, shutdown.clone()),
-                Ok(RegistryEvent::Ended(_)) => {}
-                Err(broadcast::error::RecvError::Lagged(_)) => {
-                    for s in registry.streams() {
-                        if self.get(s.name()).is_none() {
-                            self.spawn_packager(s, shutdown.clone());
-                        }
-                    }
-                }
-                Err(broadcast::error::RecvError::Closed) => return,
-            }
-        }
+        let stop = shutdown.clone();
+        registry.for_each_stream(stop.cancelled_owned(), |s| self.spawn_packager(s, shutdown.clone())).await;
     }
 
     fn spawn_packager(self: &Arc<Self>, stream: Arc<Stream>, shutdown: CancellationToken) {

@@ -9,8 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use tidecast_media::{Event, Frame, MediaKind, Publisher, Registry, RegistryEvent, Stream, StreamConfig, Subscriber};
-use tokio::sync::broadcast;
+use tidecast_media::{Event, Frame, MediaKind, Publisher, Registry, Stream, StreamConfig, Subscriber};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
@@ -35,28 +34,8 @@ impl TsHub {
 
     /// Muxes every stream the registry starts, until `shutdown`.
     pub async fn run(self: Arc<Self>, registry: Registry, shutdown: CancellationToken) {
-        let mut events = registry.events();
-        for s in registry.streams() {
-            self.spawn_muxer(s, shutdown.clone());
-        }
-        loop {
-            let ev = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                ev = events.recv() => ev,
-            };
-            match ev {
-                Ok(RegistryEvent::Started(s)) => self.spawn_muxer(s, shutdown.clone()),
-                Ok(RegistryEvent::Ended(_)) => {}
-                Err(broadcast::error::RecvError::Lagged(_)) => {
-                    for s in registry.streams() {
-                        if !self.streams.lock().contains_key(s.name()) {
-                            self.spawn_muxer(s, shutdown.clone());
-                        }
-                    }
-                }
-                Err(broadcast::error::RecvError::Closed) => return,
-            }
-        }
+        let stop = shutdown.clone();
+        registry.for_each_stream(stop.cancelled_owned(), |s| self.spawn_muxer(s, shutdown.clone())).await;
     }
 
     fn spawn_muxer(self: &Arc<Self>, source: Arc<Stream>, shutdown: CancellationToken) {
