@@ -78,7 +78,8 @@ async fn ffmpeg_publishes_over_srt_and_every_output_reads_back() {
 
     // SRT playback (m=request) and HTTP-TS, at the same time as the publish.
     let dir = server.dir.path().to_owned();
-    let srt_url = server.srt_url("#!::r=field1,m=request", "");
+    // Generous latency: the reader must not drop late packets on a busy machine.
+    let srt_url = server.srt_url("#!::r=field1,m=request", "&latency=1000000");
     let ts_url = server.ts_url("field1");
     let (srt, http) = tokio::join!(
         tokio::task::spawn_blocking({
