@@ -18,7 +18,7 @@ build:
 test: ## the whole suite: unit, end to end, benches in test mode, fuzz smoke runs
 	./scripts/install-deps.sh test
 	./scripts/install-deps.sh fuzz
-	$(CARGO) test --workspace --all-targets -- --test-threads=2
+	RUST_TEST_THREADS=2 $(CARGO) test --workspace --all-targets
 	$(CARGO) test --workspace --doc
 	$(MAKE) bench-check
 	$(MAKE) fuzz-smoke
