@@ -7,7 +7,6 @@ use tidecast_media::{Event, Registry, RegistryConfig};
 use tidecast_protocols::flv::FlvIngest;
 use tidecast_protocols::hls::{playlist, HlsConfig, Packager, Skip};
 use tidecast_protocols::rtmp::chunk::{Encoder, Message};
-use tidecast_protocols::rtmp::handshake::ClientHandshake;
 use tidecast_protocols::rtmp::{ServerSession, SessionConfig, SessionEvent};
 
 /// A publish session on the wire: handshake, connect, createStream, publish,
@@ -62,7 +61,6 @@ fn wire() -> (BytesMut, usize) {
         };
         tag(if f.track == 0 { 9 } else { 8 }, ts, Bytes::from(body), &mut head);
     }
-    let _ = ClientHandshake::start;
     (head, n)
 }
 

@@ -300,8 +300,15 @@ impl Stream {
         self.next_seq.send_replace(next);
     }
 
-    pub(crate) fn mark_resume(&self) {
+    /// The next frame continues the timeline after a break, behind a
+    /// `Discontinuity` marker.
+    fn mark_discontinuity(&self) {
         self.ring.write().resume = true;
+    }
+
+    /// A publisher came back within the grace period.
+    pub(crate) fn mark_resume(&self) {
+        self.mark_discontinuity();
         self.stats.resumes.fetch_add(1, Ordering::Relaxed);
     }
 
@@ -350,7 +357,7 @@ impl Publisher {
     /// Marks a break in the timeline (the source's clock jumped): the next
     /// frame continues the stream's timeline and readers see a discontinuity.
     pub fn discontinuity(&self) {
-        self.stream.mark_resume();
+        self.stream.mark_discontinuity();
     }
 
     /// The stream being published.

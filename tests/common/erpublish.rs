@@ -5,7 +5,7 @@
 
 use std::net::SocketAddr;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use tidecast_codecs::{av1, h265, nal};
 use tidecast_protocols::flv::ex_video_tag;
 use tidecast_protocols::rtmp::ClientSession;
@@ -60,7 +60,8 @@ pub fn av1_pictures(obu_stream: &[u8]) -> (Vec<u8>, Vec<Picture>) {
             let (kind, _) = av1::obus(u).next()?.ok()?;
             (kind == 1).then(|| {
                 let size_len = u[1..].iter().position(|b| b & 0x80 == 0).unwrap() + 1;
-                let (size, _) = (u[1..=size_len].iter().rev().fold(0usize, |a, b| (a << 7) | usize::from(b & 0x7f)), 0);
+                // leb128: seven bits per byte, least significant group first.
+                let size = u[1..=size_len].iter().rev().fold(0usize, |a, b| (a << 7) | usize::from(b & 0x7f));
                 u[..1 + size_len + size].to_vec()
             })
         })
@@ -102,5 +103,4 @@ pub async fn publish(addr: SocketAddr, name: &str, fourcc: &[u8; 4], record: &[u
     // Wait for the server to close its side: it has then read everything.
     let mut rest = Vec::new();
     let _ = sock.read_to_end(&mut rest).await;
-    let _ = Bytes::from(rest);
 }

@@ -4,7 +4,6 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -204,8 +203,4 @@ pub fn attr<'a>(line: &'a str, key: &str) -> Option<&'a str> {
     let end =
         if let Some(r) = rest.strip_prefix('"') { r.find('"')? + 2 } else { rest.find(',').unwrap_or(rest.len()) };
     Some(rest[..end].trim_matches('"'))
-}
-
-pub fn path_in(dir: &Path, name: &str) -> PathBuf {
-    dir.join(name)
 }

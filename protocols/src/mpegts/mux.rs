@@ -104,7 +104,7 @@ impl TsMuxer {
         let dts = rescale(frame.dts, TIMESCALE, 90_000) + TS_OFFSET;
         let pts = rescale(frame.pts(), TIMESCALE, 90_000) + TS_OFFSET;
         let es = &mut self.es[idx];
-        let mut pes = pes_header(es.stream_id, pts, (pts != dts).then_some(dts), video);
+        let mut pes = pes_header(es.stream_id, pts, (pts != dts).then_some(dts));
         match es.track.codec {
             Codec::H264 | Codec::H265 => {
                 pes.extend_from_slice(if es.track.codec == Codec::H264 {
@@ -211,7 +211,7 @@ fn put_ts(out: &mut Vec<u8>, marker: u8, ts: i64) {
     out.extend_from_slice(&((((ts) & 0x7fff) << 1 | 1) as u16).to_be_bytes());
 }
 
-fn pes_header(stream_id: u8, pts: i64, dts: Option<i64>, _video: bool) -> Vec<u8> {
+fn pes_header(stream_id: u8, pts: i64, dts: Option<i64>) -> Vec<u8> {
     let mut h = Vec::with_capacity(64 * 1024);
     h.extend_from_slice(&[0, 0, 1, stream_id, 0, 0, 0x80]);
     match dts {
