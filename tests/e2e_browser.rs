@@ -35,15 +35,22 @@ async fn hlsjs_plays_ll_hls_in_chromium() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "player script failed: {}\n{stdout}", String::from_utf8_lossy(&out.stderr));
     eprintln!("hls.js saw: {stdout}");
-    let field = |name: &str| -> f64 {
-        let at = stdout.find(&format!("\"{name}\":")).unwrap_or_else(|| panic!("no {name} in {stdout}"));
-        let rest = &stdout[at + name.len() + 3..];
-        rest[..rest.find([',', '}']).unwrap()].parse().unwrap_or(f64::NAN)
-    };
-    assert!(stdout.contains("\"errors\":[]"), "hls.js reported errors: {stdout}");
-    assert!(field("decodedFrames") > 50.0, "frames were decoded: {stdout}");
-    assert!(field("currentTime") - field("firstTime") > 3.0, "playback advanced: {stdout}");
-    assert_eq!((field("width"), field("height")), (320.0, 240.0));
-    assert!(field("parts") > 0.0, "hls.js loaded LL-HLS parts: {stdout}");
-    assert!(field("blockingReloads") > 0.0, "hls.js used blocking playlist reloads: {stdout}");
+    let seen: serde_json::Value = serde_json::from_str(stdout.trim()).expect("the player script prints JSON");
+    let num = |name: &str| seen[name].as_f64().unwrap_or(f64::NAN);
+
+    // hls.js may nudge the playhead over a small hole when a starved 2-core
+    // machine stalls it (a non-fatal `bufferSeekOverHole`, seen in CI). Any
+    // other error, a fatal one, or a skip big enough to mean lost media fails.
+    let errors = seen["errors"].as_array().cloned().unwrap_or_default();
+    for e in &errors {
+        let nudge = e["details"] == "bufferSeekOverHole" && e["fatal"] == false;
+        let small = e["jump"].as_f64().is_some_and(|j| j < 0.5);
+        assert!(nudge && small, "hls.js reported an error: {e}\nall: {stdout}");
+    }
+    assert!(errors.len() <= 3, "hls.js kept skipping holes: {stdout}");
+    assert!(num("decodedFrames") > 50.0, "frames were decoded: {stdout}");
+    assert!(num("currentTime") - num("firstTime") > 3.0, "playback advanced: {stdout}");
+    assert_eq!((num("width"), num("height")), (320.0, 240.0));
+    assert!(num("parts") > 0.0, "hls.js loaded LL-HLS parts: {stdout}");
+    assert!(num("blockingReloads") > 0.0, "hls.js used blocking playlist reloads: {stdout}");
 }

@@ -28,11 +28,28 @@ try {
   const result = await page.evaluate(
     async ({ src, seconds }) => {
       const video = document.getElementById('v');
+      const ranges = (r) => Array.from({ length: r.length }, (_, i) => [r.start(i), r.end(i)]);
       const hls = new Hls({ lowLatencyMode: true });
       const errors = [];
       let parts = 0;
       let fragments = 0;
-      hls.on(Hls.Events.ERROR, (_, d) => errors.push({ type: d.type, details: d.details, fatal: d.fatal }));
+      // A hole skip's size, from hls.js's own message ("seeking from A to B"
+      // or "hole: A -> B"), so the test can tell a start-up nudge from lost media.
+      const jump = (reason) => {
+        const m = /(?:from|hole:) ([\d.]+) (?:to|->) ([\d.]+)/.exec(reason || '');
+        return m ? Number(m[2]) - Number(m[1]) : null;
+      };
+      hls.on(Hls.Events.ERROR, (_, d) =>
+        errors.push({
+          type: d.type,
+          details: d.details,
+          fatal: d.fatal,
+          reason: d.reason,
+          jump: jump(d.reason),
+          at: video.currentTime,
+          buffered: ranges(video.buffered),
+        }),
+      );
       hls.on(Hls.Events.FRAG_LOADED, (_, d) => {
         if (d.part) parts++;
         else fragments++;
@@ -58,6 +75,7 @@ try {
         parts,
         fragments,
         errors,
+        buffered: ranges(video.buffered),
       };
     },
     { src, seconds },
