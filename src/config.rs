@@ -24,6 +24,8 @@ pub struct Config {
     pub srt: Srt,
     /// Playback over HTTP.
     pub http: Http,
+    /// The admin API.
+    pub admin: Admin,
     /// The media core.
     pub media: Media,
     /// LL-HLS.
@@ -67,6 +69,20 @@ pub struct Http {
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+pub struct Admin {
+    /// Admin API, `/metrics` and health probes. Loopback by default: put a
+    /// TLS proxy in front before exposing it.
+    pub listen: SocketAddr,
+}
+
+impl Default for Admin {
+    fn default() -> Self {
+        Admin { listen: ([127, 0, 0, 1], 4242).into() }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Media {
     /// Seconds of media each stream keeps behind the live edge.
     pub buffer_seconds: f64,
@@ -104,6 +120,7 @@ impl Default for Config {
             rtmp: Rtmp::default(),
             srt: Srt::default(),
             http: Http::default(),
+            admin: Admin::default(),
             media: Media::default(),
             hls: Hls::default(),
             streams: Vec::new(),

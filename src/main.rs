@@ -11,8 +11,14 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use tidecast_control::api::Api;
 use tidecast_control::auth::{ConfigGate, StreamKey};
+use tidecast_control::load::{Sources, Traffic};
+use tidecast_control::metrics::Metrics;
+use tidecast_control::plane::ControlPlane;
 use tidecast_control::playback::Playback;
+use tidecast_control::store::{Db, RedbStore};
+use tidecast_control::triggers::{Trigger, Triggers};
 use tidecast_media::{PublishMode, Registry, RegistryConfig, StreamConfig};
 use tidecast_protocols::hls::{HlsConfig, HlsHub};
 use tidecast_protocols::ingest::IngestStats;
@@ -57,6 +63,9 @@ struct ServeArgs {
     /// HTTP playback listen address.
     #[arg(long, env = "TIDECAST_HTTP_LISTEN")]
     http_listen: Option<SocketAddr>,
+    /// Admin API listen address.
+    #[arg(long, env = "TIDECAST_ADMIN_LISTEN")]
+    admin_listen: Option<SocketAddr>,
     /// Log filter (tracing EnvFilter syntax).
     #[arg(long, env = "TIDECAST_LOG")]
     log: Option<String>,
@@ -92,6 +101,9 @@ fn main() -> anyhow::Result<()> {
     }
     if let Some(v) = args.http_listen {
         cfg.http.listen = v;
+    }
+    if let Some(v) = args.admin_listen {
+        cfg.admin.listen = v;
     }
     if let Some(v) = args.log {
         cfg.log = v;
@@ -131,12 +143,31 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     });
     let stream_passphrases: HashMap<String, String> =
         cfg.streams.iter().filter_map(|s| Some((s.name.clone(), s.srt_passphrase.clone()?))).collect();
-    let gate =
+    let config_keys =
         ConfigGate::new(cfg.streams.iter().map(|s| StreamKey { stream: s.name.clone(), key: s.key.clone() }).collect());
-    let gate = Arc::new(gate);
-    if gate.is_open() {
-        warn!("OPEN MODE: no [[streams]] keys are configured, so ANYONE can publish: rtmp://HOST/live/NAME publishes stream NAME. Configure stream keys before exposing this server.");
+
+    // The control plane: durable store, triggers, metrics.
+    let store_path = cfg.data_dir.join("tidecast.redb");
+    let store = RedbStore::open(&store_path).with_context(|| format!("opening the store {}", store_path.display()))?;
+    let metrics = Arc::new(Metrics::new());
+    let instance = format!("tidecast@{}", cfg.http.listen);
+    let (triggers, trigger_worker) = Triggers::new(instance, metrics.clone());
+    tokio::spawn(trigger_worker);
+    let plane = ControlPlane::new(Db::new(Arc::new(store)), config_keys, registry.clone(), metrics, triggers.clone())?;
+    let preset = std::env::var("TIDECAST_ADMIN_KEY").ok();
+    if let Some(key) = plane.bootstrap(preset.as_deref())? {
+        warn!(
+            "first start: created the admin API key; it is printed once, on stdout. Keep it: only its hash is stored."
+        );
+        println!("admin-key {key}");
     }
+    if plane.open_mode() {
+        warn!("OPEN MODE: no stream keys are configured (none in the file, no streams in the store), so ANYONE can publish: rtmp://HOST/live/NAME publishes stream NAME. Create streams through the admin API before exposing this server.");
+    }
+    if !triggers.allow(Trigger::SystemStart, None, vec![]).await {
+        anyhow::bail!("a SYSTEM_START trigger handler refused the start");
+    }
+    let gate: Arc<ControlPlane> = plane.clone();
     let shutdown = CancellationToken::new();
 
     let hls = HlsHub::new(HlsConfig {
@@ -155,6 +186,10 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     let http_listener = tokio::net::TcpListener::bind(cfg.http.listen)
         .await
         .with_context(|| format!("binding HTTP on {}", cfg.http.listen))?;
+    let admin_listener = tokio::net::TcpListener::bind(cfg.admin.listen)
+        .await
+        .with_context(|| format!("binding the admin API on {}", cfg.admin.listen))?;
+    let admin_addr = admin_listener.local_addr()?;
     let srt_socket = tokio::net::UdpSocket::bind(cfg.srt.listen)
         .await
         .with_context(|| format!("binding SRT on {}", cfg.srt.listen))?;
@@ -162,6 +197,10 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     let rtmp_addr = rtmp_listener.local_addr()?;
     let http_addr = http_listener.local_addr()?;
 
+    let rtmp_stats = Arc::new(IngestStats::default());
+    let srt_stats = Arc::new(IngestStats::default());
+    let srt_sessions = Arc::new(SrtSessions::default());
+    let traffic = Arc::new(Traffic::default());
     let rtmp_ctx = Arc::new(RtmpContext {
         registry: registry.clone(),
         gate: gate.clone(),
@@ -172,7 +211,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         },
         idle_timeout: v.rtmp_idle,
         max_connections: cfg.rtmp.max_connections,
-        stats: Arc::new(IngestStats::default()),
+        stats: rtmp_stats.clone(),
     });
     let rtmp_task = tokio::spawn(driver::serve(rtmp_listener, rtmp_ctx, shutdown.clone()));
 
@@ -183,23 +222,60 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         latency: Duration::from_millis(cfg.srt.latency_ms),
         passphrase: cfg.srt.passphrase.clone(),
         stream_passphrases,
-        stats: Arc::new(IngestStats::default()),
-        sessions: Arc::new(SrtSessions::default()),
+        stats: srt_stats.clone(),
+        sessions: srt_sessions.clone(),
     });
     let srt_task = tokio::spawn(tidecast_protocols::srt::driver::serve(srt_socket, srt_ctx, shutdown.clone()));
 
-    let app = tidecast_control::playback::router(Playback { hls: hls.clone(), ts });
+    let sources = Sources {
+        registry: registry.clone(),
+        ingest: vec![("rtmp", rtmp_stats), ("srt", srt_stats)],
+        srt: Some(srt_sessions),
+        viewers: plane.viewers.clone(),
+        traffic: traffic.clone(),
+    };
+    let monitor_task = tokio::spawn(plane.clone().monitor(sources, shutdown.clone()));
+
+    let app = tidecast_control::playback::router(Playback {
+        hls: hls.clone(),
+        ts,
+        plane: plane.clone(),
+        traffic: traffic.clone(),
+    });
     let http_shutdown = shutdown.clone();
     let http_task = tokio::spawn(async move {
-        axum::serve(http_listener, app).with_graceful_shutdown(async move { http_shutdown.cancelled().await }).await
+        axum::serve(http_listener, app.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(async move { http_shutdown.cancelled().await })
+            .await
     });
+    let admin = tidecast_control::api::router(Api { plane: plane.clone(), traffic });
+    let admin_shutdown = shutdown.clone();
+    let admin_task = tokio::spawn(async move {
+        axum::serve(admin_listener, admin.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(async move { admin_shutdown.cancelled().await })
+            .await
+    });
+    for connector in ["rtmp", "srt", "hls", "ts", "api"] {
+        triggers.notify(Trigger::OutputStart, None, vec![format!(r#"{{"connector":"{connector}"}}"#)]);
+    }
+    plane.mark_ready();
 
-    info!(%rtmp_addr, %srt_addr, %http_addr, data_dir = %cfg.data_dir.display(), "tidecast {} ready", env!("CARGO_PKG_VERSION"));
+    info!(%rtmp_addr, %srt_addr, %http_addr, %admin_addr, data_dir = %cfg.data_dir.display(), "tidecast {} ready", env!("CARGO_PKG_VERSION"));
     info!("publish: rtmp://{rtmp_addr}/live/NAME   play: http://{http_addr}/hls/NAME/index.m3u8 or http://{http_addr}/ts/NAME.ts");
     // One machine-readable line on stdout for scripts and tests.
-    println!("listening rtmp={rtmp_addr} srt={srt_addr} http={http_addr}");
+    println!("listening rtmp={rtmp_addr} srt={srt_addr} http={http_addr} admin={admin_addr}");
 
-    wait_for_signal().await;
+    // SYSTEM_STOP may veto a shutdown (MistServer's semantics).
+    loop {
+        wait_for_signal().await;
+        if triggers.allow(Trigger::SystemStop, None, vec!["signal".into()]).await {
+            break;
+        }
+        warn!("a SYSTEM_STOP trigger handler refused the shutdown; still running");
+    }
+    for connector in ["rtmp", "srt", "hls", "ts", "api"] {
+        triggers.notify(Trigger::OutputStop, None, vec![format!(r#"{{"connector":"{connector}"}}"#)]);
+    }
     info!("shutting down: closing publishers and viewers");
     shutdown.cancel();
     let drain = async {
@@ -209,6 +285,8 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         let _ = hls_task.await;
         let _ = ts_task.await;
         let _ = http_task.await;
+        let _ = admin_task.await;
+        let _ = monitor_task.await;
     };
     if tokio::time::timeout(Duration::from_secs(10), drain).await.is_err() {
         warn!("some connections did not close within 10 s; exiting anyway");

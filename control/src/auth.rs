@@ -2,7 +2,7 @@
 //! development mode.
 
 use subtle::ConstantTimeEq;
-use tidecast_protocols::ingest::{PublishGate, PublishRequest, Refusal};
+use tidecast_protocols::ingest::{AccessGate, Decision, PublishRequest, Refusal};
 
 /// A configured stream and the key that publishes it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -48,8 +48,9 @@ pub fn valid_stream_name(name: &str) -> bool {
         && !name.starts_with('.')
 }
 
-impl PublishGate for ConfigGate {
-    fn authorize(&self, req: &PublishRequest<'_>) -> Result<String, Refusal> {
+impl ConfigGate {
+    /// The stream `req` publishes, or why not. Open mode admits any valid name.
+    pub fn check(&self, req: &PublishRequest<'_>) -> Result<String, Refusal> {
         let (name, query) = req.key.split_once('?').unwrap_or((req.key, ""));
         if self.is_open() {
             if !valid_stream_name(name) {
@@ -71,6 +72,13 @@ impl PublishGate for ConfigGate {
     }
 }
 
+impl AccessGate for ConfigGate {
+    fn authorize_publish<'a>(&'a self, req: PublishRequest<'a>) -> Decision<'a> {
+        let r = self.check(&req);
+        Box::pin(async move { r })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -82,18 +90,18 @@ mod tests {
     #[test]
     fn open_mode_publishes_by_name() {
         let g = ConfigGate::default();
-        assert_eq!(g.authorize(&req("cam1")).unwrap(), "cam1");
-        assert_eq!(g.authorize(&req("cam1?foo=bar")).unwrap(), "cam1");
-        assert!(g.authorize(&req("../x")).is_err());
+        assert_eq!(g.check(&req("cam1")).unwrap(), "cam1");
+        assert_eq!(g.check(&req("cam1?foo=bar")).unwrap(), "cam1");
+        assert!(g.check(&req("../x")).is_err());
     }
 
     #[test]
     fn keys_map_to_streams() {
         let g = ConfigGate::new(vec![StreamKey { stream: "show".into(), key: "s3cret".into() }]);
-        assert_eq!(g.authorize(&req("s3cret")).unwrap(), "show");
-        assert_eq!(g.authorize(&req("show?key=s3cret")).unwrap(), "show");
-        assert!(g.authorize(&req("show")).is_err());
-        assert!(g.authorize(&req("other?key=s3cret")).is_err());
-        assert_eq!(g.authorize(&req("wrong")).unwrap_err().reason, "unknown stream key");
+        assert_eq!(g.check(&req("s3cret")).unwrap(), "show");
+        assert_eq!(g.check(&req("show?key=s3cret")).unwrap(), "show");
+        assert!(g.check(&req("show")).is_err());
+        assert!(g.check(&req("other?key=s3cret")).is_err());
+        assert_eq!(g.check(&req("wrong")).unwrap_err().reason, "unknown stream key");
     }
 }

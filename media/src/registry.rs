@@ -126,18 +126,7 @@ impl Registry {
             }
             slot.live = false;
         }
-        let grace = self.inner.cfg.grace;
-        let reg = self.clone();
-        let stream = stream.clone();
-        match tokio::runtime::Handle::try_current() {
-            Ok(rt) if !grace.is_zero() => {
-                rt.spawn(async move {
-                    tokio::time::sleep(grace).await;
-                    reg.reap(&stream, generation);
-                });
-            }
-            _ => reg.reap(&stream, generation),
-        }
+        self.schedule_reap(stream, generation);
     }
 
     fn reap(&self, stream: &Arc<Stream>, generation: u64) {
@@ -154,6 +143,42 @@ impl Registry {
         drop(streams);
         stream.end();
         let _ = self.inner.events.send(RegistryEvent::Ended(stream.name().to_owned()));
+    }
+
+    /// Disconnects a stream's publisher (the operator's kick): its session
+    /// sees itself revoked and closes, and the stream ends like any other
+    /// publisher loss (after the grace period, unless someone publishes).
+    /// Returns false when the stream has no live publisher.
+    pub fn kick(&self, name: &str) -> bool {
+        let Some(stream) = self.get(name) else { return false };
+        let generation = {
+            let mut slot = stream.slot.lock();
+            if !slot.live {
+                return false;
+            }
+            slot.generation += 1;
+            slot.live = false;
+            slot.generation
+        };
+        stream.revoked.send_replace(generation);
+        self.schedule_reap(&stream, generation);
+        true
+    }
+
+    /// Ends the stream after the grace period unless a publisher came back.
+    fn schedule_reap(&self, stream: &Arc<Stream>, generation: u64) {
+        let grace = self.inner.cfg.grace;
+        let reg = self.clone();
+        let stream = stream.clone();
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) if !grace.is_zero() => {
+                rt.spawn(async move {
+                    tokio::time::sleep(grace).await;
+                    reg.reap(&stream, generation);
+                });
+            }
+            _ => reg.reap(&stream, generation),
+        }
     }
 
     /// Ends every stream now, as on shutdown: subscribers drain and finish.

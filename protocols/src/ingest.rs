@@ -1,7 +1,10 @@
-//! What every ingest protocol shares: the publish gate the control plane
-//! implements, and the counters every ingest keeps.
+//! What every protocol shares with the control plane: the access gate it
+//! implements (who may publish or play what), and the counters every
+//! ingest keeps.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::AtomicU64;
 
 /// A client asking to publish.
@@ -24,10 +27,34 @@ pub struct Refusal {
     pub reason: String,
 }
 
-/// Decides who may publish which stream. Implemented by the control plane.
-pub trait PublishGate: Send + Sync + 'static {
+/// A client asking to play.
+#[derive(Debug, Clone)]
+pub struct PlayRequest<'a> {
+    /// `srt`, `hls`, `ts`...
+    pub protocol: &'static str,
+    /// The stream name asked for.
+    pub stream: &'a str,
+    /// The playback token, if the client sent one.
+    pub token: Option<&'a str>,
+    /// The client's address.
+    pub peer: SocketAddr,
+}
+
+/// The gate's answer: the internal stream name, or a refusal. Asynchronous
+/// because the control plane may ask a webhook.
+pub type Decision<'a> = Pin<Box<dyn Future<Output = Result<String, Refusal>> + Send + 'a>>;
+
+/// Decides who may publish or play which stream. Implemented by the control plane.
+pub trait AccessGate: Send + Sync + 'static {
     /// Returns the internal stream name to publish to, or a refusal.
-    fn authorize(&self, req: &PublishRequest<'_>) -> Result<String, Refusal>;
+    fn authorize_publish<'a>(&'a self, req: PublishRequest<'a>) -> Decision<'a>;
+
+    /// Returns the stream name to play, or a refusal. By default anyone
+    /// plays anything.
+    fn authorize_play<'a>(&'a self, req: PlayRequest<'a>) -> Decision<'a> {
+        let stream = req.stream.to_owned();
+        Box::pin(async move { Ok(stream) })
+    }
 }
 
 /// Counters shared by an ingest listener's sessions.

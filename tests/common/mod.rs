@@ -7,13 +7,19 @@ use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// The admin key every test server bootstraps with (`TIDECAST_ADMIN_KEY`).
+pub const ADMIN_KEY: &str = "tca_test-admin-key-for-the-e2e-suite";
+
 /// A running `tidecast serve` on loopback ports chosen by the OS.
 pub struct Server {
     child: Option<Child>,
     pub rtmp: SocketAddr,
     pub srt: SocketAddr,
     pub http: SocketAddr,
+    pub admin: SocketAddr,
     pub dir: tempfile::TempDir,
+    config: Option<String>,
+    extra: Vec<String>,
 }
 
 impl Server {
@@ -23,25 +29,43 @@ impl Server {
 
     pub fn start_with_config(config: Option<&str>, extra: &[&str]) -> Server {
         let dir = tempfile::tempdir().expect("tempdir");
+        Self::spawn_in(dir, config.map(str::to_owned), extra.iter().map(|s| s.to_string()).collect())
+    }
+
+    fn spawn_in(dir: tempfile::TempDir, config: Option<String>, extra: Vec<String>) -> Server {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_tidecast"));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.path().join("server.log"))
+            .expect("log file");
         cmd.arg("serve")
             .args(["--rtmp-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--srt-listen", "127.0.0.1:0"])
+            .args(["--admin-listen", "127.0.0.1:0"])
             .arg("--data-dir")
             .arg(dir.path().join("data"))
-            .args(extra)
+            .args(&extra)
             .env_remove("TIDECAST_CONFIG")
-            .env("TIDECAST_LOG", "info,tidecast_protocols=debug")
+            .env("TIDECAST_ADMIN_KEY", ADMIN_KEY)
+            .env("TIDECAST_LOG", "info,tidecast_protocols=debug,tidecast_control=debug")
             .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(dir.path().join("server.log")).expect("log file"));
-        if let Some(text) = config {
+            .stderr(log);
+        if let Some(text) = &config {
             let path = dir.path().join("tidecast.toml");
             std::fs::write(&path, text).expect("write config");
             cmd.arg("--config").arg(path);
         }
         let mut child = cmd.spawn().expect("spawn tidecast");
         let stdout = child.stdout.take().expect("stdout");
+        let mut reader = BufReader::new(stdout);
         let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).expect("read ready line");
+        while !line.starts_with("listening ") {
+            line.clear();
+            if reader.read_line(&mut line).expect("read ready line") == 0 {
+                let log = std::fs::read_to_string(dir.path().join("server.log")).unwrap_or_default();
+                panic!("tidecast exited before it was ready:\n{log}");
+            }
+        }
         let addr = |key: &str| -> SocketAddr {
             line.split_whitespace()
                 .find_map(|w| w.strip_prefix(key))
@@ -49,8 +73,26 @@ impl Server {
                 .parse()
                 .expect("address")
         };
-        let (rtmp, srt, http) = (addr("rtmp="), addr("srt="), addr("http="));
-        Server { child: Some(child), rtmp, srt, http, dir }
+        let (rtmp, srt, http, admin) = (addr("rtmp="), addr("srt="), addr("http="), addr("admin="));
+        Server { child: Some(child), rtmp, srt, http, admin, dir, config, extra }
+    }
+
+    /// SIGKILL, then start again on the same data directory.
+    pub fn kill9_and_restart(mut self) -> Server {
+        let mut child = self.child.take().expect("running");
+        let _ = child.kill();
+        let _ = child.wait();
+        let (dir, config, extra) = (
+            std::mem::replace(&mut self.dir, tempfile::tempdir().expect("tempdir")),
+            self.config.take(),
+            std::mem::take(&mut self.extra),
+        );
+        Self::spawn_in(dir, config, extra)
+    }
+
+    /// An admin API URL.
+    pub fn api(&self, path: &str) -> String {
+        format!("http://{}/api/v1{path}", self.admin)
     }
 
     pub fn rtmp_url(&self, name: &str) -> String {
@@ -203,4 +245,55 @@ pub fn attr<'a>(line: &'a str, key: &str) -> Option<&'a str> {
     let end =
         if let Some(r) = rest.strip_prefix('"') { r.find('"')? + 2 } else { rest.find(',').unwrap_or(rest.len()) };
     Some(rest[..end].trim_matches('"'))
+}
+
+/// One admin API call: `(status, JSON body or Null, content type)`.
+pub async fn api_call(
+    method: &str,
+    url: &str,
+    key: &str,
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value, String) {
+    let client = reqwest::Client::new();
+    let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+    let mut req = client.request(method, url).bearer_auth(key);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let r = req.send().await.unwrap_or_else(|e| panic!("{url}: {e}"));
+    let status = r.status().as_u16();
+    let ct = r.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    let bytes = r.bytes().await.expect("body");
+    let json = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+    (status, json, ct)
+}
+
+/// An admin API call that must succeed with `want`; returns the body.
+pub async fn api_ok(
+    method: &str,
+    url: &str,
+    key: &str,
+    body: Option<serde_json::Value>,
+    want: u16,
+) -> serde_json::Value {
+    let (status, json, _) = api_call(method, url, key, body).await;
+    assert_eq!(status, want, "{method} {url}: {json}");
+    json
+}
+
+/// Polls (bounded) until `check` gives a value: for external peers we
+/// cannot get an event from (an ffmpeg publisher, a server log).
+pub async fn until<T, F, Fut>(what: &str, secs: u64, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

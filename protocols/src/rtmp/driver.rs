@@ -17,14 +17,14 @@ use tracing::{debug, error, info, warn};
 
 use super::{ServerSession, SessionConfig, SessionEvent};
 use crate::flv::{FlvError, FlvIngest};
-use crate::ingest::{IngestStats, PublishGate, PublishRequest};
+use crate::ingest::{AccessGate, IngestStats, PublishRequest};
 
 /// What the RTMP listener needs from the rest of the server.
 pub struct RtmpContext {
     /// Where published streams go.
     pub registry: Registry,
     /// Who may publish.
-    pub gate: Arc<dyn PublishGate>,
+    pub gate: Arc<dyn AccessGate>,
     /// Session settings.
     pub session: SessionConfig,
     /// A connection that sends nothing for this long is closed.
@@ -132,7 +132,7 @@ async fn connection(mut sock: TcpStream, peer: SocketAddr, ctx: &RtmpContext, sh
                 match ev {
                     SessionEvent::PublishRequested { app, name } => {
                         let req = PublishRequest { protocol: "rtmp", app: &app, key: &name, peer };
-                        match ctx.gate.authorize(&req) {
+                        match ctx.gate.authorize_publish(req).await {
                             Err(refusal) => {
                                 ctx.stats.publish_refused.fetch_add(1, Ordering::Relaxed);
                                 warn!(%peer, app, reason = %refusal.reason, "rtmp publish refused");

@@ -22,7 +22,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
 use super::streamid::{self, Mode};
-use crate::ingest::{IngestStats, PublishGate, PublishRequest};
+use crate::ingest::{AccessGate, IngestStats, PlayRequest, PublishRequest};
 use crate::mpegts::output::TsHub;
 use crate::mpegts::{DemuxOutput, TsDemuxer};
 
@@ -31,7 +31,7 @@ pub struct SrtContext {
     /// Where published streams go.
     pub registry: Registry,
     /// Who may publish.
-    pub gate: Arc<dyn PublishGate>,
+    pub gate: Arc<dyn AccessGate>,
     /// Streams' shared MPEG-TS, for players.
     pub ts: Arc<TsHub>,
     /// TSBPD latency offered to callers (the larger of both sides wins).
@@ -159,7 +159,7 @@ async fn session(req: ConnectionRequest, ctx: &SrtContext, shutdown: Cancellatio
         Mode::Publish => {
             let key = parsed.gate_key();
             let gate_req = PublishRequest { protocol: "srt", app: "", key: &key, peer };
-            let stream = match ctx.gate.authorize(&gate_req) {
+            let stream = match ctx.gate.authorize_publish(gate_req).await {
                 Ok(s) => s,
                 Err(r) => return reject(req, ctx, ServerRejectReason::Unauthorized, &r.reason).await,
             };
@@ -179,7 +179,12 @@ async fn session(req: ConnectionRequest, ctx: &SrtContext, shutdown: Cancellatio
             publish(socket, publisher, peer, &stream, ctx, shutdown).await;
         }
         Mode::Request => {
-            let name = parsed.name.clone();
+            let play_req =
+                PlayRequest { protocol: "srt", stream: &parsed.name, token: parsed.credential.as_deref(), peer };
+            let name = match ctx.gate.authorize_play(play_req).await {
+                Ok(s) => s,
+                Err(r) => return reject(req, ctx, ServerRejectReason::Unauthorized, &r.reason).await,
+            };
             let Some(sub) = ctx.ts.subscribe(&name) else {
                 return reject(req, ctx, ServerRejectReason::Notfound, &format!("no live stream {name:?}")).await;
             };

@@ -1,0 +1,119 @@
+//! `/api/v1/keys`: API keys. The secret is returned once, at creation, and
+//! stored only as its hash.
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::{audit_op, blocking, Api, ApiError, Body, Caller, Page, PageQuery, Problem};
+use crate::model::{ApiKey, Tenant};
+use crate::secrets::{hash, now_ms, random_id, random_token};
+use crate::store::{put, Op, Table};
+
+pub(super) fn routes() -> OpenApiRouter<Api> {
+    OpenApiRouter::new().routes(routes!(create_key, list_keys)).routes(routes!(delete_key))
+}
+
+/// A fresh secret: `PREFIX_` and 32 random bytes, URL-safe.
+pub fn new_secret(prefix: &str) -> Result<String, getrandom::Error> {
+    Ok(format!("{prefix}_{}", random_token(32)?))
+}
+
+pub(super) fn rng_failed(_: getrandom::Error) -> ApiError {
+    ApiError::internal("the system random number generator failed")
+}
+
+/// A new API key.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewApiKey {
+    /// Scope the key to this tenant. Absent: an admin key (admin callers
+    /// only); a tenant caller's keys are always scoped to its tenant.
+    #[serde(default)]
+    pub tenant: Option<String>,
+    /// Free-form label.
+    #[serde(default)]
+    pub label: String,
+}
+
+/// A created key, with its secret (shown this once).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CreatedApiKey {
+    /// The record.
+    #[serde(flatten)]
+    pub key: ApiKey,
+    /// The secret to send as `Authorization: Bearer`.
+    pub secret: String,
+}
+
+/// Creates an API key.
+#[utoipa::path(post, path = "/api/v1/keys", tag = "keys", request_body = NewApiKey,
+    responses((status = 201, body = CreatedApiKey), (status = 400, body = Problem), (status = 401, body = Problem),
+        (status = 403, body = Problem), (status = 404, body = Problem)))]
+async fn create_key(
+    State(api): State<Api>,
+    caller: Caller,
+    Body(new): Body<NewApiKey>,
+) -> Result<(StatusCode, Json<CreatedApiKey>), ApiError> {
+    let tenant = match (&caller.tenant, new.tenant) {
+        (None, t) => t,
+        (Some(mine), None) => Some(mine.clone()),
+        (Some(mine), Some(t)) if *mine == t => Some(t),
+        (Some(_), Some(t)) => return Err(ApiError::not_found(format!("no tenant {t:?}"))),
+    };
+    let secret = new_secret(if tenant.is_some() { "tck" } else { "tca" }).map_err(rng_failed)?;
+    let key = ApiKey { id: random_id().map_err(rng_failed)?, tenant, label: new.label, created_ms: now_ms() };
+    let db = api.plane.db.clone();
+    let (rec, h) = (key.clone(), hash(&secret));
+    blocking(move || {
+        if let Some(t) = &rec.tenant {
+            if db.get::<Tenant>(Table::Tenants, t)?.is_none() {
+                return Err(ApiError::not_found(format!("no tenant {t:?}")));
+            }
+        }
+        db.commit(vec![put(Table::ApiKeys, &h, &rec), audit_op(&caller.who(), "create", "api_key", &rec.id)])?;
+        Ok(())
+    })
+    .await?;
+    Ok((StatusCode::CREATED, Json(CreatedApiKey { key, secret })))
+}
+
+fn visible(api: &Api, caller: &Caller) -> Result<Vec<(String, ApiKey)>, ApiError> {
+    let all: Vec<(String, ApiKey)> = api.plane.db.all(Table::ApiKeys)?;
+    let mut v: Vec<_> = all.into_iter().filter(|(_, k)| caller.sees(k.tenant.as_deref())).collect();
+    v.sort_by(|a, b| a.1.id.cmp(&b.1.id));
+    Ok(v)
+}
+
+/// Lists API keys (never their secrets).
+#[utoipa::path(get, path = "/api/v1/keys", tag = "keys", params(PageQuery),
+    responses((status = 200, body = Page<ApiKey>), (status = 401, body = Problem)))]
+async fn list_keys(
+    State(api): State<Api>,
+    caller: Caller,
+    Query(q): Query<PageQuery>,
+) -> Result<Json<Page<ApiKey>>, ApiError> {
+    let keys = visible(&api, &caller)?.into_iter().map(|(_, k)| k).collect();
+    Ok(Json(Page::of(keys, &q, |k: &ApiKey| &k.id)))
+}
+
+/// Revokes an API key.
+#[utoipa::path(delete, path = "/api/v1/keys/{id}", tag = "keys", params(("id" = String, Path)),
+    responses((status = 204), (status = 401, body = Problem), (status = 404, body = Problem)))]
+async fn delete_key(State(api): State<Api>, caller: Caller, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+    let api2 = api.clone();
+    blocking(move || {
+        let Some((h, k)) = visible(&api2, &caller)?.into_iter().find(|(_, k)| k.id == id) else {
+            return Err(ApiError::not_found(format!("no API key {id:?}")));
+        };
+        api2.plane
+            .db
+            .commit(vec![Op::Delete(Table::ApiKeys, h), audit_op(&caller.who(), "delete", "api_key", &k.id)])?;
+        Ok(StatusCode::NO_CONTENT)
+    })
+    .await
+}

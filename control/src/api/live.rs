@@ -1,0 +1,186 @@
+//! Live state: sessions (with the kick action), the load report, the audit
+//! log; and the unauthenticated probes: `/healthz`, `/readyz`, `/metrics`.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::{Api, ApiError, Caller, Page, PageQuery, Problem};
+use crate::load::LoadReport;
+use crate::plane::ControlPlane;
+use crate::viewers::ViewerSession;
+
+pub(super) fn routes() -> OpenApiRouter<Api> {
+    OpenApiRouter::new()
+        .routes(routes!(list_sessions))
+        .routes(routes!(kick_session))
+        .routes(routes!(load))
+        .routes(routes!(audit))
+}
+
+/// A live session: a publisher or a viewer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Session {
+    /// `publish:<stream>` for a publisher; the viewer session id otherwise.
+    pub id: String,
+    /// `publisher` or `viewer`.
+    pub role: String,
+    /// Stream.
+    pub stream: String,
+    /// Owning tenant, for configured streams.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    /// Viewer details (absent for publishers).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub viewer: Option<ViewerSession>,
+    /// Publisher: bytes received so far.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes_in: Option<u64>,
+}
+
+fn sessions(api: &Api, caller: &Caller) -> Vec<Session> {
+    let plane = &api.plane;
+    let mut out = Vec::new();
+    for s in plane.registry.streams() {
+        if !s.has_publisher() {
+            continue;
+        }
+        let tenant = plane.owned(s.name()).ok().flatten().map(|o| o.stream.tenant);
+        if caller.sees(tenant.as_deref()) {
+            out.push(Session {
+                id: format!("publish:{}", s.name()),
+                role: "publisher".into(),
+                stream: s.name().to_owned(),
+                tenant,
+                viewer: None,
+                bytes_in: Some(s.stats().bytes_in.load(Ordering::Relaxed)),
+            });
+        }
+    }
+    for v in plane.viewers.list() {
+        if caller.sees(v.tenant.as_deref()) {
+            out.push(Session {
+                id: v.id.clone(),
+                role: "viewer".into(),
+                stream: v.stream.clone(),
+                tenant: v.tenant.clone(),
+                viewer: Some(v),
+                bytes_in: None,
+            });
+        }
+    }
+    out.sort_by(|a, b| a.id.cmp(&b.id));
+    out
+}
+
+/// Live publishers and viewers.
+#[utoipa::path(get, path = "/api/v1/sessions", tag = "live", params(PageQuery),
+    responses((status = 200, body = Page<Session>), (status = 401, body = Problem)))]
+async fn list_sessions(State(api): State<Api>, caller: Caller, Query(q): Query<PageQuery>) -> Json<Page<Session>> {
+    Json(Page::of(sessions(&api, &caller), &q, |s: &Session| &s.id))
+}
+
+/// Kicks a session: a publisher is disconnected (it may reconnect unless
+/// its key is revoked); a viewer's connection is closed, and an HLS viewer
+/// is refused for two minutes.
+#[utoipa::path(delete, path = "/api/v1/sessions/{id}", tag = "live", params(("id" = String, Path)),
+    responses((status = 204), (status = 401, body = Problem), (status = 404, body = Problem)))]
+async fn kick_session(State(api): State<Api>, caller: Caller, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+    let Some(s) = sessions(&api, &caller).into_iter().find(|s| s.id == id) else {
+        return Err(ApiError::not_found(format!("no live session {id:?}")));
+    };
+    let kicked = match s.role.as_str() {
+        "publisher" => api.plane.registry.kick(&s.stream),
+        _ => api.plane.viewers.kick(&s.id),
+    };
+    if !kicked {
+        return Err(ApiError::not_found(format!("session {id:?} already ended")));
+    }
+    let _ = api.plane.db.commit(vec![super::audit_op(&caller.who(), "kick", "session", &id)]);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The node's load, refreshed every second: for an external balancer.
+#[utoipa::path(get, path = "/api/v1/load", tag = "live",
+    responses((status = 200, body = LoadReport), (status = 401, body = Problem), (status = 403, body = Problem)))]
+async fn load(State(api): State<Api>, caller: Caller) -> Result<Json<LoadReport>, ApiError> {
+    caller.require_admin()?;
+    Ok(Json((*api.plane.load()).clone()))
+}
+
+/// `?after=&limit=` on the audit log.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct AuditQuery {
+    /// Entries after this sequence number.
+    pub after: Option<u64>,
+    /// At most this many (1..=1000, default 100).
+    pub limit: Option<u32>,
+}
+
+/// One audit-log entry.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditEntry {
+    /// Sequence number.
+    pub seq: u64,
+    /// The entry: time, who, action, kind and id of the resource.
+    #[schema(value_type = Object)]
+    pub entry: serde_json::Value,
+}
+
+/// The audit log of state-changing calls, oldest first.
+#[utoipa::path(get, path = "/api/v1/audit", tag = "live", params(AuditQuery),
+    responses((status = 200, body = Vec<AuditEntry>), (status = 401, body = Problem), (status = 403, body = Problem)))]
+async fn audit(
+    State(api): State<Api>,
+    caller: Caller,
+    Query(q): Query<AuditQuery>,
+) -> Result<Json<Vec<AuditEntry>>, ApiError> {
+    caller.require_admin()?;
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000) as usize;
+    let rows = api.plane.db.store().audit_log(q.after.unwrap_or(0), limit)?;
+    Ok(Json(
+        rows.into_iter()
+            .map(|(seq, bytes)| AuditEntry { seq, entry: serde_json::from_slice(&bytes).unwrap_or_default() })
+            .collect(),
+    ))
+}
+
+pub(super) fn unauthenticated(plane: Arc<ControlPlane>) -> Router {
+    let metrics_plane = plane.clone();
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route(
+            "/readyz",
+            get(move || {
+                let plane = plane.clone();
+                async move {
+                    let store_ok = plane.db.store().scan(crate::store::Table::Meta, None, 1).is_ok();
+                    if plane.is_ready() && store_ok {
+                        (StatusCode::OK, "ready\n")
+                    } else {
+                        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+                    }
+                }
+            }),
+        )
+        .route(
+            "/metrics",
+            get(move || {
+                let plane = metrics_plane.clone();
+                async move {
+                    let text = plane.metrics.render(&plane.load());
+                    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+                }
+            }),
+        )
+}

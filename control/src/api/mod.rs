@@ -1,0 +1,229 @@
+//! The REST admin API, `/api/v1`, on its own listener.
+//!
+//! JSON in and out; errors are `application/problem+json` (RFC 9457) with
+//! a stable `type` per error; lists are paginated with `limit` and `after`.
+//! Every call authenticates with `Authorization: Bearer <api key>`: an
+//! admin key sees everything, a tenant key only its tenant's resources
+//! (another tenant's resource answers 404, as if it did not exist). Every
+//! state-changing call is written to the audit log in the same commit as
+//! the change. The OpenAPI document is generated from these handlers.
+
+pub mod keys;
+mod live;
+mod problem;
+mod streams;
+mod tenants;
+mod triggers;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::http::request::Parts;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+
+pub use problem::{ApiError, Body, Problem};
+
+use crate::load::Traffic;
+use crate::model::ApiKey;
+use crate::plane::ControlPlane;
+use crate::secrets::{ct_eq, hash, now_ms};
+use crate::store::{Op, Table};
+
+/// What the admin API serves from.
+#[derive(Clone)]
+pub struct Api {
+    /// The control plane.
+    pub plane: Arc<ControlPlane>,
+    /// HTTP outputs' byte counters (for sessions' figures).
+    pub traffic: Arc<Traffic>,
+}
+
+/// The authenticated caller.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// The API key's id.
+    pub key_id: String,
+    /// `None` for an admin key.
+    pub tenant: Option<String>,
+}
+
+impl Caller {
+    /// Whether the key is an admin key.
+    pub fn is_admin(&self) -> bool {
+        self.tenant.is_none()
+    }
+
+    /// Fails unless the caller is an admin.
+    pub fn require_admin(&self) -> Result<(), ApiError> {
+        if self.is_admin() {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden("this call needs an admin key"))
+        }
+    }
+
+    /// Whether the caller may see resources of `tenant`.
+    pub fn sees(&self, tenant: Option<&str>) -> bool {
+        match &self.tenant {
+            None => true,
+            Some(mine) => tenant == Some(mine.as_str()),
+        }
+    }
+
+    /// Who, for the audit log.
+    pub fn who(&self) -> String {
+        match &self.tenant {
+            None => format!("key:{}", self.key_id),
+            Some(t) => format!("key:{} tenant:{t}", self.key_id),
+        }
+    }
+}
+
+impl FromRequestParts<Api> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, api: &Api) -> Result<Caller, ApiError> {
+        let ip = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+        let plane = &api.plane;
+        if ip.is_some_and(|ip| plane.limiter.blocked(ip)) {
+            plane.metrics.rate_limited.inc();
+            return Err(ApiError::too_many("too many failed attempts from this address; try again later"));
+        }
+        let secret = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .map(str::trim);
+        let Some(secret) = secret else {
+            return Err(ApiError::unauthorized("send an API key: Authorization: Bearer <key>"));
+        };
+        let h = hash(secret);
+        let rec: Option<ApiKey> = plane.db.get(Table::ApiKeys, &h)?;
+        match rec.filter(|_| ct_eq(h.as_bytes(), hash(secret).as_bytes())) {
+            Some(k) => Ok(Caller { key_id: k.id, tenant: k.tenant }),
+            None => {
+                plane.metrics.auth_failures.with_label_values(&["api_key"]).inc();
+                if let Some(ip) = ip {
+                    plane.limiter.fail(ip);
+                }
+                Err(ApiError::unauthorized("unknown API key"))
+            }
+        }
+    }
+}
+
+/// An audit-log entry for a change, committed with it.
+pub fn audit_op(who: &str, action: &str, kind: &str, id: &str) -> Op {
+    let entry = serde_json::json!({ "at_ms": now_ms(), "who": who, "action": action, "kind": kind, "id": id });
+    Op::Audit(entry.to_string().into_bytes())
+}
+
+/// `?limit=&after=` on every list.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PageQuery {
+    /// At most this many items (1..=500, default 100).
+    pub limit: Option<u32>,
+    /// Continue after this item id (the previous page's `next`).
+    pub after: Option<String>,
+}
+
+impl PageQuery {
+    fn limit(&self) -> usize {
+        self.limit.unwrap_or(100).clamp(1, 500) as usize
+    }
+}
+
+/// One page of a list.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Page<T> {
+    /// The items.
+    pub items: Vec<T>,
+    /// Pass as `after` for the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+}
+
+impl<T> Page<T> {
+    /// Pages `items` (sorted by `id`) per `q`.
+    pub fn of(items: Vec<T>, q: &PageQuery, id: impl Fn(&T) -> &str) -> Page<T> {
+        let limit = q.limit();
+        let mut rest: Vec<T> = match &q.after {
+            Some(after) => items.into_iter().filter(|t| id(t) > after.as_str()).collect(),
+            None => items,
+        };
+        let next = (rest.len() > limit).then(|| id(&rest[limit - 1]).to_owned());
+        rest.truncate(limit);
+        Page { items: rest, next }
+    }
+}
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Tidecast admin API", description = "Tenants, keys, streams, playback tokens, triggers, sessions and load of one Tidecast node."),
+    modifiers(&BearerAuth),
+    security(("api_key" = [])),
+    components(schemas(Problem))
+)]
+struct ApiDoc;
+
+/// The routes and the OpenAPI document they generate.
+pub fn routes(api: Api) -> (Router, utoipa::openapi::OpenApi) {
+    let (router, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(tenants::routes())
+        .merge(keys::routes())
+        .merge(streams::routes())
+        .merge(triggers::routes())
+        .merge(live::routes())
+        .split_for_parts();
+    (router.with_state(api), doc)
+}
+
+/// The whole admin listener: `/api/v1/...`, `/api/v1/openapi.json`,
+/// `/metrics`, `/healthz`, `/readyz`.
+pub fn router(api: Api) -> Router {
+    let plane = api.plane.clone();
+    let (routes, doc) = routes(api.clone());
+    let doc = Arc::new(doc);
+    Router::new()
+        .merge(routes)
+        .route("/api/v1/openapi.json", get(move || async move { Json((*doc).clone()) }))
+        .merge(live::unauthenticated(plane))
+        .fallback(|| async { ApiError::not_found("no such route") })
+}
+
+/// The OpenAPI document, for tests and `docs/openapi.json`.
+pub fn openapi_json() -> String {
+    let (_, doc) = OpenApiRouter::<Api>::with_openapi(ApiDoc::openapi())
+        .merge(tenants::routes())
+        .merge(keys::routes())
+        .merge(streams::routes())
+        .merge(triggers::routes())
+        .merge(live::routes())
+        .split_for_parts();
+    doc.to_pretty_json().unwrap_or_default()
+}
+
+/// Store writes run off the async threads (redb fsyncs each commit).
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, ApiError> + Send + 'static) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f).await.map_err(|_| ApiError::internal("a store task failed"))?
+}

@@ -1,0 +1,291 @@
+//! The load report: what an external balancer polls to pick a node, and
+//! what `/metrics` exports. A sampler refreshes it once a second, so a
+//! request only copies the latest report.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::Serialize;
+use tidecast_media::Registry;
+use tidecast_protocols::ingest::IngestStats;
+use tidecast_protocols::srt::driver::SrtSessions;
+use utoipa::ToSchema;
+
+use crate::viewers::Viewers;
+
+/// CPU use, 0..1 of the whole machine.
+#[derive(Debug, Clone, Default, Serialize, ToSchema)]
+pub struct Cpu {
+    /// This process.
+    pub process: f64,
+    /// The host, all processes.
+    pub host: f64,
+    /// Logical cores.
+    pub cores: usize,
+}
+
+/// Memory, bytes.
+#[derive(Debug, Clone, Default, Serialize, ToSchema)]
+pub struct Memory {
+    /// Resident set of this process.
+    pub process_rss_bytes: u64,
+    /// Host total.
+    pub host_total_bytes: u64,
+    /// Host available.
+    pub host_available_bytes: u64,
+}
+
+/// One live stream's load.
+#[derive(Debug, Clone, Default, Serialize, ToSchema)]
+pub struct StreamLoad {
+    /// Stream name.
+    pub name: String,
+    /// Ingest bitrate, bits per second.
+    pub bitrate_in_bps: u64,
+    /// Viewers by protocol.
+    pub viewers: BTreeMap<String, u64>,
+    /// Frames slow viewers skipped so far.
+    pub frames_skipped: u64,
+}
+
+/// The node's load.
+#[derive(Debug, Clone, Default, Serialize, ToSchema)]
+pub struct LoadReport {
+    /// One figure for a balancer, 0 (idle) to 1 (full): the highest of CPU
+    /// and memory use.
+    pub score: f64,
+    /// CPU.
+    pub cpu: Cpu,
+    /// Memory.
+    pub memory: Memory,
+    /// Bits per second received, all protocols.
+    pub bandwidth_in_bps: u64,
+    /// Bits per second sent, all protocols.
+    pub bandwidth_out_bps: u64,
+    /// Live streams.
+    pub streams: usize,
+    /// Viewers, all streams.
+    pub viewers: u64,
+    /// Viewers by protocol.
+    pub viewers_by_protocol: BTreeMap<String, u64>,
+    /// Each live stream.
+    pub per_stream: Vec<StreamLoad>,
+    /// Bytes received since start, by protocol.
+    pub bytes_in_total: BTreeMap<String, u64>,
+    /// Bytes sent since start, by protocol.
+    pub bytes_out_total: BTreeMap<String, u64>,
+    /// Refused publishes since start, by protocol.
+    pub publish_refused_total: BTreeMap<String, u64>,
+    /// Frames skipped for slow viewers since start.
+    pub frames_skipped_total: u64,
+}
+
+/// Bytes the HTTP outputs sent.
+#[derive(Debug, Default)]
+pub struct Traffic {
+    /// LL-HLS.
+    pub hls: AtomicU64,
+    /// HTTP MPEG-TS.
+    pub ts: AtomicU64,
+}
+
+/// Where the figures come from.
+#[derive(Clone)]
+pub struct Sources {
+    /// Live streams.
+    pub registry: Registry,
+    /// Ingest counters by protocol.
+    pub ingest: Vec<(&'static str, Arc<IngestStats>)>,
+    /// SRT sessions (players' bytes out).
+    pub srt: Option<Arc<SrtSessions>>,
+    /// Viewer sessions.
+    pub viewers: Viewers,
+    /// HTTP outputs' bytes.
+    pub traffic: Arc<Traffic>,
+}
+
+/// Keeps the previous readings so rates can be computed.
+pub struct Sampler {
+    sources: Sources,
+    at: Instant,
+    proc_ticks: u64,
+    host: (u64, u64),
+    bytes_in: u64,
+    bytes_out: u64,
+    stream_bytes: HashMap<String, u64>,
+    frames_skipped_ended: u64,
+    skipped_by_stream: HashMap<String, u64>,
+}
+
+impl Sampler {
+    /// A sampler; the first report's rates cover the time since this call.
+    pub fn new(sources: Sources) -> Sampler {
+        Sampler {
+            sources,
+            at: Instant::now(),
+            proc_ticks: proc_ticks().unwrap_or(0),
+            host: host_ticks().unwrap_or((0, 0)),
+            bytes_in: 0,
+            bytes_out: 0,
+            stream_bytes: HashMap::new(),
+            frames_skipped_ended: 0,
+            skipped_by_stream: HashMap::new(),
+        }
+    }
+
+    /// A fresh report.
+    pub fn sample(&mut self) -> LoadReport {
+        let now = Instant::now();
+        let secs = now.duration_since(self.at).as_secs_f64().max(0.001);
+        self.at = now;
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let mut r = LoadReport::default();
+
+        // CPU from /proc (Linux); zeros elsewhere.
+        let ticks = proc_ticks().unwrap_or(self.proc_ticks);
+        let hz = 100.0; // USER_HZ on every Linux we run on
+        r.cpu.process = ((ticks.saturating_sub(self.proc_ticks)) as f64 / hz / secs / cores as f64).clamp(0.0, 1.0);
+        self.proc_ticks = ticks;
+        let (busy, total) = host_ticks().unwrap_or(self.host);
+        let dt = total.saturating_sub(self.host.1);
+        r.cpu.host = if dt > 0 { (busy.saturating_sub(self.host.0) as f64 / dt as f64).clamp(0.0, 1.0) } else { 0.0 };
+        self.host = (busy, total);
+        r.cpu.cores = cores;
+        r.memory = memory();
+
+        // Bytes.
+        for (proto, stats) in &self.sources.ingest {
+            *r.bytes_in_total.entry((*proto).into()).or_default() += stats.bytes_in.load(Ordering::Relaxed);
+            *r.publish_refused_total.entry((*proto).into()).or_default() +=
+                stats.publish_refused.load(Ordering::Relaxed);
+        }
+        let t = &self.sources.traffic;
+        r.bytes_out_total.insert("hls".into(), t.hls.load(Ordering::Relaxed));
+        r.bytes_out_total.insert("ts".into(), t.ts.load(Ordering::Relaxed));
+        if let Some(srt) = &self.sources.srt {
+            let out: u64 = srt.snapshot().iter().filter(|(_, s)| !s.publishing).map(|(_, s)| s.bytes).sum();
+            r.bytes_out_total.insert("srt".into(), out);
+        }
+        let bytes_in: u64 = r.bytes_in_total.values().sum();
+        let bytes_out: u64 = r.bytes_out_total.values().sum();
+        r.bandwidth_in_bps = (bytes_in.saturating_sub(self.bytes_in) as f64 * 8.0 / secs) as u64;
+        r.bandwidth_out_bps = (bytes_out.saturating_sub(self.bytes_out) as f64 * 8.0 / secs) as u64;
+        (self.bytes_in, self.bytes_out) = (bytes_in, bytes_out);
+
+        // Streams and viewers.
+        let counts = self.sources.viewers.counts();
+        let mut stream_bytes = HashMap::new();
+        let mut skipped_now = HashMap::new();
+        for s in self.sources.registry.streams() {
+            let stats = s.stats();
+            let b = stats.bytes_in.load(Ordering::Relaxed);
+            let prev = self.stream_bytes.get(s.name()).copied().unwrap_or(b);
+            let skipped = stats.frames_skipped.load(Ordering::Relaxed);
+            let viewers = counts.get(s.name()).cloned().unwrap_or_default();
+            r.per_stream.push(StreamLoad {
+                name: s.name().to_owned(),
+                bitrate_in_bps: (b.saturating_sub(prev) as f64 * 8.0 / secs) as u64,
+                viewers,
+                frames_skipped: skipped,
+            });
+            stream_bytes.insert(s.name().to_owned(), b);
+            skipped_now.insert(s.name().to_owned(), skipped);
+        }
+        // Keep the skip total monotonic across streams that ended.
+        for (name, n) in &self.skipped_by_stream {
+            if !skipped_now.contains_key(name) {
+                self.frames_skipped_ended += n;
+            }
+        }
+        r.frames_skipped_total = self.frames_skipped_ended + skipped_now.values().sum::<u64>();
+        self.skipped_by_stream = skipped_now;
+        self.stream_bytes = stream_bytes;
+        r.streams = r.per_stream.len();
+        for by_proto in counts.values() {
+            for (p, n) in by_proto {
+                *r.viewers_by_protocol.entry(p.clone()).or_default() += n;
+                r.viewers += n;
+            }
+        }
+        let mem_used = if r.memory.host_total_bytes > 0 {
+            1.0 - r.memory.host_available_bytes as f64 / r.memory.host_total_bytes as f64
+        } else {
+            0.0
+        };
+        r.score = r.cpu.host.max(mem_used).clamp(0.0, 1.0);
+        r
+    }
+}
+
+/// utime + stime of this process, in clock ticks.
+fn proc_ticks() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesised command name; utime and stime are 14 and 15.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+}
+
+/// (busy, total) host CPU ticks.
+fn host_ticks() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().next()?.strip_prefix("cpu ")?;
+    let v: Vec<u64> = line.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+    let total: u64 = v.iter().take(8).sum();
+    let idle = v.get(3)? + v.get(4).unwrap_or(&0);
+    Some((total.saturating_sub(idle), total))
+}
+
+fn memory() -> Memory {
+    let kb = |text: &str, key: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+            .unwrap_or(0)
+            * 1024
+    };
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let info = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    Memory {
+        process_rss_bytes: kb(&status, "VmRSS:"),
+        host_total_bytes: kb(&info, "MemTotal:"),
+        host_available_bytes: kb(&info, "MemAvailable:"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tidecast_media::RegistryConfig;
+
+    #[test]
+    fn reports_streams_bytes_and_machine_figures() {
+        let registry = Registry::new(RegistryConfig::default());
+        let ingest = Arc::new(IngestStats::default());
+        let sources = Sources {
+            registry: registry.clone(),
+            ingest: vec![("rtmp", ingest.clone())],
+            srt: None,
+            viewers: Viewers::default(),
+            traffic: Arc::new(Traffic::default()),
+        };
+        let mut s = Sampler::new(sources.clone());
+        let _p = registry.publish("cam").unwrap();
+        ingest.bytes_in.fetch_add(1000, Ordering::Relaxed);
+        sources.traffic.hls.fetch_add(500, Ordering::Relaxed);
+        let _g = sources.viewers.connect("cam", None, "ts", "127.0.0.1".parse().unwrap());
+        let r = s.sample();
+        assert_eq!(r.streams, 1);
+        assert_eq!(r.viewers, 1);
+        assert_eq!(r.viewers_by_protocol["ts"], 1);
+        assert_eq!(r.bytes_in_total["rtmp"], 1000);
+        assert_eq!(r.bytes_out_total["hls"], 500);
+        assert!(r.bandwidth_in_bps > 0);
+        assert!((0.0..=1.0).contains(&r.score));
+        if cfg!(target_os = "linux") {
+            assert!(r.memory.process_rss_bytes > 0 && r.memory.host_total_bytes > 0);
+        }
+    }
+}

@@ -1,0 +1,163 @@
+//! Prometheus metrics (`/metrics`): the load report's figures plus counters
+//! the control plane keeps itself (auth failures, trigger latency).
+
+use std::time::Duration;
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+use crate::load::LoadReport;
+
+/// Every metric Tidecast exports.
+pub struct Metrics {
+    registry: Registry,
+    /// Auth failures by kind (`api_key`, `stream_key`, `playback_token`).
+    pub auth_failures: IntCounterVec,
+    /// Requests refused by the per-IP rate limit.
+    pub rate_limited: IntCounter,
+    /// Trigger deliveries' latency by trigger.
+    pub trigger_seconds: HistogramVec,
+    /// Trigger deliveries that failed, by trigger.
+    pub trigger_failures: IntCounterVec,
+    /// Notifications dropped because the queue was full.
+    pub trigger_dropped: IntCounter,
+    /// Sessions refused by a tenant quota, by quota.
+    pub quota_refusals: IntCounterVec,
+    streams: IntGauge,
+    viewers: IntGaugeVec,
+    bytes_in: IntCounterVec,
+    bytes_out: IntCounterVec,
+    frames_skipped: IntCounter,
+    publish_refused: IntCounterVec,
+    cpu_process: prometheus::Gauge,
+    cpu_host: prometheus::Gauge,
+    memory_rss: IntGauge,
+    load_score: prometheus::Gauge,
+}
+
+fn must<T>(r: prometheus::Result<T>) -> T {
+    // Metric definitions are static; a failure here is a programming error
+    // caught by the unit test below, never by input.
+    match r {
+        Ok(v) => v,
+        Err(e) => panic!("metric definition: {e}"),
+    }
+}
+
+impl Metrics {
+    /// Registers every metric.
+    pub fn new() -> Metrics {
+        let registry = Registry::new_custom(Some("tidecast".into()), None).unwrap_or_default();
+        let cv = |name: &str, help: &str, labels: &[&str]| {
+            let c = must(IntCounterVec::new(Opts::new(name, help), labels));
+            must(registry.register(Box::new(c.clone())));
+            c
+        };
+        let c = |name: &str, help: &str| {
+            let c = must(IntCounter::new(name, help));
+            must(registry.register(Box::new(c.clone())));
+            c
+        };
+        let g = |name: &str, help: &str| {
+            let g = must(prometheus::Gauge::new(name, help));
+            must(registry.register(Box::new(g.clone())));
+            g
+        };
+        let trigger_seconds = must(HistogramVec::new(
+            HistogramOpts::new("trigger_seconds", "Trigger delivery latency")
+                .buckets(vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+            &["trigger"],
+        ));
+        must(registry.register(Box::new(trigger_seconds.clone())));
+        let streams = must(IntGauge::new("streams", "Live streams"));
+        must(registry.register(Box::new(streams.clone())));
+        let viewers = must(IntGaugeVec::new(Opts::new("viewers", "Viewers by protocol"), &["protocol"]));
+        must(registry.register(Box::new(viewers.clone())));
+        let memory_rss = must(IntGauge::new("memory_rss_bytes", "Resident memory of the process"));
+        must(registry.register(Box::new(memory_rss.clone())));
+        Metrics {
+            auth_failures: cv("auth_failures_total", "Failed authentications by kind", &["kind"]),
+            rate_limited: c("rate_limited_total", "Requests refused by the per-IP auth failure limit"),
+            trigger_failures: cv("trigger_failures_total", "Failed trigger deliveries", &["trigger"]),
+            trigger_dropped: c("trigger_dropped_total", "Trigger notifications dropped (queue full)"),
+            quota_refusals: cv("quota_refusals_total", "Sessions refused by a tenant quota", &["quota"]),
+            bytes_in: cv("bytes_in_total", "Bytes received by protocol", &["protocol"]),
+            bytes_out: cv("bytes_out_total", "Bytes sent by protocol", &["protocol"]),
+            frames_skipped: c("frames_skipped_total", "Frames slow viewers skipped"),
+            publish_refused: cv("publish_refused_total", "Refused publishes by protocol", &["protocol"]),
+            cpu_process: g("cpu_process_ratio", "Process CPU use, 0..1 of the whole machine"),
+            cpu_host: g("cpu_host_ratio", "Host CPU use, 0..1"),
+            load_score: g("load_score", "The load report's 0..1 score"),
+            trigger_seconds,
+            streams,
+            viewers,
+            memory_rss,
+            registry,
+        }
+    }
+
+    /// Records one trigger delivery.
+    pub fn observe_trigger(&self, trigger: &str, took: Duration, ok: bool) {
+        self.trigger_seconds.with_label_values(&[trigger]).observe(took.as_secs_f64());
+        if !ok {
+            self.trigger_failures.with_label_values(&[trigger]).inc();
+        }
+    }
+
+    /// Brings the exported figures up to `report` and renders the text format.
+    pub fn render(&self, report: &LoadReport) -> String {
+        self.streams.set(report.streams as i64);
+        for (proto, n) in &report.viewers_by_protocol {
+            self.viewers.with_label_values(&[proto]).set(*n as i64);
+        }
+        for (proto, total) in &report.bytes_in_total {
+            catch_up(&self.bytes_in.with_label_values(&[proto]), *total);
+        }
+        for (proto, total) in &report.bytes_out_total {
+            catch_up(&self.bytes_out.with_label_values(&[proto]), *total);
+        }
+        for (proto, total) in &report.publish_refused_total {
+            catch_up(&self.publish_refused.with_label_values(&[proto]), *total);
+        }
+        catch_up(&self.frames_skipped, report.frames_skipped_total);
+        self.cpu_process.set(report.cpu.process);
+        self.cpu_host.set(report.cpu.host);
+        self.memory_rss.set(report.memory.process_rss_bytes as i64);
+        self.load_score.set(report.score);
+        let mut out = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+/// Counters that mirror a running total kept elsewhere.
+fn catch_up(c: &IntCounter, total: u64) {
+    let now = c.get();
+    if total > now {
+        c.inc_by(total - now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_the_text_format() {
+        let m = Metrics::new();
+        m.auth_failures.with_label_values(&["stream_key"]).inc();
+        m.observe_trigger("PUSH_REWRITE", Duration::from_millis(3), false);
+        let text = m.render(&LoadReport::default());
+        assert!(text.contains("tidecast_auth_failures_total{kind=\"stream_key\"} 1"), "{text}");
+        assert!(text.contains("tidecast_trigger_failures_total{trigger=\"PUSH_REWRITE\"} 1"));
+        assert!(text.contains("tidecast_trigger_seconds_bucket{trigger=\"PUSH_REWRITE\",le=\"0.005\"} 1"));
+        assert!(text.contains("tidecast_load_score 0"));
+    }
+}

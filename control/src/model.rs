@@ -1,0 +1,142 @@
+//! The control plane's records, as stored and as the API shows them.
+//!
+//! Secrets (API keys, stream keys) are never stored: only their SHA-256,
+//! which is the record's key in its table. They are high-entropy random
+//! strings we generate, so a plain hash is enough (no password KDF needed).
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// Per-tenant limits; absent means unlimited.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Quotas {
+    /// Streams live at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_streams: Option<u32>,
+    /// Viewers at once, over all of the tenant's streams.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_viewers: Option<u32>,
+    /// Ingest bitrate of one stream, in kbit/s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_ingest_kbps: Option<u32>,
+}
+
+/// A tenant: owns streams, API keys and triggers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Tenant {
+    /// Identifier, chosen at creation (`[a-z0-9-]`, up to 64).
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// Limits.
+    #[serde(default)]
+    pub quotas: Quotas,
+    /// Creation time, Unix milliseconds.
+    pub created_ms: i64,
+}
+
+/// An API key's record (the secret itself is shown once, at creation).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ApiKey {
+    /// Identifier (public; the secret starts with it).
+    pub id: String,
+    /// The tenant the key is scoped to; absent for an admin key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    /// Free-form label.
+    #[serde(default)]
+    pub label: String,
+    /// Creation time, Unix milliseconds.
+    pub created_ms: i64,
+}
+
+/// A stream's configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct StreamConfig {
+    /// The name viewers use in playback URLs.
+    pub name: String,
+    /// The owning tenant.
+    pub tenant: String,
+    /// Whether playback needs a signed playback token.
+    #[serde(default)]
+    pub playback_token_required: bool,
+    /// Tags, for trigger filters (`#tag`).
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Buffer / DVR length in seconds (absent: the server default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub buffer_secs: Option<u32>,
+    /// Restream targets (accepted and stored; pushing out is not built yet).
+    #[serde(default)]
+    pub push_targets: Vec<String>,
+    /// Transcode profile name (accepted and stored; transcoding is not built yet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transcode_profile: Option<String>,
+    /// Creation time, Unix milliseconds.
+    pub created_ms: i64,
+}
+
+/// A stream key's record (keyed by the key's hash).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct StreamKey {
+    /// Identifier.
+    pub id: String,
+    /// The stream it publishes.
+    pub stream: String,
+    /// Creation time, Unix milliseconds.
+    pub created_ms: i64,
+    /// When it stops working, Unix milliseconds; absent: never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_ms: Option<i64>,
+}
+
+impl StreamKey {
+    /// Whether the key still publishes at `now_ms`.
+    pub fn valid_at(&self, now_ms: i64) -> bool {
+        self.expires_ms.is_none_or(|e| now_ms < e)
+    }
+}
+
+/// How a trigger handler's request body is written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum PayloadFormat {
+    /// MistServer's: `text/plain`, one field per line, in its order.
+    #[default]
+    Mist,
+    /// A JSON object with named fields.
+    Json,
+}
+
+/// A trigger handler: where one trigger is delivered, and how.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct TriggerHandler {
+    /// Identifier.
+    pub id: String,
+    /// The tenant whose streams it sees; absent for an admin handler (all streams).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    /// The trigger's MistServer name, e.g. `PUSH_REWRITE`.
+    pub trigger: String,
+    /// `http://` or `https://` URL the request is POSTed to.
+    pub url: String,
+    /// Whether the session waits for the answer (only for triggers that can gate).
+    #[serde(default)]
+    pub blocking: bool,
+    /// How long to wait for a blocking answer, milliseconds.
+    pub timeout_ms: u32,
+    /// The answer used when the handler fails, times out, or is not blocking.
+    pub default_response: String,
+    /// Stream filter: exact names, `!name` to exclude, `#tag`; empty: all.
+    #[serde(default)]
+    pub streams: Vec<String>,
+    /// Body format.
+    #[serde(default)]
+    pub format: PayloadFormat,
+    /// HMAC-SHA256 secret for the signature header.
+    #[serde(skip_serializing_if = "String::is_empty", default)]
+    pub secret: String,
+    /// Creation time, Unix milliseconds.
+    pub created_ms: i64,
+}

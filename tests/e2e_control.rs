@@ -1,0 +1,500 @@
+//! The control plane through its HTTP API, as an operator's client uses
+//! it, with real publishers (ffmpeg) and a real webhook receiver.
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use common::*;
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+
+/// A webhook delivery the receiver saw.
+#[derive(Debug, Clone)]
+struct Hook {
+    #[allow(dead_code)]
+    path: String,
+    headers: HeaderMap,
+    body: String,
+}
+
+type Answer = Arc<dyn Fn(&str, &str, usize) -> Option<(StatusCode, String)> + Send + Sync>;
+
+/// A real HTTP receiver on loopback. `answer(path, body, nth)` returns the
+/// reply, or `None` to hold the request open forever (a hanging endpoint).
+async fn receiver(answer: Answer) -> (String, mpsc::UnboundedReceiver<Hook>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let count = Arc::new(AtomicUsize::new(0));
+    let app = axum::Router::new().route(
+        "/{*path}",
+        post(move |axum::extract::Path(path): axum::extract::Path<String>, headers: HeaderMap, body: String| {
+            let (tx, answer, count) = (tx.clone(), answer.clone(), count.clone());
+            async move {
+                let nth = count.fetch_add(1, Ordering::SeqCst);
+                let _ = tx.send(Hook { path: path.clone(), headers, body: body.clone() });
+                match answer(&path, &body, nth) {
+                    Some(r) => r,
+                    None => std::future::pending().await,
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{addr}"), rx)
+}
+
+async fn next_hook(rx: &mut mpsc::UnboundedReceiver<Hook>, trigger: &str) -> Hook {
+    loop {
+        let h = tokio::time::timeout(Duration::from_secs(60), rx.recv())
+            .await
+            .unwrap_or_else(|_| panic!("no {trigger} delivery"))
+            .expect("receiver open");
+        if h.headers.get("x-trigger").and_then(|v| v.to_str().ok()) == Some(trigger) {
+            return h;
+        }
+    }
+}
+
+/// HMAC-SHA256 as the receiver would compute it (RFC 2104, by hand, so the
+/// test does not share code with the server it checks).
+fn hmac_sha256_hex(key: &[u8], msg: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut k = [0u8; 64];
+    if key.len() > 64 {
+        k[..32].copy_from_slice(&Sha256::digest(key));
+    } else {
+        k[..key.len()].copy_from_slice(key);
+    }
+    let pad = |b: u8| k.iter().map(|x| x ^ b).collect::<Vec<u8>>();
+    let inner = Sha256::new().chain_update(pad(0x36)).chain_update(msg).finalize();
+    let outer = Sha256::new().chain_update(pad(0x5c)).chain_update(inner).finalize();
+    outer.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn verify_signature(h: &Hook, secret: &str) {
+    let sig = h.headers.get("x-tidecast-signature").and_then(|v| v.to_str().ok()).expect("signature header");
+    let (t, v1) = sig.split_once(',').expect("t=..,v1=..");
+    let t = t.strip_prefix("t=").expect("t=");
+    let v1 = v1.strip_prefix("v1=").expect("v1=");
+    assert_eq!(h.headers.get("x-trigger-unixmillis").and_then(|v| v.to_str().ok()), Some(t));
+    assert_eq!(v1, hmac_sha256_hex(secret.as_bytes(), format!("{t}.{}", h.body).as_bytes()), "signature verifies");
+    assert_ne!(v1, hmac_sha256_hex(b"another secret", format!("{t}.{}", h.body).as_bytes()));
+}
+
+fn publish_args(url: &str, seconds: u32) -> Vec<String> {
+    let mut args = vec!["-re".to_string()];
+    args.extend(lavfi_h264_aac(seconds, "320x240", 25, 44100));
+    args.extend(["-f".into(), "flv".into(), url.into()]);
+    args
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenants_are_isolated_on_every_resource() {
+    let server = Server::start(&[]);
+    let a = ADMIN_KEY;
+    api_ok("POST", &server.api("/tenants"), a, Some(json!({"id": "acme"})), 201).await;
+    api_ok("POST", &server.api("/tenants"), a, Some(json!({"id": "globex", "quotas": {"max_streams": 2}})), 201).await;
+    let ka = api_ok("POST", &server.api("/keys"), a, Some(json!({"tenant": "acme"})), 201).await;
+    let kb = api_ok("POST", &server.api("/keys"), a, Some(json!({"tenant": "globex"})), 201).await;
+    let (ka, kb) = (ka["secret"].as_str().unwrap().to_owned(), kb["secret"].as_str().unwrap().to_owned());
+
+    // acme sets up a stream, a key, a trigger.
+    api_ok(
+        "POST",
+        &server.api("/streams"),
+        &ka,
+        Some(json!({"name": "acme-cam", "playback_token_required": true})),
+        201,
+    )
+    .await;
+    let sk = api_ok("POST", &server.api("/streams/acme-cam/keys"), &ka, Some(json!({})), 201).await;
+    let sk_id = sk["id"].as_str().unwrap().to_owned();
+    let trig = api_ok(
+        "POST",
+        &server.api("/triggers"),
+        &ka,
+        Some(json!({"trigger": "STREAM_END", "url": "http://127.0.0.1:9/x"})),
+        201,
+    )
+    .await;
+    assert_eq!(trig["tenant"], "acme");
+    let trig_id = trig["id"].as_str().unwrap().to_owned();
+    let acme_key_id =
+        api_ok("GET", &server.api("/keys"), &ka, None, 200).await["items"][0]["id"].as_str().unwrap().to_owned();
+
+    // globex sees none of it, and cannot touch any of it.
+    for (method, path, body) in [
+        ("GET", "/tenants/acme".to_string(), None),
+        ("PATCH", "/tenants/acme".to_string(), Some(json!({"name": "x"}))),
+        ("GET", "/streams/acme-cam".to_string(), None),
+        ("PATCH", "/streams/acme-cam".to_string(), Some(json!({"playback_token_required": false}))),
+        ("DELETE", "/streams/acme-cam".to_string(), None),
+        ("GET", "/streams/acme-cam/keys".to_string(), None),
+        ("POST", "/streams/acme-cam/keys".to_string(), Some(json!({}))),
+        ("DELETE", format!("/streams/acme-cam/keys/{sk_id}"), None),
+        ("POST", "/streams/acme-cam/tokens".to_string(), Some(json!({}))),
+        ("GET", format!("/triggers/{trig_id}"), None),
+        ("DELETE", format!("/triggers/{trig_id}"), None),
+        ("DELETE", format!("/keys/{acme_key_id}"), None),
+        ("DELETE", "/sessions/publish:acme-cam".to_string(), None),
+    ] {
+        let (status, body, ct) = api_call(method, &server.api(&path), &kb, body).await;
+        assert!(status == 404 || status == 403, "{method} {path} by another tenant: {status} {body}");
+        assert_eq!(ct, "application/problem+json", "{method} {path}");
+        assert!(body["type"].as_str().unwrap().starts_with("urn:tidecast:problem:"), "{body}");
+    }
+    // Creating things in acme's name is refused too.
+    let (s, _, _) = api_call("POST", &server.api("/streams"), &kb, Some(json!({"name": "x1", "tenant": "acme"}))).await;
+    assert_eq!(s, 404);
+    let (s, _, _) = api_call("POST", &server.api("/keys"), &kb, Some(json!({"tenant": "acme"}))).await;
+    assert_eq!(s, 404);
+    let (s, _, _) = api_call("POST", &server.api("/keys"), &kb, Some(json!({}))).await;
+    assert_eq!(s, 201, "a tenant key makes keys for its own tenant");
+    let (s, _, _) = api_call("POST", &server.api("/tenants"), &kb, Some(json!({"id": "evil"}))).await;
+    assert_eq!(s, 403);
+    let (s, _, _) = api_call("GET", &server.api("/load"), &kb, None).await;
+    assert_eq!(s, 403, "the node's load is for admins");
+    let (s, _, _) = api_call(
+        "POST",
+        &server.api("/triggers"),
+        &kb,
+        Some(json!({"trigger": "PUSH_REWRITE", "url": "http://127.0.0.1:9/"})),
+    )
+    .await;
+    assert_eq!(s, 403, "node-wide triggers are for admins");
+    // Lists show only one's own.
+    for path in ["/tenants", "/streams", "/keys", "/triggers", "/sessions"] {
+        let page = api_ok("GET", &server.api(path), &kb, None, 200).await;
+        let text = page.to_string();
+        assert!(!text.contains("acme"), "{path} leaks acme: {text}");
+    }
+    let streams = api_ok("GET", &server.api("/streams"), a, None, 200).await;
+    assert_eq!(streams["items"].as_array().unwrap().len(), 1, "the admin sees every stream");
+    // Stream names are global, but taking one says nothing of its owner.
+    let (s, body, _) = api_call("POST", &server.api("/streams"), &kb, Some(json!({"name": "acme-cam"}))).await;
+    assert_eq!(s, 409);
+    assert!(!body.to_string().contains("acme\""), "{body}");
+
+    // No key, a wrong key.
+    let (s, _, _) = api_call("GET", &server.api("/streams"), "", None).await;
+    assert_eq!(s, 401);
+    let (s, body, _) = api_call("GET", &server.api("/streams"), "tck_wrong", None).await;
+    assert_eq!((s, body["type"].as_str()), (401, Some("urn:tidecast:problem:unauthorized")));
+    // Every change is in the audit log.
+    let audit = api_ok("GET", &server.api("/audit"), a, None, 200).await;
+    let text = audit.to_string();
+    for what in ["\"tenant\"", "\"stream\"", "\"stream_key\"", "\"trigger\"", "\"api_key\""] {
+        assert!(text.contains(what), "audit log has a {what} entry: {text}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_keys_rotate_and_playback_tokens_gate_viewers() {
+    let server = Server::start(&["--hls-segment", "1"]);
+    let a = ADMIN_KEY;
+    api_ok("POST", &server.api("/tenants"), a, Some(json!({"id": "acme"})), 201).await;
+    api_ok(
+        "POST",
+        &server.api("/streams"),
+        a,
+        Some(json!({"name": "show", "tenant": "acme", "playback_token_required": true})),
+        201,
+    )
+    .await;
+    let old = api_ok("POST", &server.api("/streams/show/keys"), a, Some(json!({})), 201).await;
+    let old_key = old["key"].as_str().unwrap().to_owned();
+
+    // Open mode is over: a made-up name no longer publishes.
+    let out = ffmpeg(&publish_args(&server.rtmp_url("show"), 1));
+    assert!(!out.status.success(), "publishing without a key must fail");
+
+    // Rotate: a new key, the old one retired at once.
+    let new =
+        api_ok("POST", &server.api("/streams/show/keys"), a, Some(json!({"retire_others_after_secs": 0})), 201).await;
+    let new_key = new["key"].as_str().unwrap().to_owned();
+    let out = ffmpeg(&publish_args(&server.rtmp_url(&old_key), 1));
+    assert!(!out.status.success(), "the rotated-out key must be refused");
+    assert!(server.log().contains("unknown or expired stream key"), "{}", server.log());
+    let keys = api_ok("GET", &server.api("/streams/show/keys"), a, None, 200).await;
+    assert_eq!(keys["items"].as_array().unwrap().len(), 2, "{keys}");
+    assert!(!keys.to_string().contains(&new_key), "key secrets are never listed");
+
+    let mut publisher = ffmpeg_spawn(&publish_args(&server.rtmp_url(&new_key), 60));
+    let token =
+        api_ok("POST", &server.api("/streams/show/tokens"), a, Some(json!({"expires_in_secs": 600})), 201).await;
+    let token = token["token"].as_str().unwrap().to_owned();
+    let with = |file: &str, t: &str| server.hls_url("show", &format!("{file}?token={t}"));
+    let playlist = until("the tokened playlist", 60, || {
+        let url = with("video.m3u8", &token);
+        async move {
+            let (status, body) = get(&url).await;
+            let text = String::from_utf8_lossy(&body).into_owned();
+            (status == 200 && text.contains("#EXTINF")).then_some(text)
+        }
+    })
+    .await;
+    // Every URI the playlist names carries the token, and works.
+    let uris: Vec<&str> = playlist
+        .lines()
+        .filter_map(|l| if l.starts_with('#') { attr(l, "URI") } else { Some(l) })
+        .filter(|u| !u.is_empty())
+        .collect();
+    assert!(!uris.is_empty());
+    for u in &uris {
+        assert!(u.contains(&format!("token={token}")), "{u} lacks the token");
+    }
+    let init = uris.iter().find(|u| u.contains(".mp4")).expect("an init segment");
+    let segment = playlist.lines().find(|l| !l.starts_with('#') && l.contains(".m4s")).expect("a segment");
+    for u in [init, &segment] {
+        assert_eq!(get(&server.hls_url("show", u)).await.0, 200, "{u}");
+        let bare = u.split('?').next().unwrap();
+        assert_eq!(get(&server.hls_url("show", bare)).await.0, 401, "no token, no media: {bare}");
+    }
+
+    // Wrong stream, garbage, expired.
+    api_ok("POST", &server.api("/streams"), a, Some(json!({"name": "other", "tenant": "acme"})), 201).await;
+    let other = api_ok("POST", &server.api("/streams/other/tokens"), a, Some(json!({})), 201).await;
+    assert_eq!(get(&with("video.m3u8", other["token"].as_str().unwrap())).await.0, 403);
+    assert_eq!(get(&with("video.m3u8", "garbage.token")).await.0, 403);
+    let short = api_ok("POST", &server.api("/streams/show/tokens"), a, Some(json!({"expires_in_secs": 1})), 201).await;
+    let short = short["token"].as_str().unwrap().to_owned();
+    assert_eq!(get(&with("video.m3u8", &short)).await.0, 200);
+    // Expiry is the behaviour under test: wait it out.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(get(&with("video.m3u8", &short)).await.0, 403, "an expired token cannot play");
+    // A token bound to another address.
+    let bound = api_ok("POST", &server.api("/streams/show/tokens"), a, Some(json!({"ip": "192.0.2.1"})), 201).await;
+    assert_eq!(get(&with("video.m3u8", bound["token"].as_str().unwrap())).await.0, 403);
+
+    // The viewer shows as a session; the load report and metrics count the stream.
+    let sessions = api_ok("GET", &server.api("/sessions"), a, None, 200).await;
+    let text = sessions.to_string();
+    assert!(text.contains("publish:show") && text.contains("\"hls\""), "{text}");
+    let load = until("the load report to count the stream", 10, || {
+        let url = server.api("/load");
+        async move {
+            let load = api_ok("GET", &url, ADMIN_KEY, None, 200).await;
+            (load["streams"] == 1 && load["viewers_by_protocol"]["hls"].as_u64().is_some()).then_some(load)
+        }
+    })
+    .await;
+    assert!(load["bandwidth_in_bps"].as_u64().unwrap() > 0 || load["bytes_in_total"]["rtmp"].as_u64().unwrap() > 0);
+    let score = load["score"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&score));
+    let metrics = reqwest::get(format!("http://{}/metrics", server.admin)).await.unwrap().text().await.unwrap();
+    for m in [
+        "tidecast_streams 1",
+        "tidecast_auth_failures_total{kind=\"playback_token\"}",
+        "tidecast_bytes_in_total{protocol=\"rtmp\"}",
+        "tidecast_load_score",
+    ] {
+        assert!(metrics.contains(m), "{m} in /metrics:\n{metrics}");
+    }
+    // Kick the publisher: its session ends.
+    let (s, _, _) = api_call("DELETE", &server.api("/sessions/publish:show"), a, None).await;
+    assert_eq!(s, 204);
+    let status = tokio::task::spawn_blocking(move || publisher.wait()).await.unwrap().unwrap();
+    assert!(!status.success(), "ffmpeg sees its connection closed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_rewrite_maps_keys_refuses_and_falls_back_on_timeout() {
+    // The receiver: key "k-abc" becomes stream "rewritten", anything else is refused.
+    let (url, mut hooks) = receiver(Arc::new(|path: &str, body: &str, _| match path {
+        "rewrite" => {
+            let key = body.lines().nth(2).unwrap_or_default();
+            Some((StatusCode::OK, if key == "k-abc" { "rewritten".into() } else { String::new() }))
+        }
+        "hang" => None,
+        _ => Some((StatusCode::OK, "true".into())),
+    }))
+    .await;
+    let server = Server::start(&["--hls-segment", "1"]);
+    let a = ADMIN_KEY;
+    let h = api_ok(
+        "POST",
+        &server.api("/triggers"),
+        a,
+        Some(json!({"trigger": "PUSH_REWRITE", "url": format!("{url}/rewrite"), "blocking": true, "timeout_ms": 5000, "default_response": ""})),
+        201,
+    )
+    .await;
+    let secret = h["secret"].as_str().unwrap().to_owned();
+    assert!(secret.len() >= 32, "a secret is generated and shown once");
+    let listed = api_ok("GET", &server.api(&format!("/triggers/{}", h["id"].as_str().unwrap())), a, None, 200).await;
+    assert!(listed.get("secret").is_none(), "the secret is not shown again: {listed}");
+
+    let mut publisher = ffmpeg_spawn(&publish_args(&server.rtmp_url("k-abc"), 60));
+    let hook = next_hook(&mut hooks, "PUSH_REWRITE").await;
+    assert_eq!(hook.headers.get("content-type").unwrap(), "text/plain");
+    let lines: Vec<&str> = hook.body.lines().collect();
+    assert_eq!(lines.len(), 3, "MistServer's PUSH_REWRITE payload: url, hostname, stream: {lines:?}");
+    assert!(lines[0].starts_with("rtmp://") && lines[0].ends_with("/live/k-abc"), "{lines:?}");
+    assert_eq!(lines[1], "127.0.0.1");
+    verify_signature(&hook, &secret);
+    wait_for_segment(&server, "rewritten", "video", 1).await;
+    assert_eq!(get(&server.hls_url("k-abc", "index.m3u8")).await.0, 404, "the key is not a stream name");
+
+    let out = ffmpeg(&publish_args(&server.rtmp_url("k-wrong"), 1));
+    assert!(!out.status.success(), "an empty PUSH_REWRITE answer refuses the publish");
+    assert!(server.log().contains("refused by PUSH_REWRITE"), "{}", server.log());
+
+    // A blocking STREAM_PUSH handler that never answers: its default decides.
+    let sp = api_ok(
+        "POST",
+        &server.api("/triggers"),
+        a,
+        Some(json!({"trigger": "STREAM_PUSH", "url": format!("{url}/hang"), "blocking": true, "timeout_ms": 300, "default_response": "false", "format": "json"})),
+        201,
+    )
+    .await;
+    let out = ffmpeg(&publish_args(&server.rtmp_url("k-abc"), 1));
+    assert!(!out.status.success());
+    let hook = next_hook(&mut hooks, "STREAM_PUSH").await;
+    assert_eq!(hook.headers.get("content-type").unwrap(), "application/json");
+    let body: Value = serde_json::from_str(&hook.body).unwrap();
+    assert_eq!(body["trigger"], "STREAM_PUSH");
+    assert_eq!(body["address"], "127.0.0.1");
+    assert_eq!(body["connector"], "rtmp");
+    assert!(server.log().contains("blocking trigger failed; using its default answer"), "{}", server.log());
+    // ...and with default "true" the same timeout lets it through (once the
+    // first publisher has left).
+    let _ = publisher.kill();
+    let _ = publisher.wait();
+    api_ok("DELETE", &server.api(&format!("/triggers/{}", sp["id"].as_str().unwrap())), a, None, 204).await;
+    api_ok(
+        "POST",
+        &server.api("/triggers"),
+        a,
+        Some(json!({"trigger": "STREAM_PUSH", "url": format!("{url}/hang"), "blocking": true, "timeout_ms": 300, "default_response": "true"})),
+        201,
+    )
+    .await;
+    let mut publisher = ffmpeg_spawn(&publish_args(&server.rtmp_url("k-abc"), 60));
+    until("the publisher to come back after the timeout", 60, || {
+        let log = server.log();
+        async move { (log.matches("rtmp publish started").count() >= 2).then_some(()) }
+    })
+    .await;
+    let _ = publisher.kill();
+    let _ = publisher.wait();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notifications_are_retried_and_never_delay_media() {
+    // STREAM_END fails twice, then succeeds; LIVE_TRACK_LIST never answers.
+    let (url, mut hooks) = receiver(Arc::new(|path: &str, _body: &str, _| match path {
+        "hang" => None,
+        _ => Some((StatusCode::OK, "ok".into())),
+    }))
+    .await;
+    let flaky_count = Arc::new(AtomicUsize::new(0));
+    let fc = flaky_count.clone();
+    let (flaky_url, mut flaky) = receiver(Arc::new(move |_: &str, _: &str, _| {
+        let n = fc.fetch_add(1, Ordering::SeqCst);
+        Some(if n < 2 { (StatusCode::INTERNAL_SERVER_ERROR, "boom".into()) } else { (StatusCode::OK, "ok".into()) })
+    }))
+    .await;
+    let server = Server::start(&["--hls-segment", "1", "--reconnect-grace", "0"]);
+    let a = ADMIN_KEY;
+    for (trigger, u) in [
+        ("LIVE_TRACK_LIST", format!("{url}/hang")),
+        ("STREAM_END", format!("{flaky_url}/end")),
+        ("STREAM_PUSH", format!("{url}/hang")), // not blocking: must not hold the publish
+        ("USER_NEW", format!("{url}/hang")),    // not blocking: must not hold the viewer
+    ] {
+        api_ok(
+            "POST",
+            &server.api("/triggers"),
+            a,
+            Some(json!({"trigger": trigger, "url": u, "timeout_ms": 60000})),
+            201,
+        )
+        .await;
+    }
+    let mut publisher = ffmpeg_spawn(&publish_args(&server.rtmp_url("cam"), 4));
+    // Media flows while every notification endpoint hangs.
+    wait_for_segment(&server, "cam", "video", 1).await;
+    let tracks = next_hook(&mut hooks, "LIVE_TRACK_LIST").await;
+    let lines: Vec<&str> = tracks.body.lines().collect();
+    assert_eq!(lines[0], "cam");
+    let list: Value = serde_json::from_str(lines[1]).unwrap();
+    assert_eq!(list[0]["codec"], "h264", "{list}");
+    next_hook(&mut hooks, "USER_NEW").await;
+    let _ = tokio::task::spawn_blocking(move || publisher.wait()).await;
+    // STREAM_END: two failures, then the retry lands.
+    for _ in 0..3 {
+        let h = next_hook(&mut flaky, "STREAM_END").await;
+        assert_eq!(h.body.lines().next(), Some("cam"));
+    }
+    assert_eq!(flaky_count.load(Ordering::SeqCst), 3, "delivered on the third attempt, then not again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_writes_survive_kill_9() {
+    let mut server = Server::start(&[]);
+    api_ok("POST", &server.api("/tenants"), ADMIN_KEY, Some(json!({"id": "acme"})), 201).await;
+    let mut acknowledged: Vec<String> = Vec::new();
+    let mut seed = 0x2545_f491_u32;
+    for round in 0..5 {
+        // Writes race a SIGKILL that lands after a pseudo-random number of them.
+        seed ^= seed << 13;
+        seed ^= seed >> 17;
+        seed ^= seed << 5;
+        let kill_after = 3 + (seed % 15) as usize;
+        let api = server.api("/streams");
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let writer = tokio::spawn(async move {
+            for i in 0..200 {
+                let name = format!("r{round}-s{i}");
+                let (s, _, _) = api_call("POST", &api, ADMIN_KEY, Some(json!({"name": name, "tenant": "acme"}))).await;
+                if s == 201 {
+                    let _ = tx.send(name);
+                } else {
+                    return;
+                }
+            }
+        });
+        let mut seen = 0;
+        while seen < kill_after {
+            match rx.recv().await {
+                Some(name) => {
+                    acknowledged.push(name);
+                    seen += 1;
+                }
+                None => break,
+            }
+        }
+        server = server.kill9_and_restart();
+        let _ = writer.await;
+        while let Ok(name) = rx.try_recv() {
+            acknowledged.push(name);
+        }
+        // Every acknowledged write is there, and the store reads cleanly.
+        let mut names = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let q = after.as_ref().map_or(String::new(), |a| format!("&after={a}"));
+            let page = api_ok("GET", &server.api(&format!("/streams?limit=50{q}")), ADMIN_KEY, None, 200).await;
+            for s in page["items"].as_array().unwrap() {
+                names.push(s["name"].as_str().unwrap().to_owned());
+            }
+            match page["next"].as_str() {
+                Some(n) => after = Some(n.to_owned()),
+                None => break,
+            }
+        }
+        for name in &acknowledged {
+            assert!(names.contains(name), "round {round}: acknowledged {name} is lost after kill -9");
+        }
+    }
+    assert!(acknowledged.len() >= 15);
+    let (s, _, _) = api_call("GET", &server.api("/tenants/acme"), ADMIN_KEY, None).await;
+    assert_eq!(s, 200);
+}
