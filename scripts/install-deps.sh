@@ -2,7 +2,8 @@
 # Installs what Tidecast needs on a fresh Debian/Ubuntu machine that has only
 # the Rust toolchain. Idempotent: installs only what is missing.
 #   install-deps.sh run    what `make run` needs
-#   install-deps.sh test   plus the test peers (ffmpeg/ffprobe)
+#   install-deps.sh test   plus the test peers (ffmpeg, srt-tools, chromium,
+#                          hls.js, schemathesis)
 #   install-deps.sh fuzz   plus cargo-fuzz
 set -euo pipefail
 what="${1:-run}"
@@ -36,6 +37,16 @@ case "$what" in
         if [ ! -d "$root/tests/browser/node_modules/playwright-core" ]; then
             echo "installing browser test packages (hls.js, playwright-core)"
             npm ci --prefix "$root/tests/browser" --no-audit --no-fund --silent
+        fi
+        # schemathesis (PyPI) checks the admin API against its OpenAPI document.
+        if ! python3 -c "import venv, ensurepip" >/dev/null 2>&1; then
+            apt_install python3 python3-venv
+        fi
+        venv="$root/tests/contract/.venv"
+        if [ ! -x "$venv/bin/schemathesis" ]; then
+            echo "installing schemathesis"
+            python3 -m venv "$venv"
+            "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$root/tests/contract/requirements.txt"
         fi
         ;;
     fuzz)

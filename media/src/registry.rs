@@ -272,6 +272,24 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn kick_revokes_the_publisher_and_ends_the_stream() {
+        let reg = Registry::new(cfg(0, PublishMode::Refuse));
+        let mut events = reg.events();
+        let p = reg.publish("a").unwrap();
+        assert!(!reg.kick("nope"));
+        assert!(reg.kick("a"));
+        assert!(p.is_revoked());
+        p.revoked().await;
+        assert!(!reg.kick("a"), "nobody left to kick");
+        assert!(p.push(key(0)).is_err());
+        drop(p);
+        assert!(matches!(events.recv().await, Ok(RegistryEvent::Started(_))));
+        assert!(matches!(events.recv().await, Ok(RegistryEvent::Ended(n)) if n == "a"));
+        assert!(reg.get("a").is_none());
+        reg.publish("a").unwrap();
+    }
+
+    #[tokio::test]
     async fn takeover_revokes_the_old_publisher() {
         let reg = Registry::new(cfg(1000, PublishMode::Takeover));
         let old = reg.publish("a").unwrap();

@@ -1,7 +1,7 @@
 //! `/api/v1/keys`: API keys. The secret is returned once, at creation, and
 //! stored only as its hash.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Serialize};
@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{audit_op, blocking, Api, ApiError, Body, Caller, Page, PageQuery, Problem};
+use super::{audit_op, blocking, Api, ApiError, Body, Caller, Page, PageQuery, Params, PathParams, Problem};
 use crate::model::{ApiKey, Tenant};
 use crate::secrets::{hash, now_ms, random_id, random_token};
 use crate::store::{put, Op, Table};
@@ -52,8 +52,8 @@ pub struct CreatedApiKey {
 
 /// Creates an API key.
 #[utoipa::path(post, path = "/api/v1/keys", tag = "keys", request_body = NewApiKey,
-    responses((status = 201, body = CreatedApiKey), (status = 400, body = Problem), (status = 401, body = Problem),
-        (status = 403, body = Problem), (status = 404, body = Problem)))]
+    responses((status = 201, body = CreatedApiKey), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json")))]
 async fn create_key(
     State(api): State<Api>,
     caller: Caller,
@@ -91,11 +91,11 @@ fn visible(api: &Api, caller: &Caller) -> Result<Vec<(String, ApiKey)>, ApiError
 
 /// Lists API keys (never their secrets).
 #[utoipa::path(get, path = "/api/v1/keys", tag = "keys", params(PageQuery),
-    responses((status = 200, body = Page<ApiKey>), (status = 401, body = Problem)))]
+    responses((status = 200, body = Page<ApiKey>), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json")))]
 async fn list_keys(
     State(api): State<Api>,
     caller: Caller,
-    Query(q): Query<PageQuery>,
+    Params(q): Params<PageQuery>,
 ) -> Result<Json<Page<ApiKey>>, ApiError> {
     let keys = visible(&api, &caller)?.into_iter().map(|(_, k)| k).collect();
     Ok(Json(Page::of(keys, &q, |k: &ApiKey| &k.id)))
@@ -103,8 +103,12 @@ async fn list_keys(
 
 /// Revokes an API key.
 #[utoipa::path(delete, path = "/api/v1/keys/{id}", tag = "keys", params(("id" = String, Path)),
-    responses((status = 204), (status = 401, body = Problem), (status = 404, body = Problem)))]
-async fn delete_key(State(api): State<Api>, caller: Caller, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+    responses((status = 204), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json")))]
+async fn delete_key(
+    State(api): State<Api>,
+    caller: Caller,
+    PathParams(id): PathParams<String>,
+) -> Result<StatusCode, ApiError> {
     let api2 = api.clone();
     blocking(move || {
         let Some((h, k)) = visible(&api2, &caller)?.into_iter().find(|(_, k)| k.id == id) else {

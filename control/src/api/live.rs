@@ -4,7 +4,7 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
@@ -14,7 +14,7 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{Api, ApiError, Caller, Page, PageQuery, Problem};
+use super::{Api, ApiError, Caller, Page, PageQuery, Params, PathParams, Problem};
 use crate::load::LoadReport;
 use crate::plane::ControlPlane;
 use crate::viewers::ViewerSession;
@@ -84,8 +84,8 @@ fn sessions(api: &Api, caller: &Caller) -> Vec<Session> {
 
 /// Live publishers and viewers.
 #[utoipa::path(get, path = "/api/v1/sessions", tag = "live", params(PageQuery),
-    responses((status = 200, body = Page<Session>), (status = 401, body = Problem)))]
-async fn list_sessions(State(api): State<Api>, caller: Caller, Query(q): Query<PageQuery>) -> Json<Page<Session>> {
+    responses((status = 200, body = Page<Session>), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json")))]
+async fn list_sessions(State(api): State<Api>, caller: Caller, Params(q): Params<PageQuery>) -> Json<Page<Session>> {
     Json(Page::of(sessions(&api, &caller), &q, |s: &Session| &s.id))
 }
 
@@ -93,8 +93,12 @@ async fn list_sessions(State(api): State<Api>, caller: Caller, Query(q): Query<P
 /// its key is revoked); a viewer's connection is closed, and an HLS viewer
 /// is refused for two minutes.
 #[utoipa::path(delete, path = "/api/v1/sessions/{id}", tag = "live", params(("id" = String, Path)),
-    responses((status = 204), (status = 401, body = Problem), (status = 404, body = Problem)))]
-async fn kick_session(State(api): State<Api>, caller: Caller, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+    responses((status = 204), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json")))]
+async fn kick_session(
+    State(api): State<Api>,
+    caller: Caller,
+    PathParams(id): PathParams<String>,
+) -> Result<StatusCode, ApiError> {
     let Some(s) = sessions(&api, &caller).into_iter().find(|s| s.id == id) else {
         return Err(ApiError::not_found(format!("no live session {id:?}")));
     };
@@ -111,7 +115,7 @@ async fn kick_session(State(api): State<Api>, caller: Caller, Path(id): Path<Str
 
 /// The node's load, refreshed every second: for an external balancer.
 #[utoipa::path(get, path = "/api/v1/load", tag = "live",
-    responses((status = 200, body = LoadReport), (status = 401, body = Problem), (status = 403, body = Problem)))]
+    responses((status = 200, body = LoadReport), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem, content_type = "application/problem+json")))]
 async fn load(State(api): State<Api>, caller: Caller) -> Result<Json<LoadReport>, ApiError> {
     caller.require_admin()?;
     Ok(Json((*api.plane.load()).clone()))
@@ -139,11 +143,11 @@ pub struct AuditEntry {
 
 /// The audit log of state-changing calls, oldest first.
 #[utoipa::path(get, path = "/api/v1/audit", tag = "live", params(AuditQuery),
-    responses((status = 200, body = Vec<AuditEntry>), (status = 401, body = Problem), (status = 403, body = Problem)))]
+    responses((status = 200, body = Vec<AuditEntry>), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem, content_type = "application/problem+json")))]
 async fn audit(
     State(api): State<Api>,
     caller: Caller,
-    Query(q): Query<AuditQuery>,
+    Params(q): Params<AuditQuery>,
 ) -> Result<Json<Vec<AuditEntry>>, ApiError> {
     caller.require_admin()?;
     let limit = q.limit.unwrap_or(100).clamp(1, 1000) as usize;

@@ -27,7 +27,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 
-pub use problem::{ApiError, Body, Problem};
+pub use problem::{ApiError, Body, Params, PathParams, Problem};
 
 use crate::load::Traffic;
 use crate::model::ApiKey;

@@ -3,7 +3,7 @@
 
 use std::net::IpAddr;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Serialize};
@@ -12,7 +12,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::keys::{new_secret, rng_failed};
-use super::{audit_op, blocking, Api, ApiError, Body, Caller, Page, PageQuery, Problem};
+use super::{audit_op, blocking, Api, ApiError, Body, Caller, Page, PageQuery, Params, PathParams, Problem};
 use crate::auth::valid_stream_name;
 use crate::model::{StreamConfig, StreamKey, Tenant};
 use crate::secrets::{hash, now_ms, random_id};
@@ -34,6 +34,7 @@ pub(super) fn routes() -> OpenApiRouter<Api> {
 #[serde(deny_unknown_fields)]
 pub struct NewStream {
     /// Name used in playback URLs (letters, digits, `_ - . +`; up to 128).
+    #[schema(pattern = "^[A-Za-z0-9_+-][A-Za-z0-9_.+-]{0,127}$")]
     pub name: String,
     /// Owning tenant; required with an admin key, implied by a tenant key.
     #[serde(default)]
@@ -86,8 +87,8 @@ fn config_json(s: &StreamConfig) -> String {
 
 /// Creates a stream (STREAM_ADD may refuse it).
 #[utoipa::path(post, path = "/api/v1/streams", tag = "streams", request_body = NewStream,
-    responses((status = 201, body = StreamConfig), (status = 400, body = Problem), (status = 401, body = Problem),
-        (status = 404, body = Problem), (status = 409, body = Problem)))]
+    responses((status = 201, body = StreamConfig), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"), (status = 409, body = Problem, content_type = "application/problem+json")))]
 async fn create_stream(
     State(api): State<Api>,
     caller: Caller,
@@ -151,11 +152,11 @@ fn load(api: &Api, caller: &Caller, name: &str) -> Result<StreamConfig, ApiError
 
 /// Lists streams.
 #[utoipa::path(get, path = "/api/v1/streams", tag = "streams", params(PageQuery),
-    responses((status = 200, body = Page<StreamConfig>), (status = 401, body = Problem)))]
+    responses((status = 200, body = Page<StreamConfig>), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json")))]
 async fn list_streams(
     State(api): State<Api>,
     caller: Caller,
-    Query(q): Query<PageQuery>,
+    Params(q): Params<PageQuery>,
 ) -> Result<Json<Page<StreamConfig>>, ApiError> {
     let all: Vec<StreamConfig> = api.plane.db.all(Table::Streams)?.into_iter().map(|(_, s)| s).collect();
     let mine = all.into_iter().filter(|s| caller.sees(Some(&s.tenant))).collect();
@@ -164,11 +165,11 @@ async fn list_streams(
 
 /// One stream.
 #[utoipa::path(get, path = "/api/v1/streams/{name}", tag = "streams", params(("name" = String, Path)),
-    responses((status = 200, body = StreamConfig), (status = 401, body = Problem), (status = 404, body = Problem)))]
+    responses((status = 200, body = StreamConfig), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json")))]
 async fn get_stream(
     State(api): State<Api>,
     caller: Caller,
-    Path(name): Path<String>,
+    PathParams(name): PathParams<String>,
 ) -> Result<Json<StreamConfig>, ApiError> {
     load(&api, &caller, &name).map(Json)
 }
@@ -176,12 +177,12 @@ async fn get_stream(
 /// Changes a stream (STREAM_CONFIG may refuse it).
 #[utoipa::path(patch, path = "/api/v1/streams/{name}", tag = "streams", params(("name" = String, Path)),
     request_body = StreamUpdate,
-    responses((status = 200, body = StreamConfig), (status = 400, body = Problem), (status = 401, body = Problem),
-        (status = 404, body = Problem), (status = 409, body = Problem)))]
+    responses((status = 200, body = StreamConfig), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"), (status = 409, body = Problem, content_type = "application/problem+json")))]
 async fn update_stream(
     State(api): State<Api>,
     caller: Caller,
-    Path(name): Path<String>,
+    PathParams(name): PathParams<String>,
     Body(up): Body<StreamUpdate>,
 ) -> Result<Json<StreamConfig>, ApiError> {
     let mut s = load(&api, &caller, &name)?;
@@ -217,11 +218,11 @@ async fn update_stream(
 /// Deletes a stream and its keys (STREAM_REMOVE may refuse it). A live
 /// publisher is disconnected.
 #[utoipa::path(delete, path = "/api/v1/streams/{name}", tag = "streams", params(("name" = String, Path)),
-    responses((status = 204), (status = 401, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem)))]
+    responses((status = 204), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json"), (status = 409, body = Problem, content_type = "application/problem+json")))]
 async fn delete_stream(
     State(api): State<Api>,
     caller: Caller,
-    Path(name): Path<String>,
+    PathParams(name): PathParams<String>,
 ) -> Result<StatusCode, ApiError> {
     let s = load(&api, &caller, &name)?;
     if !api.plane.triggers.allow(Trigger::StreamRemove, Some(&scope(&s)), vec![s.name.clone()]).await {
@@ -271,12 +272,12 @@ pub struct CreatedStreamKey {
 /// Creates a stream key, optionally retiring the others (rotation).
 #[utoipa::path(post, path = "/api/v1/streams/{name}/keys", tag = "streams", params(("name" = String, Path)),
     request_body = NewStreamKey,
-    responses((status = 201, body = CreatedStreamKey), (status = 400, body = Problem), (status = 401, body = Problem),
-        (status = 404, body = Problem)))]
+    responses((status = 201, body = CreatedStreamKey), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json")))]
 async fn create_stream_key(
     State(api): State<Api>,
     caller: Caller,
-    Path(name): Path<String>,
+    PathParams(name): PathParams<String>,
     Body(new): Body<NewStreamKey>,
 ) -> Result<(StatusCode, Json<CreatedStreamKey>), ApiError> {
     let s = load(&api, &caller, &name)?;
@@ -318,12 +319,12 @@ fn stream_keys(api: &Api, stream: &str) -> Result<Vec<(String, StreamKey)>, ApiE
 
 /// Lists a stream's keys (never the keys themselves).
 #[utoipa::path(get, path = "/api/v1/streams/{name}/keys", tag = "streams", params(("name" = String, Path), PageQuery),
-    responses((status = 200, body = Page<StreamKey>), (status = 401, body = Problem), (status = 404, body = Problem)))]
+    responses((status = 200, body = Page<StreamKey>), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json")))]
 async fn list_stream_keys(
     State(api): State<Api>,
     caller: Caller,
-    Path(name): Path<String>,
-    Query(q): Query<PageQuery>,
+    PathParams(name): PathParams<String>,
+    Params(q): Params<PageQuery>,
 ) -> Result<Json<Page<StreamKey>>, ApiError> {
     let s = load(&api, &caller, &name)?;
     let keys = stream_keys(&api, &s.name)?.into_iter().map(|(_, k)| k).collect();
@@ -333,11 +334,11 @@ async fn list_stream_keys(
 /// Revokes a stream key at once.
 #[utoipa::path(delete, path = "/api/v1/streams/{name}/keys/{id}", tag = "streams",
     params(("name" = String, Path), ("id" = String, Path)),
-    responses((status = 204), (status = 401, body = Problem), (status = 404, body = Problem)))]
+    responses((status = 204), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json")))]
 async fn delete_stream_key(
     State(api): State<Api>,
     caller: Caller,
-    Path((name, id)): Path<(String, String)>,
+    PathParams((name, id)): PathParams<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     let s = load(&api, &caller, &name)?;
     let api2 = api.clone();
@@ -381,12 +382,12 @@ pub struct Token {
 /// Signs a playback token for a stream.
 #[utoipa::path(post, path = "/api/v1/streams/{name}/tokens", tag = "streams", params(("name" = String, Path)),
     request_body = NewToken,
-    responses((status = 201, body = Token), (status = 400, body = Problem), (status = 401, body = Problem),
-        (status = 404, body = Problem)))]
+    responses((status = 201, body = Token), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json")))]
 async fn create_token(
     State(api): State<Api>,
     caller: Caller,
-    Path(name): Path<String>,
+    PathParams(name): PathParams<String>,
     Body(new): Body<NewToken>,
 ) -> Result<(StatusCode, Json<Token>), ApiError> {
     let s = load(&api, &caller, &name)?;

@@ -1,6 +1,6 @@
 //! `/api/v1/tenants`: admin keys manage tenants; a tenant key reads its own.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
@@ -8,7 +8,7 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{audit_op, blocking, Api, ApiError, Body, Caller, Page, PageQuery, Problem};
+use super::{audit_op, blocking, Api, ApiError, Body, Caller, Page, PageQuery, Params, PathParams, Problem};
 use crate::model::{ApiKey, Quotas, StreamConfig, Tenant};
 use crate::secrets::now_ms;
 use crate::store::{put, Op, Table};
@@ -31,6 +31,7 @@ pub fn valid_id(id: &str) -> bool {
 #[serde(deny_unknown_fields)]
 pub struct NewTenant {
     /// Identifier (`[a-z0-9-]`, 1 to 64).
+    #[schema(pattern = "^[a-z0-9-]{1,64}$")]
     pub id: String,
     /// Display name (defaults to the id).
     #[serde(default)]
@@ -54,8 +55,8 @@ pub struct TenantUpdate {
 
 /// Creates a tenant.
 #[utoipa::path(post, path = "/api/v1/tenants", tag = "tenants", request_body = NewTenant,
-    responses((status = 201, body = Tenant), (status = 400, body = Problem), (status = 401, body = Problem),
-        (status = 403, body = Problem), (status = 409, body = Problem)))]
+    responses((status = 201, body = Tenant), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"), (status = 409, body = Problem, content_type = "application/problem+json")))]
 async fn create_tenant(
     State(api): State<Api>,
     caller: Caller,
@@ -86,11 +87,11 @@ async fn create_tenant(
 
 /// Lists tenants (a tenant key sees only its own).
 #[utoipa::path(get, path = "/api/v1/tenants", tag = "tenants", params(PageQuery),
-    responses((status = 200, body = Page<Tenant>), (status = 401, body = Problem)))]
+    responses((status = 200, body = Page<Tenant>), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json")))]
 async fn list_tenants(
     State(api): State<Api>,
     caller: Caller,
-    Query(q): Query<PageQuery>,
+    Params(q): Params<PageQuery>,
 ) -> Result<Json<Page<Tenant>>, ApiError> {
     let all: Vec<Tenant> = api.plane.db.all(Table::Tenants)?.into_iter().map(|(_, t)| t).collect();
     let mine = all.into_iter().filter(|t| caller.sees(Some(&t.id))).collect();
@@ -106,20 +107,24 @@ fn load(api: &Api, caller: &Caller, id: &str) -> Result<Tenant, ApiError> {
 
 /// One tenant.
 #[utoipa::path(get, path = "/api/v1/tenants/{id}", tag = "tenants", params(("id" = String, Path)),
-    responses((status = 200, body = Tenant), (status = 401, body = Problem), (status = 404, body = Problem)))]
-async fn get_tenant(State(api): State<Api>, caller: Caller, Path(id): Path<String>) -> Result<Json<Tenant>, ApiError> {
+    responses((status = 200, body = Tenant), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json")))]
+async fn get_tenant(
+    State(api): State<Api>,
+    caller: Caller,
+    PathParams(id): PathParams<String>,
+) -> Result<Json<Tenant>, ApiError> {
     load(&api, &caller, &id).map(Json)
 }
 
 /// Changes a tenant's name or quotas.
 #[utoipa::path(patch, path = "/api/v1/tenants/{id}", tag = "tenants", params(("id" = String, Path)),
     request_body = TenantUpdate,
-    responses((status = 200, body = Tenant), (status = 400, body = Problem), (status = 401, body = Problem),
-        (status = 403, body = Problem), (status = 404, body = Problem)))]
+    responses((status = 200, body = Tenant), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json")))]
 async fn update_tenant(
     State(api): State<Api>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
     Body(up): Body<TenantUpdate>,
 ) -> Result<Json<Tenant>, ApiError> {
     caller.require_admin()?;
@@ -141,9 +146,13 @@ async fn update_tenant(
 
 /// Deletes a tenant that owns no streams; its API keys and triggers go with it.
 #[utoipa::path(delete, path = "/api/v1/tenants/{id}", tag = "tenants", params(("id" = String, Path)),
-    responses((status = 204), (status = 401, body = Problem), (status = 403, body = Problem),
-        (status = 404, body = Problem), (status = 409, body = Problem)))]
-async fn delete_tenant(State(api): State<Api>, caller: Caller, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+    responses((status = 204), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"), (status = 409, body = Problem, content_type = "application/problem+json")))]
+async fn delete_tenant(
+    State(api): State<Api>,
+    caller: Caller,
+    PathParams(id): PathParams<String>,
+) -> Result<StatusCode, ApiError> {
     caller.require_admin()?;
     let plane = api.plane.clone();
     let api2 = api.clone();

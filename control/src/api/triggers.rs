@@ -1,6 +1,6 @@
 //! `/api/v1/triggers`: webhook handlers for MistServer's triggers.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
@@ -9,7 +9,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::keys::rng_failed;
-use super::{audit_op, blocking, Api, ApiError, Body, Caller, Page, PageQuery, Problem};
+use super::{audit_op, blocking, Api, ApiError, Body, Caller, Page, PageQuery, Params, PathParams, Problem};
 use crate::model::{PayloadFormat, Tenant, TriggerHandler};
 use crate::secrets::{now_ms, random_id, random_token};
 use crate::store::{put, Op, Table};
@@ -52,8 +52,8 @@ pub struct NewTrigger {
 
 /// Registers a trigger handler. The response shows the signing secret, once.
 #[utoipa::path(post, path = "/api/v1/triggers", tag = "triggers", request_body = NewTrigger,
-    responses((status = 201, body = TriggerHandler), (status = 400, body = Problem), (status = 401, body = Problem),
-        (status = 403, body = Problem), (status = 404, body = Problem)))]
+    responses((status = 201, body = TriggerHandler), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json")))]
 async fn create_trigger(
     State(api): State<Api>,
     caller: Caller,
@@ -130,22 +130,22 @@ fn visible(api: &Api, caller: &Caller) -> Result<Vec<TriggerHandler>, ApiError> 
 
 /// Lists trigger handlers (without their secrets).
 #[utoipa::path(get, path = "/api/v1/triggers", tag = "triggers", params(PageQuery),
-    responses((status = 200, body = Page<TriggerHandler>), (status = 401, body = Problem)))]
+    responses((status = 200, body = Page<TriggerHandler>), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json")))]
 async fn list_triggers(
     State(api): State<Api>,
     caller: Caller,
-    Query(q): Query<PageQuery>,
+    Params(q): Params<PageQuery>,
 ) -> Result<Json<Page<TriggerHandler>>, ApiError> {
     Ok(Json(Page::of(visible(&api, &caller)?, &q, |h: &TriggerHandler| &h.id)))
 }
 
 /// One trigger handler (without its secret).
 #[utoipa::path(get, path = "/api/v1/triggers/{id}", tag = "triggers", params(("id" = String, Path)),
-    responses((status = 200, body = TriggerHandler), (status = 401, body = Problem), (status = 404, body = Problem)))]
+    responses((status = 200, body = TriggerHandler), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json")))]
 async fn get_trigger(
     State(api): State<Api>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
 ) -> Result<Json<TriggerHandler>, ApiError> {
     visible(&api, &caller)?
         .into_iter()
@@ -156,11 +156,11 @@ async fn get_trigger(
 
 /// Removes a trigger handler.
 #[utoipa::path(delete, path = "/api/v1/triggers/{id}", tag = "triggers", params(("id" = String, Path)),
-    responses((status = 204), (status = 401, body = Problem), (status = 404, body = Problem)))]
+    responses((status = 204), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json")))]
 async fn delete_trigger(
     State(api): State<Api>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
 ) -> Result<StatusCode, ApiError> {
     let api2 = api.clone();
     blocking(move || {

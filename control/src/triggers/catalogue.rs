@@ -79,8 +79,8 @@ catalogue! {
     PushOutStart = "PUSH_OUT_START", Rewrite, stream: true, fires: false, ["stream", "target"];
     RecordingEnd = "RECORDING_END", Notify, stream: true, fires: false, ["stream", "target", "connector", "bytes", "seconds", "start", "stop", "media_ms", "first_ms", "last_ms", "code", "reason"];
     OutputEnd = "OUTPUT_END", Notify, stream: true, fires: false, ["stream", "target", "connector", "bytes", "seconds", "start", "stop", "media_ms", "first_ms", "last_ms", "code", "reason"];
-    ConnOpen = "CONN_OPEN", Gate, stream: true, fires: true, ["stream", "address", "connector", "url"];
-    ConnClose = "CONN_CLOSE", Notify, stream: true, fires: true, ["stream", "address", "connector", "url"];
+    ConnOpen = "CONN_OPEN", Gate, stream: true, fires: false, ["stream", "address", "connector", "url"];
+    ConnClose = "CONN_CLOSE", Notify, stream: true, fires: false, ["stream", "address", "connector", "url"];
     ConnPlay = "CONN_PLAY", Gate, stream: true, fires: true, ["stream", "address", "connector", "url"];
     PlayRewrite = "PLAY_REWRITE", Rewrite, stream: true, fires: false, ["stream", "address", "connector", "url"];
     UserNew = "USER_NEW", Gate, stream: true, fires: true, ["stream", "address", "connection", "connector", "url", "session"];
