@@ -243,6 +243,12 @@ mod tests {
     }
 
     #[test]
+    fn the_example_config_is_valid() {
+        let c: Config = toml::from_str(include_str!("../examples/tidecast.toml")).unwrap();
+        c.validate().unwrap();
+    }
+
+    #[test]
     fn bad_values_are_refused() {
         assert!(toml::from_str::<Config>("[rtmp]\nlisten = \"nowhere\"\n").is_err());
         assert!(toml::from_str::<Config>("typo = 1\n").is_err());

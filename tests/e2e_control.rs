@@ -498,3 +498,41 @@ async fn acknowledged_writes_survive_kill_9() {
     let (s, _, _) = api_call("GET", &server.api("/tenants/acme"), ADMIN_KEY, None).await;
     assert_eq!(s, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenant_quotas_refuse_streams_and_viewers_past_the_limit() {
+    let server = Server::start(&["--hls-segment", "1"]);
+    let a = ADMIN_KEY;
+    api_ok(
+        "POST",
+        &server.api("/tenants"),
+        a,
+        Some(json!({"id": "small", "quotas": {"max_streams": 1, "max_viewers": 1}})),
+        201,
+    )
+    .await;
+    let mut keys = Vec::new();
+    for name in ["one", "two"] {
+        api_ok("POST", &server.api("/streams"), a, Some(json!({"name": name, "tenant": "small"})), 201).await;
+        let k = api_ok("POST", &server.api(&format!("/streams/{name}/keys")), a, Some(json!({})), 201).await;
+        keys.push(k["key"].as_str().unwrap().to_owned());
+    }
+    let mut publisher = ffmpeg_spawn(&publish_args(&server.rtmp_url(&keys[0]), 60));
+    wait_for_segment(&server, "one", "video", 1).await;
+    let out = ffmpeg(&publish_args(&server.rtmp_url(&keys[1]), 1));
+    assert!(!out.status.success(), "a second live stream is past max_streams");
+    assert!(server.log().contains("tenant quota: at most 1 live streams"), "{}", server.log());
+
+    // wait_for_segment was the first viewer session; another viewer (another
+    // user agent) is past max_viewers.
+    let client = |ua: &'static str| reqwest::Client::builder().user_agent(ua).build().unwrap();
+    let url = server.hls_url("one", "index.m3u8");
+    let r = client("second viewer").get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 403);
+    assert!(r.text().await.unwrap().contains("tenant quota: at most 1 viewers"));
+    let metrics = reqwest::get(format!("http://{}/metrics", server.admin)).await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("tidecast_quota_refusals_total{quota=\"max_streams\"} 1"), "{metrics}");
+    assert!(metrics.contains("tidecast_quota_refusals_total{quota=\"max_viewers\"} 1"), "{metrics}");
+    let _ = publisher.kill();
+    let _ = publisher.wait();
+}

@@ -14,8 +14,11 @@ use super::{Op, Store, StoreError, Table};
 const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
 const SCHEMA_KEY: &str = "schema_version";
 
+/// One schema step, run inside the migration's write transaction.
+type Migration = fn(&WriteTransaction) -> Result<(), redb::Error>;
+
 /// Migration `i` takes a file from schema version `i` to `i + 1`.
-const MIGRATIONS: &[fn(&WriteTransaction) -> Result<(), redb::Error>] = &[create_tables_v1];
+const MIGRATIONS: &[Migration] = &[create_tables_v1];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
