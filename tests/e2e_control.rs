@@ -533,6 +533,17 @@ async fn tenant_quotas_refuse_streams_and_viewers_past_the_limit() {
     let metrics = reqwest::get(format!("http://{}/metrics", server.admin)).await.unwrap().text().await.unwrap();
     assert!(metrics.contains("tidecast_quota_refusals_total{quota=\"max_streams\"} 1"), "{metrics}");
     assert!(metrics.contains("tidecast_quota_refusals_total{quota=\"max_viewers\"} 1"), "{metrics}");
+
+    // A publisher over its tenant's ingest bitrate is disconnected (after
+    // five seconds over, so a keyframe burst is not a violation).
+    api_ok("POST", &server.api("/tenants"), a, Some(json!({"id": "trickle", "quotas": {"max_ingest_kbps": 8}})), 201)
+        .await;
+    api_ok("POST", &server.api("/streams"), a, Some(json!({"name": "fat", "tenant": "trickle"})), 201).await;
+    let k = api_ok("POST", &server.api("/streams/fat/keys"), a, Some(json!({})), 201).await;
+    let mut fat = ffmpeg_spawn(&publish_args(&server.rtmp_url(k["key"].as_str().unwrap()), 60));
+    let status = tokio::task::spawn_blocking(move || fat.wait()).await.unwrap().unwrap();
+    assert!(!status.success(), "ffmpeg was cut off");
+    assert!(server.log().contains("ingest bitrate over the tenant quota"), "{}", server.log());
     let _ = publisher.kill();
     let _ = publisher.wait();
 }

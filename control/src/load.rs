@@ -174,8 +174,13 @@ impl Sampler {
         r.bandwidth_out_bps = (bytes_out.saturating_sub(self.bytes_out) as f64 * 8.0 / secs) as u64;
         (self.bytes_in, self.bytes_out) = (bytes_in, bytes_out);
 
-        // Streams and viewers.
-        let counts = self.sources.viewers.counts();
+        // Streams and viewers (SRT players are counted from their links).
+        let mut counts = self.sources.viewers.counts();
+        if let Some(srt) = &self.sources.srt {
+            for (_, link) in srt.snapshot().into_iter().filter(|(_, s)| !s.publishing) {
+                *counts.entry(link.stream).or_default().entry("srt".into()).or_default() += 1;
+            }
+        }
         let mut stream_bytes = HashMap::new();
         let mut skipped_now = HashMap::new();
         for s in self.sources.registry.streams() {
