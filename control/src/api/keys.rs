@@ -59,12 +59,7 @@ async fn create_key(
     caller: Caller,
     Body(new): Body<NewApiKey>,
 ) -> Result<(StatusCode, Json<CreatedApiKey>), ApiError> {
-    let tenant = match (&caller.tenant, new.tenant) {
-        (None, t) => t,
-        (Some(mine), None) => Some(mine.clone()),
-        (Some(mine), Some(t)) if *mine == t => Some(t),
-        (Some(_), Some(t)) => return Err(ApiError::not_found(format!("no tenant {t:?}"))),
-    };
+    let tenant = caller.tenant_for(new.tenant)?;
     let secret = new_secret(if tenant.is_some() { "tck" } else { "tca" }).map_err(rng_failed)?;
     let key = ApiKey { id: random_id().map_err(rng_failed)?, tenant, label: new.label, created_ms: now_ms() };
     let db = api.plane.db.clone();

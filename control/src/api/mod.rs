@@ -32,7 +32,7 @@ pub use problem::{ApiError, Body, Params, PathParams, Problem};
 use crate::load::Traffic;
 use crate::model::ApiKey;
 use crate::plane::ControlPlane;
-use crate::secrets::{ct_eq, hash, now_ms};
+use crate::secrets::{hash, now_ms};
 use crate::store::{Op, Table};
 
 /// What the admin API serves from.
@@ -76,6 +76,17 @@ impl Caller {
         }
     }
 
+    /// The tenant a new resource belongs to: a tenant key's own (naming
+    /// another tenant answers 404, as if it did not exist); an admin's choice.
+    pub fn tenant_for(&self, requested: Option<String>) -> Result<Option<String>, ApiError> {
+        match (&self.tenant, requested) {
+            (None, t) => Ok(t),
+            (Some(mine), None) => Ok(Some(mine.clone())),
+            (Some(mine), Some(t)) if *mine == t => Ok(Some(t)),
+            (Some(_), Some(t)) => Err(ApiError::not_found(format!("no tenant {t:?}"))),
+        }
+    }
+
     /// Who, for the audit log.
     pub fn who(&self) -> String {
         match &self.tenant {
@@ -104,9 +115,9 @@ impl FromRequestParts<Api> for Caller {
         let Some(secret) = secret else {
             return Err(ApiError::unauthorized("send an API key: Authorization: Bearer <key>"));
         };
-        let h = hash(secret);
-        let rec: Option<ApiKey> = plane.db.get(Table::ApiKeys, &h)?;
-        match rec.filter(|_| ct_eq(h.as_bytes(), hash(secret).as_bytes())) {
+        // Looked up by the key's SHA-256 (see `plane::ControlPlane::stream_for_key`).
+        let rec: Option<ApiKey> = plane.db.get(Table::ApiKeys, &hash(secret))?;
+        match rec {
             Some(k) => Ok(Caller { key_id: k.id, tenant: k.tenant }),
             None => {
                 plane.metrics.auth_failures.with_label_values(&["api_key"]).inc();
@@ -186,15 +197,18 @@ impl Modify for BearerAuth {
 )]
 struct ApiDoc;
 
-/// The routes and the OpenAPI document they generate.
-pub fn routes(api: Api) -> (Router, utoipa::openapi::OpenApi) {
-    let (router, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+fn documented() -> OpenApiRouter<Api> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(tenants::routes())
         .merge(keys::routes())
         .merge(streams::routes())
         .merge(triggers::routes())
         .merge(live::routes())
-        .split_for_parts();
+}
+
+/// The routes and the OpenAPI document they generate.
+pub fn routes(api: Api) -> (Router, utoipa::openapi::OpenApi) {
+    let (router, doc) = documented().split_for_parts();
     (router.with_state(api), doc)
 }
 
@@ -213,14 +227,7 @@ pub fn router(api: Api) -> Router {
 
 /// The OpenAPI document, for tests and `docs/openapi.json`.
 pub fn openapi_json() -> String {
-    let (_, doc) = OpenApiRouter::<Api>::with_openapi(ApiDoc::openapi())
-        .merge(tenants::routes())
-        .merge(keys::routes())
-        .merge(streams::routes())
-        .merge(triggers::routes())
-        .merge(live::routes())
-        .split_for_parts();
-    doc.to_pretty_json().unwrap_or_default()
+    documented().split_for_parts().1.to_pretty_json().unwrap_or_default()
 }
 
 /// Store writes run off the async threads (redb fsyncs each commit).

@@ -99,13 +99,9 @@ async fn create_stream(
             "stream name: letters, digits, '_' '-' '.' '+', up to 128, not starting with '.'",
         ));
     }
-    let tenant = match (&caller.tenant, new.tenant) {
-        (Some(mine), None) => mine.clone(),
-        (Some(mine), Some(t)) if *mine == t => t,
-        (Some(_), Some(t)) => return Err(ApiError::not_found(format!("no tenant {t:?}"))),
-        (None, Some(t)) => t,
-        (None, None) => return Err(ApiError::bad_request("an admin key must name the stream's tenant")),
-    };
+    let tenant = caller
+        .tenant_for(new.tenant)?
+        .ok_or_else(|| ApiError::bad_request("an admin key must name the stream's tenant"))?;
     let s = StreamConfig {
         name: new.name,
         tenant,

@@ -68,12 +68,7 @@ async fn create_trigger(
     if new.blocking && trigger.effect() == Effect::Notify {
         return Err(ApiError::bad_request(format!("{} is a notification; it cannot block", trigger.name())));
     }
-    let tenant = match (&caller.tenant, new.tenant) {
-        (Some(mine), None) => Some(mine.clone()),
-        (Some(mine), Some(t)) if *mine == t => Some(t),
-        (Some(_), Some(t)) => return Err(ApiError::not_found(format!("no tenant {t:?}"))),
-        (None, t) => t,
-    };
+    let tenant = caller.tenant_for(new.tenant)?;
     if tenant.is_some() && !trigger.stream_specific() {
         return Err(ApiError::forbidden(format!("{} is node-wide; only an admin handler may take it", trigger.name())));
     }
