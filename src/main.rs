@@ -230,7 +230,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     let sources = Sources {
         registry: registry.clone(),
         ingest: vec![("rtmp", rtmp_stats), ("srt", srt_stats)],
-        srt: Some(srt_sessions),
+        srt: Some(srt_sessions.clone()),
         viewers: plane.viewers.clone(),
         traffic: traffic.clone(),
     };
@@ -248,7 +248,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
             .with_graceful_shutdown(async move { http_shutdown.cancelled().await })
             .await
     });
-    let admin = tidecast_control::api::router(Api { plane: plane.clone(), traffic });
+    let admin = tidecast_control::api::router(Api { plane: plane.clone(), srt: Some(srt_sessions.clone()) });
     let admin_shutdown = shutdown.clone();
     let admin_task = tokio::spawn(async move {
         axum::serve(admin_listener, admin.into_make_service_with_connect_info::<SocketAddr>())

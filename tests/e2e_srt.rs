@@ -33,33 +33,6 @@ fn lavfi_ts(seconds: u32, realtime: bool, video: &[&str]) -> Vec<String> {
 
 const H264: &[&str] = &["-c:v", "libx264", "-preset", "veryfast", "-g", "25"];
 
-/// Reads `seconds` of a live URL with ffmpeg into a file and returns ffprobe's view.
-fn read_live(url: &str, seconds: u32, out: &std::path::Path) -> Vec<std::collections::HashMap<String, String>> {
-    let args: Vec<String> = ["-v", "error", "-i", url, "-t", &seconds.to_string(), "-c", "copy", "-f", "mpegts", "-y"]
-        .map(String::from)
-        .into_iter()
-        .chain([out.display().to_string()])
-        .collect();
-    let o = ffmpeg(&args);
-    assert!(o.status.success(), "reading {url}: {}", String::from_utf8_lossy(&o.stderr));
-    ffprobe(
-        &out.display().to_string(),
-        &["-show_entries", "stream=codec_name,width,height,sample_rate:packet=stream_index,dts"],
-    )
-}
-
-fn assert_monotonic(sections: &[std::collections::HashMap<String, String>]) {
-    for index in ["0", "1"] {
-        let dts: Vec<i64> = sections
-            .iter()
-            .filter(|s| s["section"] == "packet" && s.get("stream_index").map(String::as_str) == Some(index))
-            .filter_map(|s| s.get("dts")?.parse().ok())
-            .collect();
-        assert!(dts.len() > 10, "stream {index} has packets");
-        assert!(dts.windows(2).all(|w| w[1] > w[0]), "stream {index} timestamps increase");
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ffmpeg_publishes_over_srt_and_every_output_reads_back() {
     let server = Server::start(&["--hls-segment", "1"]);
@@ -79,7 +52,7 @@ async fn ffmpeg_publishes_over_srt_and_every_output_reads_back() {
     // SRT playback (m=request) and HTTP-TS, at the same time as the publish.
     let dir = server.dir.path().to_owned();
     // Generous latency: the reader must not drop late packets on a busy machine.
-    let srt_url = server.srt_url("#!::r=field1,m=request", "&latency=1000000");
+    let srt_url = server.srt_url("#!::r=field1,m=request", "&latency=2500000");
     let ts_url = server.ts_url("field1");
     let (srt, http) = tokio::join!(
         tokio::task::spawn_blocking({

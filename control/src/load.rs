@@ -158,6 +158,10 @@ impl Sampler {
         // Bytes.
         for (proto, stats) in &self.sources.ingest {
             *r.bytes_in_total.entry((*proto).into()).or_default() += stats.bytes_in.load(Ordering::Relaxed);
+            let out = stats.bytes_out.load(Ordering::Relaxed);
+            if out > 0 {
+                *r.bytes_out_total.entry((*proto).into()).or_default() += out;
+            }
             *r.publish_refused_total.entry((*proto).into()).or_default() +=
                 stats.publish_refused.load(Ordering::Relaxed);
         }
@@ -208,6 +212,14 @@ impl Sampler {
         self.skipped_by_stream = skipped_now;
         self.stream_bytes = stream_bytes;
         r.streams = r.per_stream.len();
+        // Players of protocols that count them in their ingest stats (RTMP).
+        for (proto, stats) in &self.sources.ingest {
+            let n = stats.players.load(Ordering::Relaxed);
+            if n > 0 && *proto != "srt" {
+                *r.viewers_by_protocol.entry((*proto).into()).or_default() += n;
+                r.viewers += n;
+            }
+        }
         for by_proto in counts.values() {
             for (p, n) in by_proto {
                 *r.viewers_by_protocol.entry(p.clone()).or_default() += n;

@@ -317,6 +317,63 @@ impl FlvIngest {
     }
 }
 
+/// Which RTMP message a tag travels in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TagKind {
+    /// Message type 8.
+    Audio,
+    /// Message type 9.
+    Video,
+}
+
+/// The FLV tag header that goes before a frame's payload when a stream is
+/// played over RTMP: legacy form for H.264 and AAC (what every player
+/// reads), Enhanced RTMP for HEVC, AV1 and VP9. The payload follows
+/// untouched. `None` for codecs FLV cannot carry here (Opus, VP8, MP3).
+pub fn frame_tag_header(codec: Codec, frame: &Frame) -> Option<(TagKind, Bytes)> {
+    let cts = (frame.cts / 1000).clamp(-(1 << 23), (1 << 23) - 1);
+    let cts = &cts.to_be_bytes()[1..];
+    let kf = frame.keyframe;
+    Some(match codec {
+        Codec::H264 => {
+            let mut h = vec![if kf { 0x17 } else { 0x27 }, 1];
+            h.extend_from_slice(cts);
+            (TagKind::Video, Bytes::from(h))
+        }
+        Codec::H265 | Codec::Av1 | Codec::Vp9 => (TagKind::Video, ex_header(codec, 1, kf, cts)?),
+        Codec::Aac => (TagKind::Audio, Bytes::from_static(&[0xaf, 1])),
+        _ => return None,
+    })
+}
+
+/// The sequence-header tag body (configuration record) of a track, sent to
+/// a player before its first frame and again when the record changes.
+pub fn config_tag(track: &Track) -> Option<(TagKind, Bytes)> {
+    let (kind, mut tag) = match track.codec {
+        Codec::H264 => (TagKind::Video, vec![0x17, 0, 0, 0, 0]),
+        Codec::H265 | Codec::Av1 | Codec::Vp9 => (TagKind::Video, ex_header(track.codec, 0, true, &[])?.to_vec()),
+        Codec::Aac => (TagKind::Audio, vec![0xaf, 0]),
+        _ => return None,
+    };
+    tag.extend_from_slice(&track.config);
+    Some((kind, Bytes::from(tag)))
+}
+
+fn ex_header(codec: Codec, packet_type: u8, keyframe: bool, cts: &[u8]) -> Option<Bytes> {
+    let fourcc: &[u8; 4] = match codec {
+        Codec::H265 => b"hvc1",
+        Codec::Av1 => b"av01",
+        Codec::Vp9 => b"vp09",
+        _ => return None,
+    };
+    let mut h = vec![0x80 | (if keyframe { 1 } else { 2 } << 4) | packet_type];
+    h.extend_from_slice(fourcc);
+    if packet_type == 1 && codec == Codec::H265 {
+        h.extend_from_slice(cts);
+    }
+    Some(Bytes::from(h))
+}
+
 /// Builds an FLV video tag body in Enhanced RTMP form (for push targets and tests).
 pub fn ex_video_tag(codec_fourcc: &[u8; 4], packet_type: u8, keyframe: bool, cts_ms: i32, data: &[u8]) -> Bytes {
     let mut out = Vec::with_capacity(data.len() + 8);
@@ -332,6 +389,29 @@ pub fn ex_video_tag(codec_fourcc: &[u8; 4], packet_type: u8, keyframe: bool, cts
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn egress_tags_parse_back_as_ingest_reads_them() {
+        for codec in [Codec::H264, Codec::H265, Codec::Av1] {
+            let frame = Frame { track: 0, dts: 0, cts: 40_000, keyframe: true, payload: Bytes::from_static(b"DATA") };
+            let (kind, header) = frame_tag_header(codec, &frame).unwrap();
+            assert_eq!(kind, TagKind::Video);
+            let body = Bytes::from([&header[..], b"DATA"].concat());
+            match parse_video(&body).unwrap() {
+                VideoTag::Frame { codec: c, keyframe, cts_ms, data } => {
+                    assert_eq!((c, keyframe, &data[..]), (codec, true, &b"DATA"[..]));
+                    assert_eq!(cts_ms, if codec == Codec::Av1 { 0 } else { 40 });
+                }
+                other => panic!("{codec:?}: {other:?}"),
+            }
+        }
+        let aac = Frame { track: 1, dts: 0, cts: 0, keyframe: true, payload: Bytes::from_static(b"AU") };
+        let (kind, header) = frame_tag_header(Codec::Aac, &aac).unwrap();
+        assert_eq!(kind, TagKind::Audio);
+        let body = Bytes::from([&header[..], b"AU"].concat());
+        assert_eq!(parse_audio(&body).unwrap(), AudioTag::Frame { codec: Codec::Aac, data: Bytes::from_static(b"AU") });
+        assert!(frame_tag_header(Codec::Opus, &aac).is_none());
+    }
 
     #[test]
     fn legacy_avc_and_aac() {

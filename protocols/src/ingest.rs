@@ -72,4 +72,8 @@ pub struct IngestStats {
     pub panics: AtomicU64,
     /// Bytes received.
     pub bytes_in: AtomicU64,
+    /// Bytes sent to players (protocols that also play out).
+    pub bytes_out: AtomicU64,
+    /// Players connected now.
+    pub players: AtomicU64,
 }

@@ -297,3 +297,30 @@ where
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Reads `seconds` of a live URL with ffmpeg into a file and returns ffprobe's view.
+pub fn read_live(url: &str, seconds: u32, out: &std::path::Path) -> Vec<std::collections::HashMap<String, String>> {
+    let args: Vec<String> = ["-v", "error", "-i", url, "-t", &seconds.to_string(), "-c", "copy", "-f", "mpegts", "-y"]
+        .map(String::from)
+        .into_iter()
+        .chain([out.display().to_string()])
+        .collect();
+    let o = ffmpeg(&args);
+    assert!(o.status.success(), "reading {url}: {}", String::from_utf8_lossy(&o.stderr));
+    ffprobe(
+        &out.display().to_string(),
+        &["-show_entries", "stream=codec_name,width,height,sample_rate:packet=stream_index,dts"],
+    )
+}
+
+pub fn assert_monotonic(sections: &[std::collections::HashMap<String, String>]) {
+    for index in ["0", "1"] {
+        let dts: Vec<i64> = sections
+            .iter()
+            .filter(|s| s["section"] == "packet" && s.get("stream_index").map(String::as_str) == Some(index))
+            .filter_map(|s| s.get("dts")?.parse().ok())
+            .collect();
+        assert!(dts.len() > 10, "stream {index} has packets");
+        assert!(dts.windows(2).all(|w| w[1] > w[0]), "stream {index} timestamps increase");
+    }
+}

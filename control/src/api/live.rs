@@ -32,7 +32,7 @@ pub(super) fn routes() -> OpenApiRouter<Api> {
 pub struct Session {
     /// `publish:<stream>` for a publisher; the viewer session id otherwise.
     pub id: String,
-    /// `publisher` or `viewer`.
+    /// `publisher`, `viewer`, or `srt_players` (a stream's SRT players, as links).
     pub role: String,
     /// Stream.
     pub stream: String,
@@ -45,10 +45,51 @@ pub struct Session {
     /// Publisher: bytes received so far.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bytes_in: Option<u64>,
+    /// SRT link statistics of an SRT publisher or player.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub srt_links: Vec<SrtLink>,
+}
+
+/// One SRT link's statistics, refreshed about once a second.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SrtLink {
+    /// Peer address.
+    pub peer: String,
+    /// Whether the peer publishes (else it plays).
+    pub publishing: bool,
+    /// Round-trip time, milliseconds.
+    pub rtt_ms: f64,
+    /// Packets lost.
+    pub lost_packets: u64,
+    /// Packets retransmitted.
+    pub retransmitted_packets: u64,
+    /// Packets dropped as too late.
+    pub dropped_packets: u64,
+    /// Bits per second over the last interval.
+    pub bitrate: u64,
+    /// Bytes so far.
+    pub bytes: u64,
 }
 
 fn sessions(api: &Api, caller: &Caller) -> Vec<Session> {
     let plane = &api.plane;
+    let links = api.srt.as_ref().map(|s| s.snapshot()).unwrap_or_default();
+    let srt_links = |stream: &str, publishing: bool| -> Vec<SrtLink> {
+        links
+            .iter()
+            .filter(|(_, l)| l.stream == stream && l.publishing == publishing)
+            .map(|(peer, l)| SrtLink {
+                peer: peer.to_string(),
+                publishing: l.publishing,
+                rtt_ms: l.rtt_ms,
+                lost_packets: l.lost_packets,
+                retransmitted_packets: l.retransmitted_packets,
+                dropped_packets: l.dropped_packets,
+                bitrate: l.bitrate,
+                bytes: l.bytes,
+            })
+            .collect()
+    };
     let mut out = Vec::new();
     for s in plane.registry.streams() {
         if !s.has_publisher() {
@@ -63,6 +104,7 @@ fn sessions(api: &Api, caller: &Caller) -> Vec<Session> {
                 tenant,
                 viewer: None,
                 bytes_in: Some(s.stats().bytes_in.load(Ordering::Relaxed)),
+                srt_links: srt_links(s.name(), true),
             });
         }
     }
@@ -75,6 +117,23 @@ fn sessions(api: &Api, caller: &Caller) -> Vec<Session> {
                 tenant: v.tenant.clone(),
                 viewer: Some(v),
                 bytes_in: None,
+                srt_links: Vec::new(),
+            });
+        }
+    }
+    // SRT players are links, not tracked viewer sessions: list them per stream.
+    for s in plane.registry.streams() {
+        let players = srt_links(s.name(), false);
+        let tenant = plane.owned(s.name()).ok().flatten().map(|o| o.stream.tenant);
+        if !players.is_empty() && caller.sees(tenant.as_deref()) {
+            out.push(Session {
+                id: format!("srt-players:{}", s.name()),
+                role: "srt_players".into(),
+                stream: s.name().to_owned(),
+                tenant,
+                viewer: None,
+                bytes_in: None,
+                srt_links: players,
             });
         }
     }
@@ -93,7 +152,8 @@ async fn list_sessions(State(api): State<Api>, caller: Caller, Params(q): Params
 /// its key is revoked); a viewer's connection is closed, and an HLS viewer
 /// is refused for two minutes.
 #[utoipa::path(delete, path = "/api/v1/sessions/{id}", tag = "live", params(("id" = String, Path)),
-    responses((status = 204), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 204), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, body = Problem, content_type = "application/problem+json")))]
 async fn kick_session(
     State(api): State<Api>,
     caller: Caller,
@@ -104,6 +164,7 @@ async fn kick_session(
     };
     let kicked = match s.role.as_str() {
         "publisher" => api.plane.registry.kick(&s.stream),
+        "srt_players" => return Err(ApiError::conflict("SRT players cannot be kicked yet; kick the publisher")),
         _ => api.plane.viewers.kick(&s.id),
     };
     if !kicked {

@@ -29,7 +29,6 @@ use utoipa_axum::router::OpenApiRouter;
 
 pub use problem::{ApiError, Body, Params, PathParams, Problem};
 
-use crate::load::Traffic;
 use crate::model::ApiKey;
 use crate::plane::ControlPlane;
 use crate::secrets::{hash, now_ms};
@@ -40,8 +39,8 @@ use crate::store::{Op, Table};
 pub struct Api {
     /// The control plane.
     pub plane: Arc<ControlPlane>,
-    /// HTTP outputs' byte counters (for sessions' figures).
-    pub traffic: Arc<Traffic>,
+    /// SRT link statistics, shown on SRT publishers' sessions.
+    pub srt: Option<Arc<tidecast_protocols::srt::driver::SrtSessions>>,
 }
 
 /// The authenticated caller.

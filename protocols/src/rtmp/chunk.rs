@@ -269,6 +269,53 @@ impl Encoder {
         }
     }
 
+    /// Writes one message whose body is `body` (pieces, in order) as
+    /// chunks, without copying the body: chunk headers go into `headers`
+    /// and are pushed to `out` as they are needed, between slices of the
+    /// body pieces.
+    pub fn encode_parts(
+        &self,
+        header: (u32, u8, u32, u32),
+        body: &[Bytes],
+        headers: &mut BytesMut,
+        out: &mut std::collections::VecDeque<Bytes>,
+    ) {
+        let (csid, type_id, stream_id, timestamp) = header;
+        let len: usize = body.iter().map(Bytes::len).sum();
+        let extended = timestamp >= 0xff_ffff;
+        Self::basic_header(0, csid, headers);
+        headers.put_uint(u64::from(if extended { 0xff_ffff } else { timestamp }), 3);
+        headers.put_uint(len as u64, 3);
+        headers.put_u8(type_id);
+        headers.put_u32_le(stream_id);
+        if extended {
+            headers.put_u32(timestamp);
+        }
+        let size = self.chunk_size as usize;
+        let mut room = size;
+        for piece in body {
+            let mut rest = piece.clone();
+            while !rest.is_empty() {
+                if room == 0 {
+                    Self::basic_header(3, csid, headers);
+                    if extended {
+                        headers.put_u32(timestamp);
+                    }
+                    room = size;
+                }
+                let n = room.min(rest.len());
+                if !headers.is_empty() {
+                    out.push_back(headers.split().freeze());
+                }
+                out.push_back(rest.split_to(n));
+                room -= n;
+            }
+        }
+        if !headers.is_empty() {
+            out.push_back(headers.split().freeze());
+        }
+    }
+
     /// Appends `msg` as chunks to `out`.
     pub fn encode(&self, msg: &Message, out: &mut BytesMut) {
         let extended = msg.timestamp >= 0xff_ffff;
@@ -298,6 +345,27 @@ impl Encoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn encode_parts_matches_encode_and_does_not_copy() {
+        let payload = Bytes::from((0..10_000u32).map(|i| i as u8).collect::<Vec<u8>>());
+        for ts in [1000, 0x0100_0000] {
+            let mut enc = Encoder::default();
+            enc.set_chunk_size(4096);
+            let msg = Message { csid: 6, type_id: 9, stream_id: 1, timestamp: ts, payload: payload.clone() };
+            let mut whole = BytesMut::new();
+            enc.encode(&msg, &mut whole);
+            let (head, tail) = (payload.slice(..5), payload.slice(5..));
+            let mut pieces = std::collections::VecDeque::new();
+            enc.encode_parts((6, 9, 1, ts), &[head, tail], &mut BytesMut::new(), &mut pieces);
+            let joined: Vec<u8> = pieces.iter().flat_map(|b| b.iter().copied()).collect();
+            assert_eq!(joined, &whole[..]);
+            let start = payload.as_ptr() as usize..payload.as_ptr() as usize + payload.len();
+            let borrowed: usize =
+                pieces.iter().filter(|b| start.contains(&(b.as_ptr() as usize))).map(Bytes::len).sum();
+            assert_eq!(borrowed, payload.len(), "every payload byte is a slice of the frame");
+        }
+    }
 
     fn msg(csid: u32, ts: u32, len: usize) -> Message {
         Message {

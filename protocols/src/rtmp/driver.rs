@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use futures_util::FutureExt;
-use tidecast_media::{Frame, Publisher, Registry};
+use tidecast_media::{Event, Frame, MediaKind, Publisher, Registry, Stream, Track};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
@@ -16,8 +16,8 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
 use super::{ServerSession, SessionConfig, SessionEvent};
-use crate::flv::{FlvError, FlvIngest};
-use crate::ingest::{AccessGate, IngestStats, PublishRequest};
+use crate::flv::{self, FlvError, FlvIngest, TagKind};
+use crate::ingest::{AccessGate, IngestStats, PlayRequest, PublishRequest};
 
 /// What the RTMP listener needs from the rest of the server.
 pub struct RtmpContext {
@@ -83,6 +83,7 @@ async fn connection(mut sock: TcpStream, peer: SocketAddr, ctx: &RtmpContext, sh
     let mut ingest = FlvIngest::new();
     let mut stream_name = String::new();
     let mut warned = false;
+    let mut playing: Option<Arc<Stream>> = None;
     debug!(%peer, "rtmp connection");
     loop {
         buf.reserve(64 * 1024);
@@ -157,9 +158,27 @@ async fn connection(mut sock: TcpStream, peer: SocketAddr, ctx: &RtmpContext, sh
                         }
                     }
                     SessionEvent::PlayRequested { name, .. } => {
-                        info!(%peer, name, "rtmp play refused: playback over RTMP is not served yet");
-                        session.reject_play("Playback over RTMP is not served yet; use HLS.");
-                        close = true;
+                        let (wanted, query) = name.split_once('?').unwrap_or((&name, ""));
+                        let token = query.split('&').find_map(|kv| kv.strip_prefix("token="));
+                        let req = PlayRequest { protocol: "rtmp", stream: wanted, token, peer };
+                        match ctx.gate.authorize_play(req).await {
+                            Err(r) => {
+                                info!(%peer, name = wanted, reason = %r.reason, "rtmp play refused");
+                                session.reject_play(&r.reason);
+                                close = true;
+                            }
+                            Ok(s) => match ctx.registry.get(&s) {
+                                Some(stream) if !stream.is_ended() => {
+                                    session.accept_play();
+                                    playing = Some(stream);
+                                }
+                                _ => {
+                                    info!(%peer, name = s, "rtmp play refused: no such live stream");
+                                    session.reject_play(&format!("no live stream {s:?}"));
+                                    close = true;
+                                }
+                            },
+                        }
                     }
                     SessionEvent::Metadata(meta) => ingest.metadata(&meta),
                     SessionEvent::Audio { timestamp, payload } => {
@@ -183,14 +202,17 @@ async fn connection(mut sock: TcpStream, peer: SocketAddr, ctx: &RtmpContext, sh
                 break;
             }
         }
-        while let Some(out) = session.poll_transmit() {
-            if let Err(e) = sock.write_all(&out).await {
-                debug!(%peer, error = %e, "rtmp write failed");
-                close = true;
-                break;
-            }
+        if let Err(e) = write_out(&mut sock, &mut session).await {
+            debug!(%peer, error = %e, "rtmp write failed");
+            close = true;
         }
         if close {
+            break;
+        }
+        if let Some(stream) = playing.take() {
+            ctx.stats.players.fetch_add(1, Ordering::Relaxed);
+            play(&mut sock, &mut session, buf, peer, stream, ctx, shutdown).await;
+            ctx.stats.players.fetch_sub(1, Ordering::Relaxed);
             break;
         }
     }
@@ -198,6 +220,123 @@ async fn connection(mut sock: TcpStream, peer: SocketAddr, ctx: &RtmpContext, sh
     if publisher.is_some() {
         info!(%peer, stream = %stream_name, dropped_before_config = ingest.dropped_before_config, "rtmp publisher gone; stream in its grace period");
     }
+}
+
+/// Sends a stream to an accepted player until either side ends. Frames go
+/// out as FLV tags whose payload is the frame's own bytes; a player that
+/// reads too slowly skips ahead to a keyframe (counted by the stream).
+async fn play(
+    sock: &mut TcpStream,
+    session: &mut ServerSession,
+    mut buf: BytesMut,
+    peer: SocketAddr,
+    stream: Arc<Stream>,
+    ctx: &RtmpContext,
+    shutdown: CancellationToken,
+) {
+    let name = stream.name().to_owned();
+    let mut sub = stream.subscribe();
+    let started = Instant::now();
+    let (mut video, mut audio): (Option<Track>, Option<Track>) = (None, None);
+    let mut base: Option<i64> = None;
+    let mut last_ts = 0u32;
+    let mut warned = false;
+    info!(%peer, stream = %name, "rtmp play started");
+    loop {
+        match write_out(sock, session).await {
+            Ok(n) => ctx.stats.bytes_out.fetch_add(n as u64, Ordering::Relaxed),
+            Err(e) => {
+                debug!(%peer, stream = %name, error = %e, "rtmp player write failed");
+                break;
+            }
+        };
+        buf.reserve(4096);
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            r = sock.read_buf(&mut buf) => match r {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {
+                    // Players send acknowledgements and control messages only.
+                    if session.handle_input(&mut buf, started.elapsed().as_millis() as u32).is_err() {
+                        break;
+                    }
+                    while session.poll_event().is_some() {}
+                }
+            },
+            ev = sub.recv() => match ev {
+                None => {
+                    session.end_play();
+                    let _ = write_out(sock, session).await;
+                    break;
+                }
+                Some(Event::Tracks(tracks)) => {
+                    let pick = |kind: MediaKind| {
+                        tracks.iter().find(|t| t.kind() == kind && flv::config_tag(t).is_some()).cloned()
+                    };
+                    (video, audio) = (pick(MediaKind::Video), pick(MediaKind::Audio));
+                    if !warned && tracks.len() > usize::from(video.is_some()) + usize::from(audio.is_some()) {
+                        warned = true;
+                        warn!(%peer, stream = %name, "rtmp play: FLV carries one H.264/HEVC/AV1/VP9 and one AAC track; others are left out");
+                    }
+                    // Sequence headers go out at the current time, before the next frame.
+                    for t in [&video, &audio].into_iter().flatten() {
+                        if let Some((kind, tag)) = flv::config_tag(t) {
+                            session.send_media(kind == TagKind::Video, last_ts, &[tag]);
+                        }
+                    }
+                }
+                Some(Event::Frame(f)) => {
+                    let Some(track) = [&video, &audio].into_iter().flatten().find(|t| t.id == f.track) else { continue };
+                    let Some((kind, header)) = flv::frame_tag_header(track.codec, &f) else { continue };
+                    // Start the clock a little before the first frame, so
+                    // audio that precedes the first keyframe stays positive.
+                    let b = *base.get_or_insert(f.dts - 500_000);
+                    last_ts = rtmp_time(f.dts, b);
+                    session.send_media(kind == TagKind::Video, last_ts, &[header, f.payload]);
+                }
+                Some(Event::Discontinuity) => {}
+            }
+        }
+    }
+    info!(%peer, stream = %name, skips = sub.skips(), "rtmp play ended");
+}
+
+/// A stream time in µs as an RTMP timestamp (ms since `base`, wrapping as RTMP does).
+fn rtmp_time(dts: i64, base: i64) -> u32 {
+    ((dts - base).max(0) / 1000) as u32
+}
+
+/// Writes everything the session has queued, with vectored writes (media
+/// bodies are many slices). Returns the bytes written.
+async fn write_out(sock: &mut TcpStream, session: &mut ServerSession) -> std::io::Result<usize> {
+    let mut batch: Vec<bytes::Bytes> = Vec::new();
+    while let Some(b) = session.poll_transmit() {
+        batch.push(b);
+    }
+    let total: usize = batch.iter().map(bytes::Bytes::len).sum();
+    let (mut i, mut off) = (0, 0);
+    while i < batch.len() {
+        let slices: Vec<std::io::IoSlice<'_>> = std::iter::once(&batch[i][off..])
+            .chain(batch[i + 1..].iter().take(63).map(|b| &b[..]))
+            .map(std::io::IoSlice::new)
+            .collect();
+        let mut n = sock.write_vectored(&slices).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        while n > 0 && i < batch.len() {
+            let left = batch[i].len() - off;
+            if n >= left {
+                n -= left;
+                i += 1;
+                off = 0;
+            } else {
+                off += n;
+                n = 0;
+            }
+        }
+    }
+    Ok(total)
 }
 
 /// Pushes what the FLV ingest produced. Returns false when the session must close.

@@ -11,6 +11,8 @@ use super::RtmpError;
 
 const CSID_CONTROL: u32 = 2;
 const CSID_COMMAND: u32 = 3;
+const CSID_AUDIO: u32 = 4;
+const CSID_VIDEO: u32 = 6;
 const MSG_SET_CHUNK_SIZE: u8 = 1;
 const MSG_ABORT: u8 = 2;
 const MSG_ACK: u8 = 3;
@@ -62,8 +64,8 @@ pub enum SessionEvent {
         /// The publishing name, query string included (the stream key).
         name: String,
     },
-    /// The client wants to play `name`. Answer with [`ServerSession::reject_play`]
-    /// (playback over RTMP is not served yet).
+    /// The client wants to play `name`. Answer with
+    /// [`ServerSession::accept_play`] or [`ServerSession::reject_play`].
     PlayRequested {
         /// Application.
         app: String,
@@ -97,6 +99,7 @@ enum State {
     Connected,
     PublishPending,
     Publishing,
+    Playing,
     Closed,
 }
 
@@ -112,6 +115,7 @@ pub struct ServerSession {
     decoder: Decoder,
     encoder: Encoder,
     out: BytesMut,
+    pieces: VecDeque<Bytes>,
     events: VecDeque<SessionEvent>,
     state: State,
     app: String,
@@ -129,6 +133,7 @@ impl ServerSession {
             handshake: ServerHandshake::AwaitC0C1,
             encoder: Encoder::default(),
             out: BytesMut::new(),
+            pieces: VecDeque::new(),
             events: VecDeque::new(),
             state: State::Handshake,
             app: String::new(),
@@ -202,9 +207,57 @@ impl ServerSession {
         self.events.pop_front()
     }
 
-    /// Bytes to send to the client, if any.
+    /// Bytes to send to the client, if any, in order. Media bodies come
+    /// back as slices of the frames they were given (no copy).
     pub fn poll_transmit(&mut self) -> Option<Bytes> {
+        if let Some(p) = self.pieces.pop_front() {
+            return Some(p);
+        }
         (!self.out.is_empty()).then(|| self.out.split().freeze())
+    }
+
+    /// Whether the client plays (accepted).
+    pub fn is_playing(&self) -> bool {
+        self.state == State::Playing
+    }
+
+    /// Accepts a play request: the server sends media from now on with
+    /// [`send_media`](Self::send_media).
+    pub fn accept_play(&mut self) {
+        if self.state != State::Connected {
+            return;
+        }
+        self.state = State::Playing;
+        let mut body = BytesMut::new();
+        body.put_u16(0); // StreamBegin
+        body.put_u32(MEDIA_STREAM);
+        self.send(CSID_CONTROL, MSG_USER_CONTROL, 0, body.freeze());
+        self.on_status("status", "NetStream.Play.Reset", "Playing and resetting.");
+        self.on_status("status", "NetStream.Play.Start", "Started playing.");
+        let mut data = BytesMut::new();
+        for v in [Amf0::str("|RtmpSampleAccess"), Amf0::Boolean(true), Amf0::Boolean(true)] {
+            amf::encode(&v, &mut data);
+        }
+        self.send(CSID_COMMAND, MSG_DATA_AMF0, MEDIA_STREAM, data.freeze());
+    }
+
+    /// Tells a player the stream ended; the session closes.
+    pub fn end_play(&mut self) {
+        self.on_status("status", "NetStream.Play.UnpublishNotify", "The stream ended.");
+        self.state = State::Closed;
+    }
+
+    /// Queues one audio or video message whose body is `body` (an FLV tag
+    /// header and the frame payload, sent as they are).
+    pub fn send_media(&mut self, video: bool, timestamp: u32, body: &[Bytes]) {
+        if self.state != State::Playing {
+            return;
+        }
+        if !self.out.is_empty() {
+            self.pieces.push_back(self.out.split().freeze());
+        }
+        let (csid, type_id) = if video { (CSID_VIDEO, MSG_VIDEO) } else { (CSID_AUDIO, MSG_AUDIO) };
+        self.encoder.encode_parts((csid, type_id, MEDIA_STREAM, timestamp), body, &mut self.out, &mut self.pieces);
     }
 
     /// Accepts a pending publish: the client may send media.
