@@ -27,7 +27,11 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 
+pub use keys::NewApiKey;
 pub use problem::{ApiError, Body, Params, PathParams, Problem};
+pub use streams::{NewStream, NewStreamKey, NewToken, StreamUpdate};
+pub use tenants::{NewTenant, TenantUpdate};
+pub use triggers::NewTrigger;
 
 use crate::model::ApiKey;
 use crate::plane::ControlPlane;
