@@ -17,10 +17,7 @@ async fn hlsjs_plays_ll_hls_in_chromium() {
         "run `make test` (or `npm ci --prefix tests/browser`) to install the browser test peers"
     );
     let server = Server::start(&["--hls-segment", "1"]);
-    let mut args = vec!["-re".to_string()];
-    args.extend(lavfi_h264_aac(40, "320x240", 25, 44100));
-    args.extend(["-f".into(), "flv".into(), server.rtmp_url("web")]);
-    let mut publisher = ffmpeg_spawn(&args);
+    let mut publisher = ffmpeg_spawn(&rtmp_publish_args(&server.rtmp_url("web"), 40));
     wait_for_segment(&server, "web", "video", 1).await;
 
     let url = server.hls_url("web", "index.m3u8");

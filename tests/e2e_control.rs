@@ -87,13 +87,6 @@ fn verify_signature(h: &Hook, secret: &str) {
     assert_ne!(v1, hmac_sha256_hex(b"another secret", format!("{t}.{}", h.body).as_bytes()));
 }
 
-fn publish_args(url: &str, seconds: u32) -> Vec<String> {
-    let mut args = vec!["-re".to_string()];
-    args.extend(lavfi_h264_aac(seconds, "320x240", 25, 44100));
-    args.extend(["-f".into(), "flv".into(), url.into()]);
-    args
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tenants_are_isolated_on_every_resource() {
     let server = Server::start(&[]);
@@ -211,21 +204,21 @@ async fn stream_keys_rotate_and_playback_tokens_gate_viewers() {
     let old_key = old["key"].as_str().unwrap().to_owned();
 
     // Open mode is over: a made-up name no longer publishes.
-    let out = ffmpeg(&publish_args(&server.rtmp_url("show"), 1));
+    let out = ffmpeg(&rtmp_publish_args(&server.rtmp_url("show"), 1));
     assert!(!out.status.success(), "publishing without a key must fail");
 
     // Rotate: a new key, the old one retired at once.
     let new =
         api_ok("POST", &server.api("/streams/show/keys"), a, Some(json!({"retire_others_after_secs": 0})), 201).await;
     let new_key = new["key"].as_str().unwrap().to_owned();
-    let out = ffmpeg(&publish_args(&server.rtmp_url(&old_key), 1));
+    let out = ffmpeg(&rtmp_publish_args(&server.rtmp_url(&old_key), 1));
     assert!(!out.status.success(), "the rotated-out key must be refused");
     assert!(server.log().contains("unknown or expired stream key"), "{}", server.log());
     let keys = api_ok("GET", &server.api("/streams/show/keys"), a, None, 200).await;
     assert_eq!(keys["items"].as_array().unwrap().len(), 2, "{keys}");
     assert!(!keys.to_string().contains(&new_key), "key secrets are never listed");
 
-    let mut publisher = ffmpeg_spawn(&publish_args(&server.rtmp_url(&new_key), 60));
+    let mut publisher = ffmpeg_spawn(&rtmp_publish_args(&server.rtmp_url(&new_key), 60));
     let token =
         api_ok("POST", &server.api("/streams/show/tokens"), a, Some(json!({"expires_in_secs": 600})), 201).await;
     let token = token["token"].as_str().unwrap().to_owned();
@@ -330,7 +323,7 @@ async fn push_rewrite_maps_keys_refuses_and_falls_back_on_timeout() {
     let listed = api_ok("GET", &server.api(&format!("/triggers/{}", h["id"].as_str().unwrap())), a, None, 200).await;
     assert!(listed.get("secret").is_none(), "the secret is not shown again: {listed}");
 
-    let mut publisher = ffmpeg_spawn(&publish_args(&server.rtmp_url("k-abc"), 60));
+    let mut publisher = ffmpeg_spawn(&rtmp_publish_args(&server.rtmp_url("k-abc"), 60));
     let hook = next_hook(&mut hooks, "PUSH_REWRITE").await;
     assert_eq!(hook.headers.get("content-type").unwrap(), "text/plain");
     let lines: Vec<&str> = hook.body.lines().collect();
@@ -341,7 +334,7 @@ async fn push_rewrite_maps_keys_refuses_and_falls_back_on_timeout() {
     wait_for_segment(&server, "rewritten", "video", 1).await;
     assert_eq!(get(&server.hls_url("k-abc", "index.m3u8")).await.0, 404, "the key is not a stream name");
 
-    let out = ffmpeg(&publish_args(&server.rtmp_url("k-wrong"), 1));
+    let out = ffmpeg(&rtmp_publish_args(&server.rtmp_url("k-wrong"), 1));
     assert!(!out.status.success(), "an empty PUSH_REWRITE answer refuses the publish");
     assert!(server.log().contains("refused by PUSH_REWRITE"), "{}", server.log());
 
@@ -354,7 +347,7 @@ async fn push_rewrite_maps_keys_refuses_and_falls_back_on_timeout() {
         201,
     )
     .await;
-    let out = ffmpeg(&publish_args(&server.rtmp_url("k-abc"), 1));
+    let out = ffmpeg(&rtmp_publish_args(&server.rtmp_url("k-abc"), 1));
     assert!(!out.status.success());
     let hook = next_hook(&mut hooks, "STREAM_PUSH").await;
     assert_eq!(hook.headers.get("content-type").unwrap(), "application/json");
@@ -376,7 +369,7 @@ async fn push_rewrite_maps_keys_refuses_and_falls_back_on_timeout() {
         201,
     )
     .await;
-    let mut publisher = ffmpeg_spawn(&publish_args(&server.rtmp_url("k-abc"), 60));
+    let mut publisher = ffmpeg_spawn(&rtmp_publish_args(&server.rtmp_url("k-abc"), 60));
     until("the publisher to come back after the timeout", 60, || {
         let log = server.log();
         async move { (log.matches("rtmp publish started").count() >= 2).then_some(()) }
@@ -418,7 +411,7 @@ async fn notifications_are_retried_and_never_delay_media() {
         )
         .await;
     }
-    let mut publisher = ffmpeg_spawn(&publish_args(&server.rtmp_url("cam"), 4));
+    let mut publisher = ffmpeg_spawn(&rtmp_publish_args(&server.rtmp_url("cam"), 4));
     // Media flows while every notification endpoint hangs.
     wait_for_segment(&server, "cam", "video", 1).await;
     let tracks = next_hook(&mut hooks, "LIVE_TRACK_LIST").await;
@@ -517,9 +510,9 @@ async fn tenant_quotas_refuse_streams_and_viewers_past_the_limit() {
         let k = api_ok("POST", &server.api(&format!("/streams/{name}/keys")), a, Some(json!({})), 201).await;
         keys.push(k["key"].as_str().unwrap().to_owned());
     }
-    let mut publisher = ffmpeg_spawn(&publish_args(&server.rtmp_url(&keys[0]), 60));
+    let mut publisher = ffmpeg_spawn(&rtmp_publish_args(&server.rtmp_url(&keys[0]), 60));
     wait_for_segment(&server, "one", "video", 1).await;
-    let out = ffmpeg(&publish_args(&server.rtmp_url(&keys[1]), 1));
+    let out = ffmpeg(&rtmp_publish_args(&server.rtmp_url(&keys[1]), 1));
     assert!(!out.status.success(), "a second live stream is past max_streams");
     assert!(server.log().contains("tenant quota: at most 1 live streams"), "{}", server.log());
 
@@ -540,7 +533,7 @@ async fn tenant_quotas_refuse_streams_and_viewers_past_the_limit() {
         .await;
     api_ok("POST", &server.api("/streams"), a, Some(json!({"name": "fat", "tenant": "trickle"})), 201).await;
     let k = api_ok("POST", &server.api("/streams/fat/keys"), a, Some(json!({})), 201).await;
-    let mut fat = ffmpeg_spawn(&publish_args(&server.rtmp_url(k["key"].as_str().unwrap()), 60));
+    let mut fat = ffmpeg_spawn(&rtmp_publish_args(&server.rtmp_url(k["key"].as_str().unwrap()), 60));
     let status = tokio::task::spawn_blocking(move || fat.wait()).await.unwrap().unwrap();
     assert!(!status.success(), "ffmpeg was cut off");
     assert!(server.log().contains("ingest bitrate over the tenant quota"), "{}", server.log());

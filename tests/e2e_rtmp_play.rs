@@ -6,17 +6,10 @@ mod common;
 use common::*;
 use serde_json::json;
 
-fn publish_args(url: &str, seconds: u32) -> Vec<String> {
-    let mut args = vec!["-re".to_string()];
-    args.extend(lavfi_h264_aac(seconds, "320x240", 25, 44100));
-    args.extend(["-f".into(), "flv".into(), url.into()]);
-    args
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ffmpeg_plays_a_live_stream_over_rtmp() {
     let server = Server::start(&["--hls-segment", "1"]);
-    let mut publisher = ffmpeg_spawn(&publish_args(&server.rtmp_url("live1"), 60));
+    let mut publisher = ffmpeg_spawn(&rtmp_publish_args(&server.rtmp_url("live1"), 60));
     wait_for_segment(&server, "live1", "video", 1).await;
 
     // While one player reads, the load report counts it.
@@ -63,7 +56,7 @@ async fn rtmp_players_of_a_protected_stream_need_a_token() {
     )
     .await;
     let key = api_ok("POST", &server.api("/streams/paid/keys"), a, Some(json!({})), 201).await;
-    let mut publisher = ffmpeg_spawn(&publish_args(&server.rtmp_url(key["key"].as_str().unwrap()), 60));
+    let mut publisher = ffmpeg_spawn(&rtmp_publish_args(&server.rtmp_url(key["key"].as_str().unwrap()), 60));
     let token = api_ok("POST", &server.api("/streams/paid/tokens"), a, Some(json!({})), 201).await;
     let token = token["token"].as_str().unwrap().to_owned();
     until("the stream to go live", 60, || {

@@ -110,7 +110,7 @@ pub struct Owned {
 impl Owned {
     /// The trigger scope of this stream.
     pub fn scope(&self) -> Scope<'_> {
-        Scope { stream: &self.stream.name, tenant: Some(&self.stream.tenant), tags: &self.stream.tags }
+        Scope::of(&self.stream)
     }
 }
 

@@ -217,9 +217,10 @@ async fn hls_file(
             Ok(req) => hls.media_playlist(&r, req).await.map(playlist).map(|t| counted(&out, &session, t.into_bytes())),
             Err(e) => Err(e),
         },
-        Resource::Init(r, run, v) => {
-            hls.init(&r, &run, v).map(|b| body("video/mp4", "max-age=3600", Body::from(count(&out, &session, b))))
-        }
+        Resource::Init(r, run, v) => hls.init(&r, &run, v).map(|b| {
+            count(&out, &session, b.len());
+            body("video/mp4", "max-age=3600", Body::from(b))
+        }),
         Resource::Segment(r, run, msn) => hls.segment(&r, &run, msn).map(|c| {
             let n: usize = c.iter().map(Bytes::len).sum();
             count(&out, &session, n);
@@ -237,38 +238,16 @@ async fn hls_file(
     result.unwrap_or_else(error)
 }
 
-/// Counts bytes sent to an HLS session; returns its argument.
-fn count<T: CountBytes>(out: &Playback, session: &str, v: T) -> T {
-    let n = v.byte_len();
+/// Counts bytes sent to an HLS session.
+fn count(out: &Playback, session: &str, n: usize) {
     out.traffic.hls.fetch_add(n as u64, Ordering::Relaxed);
     out.plane.viewers.touch(session, n);
-    v
 }
 
+/// A playlist response, counted.
 fn counted(out: &Playback, session: &str, text: Vec<u8>) -> Response {
-    body(M3U8, "no-cache", Body::from(count(out, session, text)))
-}
-
-trait CountBytes {
-    fn byte_len(&self) -> usize;
-}
-
-impl CountBytes for Vec<u8> {
-    fn byte_len(&self) -> usize {
-        self.len()
-    }
-}
-
-impl CountBytes for Bytes {
-    fn byte_len(&self) -> usize {
-        self.len()
-    }
-}
-
-impl CountBytes for usize {
-    fn byte_len(&self) -> usize {
-        *self
-    }
+    count(out, session, text.len());
+    body(M3U8, "no-cache", Body::from(text))
 }
 
 #[cfg(test)]

@@ -324,3 +324,12 @@ pub fn assert_monotonic(sections: &[std::collections::HashMap<String, String>]) 
         assert!(dts.windows(2).all(|w| w[1] > w[0]), "stream {index} timestamps increase");
     }
 }
+
+/// ffmpeg arguments that publish `seconds` of live H.264 + AAC (320x240,
+/// 25 fps, 44.1 kHz) to an RTMP URL in real time.
+pub fn rtmp_publish_args(url: &str, seconds: u32) -> Vec<String> {
+    let mut args = vec!["-re".to_string()];
+    args.extend(lavfi_h264_aac(seconds, "320x240", 25, 44100));
+    args.extend(["-f".into(), "flv".into(), url.into()]);
+    args
+}

@@ -77,10 +77,6 @@ pub struct StreamUpdate {
     pub transcode_profile: Option<String>,
 }
 
-fn scope(s: &StreamConfig) -> Scope<'_> {
-    Scope { stream: &s.name, tenant: Some(&s.tenant), tags: &s.tags }
-}
-
 fn config_json(s: &StreamConfig) -> String {
     serde_json::to_string(s).unwrap_or_default()
 }
@@ -126,7 +122,7 @@ async fn create_stream(
     })
     .await?;
     let fields = vec![s.name.clone(), config_json(&s)];
-    if !api.plane.triggers.allow(Trigger::StreamAdd, Some(&scope(&s)), fields).await {
+    if !api.plane.triggers.allow(Trigger::StreamAdd, Some(&Scope::of(&s)), fields).await {
         return Err(ApiError::refused("STREAM_ADD refused the new stream"));
     }
     let db = api.plane.db.clone();
@@ -198,7 +194,7 @@ async fn update_stream(
         s.transcode_profile = up.transcode_profile;
     }
     let fields = vec![s.name.clone(), config_json(&s)];
-    if !api.plane.triggers.allow(Trigger::StreamConfig, Some(&scope(&s)), fields).await {
+    if !api.plane.triggers.allow(Trigger::StreamConfig, Some(&Scope::of(&s)), fields).await {
         return Err(ApiError::refused("STREAM_CONFIG refused the change"));
     }
     let db = api.plane.db.clone();
@@ -221,7 +217,7 @@ async fn delete_stream(
     PathParams(name): PathParams<String>,
 ) -> Result<StatusCode, ApiError> {
     let s = load(&api, &caller, &name)?;
-    if !api.plane.triggers.allow(Trigger::StreamRemove, Some(&scope(&s)), vec![s.name.clone()]).await {
+    if !api.plane.triggers.allow(Trigger::StreamRemove, Some(&Scope::of(&s)), vec![s.name.clone()]).await {
         return Err(ApiError::refused("STREAM_REMOVE refused the removal"));
     }
     let db = api.plane.db.clone();

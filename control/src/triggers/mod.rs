@@ -34,6 +34,13 @@ pub struct Scope<'a> {
     pub tags: &'a [String],
 }
 
+impl<'a> Scope<'a> {
+    /// The scope of a configured stream.
+    pub fn of(stream: &'a crate::model::StreamConfig) -> Scope<'a> {
+        Scope { stream: &stream.name, tenant: Some(&stream.tenant), tags: &stream.tags }
+    }
+}
+
 /// Whether a handler's stream filter admits `scope` (MistServer's rules:
 /// exact or base name before `+`/space, `#tag`, `!` to exclude; an empty
 /// filter, or one of exclusions only, admits everything else).
