@@ -10,6 +10,7 @@
 #![warn(missing_docs)]
 
 pub mod aac;
+pub mod access_unit;
 pub mod av1;
 mod bits;
 pub mod h264;

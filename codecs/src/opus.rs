@@ -33,6 +33,19 @@ pub fn parse(data: &[u8]) -> Result<OpusHead, CodecError> {
     })
 }
 
+/// Builds the OpusHead of a stream that carries no header of its own (RTP,
+/// RFC 7587): 48 kHz, channel mapping family 0.
+pub fn build_head(channels: u8, pre_skip: u16) -> Vec<u8> {
+    let mut h = Vec::with_capacity(19);
+    h.extend_from_slice(b"OpusHead");
+    h.push(1);
+    h.push(channels);
+    h.extend_from_slice(&pre_skip.to_le_bytes());
+    h.extend_from_slice(&48_000u32.to_le_bytes());
+    h.extend_from_slice(&[0, 0, 0]);
+    h
+}
+
 /// Describes an Opus track; Opus always decodes at 48 kHz.
 pub fn describe(config: &[u8]) -> Result<TrackInfo, CodecError> {
     let head = parse(config)?;
@@ -50,5 +63,7 @@ mod tests {
         assert_eq!(parse(&h).unwrap(), OpusHead { channels: 2, pre_skip: 312, input_sample_rate: 48000 });
         assert!(parse(&h[..10]).is_err());
         assert!(parse(b"OpusTagsxxxxxxxxxxxxxxx").is_err());
+        let built = parse(&build_head(2, 0)).unwrap();
+        assert_eq!(built, OpusHead { channels: 2, pre_skip: 0, input_sample_rate: 48000 });
     }
 }

@@ -14,8 +14,8 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use bytes::{BufMut, Bytes, BytesMut};
-use tidecast_codecs::{aac, h264, h265, nal};
+use bytes::{Bytes, BytesMut};
+use tidecast_codecs::{aac, access_unit};
 use tidecast_media::{rescale, Codec, Frame, Track, TrackId, TIMESCALE};
 
 use super::psi::{crc32, stream_type};
@@ -397,56 +397,22 @@ impl TsDemuxer {
     }
 
     fn video(&mut self, pid: u16, codec: Codec, data: Bytes, dts: i64, cts: i32) {
-        let h265 = codec == Codec::H265;
-        let mut params: Vec<Vec<u8>> = Vec::new();
-        let mut au = BytesMut::with_capacity(data.len());
-        let mut key = false;
-        for unit in nal::annexb(&data) {
-            let Some(&h) = unit.first() else { continue };
-            let kind = if h265 { (h >> 1) & 0x3f } else { h & 0x1f };
-            let (is_param, is_aud, is_key) = if h265 {
-                ((32..=34).contains(&kind), kind == 35, (16..=23).contains(&kind))
-            } else {
-                (kind == 7 || kind == 8, kind == 9, kind == 5)
-            };
-            key |= is_key;
-            if is_param {
-                params.push(unit.to_vec());
-            } else if !is_aud {
-                au.put_u32(unit.len() as u32);
-                au.put_slice(unit);
+        let au = access_unit::split_annexb(codec, &data);
+        let Some(es) = self.es.get_mut(&pid) else { return };
+        if !au.params.is_empty() && au.params != es.params {
+            if let Some(record) = access_unit::config_from_params(codec, &au.params) {
+                es.params = au.params;
+                es.config = Bytes::from(record);
+                self.emit_tracks();
             }
         }
         let Some(es) = self.es.get_mut(&pid) else { return };
-        if !params.is_empty() && params != es.params {
-            let kind = |n: &Vec<u8>| if h265 { (n[0] >> 1) & 0x3f } else { n[0] & 0x1f };
-            let find = |k: u8| params.iter().find(|n| kind(n) == k).cloned();
-            let record = if h265 {
-                match (find(32), find(33), find(34)) {
-                    (Some(v), Some(s), Some(p)) => h265::build_config(&v, &s, &p).ok(),
-                    _ => None,
-                }
-            } else {
-                match (find(7), find(8)) {
-                    (Some(s), Some(p)) => h264::build_config(&s, &p).ok(),
-                    _ => None,
-                }
-            };
-            if let Some(record) = record {
-                if tidecast_codecs::describe(codec, &record).is_ok() {
-                    es.params = params;
-                    es.config = Bytes::from(record);
-                    self.emit_tracks();
-                }
-            }
-        }
-        let Some(es) = self.es.get_mut(&pid) else { return };
-        if es.config.is_empty() || au.is_empty() || (es.need_key && !key) {
+        if es.config.is_empty() || au.data.is_empty() || (es.need_key && !au.keyframe) {
             self.stats.dropped_frames += 1;
             return;
         }
         es.need_key = false;
-        let frame = Frame { track: es.track, dts, cts, keyframe: key, payload: au.freeze() };
+        let frame = Frame { track: es.track, dts, cts, keyframe: au.keyframe, payload: au.data };
         self.out.push_back(DemuxOutput::Frame(frame));
     }
 
