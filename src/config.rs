@@ -1,7 +1,7 @@
 //! Configuration: embedded defaults, then a TOML file, then `TIDECAST_*`
 //! environment variables and command-line flags (see `Overrides`).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -30,6 +30,8 @@ pub struct Config {
     pub media: Media,
     /// LL-HLS.
     pub hls: Hls,
+    /// WHIP and WHEP.
+    pub webrtc: WebRtc,
     /// Stream keys; none means open development mode.
     pub streams: Vec<StreamEntry>,
 }
@@ -102,6 +104,66 @@ pub struct Hls {
     pub playlist_segments: usize,
 }
 
+/// WHIP ingest and WHEP playback: one UDP port for every peer, ICE-TCP as
+/// the fallback, ICE-lite.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebRtc {
+    /// Address to bind; `0.0.0.0` binds every interface address (each
+    /// becomes a host candidate).
+    pub bind: IpAddr,
+    /// Whether peers may connect over UDP.
+    pub udp: bool,
+    /// The UDP port all peers share (0: any free port).
+    pub udp_port: u16,
+    /// Whether peers may fall back to ICE-TCP.
+    pub tcp: bool,
+    /// The ICE-TCP port, passive (0: any free port).
+    pub tcp_port: u16,
+    /// Public addresses of a 1:1 NAT in front of this server.
+    pub public_ips: Vec<IpAddr>,
+    /// `host:port` of a STUN server to learn the public address from at start.
+    pub stun_server: Option<String>,
+    /// STUN/TURN servers handed to clients in `Link` headers.
+    pub ice_servers: Vec<IceServerEntry>,
+    /// How often WHIP publishers are asked for a keyframe.
+    pub keyframe_interval_seconds: f64,
+    /// How long ICE and DTLS may take before a session is dropped.
+    pub connect_timeout_seconds: f64,
+    /// Most WebRTC sessions at once.
+    pub max_sessions: usize,
+}
+
+impl Default for WebRtc {
+    fn default() -> Self {
+        WebRtc {
+            bind: IpAddr::from([0, 0, 0, 0]),
+            udp: true,
+            udp_port: 8189,
+            tcp: true,
+            tcp_port: 8189,
+            public_ips: Vec::new(),
+            stun_server: None,
+            ice_servers: Vec::new(),
+            keyframe_interval_seconds: 2.0,
+            connect_timeout_seconds: 15.0,
+            max_sessions: 2000,
+        }
+    }
+}
+
+/// One ICE server for clients.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct IceServerEntry {
+    /// `stun:host:port` or `turn:host:port`.
+    pub url: String,
+    /// TURN user name.
+    pub username: Option<String>,
+    /// TURN password.
+    pub credential: Option<String>,
+}
+
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct StreamEntry {
@@ -123,6 +185,7 @@ impl Default for Config {
             admin: Admin::default(),
             media: Media::default(),
             hls: Hls::default(),
+            webrtc: WebRtc::default(),
             streams: Vec::new(),
         }
     }
@@ -180,7 +243,25 @@ impl Config {
             segment: secs("hls.segment_seconds", self.hls.segment_seconds, 0.5, 30.0)?,
             part: secs("hls.part_seconds", self.hls.part_seconds, 0.05, 5.0)?,
             rtmp_idle: secs("rtmp.idle_timeout_seconds", self.rtmp.idle_timeout_seconds, 1.0, 3600.0)?,
+            keyframe_interval: secs(
+                "webrtc.keyframe_interval_seconds",
+                self.webrtc.keyframe_interval_seconds,
+                0.5,
+                60.0,
+            )?,
+            webrtc_connect: secs("webrtc.connect_timeout_seconds", self.webrtc.connect_timeout_seconds, 1.0, 120.0)?,
         };
+        if !self.webrtc.udp && !self.webrtc.tcp {
+            bail!("webrtc: enable udp, tcp or both");
+        }
+        for s in &self.webrtc.ice_servers {
+            if !["stun:", "stuns:", "turn:", "turns:"].iter().any(|p| s.url.starts_with(p)) {
+                bail!("webrtc.ice_servers: {:?} must start with stun:, stuns:, turn: or turns:", s.url);
+            }
+            if s.url.chars().any(|c| c == '>' || c == '"' || c.is_control()) {
+                bail!("webrtc.ice_servers: {:?} has characters a Link header cannot carry", s.url);
+            }
+        }
         if v.part >= v.segment {
             bail!("hls.part_seconds must be shorter than hls.segment_seconds");
         }
@@ -222,6 +303,8 @@ pub struct Validated {
     pub segment: Duration,
     pub part: Duration,
     pub rtmp_idle: Duration,
+    pub keyframe_interval: Duration,
+    pub webrtc_connect: Duration,
 }
 
 #[cfg(test)]

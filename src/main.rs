@@ -17,6 +17,7 @@ use tidecast_control::load::{Sources, Traffic};
 use tidecast_control::metrics::Metrics;
 use tidecast_control::plane::ControlPlane;
 use tidecast_control::playback::Playback;
+use tidecast_control::signaling::Signaling;
 use tidecast_control::store::{Db, RedbStore};
 use tidecast_control::triggers::{Trigger, Triggers};
 use tidecast_media::{PublishMode, Registry, RegistryConfig, StreamConfig};
@@ -27,6 +28,7 @@ use tidecast_protocols::rtmp::chunk::Limits;
 use tidecast_protocols::rtmp::driver::{self, RtmpContext};
 use tidecast_protocols::rtmp::SessionConfig;
 use tidecast_protocols::srt::driver::{SrtContext, SrtSessions};
+use tidecast_protocols::webrtc::{IceServer, WebRtcConfig, WebRtcHub};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -66,6 +68,15 @@ struct ServeArgs {
     /// Admin API listen address.
     #[arg(long, env = "TIDECAST_ADMIN_LISTEN")]
     admin_listen: Option<SocketAddr>,
+    /// Address WebRTC binds (`0.0.0.0`: every interface address).
+    #[arg(long, env = "TIDECAST_WEBRTC_BIND")]
+    webrtc_bind: Option<std::net::IpAddr>,
+    /// The UDP port every WebRTC peer shares (0: any).
+    #[arg(long, env = "TIDECAST_WEBRTC_UDP_PORT")]
+    webrtc_udp_port: Option<u16>,
+    /// The ICE-TCP port (0: any).
+    #[arg(long, env = "TIDECAST_WEBRTC_TCP_PORT")]
+    webrtc_tcp_port: Option<u16>,
     /// Log filter (tracing EnvFilter syntax).
     #[arg(long, env = "TIDECAST_LOG")]
     log: Option<String>,
@@ -104,6 +115,15 @@ fn main() -> anyhow::Result<()> {
     }
     if let Some(v) = args.admin_listen {
         cfg.admin.listen = v;
+    }
+    if let Some(v) = args.webrtc_bind {
+        cfg.webrtc.bind = v;
+    }
+    if let Some(v) = args.webrtc_udp_port {
+        cfg.webrtc.udp_port = v;
+    }
+    if let Some(v) = args.webrtc_tcp_port {
+        cfg.webrtc.tcp_port = v;
     }
     if let Some(v) = args.log {
         cfg.log = v;
@@ -197,6 +217,12 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     let rtmp_addr = rtmp_listener.local_addr()?;
     let http_addr = http_listener.local_addr()?;
 
+    let webrtc = WebRtcHub::start(webrtc_config(&cfg, &v).await?, shutdown.clone())
+        .await
+        .context("starting WebRTC (webrtc.udp_port / webrtc.tcp_port)")?;
+    let webrtc_udp = webrtc.udp_addrs().first().map_or("-".to_string(), |a| a.to_string());
+    let webrtc_tcp = webrtc.tcp_addrs().first().map_or("-".to_string(), |a| a.to_string());
+
     let rtmp_stats = Arc::new(IngestStats::default());
     let srt_stats = Arc::new(IngestStats::default());
     let srt_sessions = Arc::new(SrtSessions::default());
@@ -236,34 +262,40 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     };
     let monitor_task = tokio::spawn(plane.clone().monitor(sources, shutdown.clone()));
 
+    let signaling = Signaling::new(webrtc.clone(), plane.clone(), traffic.clone());
     let app = tidecast_control::playback::router(Playback {
         hls: hls.clone(),
         ts,
         plane: plane.clone(),
         traffic: traffic.clone(),
-    });
+    })
+    .merge(tidecast_control::signaling::routes(signaling));
     let http_shutdown = shutdown.clone();
     let http_task = tokio::spawn(async move {
         axum::serve(http_listener, app.into_make_service_with_connect_info::<SocketAddr>())
             .with_graceful_shutdown(async move { http_shutdown.cancelled().await })
             .await
     });
-    let admin = tidecast_control::api::router(Api { plane: plane.clone(), srt: Some(srt_sessions.clone()) });
+    let admin = tidecast_control::api::router(Api {
+        plane: plane.clone(),
+        srt: Some(srt_sessions.clone()),
+        webrtc: Some(webrtc.clone()),
+    });
     let admin_shutdown = shutdown.clone();
     let admin_task = tokio::spawn(async move {
         axum::serve(admin_listener, admin.into_make_service_with_connect_info::<SocketAddr>())
             .with_graceful_shutdown(async move { admin_shutdown.cancelled().await })
             .await
     });
-    for connector in ["rtmp", "srt", "hls", "ts", "api"] {
+    for connector in ["rtmp", "srt", "hls", "ts", "webrtc", "api"] {
         triggers.notify(Trigger::OutputStart, None, vec![format!(r#"{{"connector":"{connector}"}}"#)]);
     }
     plane.mark_ready();
 
     info!(%rtmp_addr, %srt_addr, %http_addr, %admin_addr, data_dir = %cfg.data_dir.display(), "tidecast {} ready", env!("CARGO_PKG_VERSION"));
-    info!("publish: rtmp://{rtmp_addr}/live/NAME   play: http://{http_addr}/hls/NAME/index.m3u8 or http://{http_addr}/ts/NAME.ts");
+    info!("publish: rtmp://{rtmp_addr}/live/NAME or WHIP http://{http_addr}/whip/NAME   play: http://{http_addr}/hls/NAME/index.m3u8, WHEP http://{http_addr}/whep/NAME or http://{http_addr}/ts/NAME.ts");
     // One machine-readable line on stdout for scripts and tests.
-    println!("listening rtmp={rtmp_addr} srt={srt_addr} http={http_addr} admin={admin_addr}");
+    println!("listening rtmp={rtmp_addr} srt={srt_addr} http={http_addr} admin={admin_addr} webrtc={webrtc_udp} webrtc_tcp={webrtc_tcp}");
 
     // SYSTEM_STOP may veto a shutdown (MistServer's semantics).
     loop {
@@ -273,7 +305,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         }
         warn!("a SYSTEM_STOP trigger handler refused the shutdown; still running");
     }
-    for connector in ["rtmp", "srt", "hls", "ts", "api"] {
+    for connector in ["rtmp", "srt", "hls", "ts", "webrtc", "api"] {
         triggers.notify(Trigger::OutputStop, None, vec![format!(r#"{{"connector":"{connector}"}}"#)]);
     }
     info!("shutting down: closing publishers and viewers");
@@ -293,6 +325,36 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     }
     info!("stopped");
     Ok(())
+}
+
+/// The WebRTC edge's settings; resolves the STUN server's name.
+async fn webrtc_config(cfg: &Config, v: &config::Validated) -> anyhow::Result<WebRtcConfig> {
+    let w = &cfg.webrtc;
+    let stun_server = match &w.stun_server {
+        Some(host) => match tokio::net::lookup_host(host.as_str()).await {
+            Ok(mut addrs) => addrs.next(),
+            Err(e) => {
+                warn!(server = %host, error = %e, "cannot resolve webrtc.stun_server; no public address will be learned");
+                None
+            }
+        },
+        None => None,
+    };
+    Ok(WebRtcConfig {
+        bind: w.bind,
+        udp_port: w.udp.then_some(w.udp_port),
+        tcp_port: w.tcp.then_some(w.tcp_port),
+        public_ips: w.public_ips.clone(),
+        stun_server,
+        ice_servers: w
+            .ice_servers
+            .iter()
+            .map(|s| IceServer { url: s.url.clone(), username: s.username.clone(), credential: s.credential.clone() })
+            .collect(),
+        keyframe_interval: v.keyframe_interval,
+        connect_timeout: v.webrtc_connect,
+        max_sessions: w.max_sessions,
+    })
 }
 
 async fn wait_for_signal() {

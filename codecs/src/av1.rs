@@ -21,7 +21,10 @@ pub struct Av1Config {
     pub size: Option<(u32, u32)>,
 }
 
-const OBU_SEQUENCE_HEADER: u8 = 1;
+/// obu_type of a sequence header.
+pub const OBU_SEQUENCE_HEADER: u8 = 1;
+/// obu_type of a temporal delimiter.
+pub const OBU_TEMPORAL_DELIMITER: u8 = 2;
 
 /// Parses an AV1CodecConfigurationRecord.
 pub fn parse_config(data: &[u8]) -> Result<Av1Config, CodecError> {
@@ -63,7 +66,13 @@ pub fn build_config(seq_header_obu: &[u8]) -> Result<Vec<u8>, CodecError> {
 
 /// Iterates (obu_type, payload) over low-overhead OBUs (obu_has_size_field set;
 /// the last OBU may omit its size).
-pub fn obus(mut data: &[u8]) -> impl Iterator<Item = Result<(u8, &[u8]), CodecError>> {
+pub fn obus(data: &[u8]) -> impl Iterator<Item = Result<(u8, &[u8]), CodecError>> {
+    whole_obus(data).map(|r| r.map(|(kind, whole, start)| (kind, &whole[start..])))
+}
+
+/// Iterates (obu_type, the whole OBU with its header, where its payload
+/// starts) over low-overhead OBUs.
+pub fn whole_obus(mut data: &[u8]) -> impl Iterator<Item = Result<(u8, &[u8], usize), CodecError>> {
     std::iter::from_fn(move || {
         if data.is_empty() {
             return None;
@@ -91,12 +100,13 @@ pub fn obus(mut data: &[u8]) -> impl Iterator<Item = Result<(u8, &[u8]), CodecEr
         } else {
             (data.len() - pos) as u64
         };
-        let Some(payload) = usize::try_from(size).ok().and_then(|s| data.get(pos..pos.checked_add(s)?)) else {
+        let Some(end) = usize::try_from(size).ok().and_then(|s| pos.checked_add(s)).filter(|&e| e <= data.len()) else {
             data = &[];
             return Some(Err(CodecError::Truncated("OBU payload")));
         };
-        data = &data[pos + payload.len()..];
-        Some(Ok((kind, payload)))
+        let whole = &data[..end];
+        data = &data[end..];
+        Some(Ok((kind, whole, pos)))
     })
 }
 

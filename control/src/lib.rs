@@ -16,6 +16,7 @@ pub mod model;
 pub mod plane;
 pub mod playback;
 pub mod secrets;
+pub mod signaling;
 pub mod store;
 pub mod tokens;
 pub mod triggers;

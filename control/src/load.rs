@@ -89,6 +89,8 @@ pub struct Traffic {
     pub hls: AtomicU64,
     /// HTTP MPEG-TS.
     pub ts: AtomicU64,
+    /// WHEP (media payload bytes before RTP and SRTP overhead).
+    pub webrtc: AtomicU64,
 }
 
 /// Where the figures come from.
@@ -168,6 +170,7 @@ impl Sampler {
         let t = &self.sources.traffic;
         r.bytes_out_total.insert("hls".into(), t.hls.load(Ordering::Relaxed));
         r.bytes_out_total.insert("ts".into(), t.ts.load(Ordering::Relaxed));
+        r.bytes_out_total.insert("whep".into(), t.webrtc.load(Ordering::Relaxed));
         if let Some(srt) = &self.sources.srt {
             let out: u64 = srt.snapshot().iter().filter(|(_, s)| !s.publishing).map(|(_, s)| s.bytes).sum();
             r.bytes_out_total.insert("srt".into(), out);

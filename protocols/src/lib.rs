@@ -8,6 +8,7 @@
 //! * [`hls`]: the LL-HLS packager and playlist writer.
 //! * [`mpegts`]: MPEG-TS demuxer and muxer, and the per-stream TS output.
 //! * [`srt`]: SRT publish and play on one UDP port.
+//! * [`webrtc`]: WHIP ingest and WHEP playback on one UDP port.
 //! * [`ingest`]: the publish gate and counters every ingest shares.
 
 #![forbid(unsafe_code)]
@@ -20,3 +21,4 @@ pub mod ingest;
 pub mod mpegts;
 pub mod rtmp;
 pub mod srt;
+pub mod webrtc;

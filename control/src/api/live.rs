@@ -22,6 +22,7 @@ use crate::viewers::ViewerSession;
 pub(super) fn routes() -> OpenApiRouter<Api> {
     OpenApiRouter::new()
         .routes(routes!(list_sessions))
+        .routes(routes!(list_webrtc_sessions))
         .routes(routes!(kick_session))
         .routes(routes!(load))
         .routes(routes!(audit))
@@ -172,6 +173,110 @@ async fn kick_session(
     }
     let _ = api.plane.db.commit(vec![super::audit_op(&caller.who(), "kick", "session", &id)]);
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Counters of one m-line of a WebRTC session.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WebRtcTrack {
+    /// The m-line's mid.
+    pub mid: String,
+    /// RTP packets received (WHIP) or sent (WHEP).
+    pub packets: u64,
+    /// Payload bytes.
+    pub bytes: u64,
+    /// NACKs (sent for WHIP, received for WHEP).
+    pub nacks: u64,
+    /// Picture loss indications.
+    pub plis: u64,
+    /// Full intra requests.
+    pub firs: u64,
+}
+
+/// A WHIP or WHEP session, live or recently closed.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WebRtcSession {
+    /// Resource id (the last segment of its `Location`).
+    pub id: String,
+    /// `whip` or `whep`.
+    pub kind: String,
+    /// Stream.
+    pub stream: String,
+    /// Owning tenant, for configured streams.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    /// The client's HTTP address.
+    pub peer: String,
+    /// `connecting`, `connected` or `closed`.
+    pub state: String,
+    /// Start, Unix milliseconds.
+    pub started_ms: i64,
+    /// `udp` or `tcp`, once ICE selected a pair.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transport: Option<String>,
+    /// Bytes received from the peer.
+    pub bytes_in: u64,
+    /// Bytes sent to the peer.
+    pub bytes_out: u64,
+    /// Round-trip time from RTCP, milliseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rtt_ms: Option<f64>,
+    /// Per m-line counters.
+    pub tracks: Vec<WebRtcTrack>,
+    /// What could not be carried.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+    /// Why it closed: `ICE failed: no candidate pair ...`, `DTLS failed: ...`,
+    /// `closed by the client (DELETE)`...
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub closed_reason: Option<String>,
+}
+
+/// WHIP publishers and WHEP viewers: the live ones, then the last 64 that
+/// closed, each with why.
+#[utoipa::path(get, path = "/api/v1/webrtc/sessions", tag = "live", params(PageQuery),
+    responses((status = 200, body = Page<WebRtcSession>), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json")))]
+async fn list_webrtc_sessions(
+    State(api): State<Api>,
+    caller: Caller,
+    Params(q): Params<PageQuery>,
+) -> Json<Page<WebRtcSession>> {
+    let mut out = Vec::new();
+    if let Some(hub) = &api.webrtc {
+        for s in hub.sessions().into_iter().chain(hub.closed()) {
+            let tenant = api.plane.owned(&s.stream).ok().flatten().map(|o| o.stream.tenant);
+            if !caller.sees(tenant.as_deref()) {
+                continue;
+            }
+            out.push(WebRtcSession {
+                id: s.id,
+                kind: s.kind.into(),
+                stream: s.stream,
+                tenant,
+                peer: s.peer.to_string(),
+                state: s.state,
+                started_ms: s.started_ms,
+                transport: s.transport,
+                bytes_in: s.bytes_in,
+                bytes_out: s.bytes_out,
+                rtt_ms: s.rtt_ms,
+                tracks: s
+                    .tracks
+                    .into_iter()
+                    .map(|(mid, t)| WebRtcTrack {
+                        mid,
+                        packets: t.packets,
+                        bytes: t.bytes,
+                        nacks: t.nacks,
+                        plis: t.plis,
+                        firs: t.firs,
+                    })
+                    .collect(),
+                notes: s.notes,
+                closed_reason: s.closed_reason,
+            });
+        }
+    }
+    Json(Page::of(out, &q, |s: &WebRtcSession| &s.id))
 }
 
 /// The node's load, refreshed every second: for an external balancer.

@@ -45,6 +45,8 @@ pub struct Api {
     pub plane: Arc<ControlPlane>,
     /// SRT link statistics, shown on SRT publishers' sessions.
     pub srt: Option<Arc<tidecast_protocols::srt::driver::SrtSessions>>,
+    /// The WebRTC edge: WHIP/WHEP sessions and their statistics.
+    pub webrtc: Option<Arc<tidecast_protocols::webrtc::WebRtcHub>>,
 }
 
 /// The authenticated caller.

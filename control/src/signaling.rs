@@ -1,0 +1,340 @@
+//! WHIP (RFC 9725) and WHEP signaling on the HTTP port.
+//!
+//! * `POST /whip/{stream}` with an SDP offer and `Authorization: Bearer
+//!   <stream key>`: `201 Created`, the answer, and `Location:
+//!   /whip/{stream}/{id}`. `PATCH` on that resource takes trickle ICE
+//!   fragments, `DELETE` ends the session.
+//! * `POST /whep/{stream}` likewise for viewers; the bearer (or `?token=`) is
+//!   the playback token when the stream needs one.
+//!
+//! The resource is bound to the credential that created it: `PATCH` and
+//! `DELETE` must present the same bearer (compared by hash, in constant time).
+//! ICE servers go to the client in `Link` headers, on `POST` and `OPTIONS`.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, Path, RawQuery, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{patch, post};
+use axum::Router;
+use parking_lot::Mutex;
+use tidecast_protocols::ingest::{AccessGate, PublishRequest};
+use tidecast_protocols::webrtc::{EndReason, OfferProblem, ViewerHooks, WebRtcError, WebRtcHub};
+use tracing::{info, warn};
+
+use crate::load::Traffic;
+use crate::plane::{ControlPlane, PlayDenied};
+use crate::secrets::{ct_eq, hash};
+use crate::tokens::TokenError;
+
+/// What the signaling routes need.
+#[derive(Clone)]
+pub struct Signaling {
+    /// The WebRTC edge.
+    pub hub: Arc<WebRtcHub>,
+    /// Access policy and viewer sessions.
+    pub plane: Arc<ControlPlane>,
+    /// Bytes sent, for the load report.
+    pub traffic: Arc<Traffic>,
+    owners: Arc<Mutex<HashMap<String, String>>>,
+}
+
+impl Signaling {
+    /// Signaling over `hub`.
+    pub fn new(hub: Arc<WebRtcHub>, plane: Arc<ControlPlane>, traffic: Arc<Traffic>) -> Signaling {
+        Signaling { hub, plane, traffic, owners: Arc::default() }
+    }
+}
+
+/// The WHIP and WHEP routes (CORS is added by the playback router they join).
+pub fn routes(s: Signaling) -> Router {
+    Router::new()
+        .route("/whip/{stream}", post(whip).options(options))
+        .route("/whep/{stream}", post(whep).options(options))
+        .route("/whip/{stream}/{id}", patch(trickle).delete(end).options(options))
+        .route("/whep/{stream}/{id}", patch(trickle).delete(end).options(options))
+        .with_state(s)
+}
+
+const SDP: &str = "application/sdp";
+const TRICKLE: &str = "application/trickle-ice-sdpfrag";
+
+fn problem(status: StatusCode, text: impl std::fmt::Display) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8"), (header::CACHE_CONTROL, "no-store")],
+        format!("{text}\n"),
+    )
+        .into_response()
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers.get(header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("Bearer ").map(str::trim).filter(|t| !t.is_empty())
+}
+
+fn content_type_is(headers: &HeaderMap, want: &str) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case(want))
+}
+
+/// `Link` header values for the configured ICE servers (RFC 9725 section 4.6).
+fn links(hub: &WebRtcHub) -> Vec<HeaderValue> {
+    hub.ice_servers()
+        .iter()
+        .filter_map(|s| {
+            let mut v = format!("<{}>; rel=\"ice-server\"", s.url);
+            if let (Some(u), Some(c)) = (&s.username, &s.credential) {
+                v.push_str(&format!("; username=\"{u}\"; credential=\"{c}\"; credential-type=\"password\""));
+            }
+            HeaderValue::from_str(&v).ok()
+        })
+        .collect()
+}
+
+async fn options(State(s): State<Signaling>) -> Response {
+    let mut r = StatusCode::NO_CONTENT.into_response();
+    let h = r.headers_mut();
+    h.insert(header::ALLOW, HeaderValue::from_static("OPTIONS, POST, PATCH, DELETE"));
+    h.insert("accept-post", HeaderValue::from_static(SDP));
+    h.insert("accept-patch", HeaderValue::from_static(TRICKLE));
+    for l in links(&s.hub) {
+        h.append(header::LINK, l);
+    }
+    r
+}
+
+fn webrtc_error(e: &WebRtcError) -> Response {
+    let status = match e {
+        WebRtcError::Offer(OfferProblem::Malformed(_)) | WebRtcError::Rejected(_) | WebRtcError::BadCandidate(_) => {
+            StatusCode::BAD_REQUEST
+        }
+        WebRtcError::Offer(OfferProblem::NoSupportedCodec(_)) => StatusCode::NOT_ACCEPTABLE,
+        WebRtcError::NothingToPlay(_) => StatusCode::UNPROCESSABLE_ENTITY,
+        WebRtcError::NotReady | WebRtcError::Full => StatusCode::SERVICE_UNAVAILABLE,
+        WebRtcError::NotFound => StatusCode::NOT_FOUND,
+    };
+    problem(status, e)
+}
+
+fn read_offer(headers: &HeaderMap, body: &Bytes) -> Result<String, Response> {
+    if !content_type_is(headers, SDP) {
+        return Err(problem(StatusCode::UNSUPPORTED_MEDIA_TYPE, "the offer must be sent as application/sdp"));
+    }
+    String::from_utf8(body.to_vec()).map_err(|_| problem(StatusCode::BAD_REQUEST, "the offer is not UTF-8"))
+}
+
+fn created(
+    s: &Signaling,
+    kind: &str,
+    stream: &str,
+    c: tidecast_protocols::webrtc::Created,
+    credential: &str,
+) -> Response {
+    s.owners.lock().insert(c.id.clone(), hash(credential));
+    let mut r = (StatusCode::CREATED, c.answer).into_response();
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(SDP));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if let Ok(v) = HeaderValue::from_str(&format!("/{kind}/{stream}/{}", c.id)) {
+        h.insert(header::LOCATION, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&format!("\"{}\"", c.id)) {
+        h.insert(header::ETAG, v);
+    }
+    h.insert("accept-patch", HeaderValue::from_static(TRICKLE));
+    for l in links(&s.hub) {
+        h.append(header::LINK, l);
+    }
+    for note in &c.notes {
+        if let Ok(v) = HeaderValue::from_str(note) {
+            h.append("x-tidecast-note", v);
+        }
+    }
+    r
+}
+
+async fn whip(
+    State(s): State<Signaling>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(stream): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let offer = match read_offer(&headers, &body) {
+        Ok(o) => o,
+        Err(r) => return r,
+    };
+    let open = s.plane.open_mode();
+    let token = bearer(&headers);
+    let key = match (token, open) {
+        (_, true) => stream.clone(),
+        (Some(t), false) => t.to_owned(),
+        (None, false) => {
+            let mut r = problem(StatusCode::UNAUTHORIZED, "WHIP needs the stream key as a bearer token");
+            r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            return r;
+        }
+    };
+    let req = PublishRequest { protocol: "whip", app: "whip", key: &key, peer };
+    let name = match s.plane.authorize_publish(req).await {
+        Ok(n) => n,
+        Err(r) => {
+            info!(%peer, stream, reason = %r.reason, "whip publish refused");
+            return problem(StatusCode::UNAUTHORIZED, r.reason);
+        }
+    };
+    if name != stream {
+        info!(%peer, stream, key_stream = name, "whip publish refused: the key is for another stream");
+        return problem(StatusCode::UNAUTHORIZED, "this key does not publish this stream");
+    }
+    let publisher = match s.plane.registry.publish(&name) {
+        Ok(p) => p,
+        Err(e) => return problem(StatusCode::CONFLICT, e),
+    };
+    match s.hub.publish(&offer, publisher, peer) {
+        Ok(c) => {
+            info!(%peer, stream = name, id = %c.id, "whip session created");
+            created(&s, "whip", &stream, c, token.unwrap_or(""))
+        }
+        Err(e) => {
+            info!(%peer, stream = name, error = %e, "whip offer refused");
+            webrtc_error(&e)
+        }
+    }
+}
+
+fn denied(e: PlayDenied) -> Response {
+    let status = match e {
+        PlayDenied::Token(TokenError::Missing) => StatusCode::UNAUTHORIZED,
+        PlayDenied::Token(_) | PlayDenied::Refused(_) => StatusCode::FORBIDDEN,
+        PlayDenied::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+        PlayDenied::Store => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    problem(status, e)
+}
+
+async fn whep(
+    State(s): State<Signaling>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(stream): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let offer = match read_offer(&headers, &body) {
+        Ok(o) => o,
+        Err(r) => return r,
+    };
+    let from_query = query.as_deref().and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("token=")));
+    let token = bearer(&headers).or(from_query);
+    let owned = match s.plane.check_play(&stream, token, peer.ip()) {
+        Ok(o) => o,
+        Err(e) => return denied(e),
+    };
+    let Some(live) = s.plane.registry.get(&stream).filter(|st| st.has_publisher()) else {
+        return problem(StatusCode::NOT_FOUND, format!("stream {stream:?} is not live"));
+    };
+    let tenant = owned.as_ref().map(|o| o.stream.tenant.clone());
+    let guard = s.plane.viewers.connect(&stream, tenant.as_deref(), "whep", peer.ip());
+    let url = format!("/whep/{stream}");
+    if let Err(e) = s.plane.admit_viewer(&owned, &stream, "whep", peer, &url, guard.id()).await {
+        return denied(e);
+    }
+    let cancel = guard.cancel.clone();
+    let guard = Arc::new(guard);
+    let counter = guard.clone();
+    let traffic = s.traffic.clone();
+    let hooks = ViewerHooks {
+        cancel,
+        sent: Box::new(move |n| {
+            counter.sent(n);
+            traffic.webrtc.fetch_add(n as u64, Ordering::Relaxed);
+        }),
+        keep: Box::new(guard),
+    };
+    match s.hub.play(&offer, live, peer, hooks) {
+        Ok(c) => {
+            info!(%peer, stream, id = %c.id, "whep session created");
+            created(&s, "whep", &stream, c, token.unwrap_or(""))
+        }
+        Err(e) => {
+            info!(%peer, stream, error = %e, "whep offer refused");
+            webrtc_error(&e)
+        }
+    }
+}
+
+/// Checks that `id` is a live session of `kind` on `stream` created with the
+/// bearer this request presents.
+fn owned_session(s: &Signaling, kind: &str, stream: &str, id: &str, headers: &HeaderMap) -> Result<(), Response> {
+    s.owners.lock().retain(|k, _| s.hub.session_stream(k).is_some());
+    let Some((k, st)) = s.hub.session_stream(id) else {
+        return Err(problem(StatusCode::NOT_FOUND, "no such session"));
+    };
+    if k != kind || st != stream {
+        return Err(problem(StatusCode::NOT_FOUND, "no such session"));
+    }
+    let presented = hash(bearer(headers).unwrap_or(""));
+    let matches = s.owners.lock().get(id).is_some_and(|h| ct_eq(h.as_bytes(), presented.as_bytes()));
+    if !matches {
+        warn!(id, "webrtc resource request with the wrong credential");
+        return Err(problem(StatusCode::FORBIDDEN, "this session was created with another credential"));
+    }
+    Ok(())
+}
+
+fn kind_of(headers_path: &str) -> &'static str {
+    if headers_path.starts_with("/whep/") {
+        "whep"
+    } else {
+        "whip"
+    }
+}
+
+async fn trickle(
+    State(s): State<Signaling>,
+    uri: axum::http::Uri,
+    Path((stream, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let kind = kind_of(uri.path());
+    if let Err(r) = owned_session(&s, kind, &stream, &id, &headers) {
+        return r;
+    }
+    if !content_type_is(&headers, TRICKLE) {
+        return problem(StatusCode::UNSUPPORTED_MEDIA_TYPE, "PATCH takes application/trickle-ice-sdpfrag");
+    }
+    let Ok(fragment) = std::str::from_utf8(&body) else { return problem(StatusCode::BAD_REQUEST, "not UTF-8") };
+    match s.hub.trickle(&id, fragment) {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => webrtc_error(&e),
+    }
+}
+
+async fn end(
+    State(s): State<Signaling>,
+    uri: axum::http::Uri,
+    Path((stream, id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let kind = kind_of(uri.path());
+    if let Err(r) = owned_session(&s, kind, &stream, &id, &headers) {
+        return r;
+    }
+    match s.hub.close(&id, EndReason::Deleted) {
+        Ok(()) => {
+            s.owners.lock().remove(&id);
+            StatusCode::OK.into_response()
+        }
+        Err(e) => webrtc_error(&e),
+    }
+}

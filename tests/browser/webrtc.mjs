@@ -1,0 +1,184 @@
+// WHIP publisher and WHEP player in headless Chromium (Debian's
+// /usr/bin/chromium), for Tidecast's end-to-end tests.
+//
+//   node webrtc.mjs caps <origin>
+//   node webrtc.mjs publish <origin> <stream> <token|-> <seconds> <codec> [--tcp]
+//   node webrtc.mjs play <origin> <stream> <token|-> <seconds>
+//
+// `origin` is the server's HTTP origin (the page is loaded from it, so it is
+// a secure context and same-origin with the WHIP/WHEP endpoints). Prints one
+// JSON object on stdout. The publisher uses Chromium's fake camera and
+// microphone. `publish` runs until killed when seconds is 0 (the test stops
+// it), after printing a `connected` line.
+import { chromium } from 'playwright-core';
+
+const [mode, origin, stream, token, seconds, codec, ...flags] = process.argv.slice(2);
+
+const browser = await chromium.launch({
+  executablePath: '/usr/bin/chromium',
+  args: [
+    '--no-sandbox',
+    '--disable-gpu',
+    '--disable-background-networking',
+    '--use-fake-device-for-media-stream',
+    '--use-fake-ui-for-media-stream',
+    '--autoplay-policy=no-user-gesture-required',
+  ],
+});
+const page = await browser.newPage();
+page.on('console', (m) => process.stderr.write(`[page] ${m.text()}\n`));
+// The page is served by Playwright at the server's origin: a secure context
+// (loopback) that is same-origin with the WHIP/WHEP endpoints.
+await page.route('**/tidecast-webrtc-test', (r) =>
+  r.fulfill({ status: 200, contentType: 'text/html', body: '<!doctype html><html><body></body></html>' }),
+);
+await page.goto(`${origin}/tidecast-webrtc-test`);
+
+async function finish(result) {
+  process.stdout.write(JSON.stringify(result) + '\n');
+  await browser.close();
+}
+
+if (mode === 'caps') {
+  const caps = await page.evaluate(() => ({
+    send: RTCRtpSender.getCapabilities('video').codecs.map((c) => c.mimeType),
+    recv: RTCRtpReceiver.getCapabilities('video').codecs.map((c) => c.mimeType),
+  }));
+  await finish(caps);
+} else if (mode === 'publish') {
+  const tcpOnly = flags.includes('--tcp');
+  const result = await page.evaluate(
+    async ({ stream, token, codec, tcpOnly }) => {
+      const pc = new RTCPeerConnection();
+      window.pc = pc;
+      const media = await navigator.mediaDevices.getUserMedia({
+        video: { width: 320, height: 240, frameRate: 30 },
+        audio: true,
+      });
+      for (const track of media.getTracks()) {
+        const t = pc.addTransceiver(track, { direction: 'sendonly' });
+        if (track.kind === 'video' && codec !== 'any') {
+          const prefs = RTCRtpSender.getCapabilities('video').codecs.filter(
+            (c) => c.mimeType.toLowerCase() === `video/${codec}`,
+          );
+          if (prefs.length === 0) return { error: `chromium cannot send ${codec}` };
+          t.setCodecPreferences(prefs);
+        }
+      }
+      await pc.setLocalDescription(await pc.createOffer());
+      const headers = { 'Content-Type': 'application/sdp' };
+      if (token !== '-') headers.Authorization = `Bearer ${token}`;
+      const res = await fetch(`/whip/${stream}`, { method: 'POST', headers, body: pc.localDescription.sdp });
+      if (res.status !== 201) return { status: res.status, error: await res.text() };
+      const location = res.headers.get('Location');
+      let answer = await res.text();
+      if (tcpOnly) {
+        // Keep only the server's ICE-TCP candidates, as if UDP were blocked.
+        answer = answer
+          .split('\r\n')
+          .filter((l) => !(l.startsWith('a=candidate:') && / udp /i.test(l)))
+          .join('\r\n');
+      }
+      await pc.setRemoteDescription({ type: 'answer', sdp: answer });
+      const ok = await new Promise((resolve) => {
+        const check = () => {
+          if (pc.connectionState === 'connected') resolve(true);
+          if (pc.connectionState === 'failed') resolve(false);
+        };
+        pc.onconnectionstatechange = check;
+        setTimeout(() => resolve(pc.connectionState === 'connected'), 20000);
+        check();
+      });
+      window.whip = { location, token };
+      return { status: 201, location, connected: ok, answerSdp: answer };
+    },
+    { stream, token, codec, tcpOnly },
+  );
+  if (!result.connected) {
+    await finish(result);
+    process.exit(0);
+  }
+  process.stdout.write(JSON.stringify({ connected: true, location: result.location }) + '\n');
+  const hold = Number(seconds) > 0 ? Number(seconds) * 1000 : 24 * 3600 * 1000;
+  const stop = new Promise((resolve) => {
+    setTimeout(resolve, hold);
+    process.on('SIGTERM', resolve);
+  });
+  await stop;
+  const stats = await page.evaluate(async () => {
+    const out = { framesEncoded: 0, packetsSent: 0, codec: null, candidateType: null, protocol: null };
+    const report = await window.pc.getStats();
+    report.forEach((s) => {
+      if (s.type === 'outbound-rtp' && s.kind === 'video') {
+        out.framesEncoded = s.framesEncoded;
+        out.packetsSent = s.packetsSent;
+        const c = report.get(s.codecId);
+        out.codec = c && c.mimeType;
+      }
+      if (s.type === 'candidate-pair' && s.nominated && s.state === 'succeeded') {
+        const remote = report.get(s.remoteCandidateId);
+        out.protocol = remote && remote.protocol;
+      }
+    });
+    const headers = {};
+    if (window.whip.token !== '-') headers.Authorization = `Bearer ${window.whip.token}`;
+    const del = await fetch(window.whip.location, { method: 'DELETE', headers });
+    out.deleteStatus = del.status;
+    return out;
+  });
+  await finish(stats);
+} else if (mode === 'play') {
+  const result = await page.evaluate(
+    async ({ stream, token, seconds }) => {
+      const pc = new RTCPeerConnection();
+      pc.addTransceiver('video', { direction: 'recvonly' });
+      pc.addTransceiver('audio', { direction: 'recvonly' });
+      const video = document.createElement('video');
+      video.muted = true;
+      video.autoplay = true;
+      document.body.appendChild(video);
+      pc.ontrack = (e) => {
+        video.srcObject = e.streams[0] || new MediaStream([e.track]);
+      };
+      await pc.setLocalDescription(await pc.createOffer());
+      const headers = { 'Content-Type': 'application/sdp' };
+      if (token !== '-') headers.Authorization = `Bearer ${token}`;
+      const started = performance.now();
+      const res = await fetch(`/whep/${stream}`, { method: 'POST', headers, body: pc.localDescription.sdp });
+      if (res.status !== 201) return { status: res.status, error: await res.text() };
+      const location = res.headers.get('Location');
+      const notes = res.headers.get('X-Tidecast-Note');
+      await pc.setRemoteDescription({ type: 'answer', sdp: await res.text() });
+      const out = { status: 201, location, notes, framesDecoded: 0, audioPackets: 0, firstFrameMs: null };
+      const deadline = started + Number(seconds) * 1000;
+      while (performance.now() < deadline) {
+        await new Promise((r) => setTimeout(r, 100));
+        const report = await pc.getStats();
+        report.forEach((s) => {
+          if (s.type === 'inbound-rtp' && s.kind === 'video') {
+            out.framesDecoded = s.framesDecoded || 0;
+            out.width = s.frameWidth;
+            out.height = s.frameHeight;
+            out.nackCount = s.nackCount;
+            out.pliCount = s.pliCount;
+            const c = report.get(s.codecId);
+            out.codec = c && c.mimeType;
+          }
+          if (s.type === 'inbound-rtp' && s.kind === 'audio') out.audioPackets = s.packetsReceived || 0;
+        });
+        if (out.framesDecoded > 0 && out.firstFrameMs === null) out.firstFrameMs = performance.now() - started;
+        if (out.framesDecoded >= 30 && (out.audioPackets > 0 || notes)) break;
+      }
+      out.connectionState = pc.connectionState;
+      const del = await fetch(location, { method: 'DELETE', headers: token !== '-' ? { Authorization: `Bearer ${token}` } : {} });
+      out.deleteStatus = del.status;
+      pc.close();
+      return out;
+    },
+    { stream, token, seconds },
+  );
+  await finish(result);
+} else {
+  console.error(`unknown mode ${mode}`);
+  process.exit(2);
+}
