@@ -145,7 +145,7 @@ impl Default for WebRtc {
             public_ips: Vec::new(),
             stun_server: None,
             ice_servers: Vec::new(),
-            keyframe_interval_seconds: 2.0,
+            keyframe_interval_seconds: 1.0,
             connect_timeout_seconds: 15.0,
             max_sessions: 2000,
         }

@@ -1,6 +1,7 @@
 //! Prometheus metrics (`/metrics`): the load report's figures plus counters
 //! the control plane keeps itself (auth failures, trigger latency).
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use prometheus::{
@@ -34,6 +35,11 @@ pub struct Metrics {
     cpu_host: prometheus::Gauge,
     memory_rss: IntGauge,
     load_score: prometheus::Gauge,
+    webrtc_sessions: IntGaugeVec,
+    webrtc_opened: IntCounterVec,
+    webrtc_feedback: IntGaugeVec,
+    webrtc_unrouted: IntCounter,
+    webrtc_dropped: IntCounter,
 }
 
 fn must<T>(r: prometheus::Result<T>) -> T {
@@ -72,6 +78,22 @@ impl Metrics {
         must(registry.register(Box::new(trigger_seconds.clone())));
         let streams = must(IntGauge::new("streams", "Live streams"));
         must(registry.register(Box::new(streams.clone())));
+        let gv = |name: &str, help: &str, labels: &[&str]| {
+            let g = must(IntGaugeVec::new(Opts::new(name, help), labels));
+            must(registry.register(Box::new(g.clone())));
+            g
+        };
+        let webrtc_sessions = gv("webrtc_sessions", "Live WebRTC sessions by kind (whip, whep)", &["kind"]);
+        let webrtc_feedback = gv(
+            "webrtc_feedback",
+            "RTCP feedback of the live WebRTC sessions, by kind and type (nack, pli, fir)",
+            &["kind", "type"],
+        );
+        let webrtc_opened = cv("webrtc_sessions_opened_total", "WebRTC sessions opened, by kind", &["kind"]);
+        let webrtc_unrouted =
+            c("webrtc_unrouted_datagrams_total", "Datagrams on the WebRTC ports that matched no session");
+        let webrtc_dropped =
+            c("webrtc_dropped_datagrams_total", "WebRTC datagrams dropped (full queue or socket buffer)");
         let viewers = must(IntGaugeVec::new(Opts::new("viewers", "Viewers by protocol"), &["protocol"]));
         must(registry.register(Box::new(viewers.clone())));
         let memory_rss = must(IntGauge::new("memory_rss_bytes", "Resident memory of the process"));
@@ -94,6 +116,11 @@ impl Metrics {
             viewers,
             memory_rss,
             registry,
+            webrtc_sessions,
+            webrtc_opened,
+            webrtc_feedback,
+            webrtc_unrouted,
+            webrtc_dropped,
         }
     }
 
@@ -103,6 +130,25 @@ impl Metrics {
         if !ok {
             self.trigger_failures.with_label_values(&[trigger]).inc();
         }
+    }
+
+    /// Brings the WebRTC figures up to the hub's.
+    pub fn observe_webrtc(&self, hub: &tidecast_protocols::webrtc::WebRtcHub) {
+        let live = hub.sessions();
+        for (i, kind) in ["whip", "whep"].into_iter().enumerate() {
+            let mine: Vec<_> = live.iter().filter(|s| s.kind == kind).collect();
+            self.webrtc_sessions.with_label_values(&[kind]).set(mine.len() as i64);
+            catch_up(&self.webrtc_opened.with_label_values(&[kind]), hub.opened[i].load(Ordering::Relaxed));
+            let sum = |f: fn(&tidecast_protocols::webrtc::TrackStats) -> u64| -> i64 {
+                mine.iter().flat_map(|s| s.tracks.values()).map(f).sum::<u64>() as i64
+            };
+            self.webrtc_feedback.with_label_values(&[kind, "nack"]).set(sum(|t| t.nacks));
+            self.webrtc_feedback.with_label_values(&[kind, "pli"]).set(sum(|t| t.plis));
+            self.webrtc_feedback.with_label_values(&[kind, "fir"]).set(sum(|t| t.firs));
+        }
+        let net = hub.net_stats();
+        catch_up(&self.webrtc_unrouted, net.unrouted.load(Ordering::Relaxed));
+        catch_up(&self.webrtc_dropped, net.dropped.load(Ordering::Relaxed));
     }
 
     /// Brings the exported figures up to `report` and renders the text format.

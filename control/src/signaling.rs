@@ -124,11 +124,14 @@ fn webrtc_error(e: &WebRtcError) -> Response {
     problem(status, e)
 }
 
-fn read_offer(headers: &HeaderMap, body: &Bytes) -> Result<String, Response> {
+/// A refusal: status and the text the client reads.
+type Refused = (StatusCode, &'static str);
+
+fn read_offer(headers: &HeaderMap, body: &Bytes) -> Result<String, Refused> {
     if !content_type_is(headers, SDP) {
-        return Err(problem(StatusCode::UNSUPPORTED_MEDIA_TYPE, "the offer must be sent as application/sdp"));
+        return Err((StatusCode::UNSUPPORTED_MEDIA_TYPE, "the offer must be sent as application/sdp"));
     }
-    String::from_utf8(body.to_vec()).map_err(|_| problem(StatusCode::BAD_REQUEST, "the offer is not UTF-8"))
+    String::from_utf8(body.to_vec()).map_err(|_| (StatusCode::BAD_REQUEST, "the offer is not UTF-8"))
 }
 
 fn created(
@@ -170,7 +173,7 @@ async fn whip(
 ) -> Response {
     let offer = match read_offer(&headers, &body) {
         Ok(o) => o,
-        Err(r) => return r,
+        Err((status, text)) => return problem(status, text),
     };
     let open = s.plane.open_mode();
     let token = bearer(&headers);
@@ -231,7 +234,7 @@ async fn whep(
 ) -> Response {
     let offer = match read_offer(&headers, &body) {
         Ok(o) => o,
-        Err(r) => return r,
+        Err((status, text)) => return problem(status, text),
     };
     let from_query = query.as_deref().and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("token=")));
     let token = bearer(&headers).or(from_query);
@@ -274,19 +277,19 @@ async fn whep(
 
 /// Checks that `id` is a live session of `kind` on `stream` created with the
 /// bearer this request presents.
-fn owned_session(s: &Signaling, kind: &str, stream: &str, id: &str, headers: &HeaderMap) -> Result<(), Response> {
+fn owned_session(s: &Signaling, kind: &str, stream: &str, id: &str, headers: &HeaderMap) -> Result<(), Refused> {
     s.owners.lock().retain(|k, _| s.hub.session_stream(k).is_some());
     let Some((k, st)) = s.hub.session_stream(id) else {
-        return Err(problem(StatusCode::NOT_FOUND, "no such session"));
+        return Err((StatusCode::NOT_FOUND, "no such session"));
     };
     if k != kind || st != stream {
-        return Err(problem(StatusCode::NOT_FOUND, "no such session"));
+        return Err((StatusCode::NOT_FOUND, "no such session"));
     }
     let presented = hash(bearer(headers).unwrap_or(""));
     let matches = s.owners.lock().get(id).is_some_and(|h| ct_eq(h.as_bytes(), presented.as_bytes()));
     if !matches {
         warn!(id, "webrtc resource request with the wrong credential");
-        return Err(problem(StatusCode::FORBIDDEN, "this session was created with another credential"));
+        return Err((StatusCode::FORBIDDEN, "this session was created with another credential"));
     }
     Ok(())
 }
@@ -307,8 +310,8 @@ async fn trickle(
     body: Bytes,
 ) -> Response {
     let kind = kind_of(uri.path());
-    if let Err(r) = owned_session(&s, kind, &stream, &id, &headers) {
-        return r;
+    if let Err((status, text)) = owned_session(&s, kind, &stream, &id, &headers) {
+        return problem(status, text);
     }
     if !content_type_is(&headers, TRICKLE) {
         return problem(StatusCode::UNSUPPORTED_MEDIA_TYPE, "PATCH takes application/trickle-ice-sdpfrag");
@@ -327,8 +330,8 @@ async fn end(
     headers: HeaderMap,
 ) -> Response {
     let kind = kind_of(uri.path());
-    if let Err(r) = owned_session(&s, kind, &stream, &id, &headers) {
-        return r;
+    if let Err((status, text)) = owned_session(&s, kind, &stream, &id, &headers) {
+        return problem(status, text);
     }
     match s.hub.close(&id, EndReason::Deleted) {
         Ok(()) => {

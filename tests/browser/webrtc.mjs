@@ -16,6 +16,8 @@ const [mode, origin, stream, token, seconds, codec, ...flags] = process.argv.sli
 
 const browser = await chromium.launch({
   executablePath: '/usr/bin/chromium',
+  // The test stops a publisher with SIGTERM; it then reports and DELETEs.
+  handleSIGTERM: false,
   args: [
     '--no-sandbox',
     '--disable-gpu',
@@ -37,6 +39,8 @@ await page.goto(`${origin}/tidecast-webrtc-test`);
 async function finish(result) {
   process.stdout.write(JSON.stringify(result) + '\n');
   await browser.close();
+  // A publisher's hold timer would keep node alive.
+  process.exit(0);
 }
 
 if (mode === 'caps') {

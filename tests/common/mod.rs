@@ -17,6 +17,10 @@ pub struct Server {
     pub srt: SocketAddr,
     pub http: SocketAddr,
     pub admin: SocketAddr,
+    /// The shared WebRTC UDP port.
+    pub webrtc: SocketAddr,
+    /// The ICE-TCP port.
+    pub webrtc_tcp: SocketAddr,
     pub dir: tempfile::TempDir,
     config: Option<String>,
     extra: Vec<String>,
@@ -42,6 +46,7 @@ impl Server {
         cmd.arg("serve")
             .args(["--rtmp-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--srt-listen", "127.0.0.1:0"])
             .args(["--admin-listen", "127.0.0.1:0"])
+            .args(["--webrtc-bind", "127.0.0.1", "--webrtc-udp-port", "0", "--webrtc-tcp-port", "0"])
             .arg("--data-dir")
             .arg(dir.path().join("data"))
             .args(&extra)
@@ -74,7 +79,8 @@ impl Server {
                 .expect("address")
         };
         let (rtmp, srt, http, admin) = (addr("rtmp="), addr("srt="), addr("http="), addr("admin="));
-        Server { child: Some(child), rtmp, srt, http, admin, dir, config, extra }
+        let (webrtc, webrtc_tcp) = (addr("webrtc="), addr("webrtc_tcp="));
+        Server { child: Some(child), rtmp, srt, http, admin, webrtc, webrtc_tcp, dir, config, extra }
     }
 
     /// SIGKILL, then start again on the same data directory.

@@ -325,7 +325,10 @@ async fn audit(
     ))
 }
 
-pub(super) fn unauthenticated(plane: Arc<ControlPlane>) -> Router {
+pub(super) fn unauthenticated(
+    plane: Arc<ControlPlane>,
+    webrtc: Option<Arc<tidecast_protocols::webrtc::WebRtcHub>>,
+) -> Router {
     let metrics_plane = plane.clone();
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
@@ -347,7 +350,11 @@ pub(super) fn unauthenticated(plane: Arc<ControlPlane>) -> Router {
             "/metrics",
             get(move || {
                 let plane = metrics_plane.clone();
+                let webrtc = webrtc.clone();
                 async move {
+                    if let Some(hub) = &webrtc {
+                        plane.metrics.observe_webrtc(hub);
+                    }
                     let text = plane.metrics.render(&plane.load());
                     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
                 }

@@ -220,13 +220,13 @@ pub fn routes(api: Api) -> (Router, utoipa::openapi::OpenApi) {
 /// The whole admin listener: `/api/v1/...`, `/api/v1/openapi.json`,
 /// `/metrics`, `/healthz`, `/readyz`.
 pub fn router(api: Api) -> Router {
-    let plane = api.plane.clone();
+    let (plane, webrtc) = (api.plane.clone(), api.webrtc.clone());
     let (routes, doc) = routes(api.clone());
     let doc = Arc::new(doc);
     Router::new()
         .merge(routes)
         .route("/api/v1/openapi.json", get(move || async move { Json((*doc).clone()) }))
-        .merge(live::unauthenticated(plane))
+        .merge(live::unauthenticated(plane, webrtc))
         .fallback(|| async { ApiError::not_found("no such route") })
 }
 

@@ -135,8 +135,10 @@ impl Assembler {
         let slot = if video { &mut self.video } else { &mut self.audio };
         let state = slot.get_or_insert_with(|| TrackState { codec: s.codec, config: None, clock: None });
         if state.codec != s.codec {
-            // The sender switched codecs (another payload type): a new track.
-            *state = TrackState { codec: s.codec, config: None, clock: None };
+            // The sender switched codecs (another payload type): a new
+            // configuration on the same timeline.
+            state.codec = s.codec;
+            state.config = None;
         }
         if config.is_some() && config != state.config {
             state.config = config;

@@ -92,7 +92,7 @@ impl Default for WebRtcConfig {
             public_ips: Vec::new(),
             stun_server: None,
             ice_servers: Vec::new(),
-            keyframe_interval: Duration::from_secs(2),
+            keyframe_interval: Duration::from_secs(1),
             connect_timeout: Duration::from_secs(15),
             max_sessions: 2000,
         }
@@ -273,16 +273,18 @@ impl WebRtcHub {
                 Candidate::builder().tcp().host(addr).tcptype(TcpType::Passive).build().map_err(io::Error::other)?;
             candidates.push(c);
         }
+        // An ICE-lite agent may only have host candidates (RFC 8445 section
+        // 2.5), so a NAT's public address is announced as one: the checks it
+        // forwards arrive on the private socket, which is a host candidate too.
         for ip in &cfg.public_ips {
             if let Some(base) = net.udp_addrs().into_iter().find(|a| a.is_ipv4() == ip.is_ipv4()) {
-                let public = SocketAddr::new(*ip, base.port());
-                candidates.push(Candidate::server_reflexive(public, base, "udp").map_err(io::Error::other)?);
+                candidates.push(Candidate::host(SocketAddr::new(*ip, base.port()), "udp").map_err(io::Error::other)?);
             }
             if let Some(&base) = net.tcp_addrs().iter().find(|a| a.is_ipv4() == ip.is_ipv4()) {
                 let public = SocketAddr::new(*ip, base.port());
                 let c = Candidate::builder()
                     .tcp()
-                    .server_reflexive(public, base)
+                    .host(public)
                     .tcptype(TcpType::Passive)
                     .build()
                     .map_err(io::Error::other)?;
@@ -305,8 +307,8 @@ impl WebRtcHub {
         if let Some(server) = hub.cfg.stun_server {
             match hub.net.discover(server).await {
                 Some((public, base)) if !hub.net.udp_addrs().iter().any(|a| a.ip() == public.ip()) => {
-                    info!(%public, %server, "webrtc public address learned from STUN");
-                    if let Ok(c) = Candidate::server_reflexive(public, base, "udp") {
+                    info!(%public, %base, %server, "webrtc public address learned from STUN");
+                    if let Ok(c) = Candidate::host(public, "udp") {
                         hub.candidates.lock().push(c);
                     }
                 }

@@ -38,6 +38,8 @@ pub(crate) const INBOX: usize = 1024;
 const MAX_TCP_FRAME: usize = 4096;
 
 type Route = (u64, mpsc::Sender<Datagram>);
+/// ICE-TCP connections by (local, remote) address: their writer queues.
+type TcpOut = HashMap<(SocketAddr, SocketAddr), mpsc::Sender<Vec<u8>>>;
 
 #[derive(Default)]
 struct Routes {
@@ -62,7 +64,7 @@ pub(crate) struct Net {
     udp: Vec<(SocketAddr, Arc<UdpSocket>)>,
     tcp: Vec<SocketAddr>,
     routes: Mutex<Routes>,
-    tcp_out: Mutex<HashMap<(SocketAddr, SocketAddr), mpsc::Sender<Vec<u8>>>>,
+    tcp_out: Mutex<TcpOut>,
     stun_waiters: Mutex<HashMap<[u8; 12], oneshot::Sender<SocketAddr>>>,
     pub stats: NetStats,
 }
