@@ -56,12 +56,13 @@ pub fn router(outputs: Playback) -> Router {
 }
 
 /// The playback token of a request: `?token=` or `Authorization: Bearer`.
-fn token<'a>(query: Option<&'a str>, headers: &'a HeaderMap) -> Option<&'a str> {
+pub(crate) fn token<'a>(query: Option<&'a str>, headers: &'a HeaderMap) -> Option<&'a str> {
     let from_query = query.and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("token=")));
     from_query.or_else(|| headers.get(header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("Bearer ").map(str::trim))
 }
 
-fn denied(e: PlayDenied) -> Response {
+/// The answer to a refused play request (shared by every playback route).
+pub(crate) fn denied(e: PlayDenied) -> Response {
     let status = match e {
         PlayDenied::Token(TokenError::Missing) => StatusCode::UNAUTHORIZED,
         PlayDenied::Token(_) | PlayDenied::Refused(_) => StatusCode::FORBIDDEN,

@@ -28,9 +28,9 @@ use tidecast_protocols::webrtc::{EndReason, OfferProblem, ViewerHooks, WebRtcErr
 use tracing::{info, warn};
 
 use crate::load::Traffic;
-use crate::plane::{ControlPlane, PlayDenied};
+use crate::plane::ControlPlane;
+use crate::playback::{denied, token};
 use crate::secrets::{ct_eq, hash};
-use crate::tokens::TokenError;
 
 /// What the signaling routes need.
 #[derive(Clone)]
@@ -214,16 +214,6 @@ async fn whip(
     }
 }
 
-fn denied(e: PlayDenied) -> Response {
-    let status = match e {
-        PlayDenied::Token(TokenError::Missing) => StatusCode::UNAUTHORIZED,
-        PlayDenied::Token(_) | PlayDenied::Refused(_) => StatusCode::FORBIDDEN,
-        PlayDenied::RateLimited => StatusCode::TOO_MANY_REQUESTS,
-        PlayDenied::Store => StatusCode::SERVICE_UNAVAILABLE,
-    };
-    problem(status, e)
-}
-
 async fn whep(
     State(s): State<Signaling>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -236,8 +226,7 @@ async fn whep(
         Ok(o) => o,
         Err((status, text)) => return problem(status, text),
     };
-    let from_query = query.as_deref().and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("token=")));
-    let token = bearer(&headers).or(from_query);
+    let token = token(query.as_deref(), &headers);
     let owned = match s.plane.check_play(&stream, token, peer.ip()) {
         Ok(o) => o,
         Err(e) => return denied(e),

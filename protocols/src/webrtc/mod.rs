@@ -329,11 +329,6 @@ impl WebRtcHub {
         self.net.tcp_addrs().to_vec()
     }
 
-    /// The candidates put in every answer.
-    pub fn candidates(&self) -> Vec<String> {
-        self.candidates.lock().iter().map(|c| c.to_string()).collect()
-    }
-
     /// The ICE servers for clients.
     pub fn ice_servers(&self) -> &[IceServer] {
         &self.cfg.ice_servers
@@ -352,11 +347,6 @@ impl WebRtcHub {
     /// Sessions that ended recently, newest last.
     pub fn closed(&self) -> Vec<SessionInfo> {
         self.closed.lock().iter().cloned().collect()
-    }
-
-    /// Live sessions of one kind.
-    pub fn count(&self, kind: &str) -> usize {
-        self.sessions.lock().values().filter(|h| h.kind == kind).count()
     }
 
     /// The stream and kind of a live session.

@@ -429,32 +429,24 @@ fn on_event(
             }
         }
         Event::MediaIngressStats(s) => {
-            let mut info = ctx.info.lock();
-            let slot = info.tracks.entry(s.mid.to_string()).or_default();
-            slot.packets = s.packets;
-            slot.bytes = s.bytes;
-            slot.nacks = s.nacks;
-            slot.plis = s.plis;
-            slot.firs = s.firs;
-            if let Some(rtt) = s.rtt {
-                info.rtt_ms = Some(rtt.as_secs_f64() * 1000.0);
-            }
+            record_track(ctx, &s.mid, (s.packets, s.bytes, s.nacks, s.plis, s.firs), s.rtt);
         }
         Event::MediaEgressStats(s) => {
-            let mut info = ctx.info.lock();
-            let slot = info.tracks.entry(s.mid.to_string()).or_default();
-            slot.packets = s.packets;
-            slot.bytes = s.bytes;
-            slot.nacks = s.nacks;
-            slot.plis = s.plis;
-            slot.firs = s.firs;
-            if let Some(rtt) = s.rtt {
-                info.rtt_ms = Some(rtt.as_secs_f64() * 1000.0);
-            }
+            record_track(ctx, &s.mid, (s.packets, s.bytes, s.nacks, s.plis, s.firs), s.rtt);
         }
         _ => {}
     }
     Ok(())
+}
+
+/// Stores one m-line's counters (packets, bytes, NACKs, PLIs, FIRs) and RTT.
+fn record_track(ctx: &Ctx, mid: &Mid, counts: (u64, u64, u64, u64, u64), rtt: Option<Duration>) {
+    let mut info = ctx.info.lock();
+    let (packets, bytes, nacks, plis, firs) = counts;
+    info.tracks.insert(mid.to_string(), super::TrackStats { packets, bytes, nacks, plis, firs });
+    if let Some(rtt) = rtt {
+        info.rtt_ms = Some(rtt.as_secs_f64() * 1000.0);
+    }
 }
 
 fn media_codec(c: RtpCodec) -> Option<Codec> {
