@@ -7,7 +7,7 @@
 //! to payload size.
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::cell::Cell;
 
 use bytes::{Bytes, BytesMut};
 use tidecast_media::{Event, Frame, Registry, RegistryConfig, Track};
@@ -16,19 +16,34 @@ use tidecast_protocols::hls::{HlsConfig, Packager};
 use tidecast_protocols::rtmp::{ClientSession, ServerSession, SessionConfig, SessionEvent};
 
 struct Counting;
-static ALLOCATED: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    /// Bytes allocated by this thread. Per thread, because the test harness
+    /// runs the other test in this binary at the same time and its
+    /// allocations must not be counted against the fan-out.
+    static ALLOCATED: Cell<usize> = const { Cell::new(0) };
+}
+
+fn count(bytes: usize) {
+    // `try_with`: the slot is gone while the thread is being torn down.
+    let _ = ALLOCATED.try_with(|a| a.set(a.get() + bytes));
+}
+
+fn allocated_here() -> usize {
+    ALLOCATED.with(Cell::get)
+}
 
 // SAFETY: forwards to the system allocator unchanged; only counts sizes.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATED.fetch_add(layout.size(), Ordering::Relaxed);
+        count(layout.size());
         unsafe { System.alloc(layout) }
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATED.fetch_add(new_size, Ordering::Relaxed);
+        count(new_size);
         unsafe { System.realloc(ptr, layout, new_size) }
     }
 }
@@ -148,7 +163,7 @@ fn fan_out_allocates_nothing_per_payload_byte() {
             payload: Bytes::from(vec![1u8; payload_size]),
         })
         .collect();
-    let before = ALLOCATED.load(Ordering::Relaxed);
+    let before = allocated_here();
     let mut delivered = 0usize;
     for f in frames {
         publisher.push(f).unwrap();
@@ -160,7 +175,7 @@ fn fan_out_allocates_nothing_per_payload_byte() {
             }
         }
     }
-    let allocated = ALLOCATED.load(Ordering::Relaxed) - before;
+    let allocated = allocated_here() - before;
     assert_eq!(delivered, 100 * 50 * payload_size);
     // 500 MB reached 100 readers; the core allocated a tiny fraction of one copy.
     assert!(allocated < payload_size * 50 / 10, "allocated {allocated} bytes to deliver {delivered}");
