@@ -131,29 +131,30 @@ async fn chromium_whip_reaches_ll_hls_and_whep() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn chromium_whip_av1_and_vp9_are_ingested() {
+async fn chromium_whip_av1_vp9_and_vp8_reach_ll_hls() {
     check_browser_peers();
     let server = Server::start(&["--hls-segment", "1"]);
-    for codec in ["av1", "vp9"] {
+    for codec in ["av1", "vp9", "vp8"] {
         let stream = format!("cam-{codec}");
         let (publisher, first) = Publisher::start(&server, &stream, "-", codec, &[]);
         assert_eq!(first["connected"], true, "{codec}: {first}");
-        if codec == "av1" {
-            wait_for_segment(&server, &stream, "video", 1).await;
-            let streams = ffprobe(&server.hls_url(&stream, "index.m3u8"), &["-show_streams"]);
-            assert!(streams.iter().any(|s| s.get("codec_name").is_some_and(|c| c == "av1")), "{streams:?}");
-        } else {
-            // VP9 is not packaged as CMAF yet; the frames reach the media core.
-            until("VP9 frames to arrive", 30, || async {
-                let load = api_ok("GET", &server.api("/load"), ADMIN_KEY, None, 200).await;
-                load["per_stream"]
-                    .as_array()
-                    .and_then(|a| a.iter().find(|s| s["name"] == stream.as_str()))
-                    .filter(|s| s["bitrate_in_bps"].as_u64() > Some(10_000))
-                    .map(|_| ())
-            })
-            .await;
-        }
+        wait_for_segment(&server, &stream, "video", 1).await;
+        let playlist = reqwest::get(server.hls_url(&stream, "index.m3u8")).await.expect("playlist");
+        let playlist = playlist.text().await.expect("playlist text");
+        let fourcc = match codec {
+            "vp9" => "vp09.",
+            "vp8" => "vp08.",
+            _ => "av01.",
+        };
+        assert!(playlist.contains(fourcc), "{codec}: CODECS in the multivariant playlist: {playlist}");
+        let streams = ffprobe(&server.hls_url(&stream, "index.m3u8"), &["-show_streams"]);
+        let video = streams
+            .iter()
+            .find(|s| s.get("codec_type").is_some_and(|t| t == "video"))
+            .unwrap_or_else(|| panic!("{codec}: no video stream: {streams:?}"));
+        assert_eq!(video.get("codec_name").map(String::as_str), Some(codec), "{streams:?}");
+        let width: u32 = video.get("width").and_then(|w| w.parse().ok()).unwrap_or(0);
+        assert!(width > 0, "{codec}: a picture size: {video:?}");
         let stats = publisher.stop();
         assert_eq!(stats["codec"], format!("video/{}", codec.to_uppercase()), "{stats}");
     }

@@ -17,6 +17,7 @@ pub mod h264;
 pub mod h265;
 pub mod nal;
 pub mod opus;
+pub mod vpx;
 
 use tidecast_media::{Codec, TrackInfo};
 
@@ -47,8 +48,7 @@ pub fn describe(codec: Codec, config: &[u8]) -> Result<TrackInfo, CodecError> {
         Codec::Av1 => av1::describe(config),
         Codec::Aac => aac::describe(config),
         Codec::Opus => opus::describe(config),
-        Codec::Vp8 => Ok(TrackInfo { codec_string: "vp8".into(), ..Default::default() }),
-        Codec::Vp9 => Ok(TrackInfo { codec_string: "vp09.00.10.08".into(), ..Default::default() }),
+        Codec::Vp8 | Codec::Vp9 => vpx::describe(codec, config),
         Codec::Mp3 => Ok(TrackInfo { codec_string: "mp4a.40.34".into(), ..Default::default() }),
     }
 }

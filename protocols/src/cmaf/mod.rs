@@ -10,7 +10,7 @@ use mp4_atom::esds::{DecoderConfig, DecoderSpecific, EsDescriptor, SLConfig};
 use mp4_atom::{
     Atom, Audio, Av01, Av1c, Avc1, Avcc, Codec as Mp4Codec, Dinf, Dops, Dref, Encode, Esds, Ftyp, Hdlr, Hvc1, Hvcc,
     Mdhd, Mdia, Mfhd, Minf, Moof, Moov, Mp4a, Mvex, Mvhd, Opus, Smhd, Stbl, Stco, Stsc, Stsd, Stsz, Stts, Tfdt, Tfhd,
-    Tkhd, Traf, Trak, Trex, Trun, TrunEntry, TrunSamples, Url, Visual, Vmhd,
+    Tkhd, Traf, Trak, Trex, Trun, TrunEntry, TrunSamples, Url, Visual, Vmhd, Vp08, Vp09, VpcC,
 };
 use tidecast_media::{rescale, Codec, Frame, MediaKind, Track, TIMESCALE};
 
@@ -124,8 +124,26 @@ fn sample_entry(track: &Track) -> Result<Mp4Codec, CmafError> {
             }
             .into()
         }
-        Codec::Vp8 => return Err(CmafError::Unsupported("VP8")),
-        Codec::Vp9 => return Err(CmafError::Unsupported("VP9")),
+        Codec::Vp8 | Codec::Vp9 => {
+            let c = tidecast_codecs::vpx::parse_config(&track.config)
+                .map_err(|e| CmafError::BadConfig("vpcC", e.to_string()))?;
+            let vpcc = VpcC {
+                profile: c.profile,
+                level: c.level,
+                bit_depth: c.bit_depth,
+                chroma_subsampling: c.chroma_subsampling,
+                video_full_range_flag: c.full_range,
+                color_primaries: c.color_primaries,
+                transfer_characteristics: c.transfer_characteristics,
+                matrix_coefficients: c.matrix_coefficients,
+                codec_initialization_data: Vec::new(),
+            };
+            if track.codec == Codec::Vp8 {
+                Vp08 { visual: visual(), vpcc, btrt: None, colr: None, pasp: None, spatial: None }.into()
+            } else {
+                Vp09 { visual: visual(), vpcc, btrt: None, colr: None, pasp: None, spatial: None }.into()
+            }
+        }
         Codec::Mp3 => return Err(CmafError::Unsupported("MP3")),
     })
 }
@@ -296,6 +314,30 @@ mod tests {
             info: TrackInfo { sample_rate: 44100, channels: 2, ..Default::default() },
         };
         assert!(init_segment(&aac).is_ok());
+    }
+
+    #[test]
+    fn vp8_and_vp9_get_a_vpcc_sample_entry() {
+        let key = [0x82, 0x49, 0x83, 0x42, 0x00, 0x13, 0xf0, 0x0e, 0xf6, 0x00];
+        let c = tidecast_codecs::vpx::keyframe_config(Codec::Vp9, &key).unwrap().unwrap();
+        let config = Bytes::from(tidecast_codecs::vpx::build_config(&c));
+        for codec in [Codec::Vp8, Codec::Vp9] {
+            let info = TrackInfo { width: 320, height: 240, ..Default::default() };
+            let track = Track { id: 0, codec, config: config.clone(), info };
+            let init = init_segment(&track).unwrap();
+            let mut buf = &init[..];
+            let _ftyp = Any::decode(&mut buf).unwrap();
+            let Any::Moov(m) = Any::decode(&mut buf).unwrap() else { panic!("no moov") };
+            match &m.trak[0].mdia.minf.stbl.stsd.codecs[0] {
+                Mp4Codec::Vp09(v) if codec == Codec::Vp9 => {
+                    assert_eq!((v.visual.width, v.vpcc.bit_depth, v.vpcc.level), (320, 8, 20))
+                }
+                Mp4Codec::Vp08(v) if codec == Codec::Vp8 => assert_eq!(v.visual.height, 240),
+                other => panic!("{codec:?}: {other:?}"),
+            }
+        }
+        let bad = Track { id: 0, codec: Codec::Vp9, config: Bytes::new(), info: TrackInfo::default() };
+        assert!(matches!(init_segment(&bad), Err(CmafError::BadConfig(..))));
     }
 
     #[test]

@@ -117,6 +117,11 @@ impl Packager {
     }
 
     fn on_frame(&mut self, f: Frame) {
+        if f.payload.is_empty() {
+            // A zero-size sample makes players (ffmpeg's mov demuxer among
+            // them) reject the whole fragment; an empty frame carries nothing.
+            return;
+        }
         let Some(idx) = self.track_ids.iter().position(|&id| id == f.track) else { return };
         if self.pending_discontinuity {
             self.pending_discontinuity = false;

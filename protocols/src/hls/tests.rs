@@ -157,6 +157,24 @@ fn parts_concatenate_to_the_segment_byte_for_byte() {
 }
 
 #[test]
+fn empty_frames_are_not_packaged() {
+    let mut with_empties = Packager::new(cfg());
+    let mut plain = Packager::new(cfg());
+    for e in events(4, 50) {
+        if let Event::Frame(f) = &e {
+            let empty = Frame { payload: Bytes::new(), dts: f.dts + 1, ..f.clone() };
+            with_empties.on_event(Event::Frame(empty));
+        }
+        with_empties.on_event(e.clone());
+        plain.on_event(e);
+    }
+    for (a, b) in with_empties.renditions.iter().zip(&plain.renditions) {
+        let bytes = |r: &Rendition| r.segments.iter().map(|s| s.bytes()).collect::<Vec<_>>();
+        assert_eq!(bytes(a), bytes(b), "{}: no zero-size samples, which players reject", a.name);
+    }
+}
+
+#[test]
 fn discontinuity_starts_a_new_segment() {
     let mut p = Packager::new(cfg());
     for e in events(5, 50) {

@@ -4,12 +4,13 @@
 //! for H.264, OBUs with size fields for AV1, raw frames for VP8/VP9/Opus).
 //! This turns them into what the media core carries: length-prefixed NAL
 //! units with an avcC built from in-band SPS/PPS, AV1 temporal units with an
-//! av1C from the sequence header, a timeline in microseconds shared by audio
+//! av1C from the sequence header, VP8/VP9 frames with a vpcC read from each
+//! keyframe's header, a timeline in microseconds shared by audio
 //! and video, and tracks announced once every expected track is configured.
 
 use bytes::Bytes;
 use tidecast_codecs::access_unit::{self, ParamSets};
-use tidecast_codecs::{av1, opus};
+use tidecast_codecs::{av1, opus, vpx};
 use tidecast_media::{Codec, Frame, Track, TrackId, TIMESCALE};
 
 /// Track id of the video track of a WebRTC publisher.
@@ -87,6 +88,8 @@ pub struct Assembler {
     video: Option<TrackState>,
     audio: Option<TrackState>,
     params: ParamSets,
+    /// VP8/VP9 picture size from the last keyframe (their vpcC has none).
+    vp_size: Option<(u32, u32)>,
     announced: Option<Vec<Track>>,
     need_key: bool,
     /// Samples dropped: before the tracks were known, unparseable, or while
@@ -103,6 +106,7 @@ impl Assembler {
             video: None,
             audio: None,
             params: ParamSets::default(),
+            vp_size: None,
             announced: None,
             need_key: true,
             dropped: 0,
@@ -126,6 +130,12 @@ impl Assembler {
                 }
             }
         } else {
+            if s.data.is_empty() {
+                // Chromium sometimes sends an empty audio payload on the
+                // timestamp of the previous one; it is no frame.
+                self.dropped += 1;
+                return out;
+            }
             let config = match s.codec {
                 Codec::Opus => Some(Bytes::from(opus::build_head(2, 0))),
                 _ => None,
@@ -194,7 +204,13 @@ impl Assembler {
                 (!tu.is_empty()).then(|| (Bytes::from(tu), s.keyframe, config))
             }
             Codec::Vp8 | Codec::Vp9 => {
-                (!s.data.is_empty()).then(|| (Bytes::copy_from_slice(s.data), s.keyframe, Some(Bytes::new())))
+                // A header that does not parse is a broken frame: drop it.
+                let key = vpx::keyframe_config(s.codec, s.data).ok()?;
+                let config = key.map(|c| {
+                    self.vp_size = Some(c.size);
+                    Bytes::from(vpx::build_config(&c))
+                });
+                Some((Bytes::copy_from_slice(s.data), config.is_some(), config))
             }
             _ => None,
         }
@@ -210,7 +226,10 @@ impl Assembler {
             }
             let state = slot.as_ref()?;
             let config = state.config.clone()?;
-            let info = tidecast_codecs::describe(state.codec, &config).ok()?;
+            let mut info = tidecast_codecs::describe(state.codec, &config).ok()?;
+            if let (Some((w, h)), Codec::Vp8 | Codec::Vp9) = (self.vp_size, state.codec) {
+                (info.width, info.height) = (w, h);
+            }
             tracks.push(Track { id, codec: state.codec, config, info });
         }
         if tracks.is_empty() || self.announced.as_ref() == Some(&tracks) {
@@ -268,6 +287,8 @@ mod tests {
         // Audio 100 ms of RTP later lands 100 ms after its anchor.
         let au = a.push(&sample(Codec::Opus, 1000 + 4800, 100, &opus)).frame.unwrap();
         assert_eq!((au.track, au.dts), (AUDIO, 100_000));
+        // An empty audio payload on the same timestamp is no frame.
+        assert!(a.push(&sample(Codec::Opus, 1000 + 4800, 101, &[])).frame.is_none());
         // Loss makes the next delta frame useless until a keyframe.
         let mut lost = sample(Codec::H264, 5000 + 12_000, 140, &delta);
         lost.contiguous = false;
@@ -288,7 +309,26 @@ mod tests {
         let out = a.push(&s);
         assert_eq!(out.tracks.unwrap()[0].codec, Codec::Av1);
         assert_eq!(&out.frame.unwrap().payload[..], &[&seq[..], &frame].concat()[..]);
+        assert!(a.push(&sample(Codec::Av1, 3000, 33, &[])).frame.is_none(), "an empty sample is dropped");
         let bad = a.push(&sample(Codec::Av1, 3000, 33, &[0x32, 0x7f]));
         assert!(bad.frame.is_none(), "a truncated OBU is dropped");
+    }
+
+    #[test]
+    fn vp9_waits_for_a_keyframe_and_reads_its_header() {
+        let mut a = Assembler::new(true, false);
+        let inter = [0x86, 0x00, 0x01];
+        let out = a.push(&sample(Codec::Vp9, 0, 0, &inter));
+        assert!(out.frame.is_none() && out.want_keyframe, "no frames before the first keyframe");
+        // 320x240, profile 0 (see codecs::vpx).
+        let key = [0x82, 0x49, 0x83, 0x42, 0x00, 0x13, 0xf0, 0x0e, 0xf6, 0x00];
+        let out = a.push(&sample(Codec::Vp9, 3000, 33, &key));
+        let tracks = out.tracks.expect("tracks once a keyframe gives the vpcC");
+        assert_eq!((tracks[0].info.width, tracks[0].info.height), (320, 240));
+        assert_eq!(tracks[0].info.codec_string, "vp09.00.20.08");
+        assert!(out.frame.expect("the keyframe").keyframe);
+        let next = a.push(&sample(Codec::Vp9, 6000, 66, &inter));
+        assert!(next.tracks.is_none() && next.frame.is_some_and(|f| !f.keyframe));
+        assert!(a.push(&sample(Codec::Vp9, 9000, 99, &[0x02])).frame.is_none(), "a bad header is dropped");
     }
 }
