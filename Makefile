@@ -2,10 +2,11 @@
 CARGO ?= cargo
 ARGS ?=
 FUZZ_SECONDS ?= 10
+LATENCY_SECONDS ?= 20
 # Stable toolchain: cargo-fuzz needs nightly flags; RUSTC_BOOTSTRAP lets stable accept them.
 FUZZ_ENV ?= RUSTC_BOOTSTRAP=1
 
-.PHONY: run build test test-unit test-e2e bench bench-check fuzz fuzz-smoke fuzz-build deps clean
+.PHONY: run build test test-unit test-e2e bench bench-check bench-latency fuzz fuzz-smoke fuzz-build deps clean
 
 run: ## install what is missing, build, and start the server on embedded defaults
 	./scripts/install-deps.sh run
@@ -32,6 +33,9 @@ test-e2e: ## slow: the end-to-end tests with real ffmpeg peers
 
 bench: ## run the criterion suites (numbers go to docs/benchmarks.md by hand)
 	$(CARGO) bench -p tidecast-bench
+
+bench-latency: ## WebRTC glass-to-glass latency, Tidecast against a direct browser connection
+	./bench/webrtc-latency.sh $(LATENCY_SECONDS)
 
 bench-check: ## each criterion benchmark once, as a test
 	$(CARGO) bench -p tidecast-bench -- --test

@@ -35,6 +35,7 @@ await page.route('**/tidecast-webrtc-test', (r) =>
   r.fulfill({ status: 200, contentType: 'text/html', body: '<!doctype html><html><body></body></html>' }),
 );
 await page.goto(`${origin}/tidecast-webrtc-test`);
+await page.addScriptTag({ path: new URL('./signaling.js', import.meta.url).pathname });
 
 async function finish(result) {
   process.stdout.write(JSON.stringify(result) + '\n');
@@ -69,13 +70,10 @@ if (mode === 'caps') {
           t.setCodecPreferences(prefs);
         }
       }
-      await pc.setLocalDescription(await pc.createOffer());
-      const headers = { 'Content-Type': 'application/sdp' };
-      if (token !== '-') headers.Authorization = `Bearer ${token}`;
-      const res = await fetch(`/whip/${stream}`, { method: 'POST', headers, body: pc.localDescription.sdp });
-      if (res.status !== 201) return { status: res.status, error: await res.text() };
-      const location = res.headers.get('Location');
-      let answer = await res.text();
+      const offered = await window.tidecast.offer(pc, `/whip/${stream}`, token);
+      if (offered.status !== 201) return offered;
+      const { location } = offered;
+      let answer = offered.answer;
       if (tcpOnly) {
         // Keep only the server's ICE-TCP candidates, as if UDP were blocked.
         answer = answer
@@ -84,15 +82,7 @@ if (mode === 'caps') {
           .join('\r\n');
       }
       await pc.setRemoteDescription({ type: 'answer', sdp: answer });
-      const ok = await new Promise((resolve) => {
-        const check = () => {
-          if (pc.connectionState === 'connected') resolve(true);
-          if (pc.connectionState === 'failed') resolve(false);
-        };
-        pc.onconnectionstatechange = check;
-        setTimeout(() => resolve(pc.connectionState === 'connected'), 20000);
-        check();
-      });
+      const ok = await window.tidecast.connected(pc, 20000);
       window.whip = { location, token };
       return { status: 201, location, connected: ok, answerSdp: answer };
     },
@@ -124,10 +114,7 @@ if (mode === 'caps') {
         out.protocol = remote && remote.protocol;
       }
     });
-    const headers = {};
-    if (window.whip.token !== '-') headers.Authorization = `Bearer ${window.whip.token}`;
-    const del = await fetch(window.whip.location, { method: 'DELETE', headers });
-    out.deleteStatus = del.status;
+    out.deleteStatus = await window.tidecast.remove(window.whip.location, window.whip.token);
     return out;
   });
   await finish(stats);
@@ -144,15 +131,11 @@ if (mode === 'caps') {
       pc.ontrack = (e) => {
         video.srcObject = e.streams[0] || new MediaStream([e.track]);
       };
-      await pc.setLocalDescription(await pc.createOffer());
-      const headers = { 'Content-Type': 'application/sdp' };
-      if (token !== '-') headers.Authorization = `Bearer ${token}`;
       const started = performance.now();
-      const res = await fetch(`/whep/${stream}`, { method: 'POST', headers, body: pc.localDescription.sdp });
-      if (res.status !== 201) return { status: res.status, error: await res.text() };
-      const location = res.headers.get('Location');
-      const notes = res.headers.get('X-Tidecast-Note');
-      await pc.setRemoteDescription({ type: 'answer', sdp: await res.text() });
+      const offered = await window.tidecast.offer(pc, `/whep/${stream}`, token);
+      if (offered.status !== 201) return offered;
+      const { location, notes } = offered;
+      await pc.setRemoteDescription({ type: 'answer', sdp: offered.answer });
       const out = { status: 201, location, notes, framesDecoded: 0, audioPackets: 0, firstFrameMs: null };
       const deadline = started + Number(seconds) * 1000;
       while (performance.now() < deadline) {
@@ -174,8 +157,7 @@ if (mode === 'caps') {
         if (out.framesDecoded >= 30 && (out.audioPackets > 0 || notes)) break;
       }
       out.connectionState = pc.connectionState;
-      const del = await fetch(location, { method: 'DELETE', headers: token !== '-' ? { Authorization: `Bearer ${token}` } : {} });
-      out.deleteStatus = del.status;
+      out.deleteStatus = await window.tidecast.remove(location, token);
       pc.close();
       return out;
     },

@@ -1,0 +1,198 @@
+// Glass-to-glass WebRTC latency on loopback, Tidecast against a direct
+// browser-to-browser connection in the same run (the peer every WebRTC server
+// is measured against: the server's share is the difference).
+//
+//   node bench/webrtc-latency.mjs <origin> <seconds>
+//
+// One headless Chromium page draws the current time (performance.now(), in
+// milliseconds, 16 bits) as a row of black and white cells into a canvas
+// every 5 ms, captures it at 30 fps and sends it as H.264. A <video> element
+// plays what comes back; for every frame it presents
+// (requestVideoFrameCallback) the page reads the cells back and takes the
+// difference between the frame's expected display time and the time drawn
+// into it. Same page, same clock: no clock sync is needed. The draw interval
+// bounds the error (up to 5 ms early). Runs:
+//   direct:   RTCPeerConnection to RTCPeerConnection in the page;
+//   tidecast: WHIP to the server, WHEP back from it.
+// Prints one JSON object per run, then a summary with the ratio.
+import { chromium } from '../tests/browser/node_modules/playwright-core/index.mjs';
+
+const [origin, secondsArg] = process.argv.slice(2);
+if (!origin) {
+  console.error('usage: node bench/webrtc-latency.mjs <origin> [seconds]');
+  process.exit(2);
+}
+const seconds = Number(secondsArg || 20);
+
+const browser = await chromium.launch({
+  executablePath: '/usr/bin/chromium',
+  args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--autoplay-policy=no-user-gesture-required'],
+});
+const page = await browser.newPage();
+page.on('console', (m) => process.stderr.write(`[page] ${m.text()}\n`));
+await page.route('**/tidecast-latency-bench', (r) =>
+  r.fulfill({ status: 200, contentType: 'text/html', body: '<!doctype html><html><body></body></html>' }),
+);
+await page.goto(`${origin}/tidecast-latency-bench`);
+await page.addScriptTag({ path: new URL('../tests/browser/signaling.js', import.meta.url).pathname });
+
+async function measure(run) {
+  return page.evaluate(
+    async ({ run, seconds }) => {
+      const W = 640;
+      const H = 360;
+      const BITS = 16;
+      const CELL = 24;
+      const X0 = (W - BITS * CELL) / 2;
+      const Y0 = 24;
+      const WARMUP_MS = 3000;
+
+      // The source: a moving box (so the encoder has work) and the time.
+      const src = document.createElement('canvas');
+      src.width = W;
+      src.height = H;
+      const ctx = src.getContext('2d');
+      let n = 0;
+      const draw = () => {
+        const t = Math.round(performance.now()) & 0xffff;
+        ctx.fillStyle = '#246';
+        ctx.fillRect(0, 0, W, H);
+        ctx.fillStyle = '#e94';
+        ctx.fillRect((n * 4) % (W - 80), 120 + ((n * 3) % (H - 200)), 80, 80);
+        n += 1;
+        for (let i = 0; i < BITS; i += 1) {
+          ctx.fillStyle = (t >> i) & 1 ? '#fff' : '#000';
+          ctx.fillRect(X0 + i * CELL, Y0, CELL, CELL);
+        }
+      };
+      draw();
+      const timer = setInterval(draw, 5);
+      const track = src.captureStream(30).getVideoTracks()[0];
+
+      // Constrained baseline, packetization-mode 1: what WHEP sends back.
+      const h264 = RTCRtpSender.getCapabilities('video').codecs.filter(
+        (c) =>
+          c.mimeType === 'video/H264' &&
+          /packetization-mode=1/.test(c.sdpFmtpLine || '') &&
+          /profile-level-id=42e0/.test(c.sdpFmtpLine || ''),
+      );
+      const sender = new RTCPeerConnection();
+      sender.addTransceiver(track, { direction: 'sendonly' }).setCodecPreferences(h264);
+      const receiver = new RTCPeerConnection();
+      receiver.addTransceiver('video', { direction: 'recvonly' });
+      const video = document.createElement('video');
+      video.muted = true;
+      video.autoplay = true;
+      video.playsInline = true;
+      document.body.appendChild(video);
+      receiver.ontrack = (e) => {
+        video.srcObject = new MediaStream([e.track]);
+      };
+      const resources = [];
+      if (run === 'direct') {
+        sender.onicecandidate = (e) => e.candidate && receiver.addIceCandidate(e.candidate);
+        receiver.onicecandidate = (e) => e.candidate && sender.addIceCandidate(e.candidate);
+        await sender.setLocalDescription(await sender.createOffer());
+        await receiver.setRemoteDescription(sender.localDescription);
+        await receiver.setLocalDescription(await receiver.createAnswer());
+        await sender.setRemoteDescription(receiver.localDescription);
+      } else {
+        const stream = `latency-${Date.now()}`;
+        const pub = await window.tidecast.offer(sender, `/whip/${stream}`, '-');
+        if (pub.status !== 201) return { run, error: `WHIP ${pub.status}: ${pub.error}` };
+        await sender.setRemoteDescription({ type: 'answer', sdp: pub.answer });
+        resources.push(pub.location);
+        if (!(await window.tidecast.connected(sender, 15000))) return { run, error: 'WHIP did not connect' };
+        // WHEP needs the stream live: retry until the tracks are announced.
+        let play;
+        for (let i = 0; i < 50; i += 1) {
+          play = await window.tidecast.offer(receiver, `/whep/${stream}`, '-');
+          if (play.status === 201) break;
+          await new Promise((r) => setTimeout(r, 100));
+        }
+        if (play.status !== 201) return { run, error: `WHEP ${play.status}: ${play.error}` };
+        await receiver.setRemoteDescription({ type: 'answer', sdp: play.answer });
+        resources.push(play.location);
+      }
+      if (!(await window.tidecast.connected(receiver, 15000))) return { run, error: 'receiver did not connect' };
+
+      // The sink: read the cells of every presented frame.
+      const probe = document.createElement('canvas');
+      probe.width = W;
+      probe.height = H;
+      const pctx = probe.getContext('2d', { willReadFrequently: true });
+      const delays = [];
+      let misreads = 0;
+      const started = performance.now();
+      await new Promise((resolve) => {
+        const onFrame = (now, meta) => {
+          const shown = meta.expectedDisplayTime || now;
+          pctx.drawImage(video, 0, 0, W, H);
+          const row = pctx.getImageData(X0, Y0 + CELL / 2, BITS * CELL, 1).data;
+          let t = 0;
+          for (let i = 0; i < BITS; i += 1) {
+            if (row[(i * CELL + CELL / 2) * 4] > 128) t |= 1 << i;
+          }
+          const delay = (Math.round(shown) - t + 0x10000) & 0xffff;
+          const elapsed = performance.now() - started;
+          if (elapsed > WARMUP_MS) {
+            if (delay < 5000) delays.push(delay);
+            else misreads += 1;
+          }
+          if (elapsed > WARMUP_MS + seconds * 1000) resolve();
+          else video.requestVideoFrameCallback(onFrame);
+        };
+        video.requestVideoFrameCallback(onFrame);
+      });
+      clearInterval(timer);
+
+      // Where the time goes, from both ends' stats.
+      const out = { run, frames: delays.length, misreads };
+      (await sender.getStats()).forEach((s) => {
+        if (s.type === 'outbound-rtp' && s.kind === 'video' && s.framesEncoded) {
+          out.encodeMs = (1000 * s.totalEncodeTime) / s.framesEncoded;
+          out.framesEncoded = s.framesEncoded;
+        }
+      });
+      (await receiver.getStats()).forEach((s) => {
+        if (s.type === 'inbound-rtp' && s.kind === 'video' && s.framesDecoded) {
+          out.decodeMs = (1000 * s.totalDecodeTime) / s.framesDecoded;
+          out.jitterBufferMs = (1000 * s.jitterBufferDelay) / Math.max(1, s.jitterBufferEmittedCount);
+          out.framesDropped = s.framesDropped;
+          out.width = s.frameWidth;
+          out.height = s.frameHeight;
+        }
+      });
+      delays.sort((a, b) => a - b);
+      const pct = (p) => delays[Math.min(delays.length - 1, Math.floor((p / 100) * delays.length))];
+      Object.assign(out, { p50: pct(50), p90: pct(90), p99: pct(99), max: delays[delays.length - 1] });
+      for (const location of resources) await window.tidecast.remove(location, '-');
+      sender.close();
+      receiver.close();
+      video.remove();
+      return out;
+    },
+    { run, seconds },
+  );
+}
+
+const results = {};
+for (const run of ['direct', 'tidecast']) {
+  results[run] = await measure(run);
+  process.stdout.write(JSON.stringify(results[run]) + '\n');
+}
+await browser.close();
+const { direct, tidecast } = results;
+if (direct.error || tidecast.error || !direct.frames || !tidecast.frames) {
+  console.error('a run failed');
+  process.exit(1);
+}
+const summary = {
+  tidecast_p50_ms: tidecast.p50,
+  direct_p50_ms: direct.p50,
+  added_by_server_ms: tidecast.p50 - direct.p50,
+  ratio_p50: Number((tidecast.p50 / direct.p50).toFixed(2)),
+  tidecast_p99_ms: tidecast.p99,
+  direct_p99_ms: direct.p99,
+};
+process.stdout.write(JSON.stringify(summary) + '\n');
