@@ -1,10 +1,20 @@
-//! FLV tag bodies, legacy and Enhanced RTMP, through the ingest.
+//! FLV tag bodies, legacy and Enhanced RTMP, through the ingest; and the
+//! same bytes as an FLV file.
 #![no_main]
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
-use tidecast_protocols::flv::{parse_audio, parse_video, FlvIngest};
+use tidecast_protocols::flv::{file_tags, parse_audio, parse_video, FlvIngest};
 
 fuzz_target!(|data: &[u8]| {
+    let file = Bytes::copy_from_slice(data);
+    let mut walked = 0;
+    for tag in file_tags(&file) {
+        match tag {
+            Ok(t) => walked += 11 + t.body.len() + 4,
+            Err(_) => break,
+        }
+    }
+    assert!(walked <= data.len() + 4);
     let mut ingest = FlvIngest::new();
     // Records separated by 0xFF 0xFE: each is one tag, alternately video and audio.
     for (i, tag) in data.split(|&b| b == 0xfe).enumerate() {

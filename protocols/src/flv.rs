@@ -317,6 +317,53 @@ impl FlvIngest {
     }
 }
 
+/// One tag of an FLV file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileTag {
+    /// 8 audio, 9 video, 18 script data.
+    pub kind: u8,
+    /// Milliseconds (24 bits plus the extension byte).
+    pub timestamp: u32,
+    /// The tag body, a slice of the file.
+    pub body: Bytes,
+}
+
+/// The tags of an FLV file (header, then tags each followed by its
+/// PreviousTagSize). Stops at the first error; a truncated last tag is an
+/// error, not a silent end.
+pub fn file_tags(file: &Bytes) -> impl Iterator<Item = Result<FileTag, FlvError>> + '_ {
+    let header_len = match file.get(..9) {
+        Some([b'F', b'L', b'V', _, _, a, b, c, d]) => Some(u32::from_be_bytes([*a, *b, *c, *d]) as usize),
+        _ => None,
+    };
+    let mut pos = header_len.map(|h| h.saturating_add(4));
+    let mut failed = header_len.is_none();
+    std::iter::from_fn(move || {
+        if failed {
+            failed = false; // report once, then end
+            pos = None;
+            return Some(Err(FlvError::Truncated("FLV file header")));
+        }
+        let at = pos?;
+        if at >= file.len() {
+            return None;
+        }
+        let Some(h) = file.get(at..at + 11) else {
+            pos = None;
+            return Some(Err(FlvError::Truncated("FLV file tag header")));
+        };
+        let size = u32::from_be_bytes([0, h[1], h[2], h[3]]) as usize;
+        let timestamp = u32::from_be_bytes([h[7], h[4], h[5], h[6]]);
+        let body_at = at + 11;
+        let Some(body) = file.get(body_at..body_at + size).map(|_| file.slice(body_at..body_at + size)) else {
+            pos = None;
+            return Some(Err(FlvError::Truncated("FLV file tag")));
+        };
+        pos = Some(body_at + size + 4);
+        Some(Ok(FileTag { kind: h[0] & 0x1f, timestamp, body }))
+    })
+}
+
 /// Which RTMP message a tag travels in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TagKind {
@@ -389,6 +436,35 @@ pub fn ex_video_tag(codec_fourcc: &[u8; 4], packet_type: u8, keyframe: bool, cts
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn flv_file(tags: &[(u8, u32, &[u8])]) -> Vec<u8> {
+        let mut f = b"FLV\x01\x05\x00\x00\x00\x09\x00\x00\x00\x00".to_vec();
+        for &(kind, ts, body) in tags {
+            let size = (body.len() as u32).to_be_bytes();
+            let t = ts.to_be_bytes();
+            f.extend_from_slice(&[kind, size[1], size[2], size[3], t[1], t[2], t[3], t[0], 0, 0, 0]);
+            f.extend_from_slice(body);
+            f.extend_from_slice(&(11 + body.len() as u32).to_be_bytes());
+        }
+        f
+    }
+
+    #[test]
+    fn file_tags_walks_a_file_and_reports_truncation() {
+        let file = Bytes::from(flv_file(&[(9, 0, b"key"), (8, 23, b"aac"), (9, 0x0100_0000 + 40, b"")]));
+        let tags: Vec<_> = file_tags(&file).collect::<Result<_, _>>().unwrap();
+        assert_eq!(tags.len(), 3);
+        assert_eq!((tags[0].kind, &tags[0].body[..]), (9, &b"key"[..]));
+        assert_eq!((tags[1].kind, tags[1].timestamp), (8, 23));
+        assert_eq!(tags[2].timestamp, 0x0100_0000 + 40, "the extended timestamp byte is the high byte");
+        let cut = file.slice(..file.len() - 6);
+        assert_eq!(file_tags(&cut).last().unwrap(), Err(FlvError::Truncated("FLV file tag header")));
+        let one = Bytes::from(flv_file(&[(9, 0, b"key")]));
+        let cut = one.slice(..one.len() - 5);
+        assert_eq!(file_tags(&cut).last().unwrap(), Err(FlvError::Truncated("FLV file tag")));
+        let junk: Vec<_> = file_tags(&Bytes::from_static(b"GIF89a")).collect();
+        assert_eq!(junk, vec![Err(FlvError::Truncated("FLV file header"))]);
+    }
 
     #[test]
     fn egress_tags_parse_back_as_ingest_reads_them() {

@@ -1,6 +1,7 @@
-//! The publishing side of an RTMP connection, sans IO: connect, createStream,
-//! publish, then media. Used by push targets and by tests that publish what
-//! ffmpeg cannot (Enhanced RTMP).
+//! The client side of an RTMP connection, sans IO: connect, createStream,
+//! then publish or play, then media. Publishing is used by push targets and
+//! by tests that publish what ffmpeg cannot (Enhanced RTMP); playing by the
+//! load generator's RTMP viewers.
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -8,6 +9,24 @@ use super::amf::{self, Amf0};
 use super::chunk::{Decoder, Encoder, Limits, Message};
 use super::handshake::ClientHandshake;
 use super::RtmpError;
+
+/// What the client asks for once its stream is created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Publish,
+    Play,
+}
+
+/// A media message a playing client received.
+#[derive(Debug, Clone)]
+pub struct Media {
+    /// 8 (audio) or 9 (video); 18 for data messages.
+    pub type_id: u8,
+    /// The message timestamp, milliseconds.
+    pub timestamp: u32,
+    /// The FLV tag body.
+    pub payload: Bytes,
+}
 
 #[derive(Debug, PartialEq, Eq)]
 enum State {
@@ -18,8 +37,14 @@ enum State {
     Live,
 }
 
-/// A publishing client session.
+/// A publishing or playing client session.
 pub struct ClientSession {
+    role: Role,
+    media: std::collections::VecDeque<Media>,
+    /// Bytes received since the last acknowledgement, and the peer's window.
+    unacked: u64,
+    received: u64,
+    ack_window: u32,
     handshake: ClientHandshake,
     decoder: Decoder,
     encoder: Encoder,
@@ -34,9 +59,23 @@ pub struct ClientSession {
 impl ClientSession {
     /// Starts publishing `name` to `app` (`tc_url` is the `rtmp://host/app` URL).
     pub fn publish(tc_url: &str, app: &str, name: &str) -> ClientSession {
+        Self::start(Role::Publish, tc_url, app, name)
+    }
+
+    /// Starts playing `name` from `app`; media arrives through [`Self::poll_media`].
+    pub fn play(tc_url: &str, app: &str, name: &str) -> ClientSession {
+        Self::start(Role::Play, tc_url, app, name)
+    }
+
+    fn start(role: Role, tc_url: &str, app: &str, name: &str) -> ClientSession {
         let mut out = BytesMut::new();
         let handshake = ClientHandshake::start(&mut out);
         ClientSession {
+            role,
+            media: std::collections::VecDeque::new(),
+            unacked: 0,
+            received: 0,
+            ack_window: 0,
             handshake,
             decoder: Decoder::new(Limits::default()),
             encoder: Encoder::default(),
@@ -49,7 +88,7 @@ impl ClientSession {
         }
     }
 
-    /// Whether the server accepted the publish.
+    /// Whether the server accepted the publish or play.
     pub fn is_live(&self) -> bool {
         self.state == State::Live
     }
@@ -59,8 +98,22 @@ impl ClientSession {
         (!self.out.is_empty()).then(|| self.out.split().freeze())
     }
 
+    /// The next media message received while playing.
+    pub fn poll_media(&mut self) -> Option<Media> {
+        self.media.pop_front()
+    }
+
     /// Consumes bytes from the server.
     pub fn handle_input(&mut self, buf: &mut BytesMut) -> Result<(), RtmpError> {
+        let arrived = buf.len() as u64;
+        self.received += arrived;
+        self.unacked += arrived;
+        if self.ack_window > 0 && self.unacked >= u64::from(self.ack_window) {
+            // Acknowledgement (type 3): the sequence number is the byte count, mod 2^32.
+            self.unacked = 0;
+            let seq = (self.received % (1 << 32)) as u32;
+            self.send(2, 3, 0, 0, Bytes::copy_from_slice(&seq.to_be_bytes()));
+        }
         if self.state == State::Handshake {
             if !self.handshake.advance(buf, &mut self.out)? {
                 return Ok(());
@@ -95,6 +148,12 @@ impl ClientSession {
                 let size = u32::from_be_bytes([msg.payload[0], msg.payload[1], msg.payload[2], msg.payload[3]]);
                 self.decoder.set_chunk_size(size)?;
             }
+            5 if msg.payload.len() >= 4 => {
+                self.ack_window = u32::from_be_bytes([msg.payload[0], msg.payload[1], msg.payload[2], msg.payload[3]]);
+            }
+            8 | 9 | 18 if self.role == Role::Play => {
+                self.media.push_back(Media { type_id: msg.type_id, timestamp: msg.timestamp, payload: msg.payload });
+            }
             20 => {
                 let values = amf::decode_all(&msg.payload)?;
                 let name = values.first().and_then(Amf0::as_str).unwrap_or_default();
@@ -106,16 +165,36 @@ impl ClientSession {
                     ("_result", State::Creating) => {
                         self.stream_id = values.get(3).and_then(Amf0::as_f64).unwrap_or(1.0) as u32;
                         let name = self.name.clone();
-                        self.command(
-                            self.stream_id,
-                            &[Amf0::str("publish"), Amf0::Number(3.0), Amf0::Null, Amf0::str(&name), Amf0::str("live")],
-                        );
+                        match self.role {
+                            Role::Publish => self.command(
+                                self.stream_id,
+                                &[
+                                    Amf0::str("publish"),
+                                    Amf0::Number(3.0),
+                                    Amf0::Null,
+                                    Amf0::str(&name),
+                                    Amf0::str("live"),
+                                ],
+                            ),
+                            Role::Play => {
+                                // A 1 s client buffer (user control SetBufferLength), then play.
+                                let mut ev = BytesMut::new();
+                                ev.put_u16(3);
+                                ev.put_u32(self.stream_id);
+                                ev.put_u32(1000);
+                                self.send(2, 4, 0, 0, ev.freeze());
+                                self.command(
+                                    self.stream_id,
+                                    &[Amf0::str("play"), Amf0::Number(3.0), Amf0::Null, Amf0::str(&name)],
+                                );
+                            }
+                        }
                         self.state = State::Publishing;
                     }
                     ("onStatus", _) => {
                         let info = values.get(3);
                         let code = info.and_then(|i| i.get("code")).and_then(Amf0::as_str).unwrap_or_default();
-                        if code == "NetStream.Publish.Start" {
+                        if code == "NetStream.Publish.Start" || code == "NetStream.Play.Start" {
                             self.state = State::Live;
                         } else if info.and_then(|i| i.get("level")).and_then(Amf0::as_str) == Some("error") {
                             return Err(RtmpError::Rejected(code.to_owned()));

@@ -475,6 +475,55 @@ mod tests {
     }
 
     #[test]
+    fn a_playing_client_receives_the_media_and_acknowledges() {
+        let mut client = ClientSession::play("rtmp://h/live", "live", "cam");
+        let mut server = ServerSession::new(SessionConfig::default());
+        let (mut to_s, mut to_c) = (BytesMut::new(), BytesMut::new());
+        let mut requested = false;
+        for _ in 0..20 {
+            while let Some(o) = client.poll_transmit() {
+                to_s.extend_from_slice(&o);
+            }
+            server.handle_input(&mut to_s, 0).unwrap();
+            while let Some(ev) = server.poll_event() {
+                if let SessionEvent::PlayRequested { name, .. } = ev {
+                    assert_eq!(name, "cam");
+                    requested = true;
+                    server.accept_play();
+                }
+            }
+            while let Some(o) = server.poll_transmit() {
+                to_c.extend_from_slice(&o);
+            }
+            client.handle_input(&mut to_c).unwrap();
+            if client.is_live() {
+                break;
+            }
+        }
+        assert!(requested && client.is_live(), "play accepted");
+        let body = Bytes::from(vec![0x27; 3000]);
+        for i in 0..2000u32 {
+            server.send_media(true, i * 40, std::slice::from_ref(&body));
+        }
+        while let Some(o) = server.poll_transmit() {
+            to_c.extend_from_slice(&o);
+        }
+        client.handle_input(&mut to_c).unwrap();
+        // Data messages (|RtmpSampleAccess) may come first.
+        let got: Vec<_> = std::iter::from_fn(|| client.poll_media()).filter(|m| m.type_id != 18).collect();
+        assert_eq!(got.len(), 2000);
+        assert!(got.iter().all(|m| m.type_id == 9 && m.payload.len() == 3000));
+        assert_eq!(got[1999].timestamp, 1999 * 40);
+        // 6 MB is past the server's acknowledgement window: the client acknowledged.
+        let mut acks = BytesMut::new();
+        while let Some(o) = client.poll_transmit() {
+            acks.extend_from_slice(&o);
+        }
+        assert!(!acks.is_empty(), "an acknowledgement was sent");
+        server.handle_input(&mut acks, 0).unwrap();
+    }
+
+    #[test]
     fn rejection_tells_the_client_and_closes() {
         let mut client = ClientSession::publish("rtmp://h/live", "live", "bad");
         let mut server = ServerSession::new(SessionConfig::default());
