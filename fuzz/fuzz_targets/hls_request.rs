@@ -1,10 +1,16 @@
-//! LL-HLS request parameters and file names from viewers.
+//! LL-HLS request parameters and file names from viewers, and media
+//! playlists as the load generator's players read them.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use tidecast_protocols::hls::{PlaylistRequest, Resource};
+use tidecast_protocols::hls::{read, PlaylistRequest, Resource};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(s) = std::str::from_utf8(data) else { return };
+    if let Ok(p) = read::media_playlist(s) {
+        if let Some((msn, _)) = p.next_part() {
+            assert!(p.parts.iter().any(|x| x.msn == msn || x.msn + 1 == msn));
+        }
+    }
     if let Ok(req) = PlaylistRequest::parse(s) {
         assert!(req.part.is_none() || req.msn.is_some());
     }

@@ -9,6 +9,7 @@
 
 mod packager;
 pub mod playlist;
+pub mod read;
 mod rendition;
 
 use std::collections::HashMap;
