@@ -3,6 +3,8 @@
 //! `cargo bench -p tidecast-bench` runs the suites; `make bench-check` runs
 //! each once as a test. Results and how they were taken: `docs/benchmarks.md`.
 
+pub mod load;
+
 use bytes::Bytes;
 use tidecast_media::{Codec, Frame, Track};
 

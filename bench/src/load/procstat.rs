@@ -1,0 +1,90 @@
+//! The server's CPU time and resident memory, sampled from /proc/PID.
+
+use std::time::Instant;
+
+/// One reading.
+#[derive(Debug, Clone, Copy)]
+pub struct Sample {
+    /// When it was taken.
+    pub at: Instant,
+    /// User plus system CPU seconds used so far.
+    pub cpu_seconds: f64,
+    /// Resident set size, bytes.
+    pub rss_bytes: u64,
+}
+
+/// Reads /proc/PID/stat (utime, stime) and /proc/PID/status (VmRSS).
+pub fn sample(pid: u32) -> std::io::Result<Sample> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    parse(&stat, &status).ok_or_else(|| std::io::Error::other(format!("unreadable /proc/{pid}")))
+}
+
+/// Clock ticks per second for /proc times. Linux reports USER_HZ, which is
+/// 100 on every architecture Tidecast runs on.
+const TICKS: f64 = 100.0;
+
+fn parse(stat: &str, status: &str) -> Option<Sample> {
+    // The command name (field 2) may hold spaces; fields resume after ')'.
+    let rest = stat.get(stat.rfind(')')? + 2..)?;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // After the name: state is field 3, utime field 14, stime field 15.
+    let utime: f64 = f.get(11)?.parse().ok()?;
+    let stime: f64 = f.get(12)?.parse().ok()?;
+    let rss_kib: u64 =
+        status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.split_whitespace().next()?.parse().ok()?;
+    Some(Sample { at: Instant::now(), cpu_seconds: (utime + stime) / TICKS, rss_bytes: rss_kib * 1024 })
+}
+
+/// What a run cost the server.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Usage {
+    /// Average cores busy over the run.
+    pub cores: f64,
+    /// Peak resident memory, bytes.
+    pub rss_peak: u64,
+    /// Resident memory at the start, bytes.
+    pub rss_start: u64,
+    /// Resident memory at the end, bytes.
+    pub rss_end: u64,
+}
+
+/// Samples every `every` until `until`, then sums up.
+pub async fn watch(pid: u32, every: std::time::Duration, until: tokio::time::Instant) -> std::io::Result<Usage> {
+    let first = sample(pid)?;
+    let mut last = first;
+    let mut peak = first.rss_bytes;
+    while tokio::time::Instant::now() < until {
+        tokio::time::sleep(every.min(until.saturating_duration_since(tokio::time::Instant::now()))).await;
+        last = sample(pid)?;
+        peak = peak.max(last.rss_bytes);
+    }
+    let wall = (last.at - first.at).as_secs_f64().max(1e-3);
+    Ok(Usage {
+        cores: (last.cpu_seconds - first.cpu_seconds) / wall,
+        rss_peak: peak,
+        rss_start: first.rss_bytes,
+        rss_end: last.rss_bytes,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_times_and_rss_even_with_spaces_in_the_name() {
+        let stat = "4242 (tide cast) S 1 4242 4242 0 -1 4194560 900 0 0 0 250 50 0 0 20 0 9 0 1 2 3";
+        let status = "Name:\ttidecast\nVmPeak:\t 9999 kB\nVmRSS:\t   20480 kB\n";
+        let s = parse(stat, status).unwrap();
+        assert_eq!(s.cpu_seconds, 3.0);
+        assert_eq!(s.rss_bytes, 20 * 1024 * 1024);
+        assert!(parse("garbage", status).is_none());
+    }
+
+    #[test]
+    fn samples_this_process() {
+        let s = sample(std::process::id()).unwrap();
+        assert!(s.rss_bytes > 0);
+    }
+}
