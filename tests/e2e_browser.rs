@@ -36,13 +36,27 @@ async fn hlsjs_plays_ll_hls_in_chromium() {
     let num = |name: &str| seen[name].as_f64().unwrap_or(f64::NAN);
 
     // hls.js may nudge the playhead over a small hole when a starved 2-core
-    // machine stalls it (a non-fatal `bufferSeekOverHole`, seen in CI). Any
-    // other error, a fatal one, or a skip big enough to mean lost media fails.
+    // machine stalls it (a non-fatal `bufferSeekOverHole`, seen in CI). It
+    // also reports a non-fatal stall (`bufferStalledError`, then
+    // `bufferNudgeOnStall`) when the video element stops advancing although
+    // media is buffered ahead of the playhead: the decoder was starved of
+    // CPU, no media was missing (seen in CI with 1.2 s buffered ahead). Any
+    // other error, a fatal one, a skip big enough to mean lost media, or a
+    // stall with nothing buffered ahead fails.
     let errors = seen["errors"].as_array().cloned().unwrap_or_default();
     for e in &errors {
-        let nudge = e["details"] == "bufferSeekOverHole" && e["fatal"] == false;
-        let small = e["jump"].as_f64().is_some_and(|j| j < 0.5);
-        assert!(nudge && small, "hls.js reported an error: {e}\nall: {stdout}");
+        let non_fatal = e["fatal"] == false;
+        let small_skip = e["details"] == "bufferSeekOverHole" && e["jump"].as_f64().is_some_and(|j| j < 0.5);
+        let at = e["at"].as_f64().unwrap_or(f64::NAN);
+        let buffered_ahead = e["buffered"].as_array().is_some_and(|ranges| {
+            ranges.iter().any(|r| {
+                let (start, end) = (r[0].as_f64().unwrap_or(f64::NAN), r[1].as_f64().unwrap_or(f64::NAN));
+                start <= at && end - at >= 0.5
+            })
+        });
+        let starved =
+            matches!(e["details"].as_str(), Some("bufferStalledError" | "bufferNudgeOnStall")) && buffered_ahead;
+        assert!(non_fatal && (small_skip || starved), "hls.js reported an error: {e}\nall: {stdout}");
     }
     assert!(errors.len() <= 3, "hls.js kept skipping holes: {stdout}");
     assert!(num("decodedFrames") > 50.0, "frames were decoded: {stdout}");
