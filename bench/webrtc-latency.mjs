@@ -18,7 +18,7 @@
 // the display clock shifts between connections by up to a frame, so one
 // connection each would be noise). Prints one JSON object per connection,
 // then a summary over all frames of each kind, with the ratio.
-import { chromium } from '../tests/browser/node_modules/playwright-core/index.mjs';
+import { launch, pageAt } from '../tests/browser/chromium.mjs';
 
 const [origin, secondsArg] = process.argv.slice(2);
 if (!origin) {
@@ -27,16 +27,8 @@ if (!origin) {
 }
 const seconds = Number(secondsArg || 20);
 
-const browser = await chromium.launch({
-  executablePath: '/usr/bin/chromium',
-  args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--autoplay-policy=no-user-gesture-required'],
-});
-const page = await browser.newPage();
-page.on('console', (m) => process.stderr.write(`[page] ${m.text()}\n`));
-await page.route('**/tidecast-latency-bench', (r) =>
-  r.fulfill({ status: 200, contentType: 'text/html', body: '<!doctype html><html><body></body></html>' }),
-);
-await page.goto(`${origin}/tidecast-latency-bench`);
+const browser = await launch();
+const page = await pageAt(browser, origin, '/tidecast-latency-bench');
 await page.addScriptTag({ path: new URL('../tests/browser/signaling.js', import.meta.url).pathname });
 
 function percentiles(values) {
@@ -44,7 +36,6 @@ function percentiles(values) {
   const pct = (p) => v[Math.min(v.length - 1, Math.floor((p / 100) * v.length))];
   return { p50: pct(50), p90: pct(90), p99: pct(99), max: v[v.length - 1] };
 }
-await page.exposeFunction('percentiles', percentiles);
 
 async function measure(run, seconds) {
   return page.evaluate(
@@ -173,7 +164,6 @@ async function measure(run, seconds) {
           out.height = s.frameHeight;
         }
       });
-      Object.assign(out, await window.percentiles(delays));
       out.delays = delays;
       for (const location of resources) await window.tidecast.remove(location, '-');
       sender.close();
@@ -196,8 +186,8 @@ for (let round = 0; round < ROUNDS; round += 1) {
       process.exit(1);
     }
     all[run].push(...r.delays);
-    delete r.delays;
-    process.stdout.write(JSON.stringify({ round, ...r }) + '\n');
+    const { delays, ...rest } = r;
+    process.stdout.write(JSON.stringify({ round, ...rest, ...percentiles(delays) }) + '\n');
   }
 }
 await browser.close();

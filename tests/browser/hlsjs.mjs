@@ -1,17 +1,14 @@
 // Plays an LL-HLS URL with hls.js in headless Chromium and prints what the
 // player saw as JSON: position, decoded frames, errors, which LL-HLS
 // features it used. Usage: node hlsjs.mjs URL SECONDS
-import { chromium } from 'playwright-core';
+import { launch } from './chromium.mjs';
 import { readFileSync } from 'node:fs';
 
 const [, , src, secondsArg] = process.argv;
 const seconds = Number(secondsArg || 8);
 const hlsjs = readFileSync(new URL('./node_modules/hls.js/dist/hls.min.js', import.meta.url), 'utf8');
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--autoplay-policy=no-user-gesture-required'],
-});
+const browser = await launch();
 try {
   const page = await browser.newPage();
   const requests = [];

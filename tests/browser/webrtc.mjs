@@ -10,31 +10,15 @@
 // JSON object on stdout. The publisher uses Chromium's fake camera and
 // microphone. `publish` runs until killed when seconds is 0 (the test stops
 // it), after printing a `connected` line.
-import { chromium } from 'playwright-core';
+import { launch, pageAt } from './chromium.mjs';
 
 const [mode, origin, stream, token, seconds, codec, ...flags] = process.argv.slice(2);
 
-const browser = await chromium.launch({
-  executablePath: '/usr/bin/chromium',
-  // The test stops a publisher with SIGTERM; it then reports and DELETEs.
+// The test stops a publisher with SIGTERM; it then reports and DELETEs.
+const browser = await launch(['--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream'], {
   handleSIGTERM: false,
-  args: [
-    '--no-sandbox',
-    '--disable-gpu',
-    '--disable-background-networking',
-    '--use-fake-device-for-media-stream',
-    '--use-fake-ui-for-media-stream',
-    '--autoplay-policy=no-user-gesture-required',
-  ],
 });
-const page = await browser.newPage();
-page.on('console', (m) => process.stderr.write(`[page] ${m.text()}\n`));
-// The page is served by Playwright at the server's origin: a secure context
-// (loopback) that is same-origin with the WHIP/WHEP endpoints.
-await page.route('**/tidecast-webrtc-test', (r) =>
-  r.fulfill({ status: 200, contentType: 'text/html', body: '<!doctype html><html><body></body></html>' }),
-);
-await page.goto(`${origin}/tidecast-webrtc-test`);
+const page = await pageAt(browser, origin, '/tidecast-webrtc-test');
 await page.addScriptTag({ path: new URL('./signaling.js', import.meta.url).pathname });
 
 async function finish(result) {
