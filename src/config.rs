@@ -75,11 +75,15 @@ pub struct Admin {
     /// Admin API, `/metrics` and health probes. Loopback by default: put a
     /// TLS proxy in front before exposing it.
     pub listen: SocketAddr,
+    /// Failed authentications (API keys, stream keys, playback tokens) one
+    /// address may make per minute before it is refused everything for the
+    /// rest of that minute; 0 turns the limit off.
+    pub auth_failures_per_minute: u32,
 }
 
 impl Default for Admin {
     fn default() -> Self {
-        Admin { listen: ([127, 0, 0, 1], 4242).into() }
+        Admin { listen: ([127, 0, 0, 1], 4242).into(), auth_failures_per_minute: 20 }
     }
 }
 

@@ -174,6 +174,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     let (triggers, trigger_worker) = Triggers::new(instance, metrics.clone());
     tokio::spawn(trigger_worker);
     let plane = ControlPlane::new(Db::new(Arc::new(store)), config_keys, registry.clone(), metrics, triggers.clone())?;
+    plane.limiter.set_limit(cfg.admin.auth_failures_per_minute);
     let preset = std::env::var("TIDECAST_ADMIN_KEY").ok();
     if let Some(key) = plane.bootstrap(preset.as_deref())? {
         warn!(

@@ -540,3 +540,33 @@ async fn tenant_quotas_refuse_streams_and_viewers_past_the_limit() {
     let _ = publisher.kill();
     let _ = publisher.wait();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_authentications_are_limited_per_address() {
+    let server = Server::start_with_config(Some("[admin]\nauth_failures_per_minute = 3\n"), &[]);
+    api_ok("POST", &server.api("/tenants"), ADMIN_KEY, Some(json!({"id": "acme"})), 201).await;
+    let stream = json!({"name": "guarded", "tenant": "acme", "playback_token_required": true});
+    api_ok("POST", &server.api("/streams"), ADMIN_KEY, Some(stream), 201).await;
+    // Three failures are answered as failures...
+    for _ in 0..2 {
+        let (status, body, _) = api_call("GET", &server.api("/streams"), "wrong-key", None).await;
+        assert_eq!(status, 401, "{body}");
+    }
+    let (status, _) = get(&server.hls_url("guarded", "index.m3u8?token=forged")).await;
+    assert_eq!(status, 403, "a forged playback token counts as a failure too");
+    // ...then the address is refused everything, a good key included.
+    let r = reqwest::Client::new().get(server.api("/streams")).bearer_auth(ADMIN_KEY).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 429);
+    assert_eq!(r.headers().get("retry-after").and_then(|v| v.to_str().ok()), Some("60"));
+    assert_eq!(r.headers().get("content-type").and_then(|v| v.to_str().ok()), Some("application/problem+json"));
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["type"], "urn:tidecast:problem:rate-limited");
+    let (status, _) = get(&server.hls_url("guarded", "index.m3u8")).await;
+    assert_eq!(status, 429, "playback from the address is refused too");
+    let metrics = reqwest::get(format!("http://{}/metrics", server.admin)).await.unwrap().text().await.unwrap();
+    let limited = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("tidecast_rate_limited_total "))
+        .and_then(|v| v.trim().parse::<f64>().ok());
+    assert!(limited.is_some_and(|n| n >= 2.0), "tidecast_rate_limited_total counts both refusals:\n{metrics}");
+}

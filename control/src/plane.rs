@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,38 +24,60 @@ use crate::tokens::{TokenError, TokenSigner};
 use crate::triggers::{Scope, Trigger, Triggers};
 use crate::viewers::Viewers;
 
-/// Failed authentications one address may make per window before it is refused.
-const AUTH_FAILURES_PER_WINDOW: u32 = 20;
-const AUTH_WINDOW: Duration = Duration::from_secs(60);
+/// Failed authentications one address may make per window before it is
+/// refused, unless configured otherwise (`auth_failures_per_minute`).
+pub const AUTH_FAILURES_PER_WINDOW: u32 = 20;
+/// The window a count of failures lives for.
+pub const AUTH_WINDOW: Duration = Duration::from_secs(60);
 
-/// Per-address counter of failed authentications.
-#[derive(Default)]
+/// Per-address counter of failed authentications (API keys, stream keys,
+/// playback tokens). An address over the limit is refused everything until
+/// its window ends.
 pub struct AuthLimiter {
     by_ip: Mutex<HashMap<IpAddr, (Instant, u32)>>,
+    limit: AtomicU32,
+}
+
+impl Default for AuthLimiter {
+    fn default() -> Self {
+        AuthLimiter { by_ip: Mutex::default(), limit: AtomicU32::new(AUTH_FAILURES_PER_WINDOW) }
+    }
 }
 
 impl AuthLimiter {
+    /// Sets the failures allowed per address and window; 0 turns the limit off.
+    pub fn set_limit(&self, failures: u32) {
+        self.limit.store(failures, Ordering::Relaxed);
+    }
+
     /// Whether `ip` has failed too often lately.
     pub fn blocked(&self, ip: IpAddr) -> bool {
+        let limit = self.limit.load(Ordering::Relaxed);
+        if limit == 0 {
+            return false;
+        }
         let mut m = self.by_ip.lock();
         match m.get(&ip) {
             Some((since, _)) if since.elapsed() >= AUTH_WINDOW => {
                 m.remove(&ip);
                 false
             }
-            Some((_, n)) => *n >= AUTH_FAILURES_PER_WINDOW,
+            Some((_, n)) => *n >= limit,
             None => false,
         }
     }
 
     /// Counts a failure from `ip`.
     pub fn fail(&self, ip: IpAddr) {
+        if self.limit.load(Ordering::Relaxed) == 0 {
+            return;
+        }
         let mut m = self.by_ip.lock();
         if m.len() > 100_000 {
             m.retain(|_, (since, _)| since.elapsed() < AUTH_WINDOW);
         }
         let e = m.entry(ip).or_insert((Instant::now(), 0));
-        e.1 += 1;
+        e.1 = e.1.saturating_add(1);
     }
 }
 

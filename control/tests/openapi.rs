@@ -41,6 +41,7 @@ fn every_operation_is_documented_and_secured() {
         for (method, op) in item.as_object().unwrap() {
             let responses = op["responses"].as_object().unwrap_or_else(|| panic!("{method} {path} has responses"));
             assert!(responses.contains_key("401"), "{method} {path} documents 401");
+            assert!(responses.contains_key("429"), "{method} {path} documents the failed-auth limit");
             assert!(op["description"].is_string() || op["summary"].is_string(), "{method} {path} is described");
         }
     }

@@ -214,7 +214,31 @@ fn documented() -> OpenApiRouter<Api> {
 /// The routes and the OpenAPI document they generate.
 pub fn routes(api: Api) -> (Router, utoipa::openapi::OpenApi) {
     let (router, doc) = documented().split_for_parts();
-    (router.with_state(api), doc)
+    (router.with_state(api), finished(doc))
+}
+
+/// The generated document with what the macros cannot say.
+fn finished(mut doc: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
+    document_rate_limit(&mut doc);
+    doc
+}
+
+/// Every operation that can answer 401 can also answer 429: the caller
+/// extractor refuses an address after too many failed authentications
+/// (see `plane::AuthLimiter`), before it looks at the key. The response
+/// is the 401 one under another description.
+fn document_rate_limit(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::RefOr;
+    for item in doc.paths.paths.values_mut() {
+        let ops = [&mut item.get, &mut item.put, &mut item.post, &mut item.delete, &mut item.patch];
+        for op in ops.into_iter().flatten() {
+            let map = &mut op.responses.responses;
+            let Some(RefOr::T(unauthorized)) = map.get("401") else { continue };
+            let mut limited = unauthorized.clone();
+            limited.description = "Too many failed authentications from this address; try again later".into();
+            map.entry("429".into()).or_insert(RefOr::T(limited));
+        }
+    }
 }
 
 /// The whole admin listener: `/api/v1/...`, `/api/v1/openapi.json`,
@@ -232,7 +256,7 @@ pub fn router(api: Api) -> Router {
 
 /// The OpenAPI document, for tests and `docs/openapi.json`.
 pub fn openapi_json() -> String {
-    documented().split_for_parts().1.to_pretty_json().unwrap_or_default()
+    finished(documented().split_for_parts().1).to_pretty_json().unwrap_or_default()
 }
 
 /// Store writes run off the async threads (redb fsyncs each commit).
