@@ -313,6 +313,7 @@ async fn play(
 ) {
     let mut stats = socket.statistics().clone();
     let mut prev = (Instant::now(), 0u64);
+    let mut pacer = super::pace::Pacer::new(Instant::now());
     // The receiving half of a player's socket ends at once (it sends no
     // media), so a hang-up shows as a failed send, not as end of input.
     loop {
@@ -334,6 +335,9 @@ async fn play(
         let mut failed = false;
         for piece in (0..chunk.len()).step_by(PAYLOAD) {
             let end = (piece + PAYLOAD).min(chunk.len());
+            while let Err(wait) = pacer.poll(Instant::now()) {
+                tokio::time::sleep(wait).await;
+            }
             if socket.send((Instant::now(), chunk.slice(piece..end))).await.is_err() {
                 failed = true;
                 break;
