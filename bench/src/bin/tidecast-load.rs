@@ -1,6 +1,7 @@
 //! `tidecast-load`: viewers and publishers against a media server on
 //! loopback, with one JSON report. Works against Tidecast and against other
-//! servers (nginx-rtmp, xiu): it speaks plain RTMP, HLS, LL-HLS and SRT.
+//! servers (nginx-rtmp, xiu): it speaks plain RTMP, HLS, LL-HLS, SRT and
+//! WHEP.
 //!
 //! ```text
 //! tidecast-load --seconds 20 --server-pid 1234 \
@@ -14,7 +15,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use serde_json::{json, Value};
-use tidecast_bench::load::{get, hls, percentile, procstat, publish, rtmp, srt, RunTime, ViewerStats};
+use tidecast_bench::load::{get, hls, percentile, procstat, publish, rtmp, srt, whep, RunTime, ViewerStats};
 
 /// Load generator for live media servers (loopback only, bounded in time and count).
 #[derive(Parser, Debug)]
@@ -23,9 +24,10 @@ struct Args {
     /// Seconds of load (after publishers are up).
     #[arg(long, default_value_t = 20)]
     seconds: u64,
-    /// The server's process id: its CPU and memory are sampled from /proc.
-    #[arg(long)]
-    server_pid: Option<u32>,
+    /// The server's process ids (comma-separated: nginx's master and
+    /// workers): their CPU and memory are sampled from /proc and added up.
+    #[arg(long, value_delimiter = ',')]
+    server_pid: Vec<u32>,
     /// RTMP URL to publish the clip to (`rtmp://host:port/app/name`).
     #[arg(long)]
     publish: Option<String>,
@@ -65,6 +67,12 @@ struct Args {
     /// SRT viewers.
     #[arg(long, default_value_t = 0)]
     srt_viewers: usize,
+    /// WHEP endpoint viewers play (`http://host:port/whep/NAME`).
+    #[arg(long)]
+    whep: Option<String>,
+    /// WHEP viewers.
+    #[arg(long, default_value_t = 0)]
+    whep_viewers: usize,
     /// A URL to GET back to back (a cached segment).
     #[arg(long)]
     get: Option<String>,
@@ -97,21 +105,20 @@ fn loopback_only(url: &str) -> anyhow::Result<()> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let total = args.rtmp_viewers + args.llhls_viewers + args.hls_viewers + args.srt_viewers;
+    let total = args.rtmp_viewers + args.llhls_viewers + args.hls_viewers + args.srt_viewers + args.whep_viewers;
     anyhow::ensure!(total <= MAX_VIEWERS, "at most {MAX_VIEWERS} viewers");
     anyhow::ensure!(args.publishers <= MAX_PUBLISHERS, "at most {MAX_PUBLISHERS} publishers");
     anyhow::ensure!(args.seconds <= 600, "at most 600 seconds");
-    for url in [&args.publish, &args.rtmp, &args.llhls, &args.hls, &args.srt, &args.get, &args.segment_delay]
-        .into_iter()
-        .flatten()
+    for url in
+        [&args.publish, &args.rtmp, &args.llhls, &args.hls, &args.srt, &args.whep, &args.get, &args.segment_delay]
+            .into_iter()
+            .flatten()
     {
         loopback_only(url)?;
     }
 
-    let idle = match args.server_pid {
-        Some(pid) => Some(procstat::sample(pid)?),
-        None => None,
-    };
+    let watched = !args.server_pid.is_empty();
+    let idle = if watched { Some(procstat::sample(&args.server_pid)?) } else { None };
 
     // Publishers first; viewers after the warm-up.
     let publish_until =
@@ -137,13 +144,11 @@ async fn main() -> anyhow::Result<()> {
     }
     tokio::time::sleep(Duration::from_secs(args.warmup)).await;
 
-    let after_warmup = match args.server_pid {
-        Some(pid) => Some(procstat::sample(pid)?),
-        None => None,
-    };
+    let after_warmup = if watched { Some(procstat::sample(&args.server_pid)?) } else { None };
     let until = tokio::time::Instant::now() + Duration::from_secs(args.seconds);
     let run = RunTime { until, connect_timeout: Duration::from_secs(5) };
-    let usage = args.server_pid.map(|pid| tokio::spawn(procstat::watch(pid, Duration::from_millis(500), until)));
+    let usage =
+        watched.then(|| tokio::spawn(procstat::watch(args.server_pid.clone(), Duration::from_millis(500), until)));
 
     let mut viewers: Vec<(&'static str, tokio::task::JoinHandle<ViewerStats>)> = Vec::new();
     let client = reqwest::Client::builder().pool_max_idle_per_host(total.max(1)).build()?;
@@ -191,6 +196,18 @@ async fn main() -> anyhow::Result<()> {
                 tokio::spawn(async move {
                     tokio::time::sleep(d).await;
                     srt::viewer(a, sid, run).await
+                }),
+            ));
+        }
+    }
+    if let Some(url) = &args.whep {
+        for _ in 0..args.whep_viewers {
+            let (c, u, d) = (client.clone(), url.clone(), stagger());
+            viewers.push((
+                "whep",
+                tokio::spawn(async move {
+                    tokio::time::sleep(d).await;
+                    whep::viewer(c, u, run).await
                 }),
             ));
         }

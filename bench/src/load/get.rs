@@ -16,6 +16,19 @@ pub struct GetStats {
     pub seconds: f64,
 }
 
+/// Reads a body chunk by chunk, counting and dropping it (no buffering: the
+/// hammer shares the machine with the server it measures).
+async fn drain(mut res: reqwest::Response) -> Option<u64> {
+    let mut n = 0u64;
+    loop {
+        match res.chunk().await {
+            Ok(Some(c)) => n += c.len() as u64,
+            Ok(None) => return Some(n),
+            Err(_) => return None,
+        }
+    }
+}
+
 /// GETs `url` from `connections` connections until `until`.
 pub async fn hammer(url: String, connections: usize, until: tokio::time::Instant) -> GetStats {
     let start = tokio::time::Instant::now();
@@ -32,12 +45,12 @@ pub async fn hammer(url: String, connections: usize, until: tokio::time::Instant
             };
             while tokio::time::Instant::now() < until {
                 match client.get(&url).timeout(Duration::from_secs(10)).send().await {
-                    Ok(res) if res.status().is_success() => match res.bytes().await {
-                        Ok(b) => {
+                    Ok(res) if res.status().is_success() => match drain(res).await {
+                        Some(n) => {
                             s.ok += 1;
-                            s.bytes += b.len() as u64;
+                            s.bytes += n;
                         }
-                        Err(_) => s.failed += 1,
+                        None => s.failed += 1,
                     },
                     _ => s.failed += 1,
                 }

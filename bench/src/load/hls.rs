@@ -25,11 +25,18 @@ fn now_ms() -> f64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
 }
 
-fn resolve(playlist_url: &str, uri: &str) -> String {
+/// `uri` as a URL: absolute, absolute-path (`/x`, against the origin) or
+/// relative to the directory of `playlist_url`.
+pub(crate) fn resolve(playlist_url: &str, uri: &str) -> String {
     if uri.contains("://") {
         return uri.to_owned();
     }
     let base = playlist_url.split('?').next().unwrap_or(playlist_url);
+    if uri.starts_with('/') {
+        let host_at = base.find("://").map_or(0, |i| i + 3);
+        let origin_end = base[host_at..].find('/').map_or(base.len(), |i| host_at + i);
+        return format!("{}{uri}", &base[..origin_end]);
+    }
     match base.rfind('/') {
         Some(i) => format!("{}/{uri}", &base[..i]),
         None => uri.to_owned(),
@@ -179,5 +186,7 @@ mod tests {
     fn relative_uris_resolve_against_the_playlist() {
         assert_eq!(resolve("http://h/hls/cam/video.m3u8?token=t", "v-1.m4s"), "http://h/hls/cam/v-1.m4s");
         assert_eq!(resolve("http://h/a.m3u8", "http://o/x.ts"), "http://o/x.ts");
+        assert_eq!(resolve("http://h:8080/whep/cam", "/whep/cam/abc"), "http://h:8080/whep/cam/abc");
+        assert_eq!(resolve("http://h:8080", "/x"), "http://h:8080/x");
     }
 }

@@ -10,6 +10,7 @@ pub mod procstat;
 pub mod publish;
 pub mod rtmp;
 pub mod srt;
+pub mod whep;
 
 use std::time::Duration;
 

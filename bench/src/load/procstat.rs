@@ -1,4 +1,5 @@
-//! The server's CPU time and resident memory, sampled from /proc/PID.
+//! The server's CPU time and resident memory, sampled from /proc/PID for
+//! each of its processes (nginx runs a master and workers) and added up.
 
 use std::time::Instant;
 
@@ -13,11 +14,18 @@ pub struct Sample {
     pub rss_bytes: u64,
 }
 
-/// Reads /proc/PID/stat (utime, stime) and /proc/PID/status (VmRSS).
-pub fn sample(pid: u32) -> std::io::Result<Sample> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    parse(&stat, &status).ok_or_else(|| std::io::Error::other(format!("unreadable /proc/{pid}")))
+/// Reads /proc/PID/stat (utime, stime) and /proc/PID/status (VmRSS) of
+/// each process and adds them up.
+pub fn sample(pids: &[u32]) -> std::io::Result<Sample> {
+    let mut total = Sample { at: Instant::now(), cpu_seconds: 0.0, rss_bytes: 0 };
+    for pid in pids {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+        let one = parse(&stat, &status).ok_or_else(|| std::io::Error::other(format!("unreadable /proc/{pid}")))?;
+        total.cpu_seconds += one.cpu_seconds;
+        total.rss_bytes += one.rss_bytes;
+    }
+    Ok(total)
 }
 
 /// Clock ticks per second for /proc times. Linux reports USER_HZ, which is
@@ -50,13 +58,13 @@ pub struct Usage {
 }
 
 /// Samples every `every` until `until`, then sums up.
-pub async fn watch(pid: u32, every: std::time::Duration, until: tokio::time::Instant) -> std::io::Result<Usage> {
-    let first = sample(pid)?;
+pub async fn watch(pids: Vec<u32>, every: std::time::Duration, until: tokio::time::Instant) -> std::io::Result<Usage> {
+    let first = sample(&pids)?;
     let mut last = first;
     let mut peak = first.rss_bytes;
     while tokio::time::Instant::now() < until {
         tokio::time::sleep(every.min(until.saturating_duration_since(tokio::time::Instant::now()))).await;
-        last = sample(pid)?;
+        last = sample(&pids)?;
         peak = peak.max(last.rss_bytes);
     }
     let wall = (last.at - first.at).as_secs_f64().max(1e-3);
@@ -84,7 +92,10 @@ mod tests {
 
     #[test]
     fn samples_this_process() {
-        let s = sample(std::process::id()).unwrap();
-        assert!(s.rss_bytes > 0);
+        let one = sample(&[std::process::id()]).unwrap();
+        assert!(one.rss_bytes > 0);
+        let twice = sample(&[std::process::id(), std::process::id()]).unwrap();
+        assert!(twice.rss_bytes >= one.rss_bytes * 3 / 2, "processes add up");
+        assert!(sample(&[u32::MAX]).is_err());
     }
 }
