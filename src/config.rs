@@ -44,6 +44,9 @@ pub struct Rtmp {
     pub max_message_bytes: u32,
     pub idle_timeout_seconds: f64,
     pub max_connections: usize,
+    /// Milliseconds a player's media may wait to be written together with
+    /// what follows (0: each frame at once).
+    pub play_flush_ms: u64,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -203,6 +206,7 @@ impl Default for Rtmp {
             max_message_bytes: 8 << 20,
             idle_timeout_seconds: 30.0,
             max_connections: 1000,
+            play_flush_ms: 50,
         }
     }
 }
@@ -274,6 +278,9 @@ impl Config {
         }
         if self.rtmp.max_connections == 0 {
             bail!("rtmp.max_connections must be at least 1");
+        }
+        if self.rtmp.play_flush_ms > 1000 {
+            bail!("rtmp.play_flush_ms must be at most 1000");
         }
         if !(128..=1 << 24).contains(&self.rtmp.chunk_size) {
             bail!("rtmp.chunk_size must be between 128 and 16777216");

@@ -238,6 +238,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         },
         idle_timeout: v.rtmp_idle,
         max_connections: cfg.rtmp.max_connections,
+        play_flush: Duration::from_millis(cfg.rtmp.play_flush_ms),
         stats: rtmp_stats.clone(),
     });
     let rtmp_task = tokio::spawn(driver::serve(rtmp_listener, rtmp_ctx, shutdown.clone()));

@@ -31,6 +31,10 @@ pub struct RtmpContext {
     pub idle_timeout: Duration,
     /// Most connections served at once; more are closed on accept.
     pub max_connections: usize,
+    /// How long a player's media may wait to be written with what follows
+    /// (one write per this interval instead of one per frame); zero writes
+    /// each frame at once.
+    pub play_flush: Duration,
     /// Counters.
     pub stats: Arc<IngestStats>,
 }
@@ -225,6 +229,9 @@ async fn connection(mut sock: TcpStream, peer: SocketAddr, ctx: &RtmpContext, sh
 /// Sends a stream to an accepted player until either side ends. Frames go
 /// out as FLV tags whose payload is the frame's own bytes; a player that
 /// reads too slowly skips ahead to a keyframe (counted by the stream).
+/// Media is written in batches, at most `play_flush` after it was queued:
+/// the kernel's send path is most of what a player costs, and one write per
+/// frame (about 75 a second) costs several times one per batch.
 async fn play(
     sock: &mut TcpStream,
     session: &mut ServerSession,
@@ -237,68 +244,121 @@ async fn play(
     let name = stream.name().to_owned();
     let mut sub = stream.subscribe();
     let started = Instant::now();
-    let (mut video, mut audio): (Option<Track>, Option<Track>) = (None, None);
-    let mut base: Option<i64> = None;
-    let mut last_ts = 0u32;
-    let mut warned = false;
+    let mut tags = TagWriter::default();
+    // When the oldest media still queued was queued: it goes out once it
+    // has waited `play_flush` (or at once if a lot piles up). Meanwhile the
+    // player does not wake for each new frame: the frames that came in the
+    // meantime are taken together when the time is up.
+    let mut media_since: Option<tokio::time::Instant> = None;
+    let mut flush_now = true;
     info!(%peer, stream = %name, "rtmp play started");
     loop {
-        match write_out(sock, session).await {
-            Ok(n) => ctx.stats.bytes_out.fetch_add(n as u64, Ordering::Relaxed),
-            Err(e) => {
-                debug!(%peer, stream = %name, error = %e, "rtmp player write failed");
-                break;
-            }
-        };
+        if flush_now {
+            match write_out(sock, session).await {
+                Ok(n) => ctx.stats.bytes_out.fetch_add(n as u64, Ordering::Relaxed),
+                Err(e) => {
+                    debug!(%peer, stream = %name, error = %e, "rtmp player write failed");
+                    break;
+                }
+            };
+            (media_since, flush_now) = (None, false);
+        }
+        let due = media_since.map(|t| t + ctx.play_flush);
         buf.reserve(4096);
         tokio::select! {
             _ = shutdown.cancelled() => break,
             r = sock.read_buf(&mut buf) => match r {
                 Ok(0) | Err(_) => break,
                 Ok(_) => {
-                    // Players send acknowledgements and control messages only.
+                    // Players send acknowledgements and control messages only;
+                    // what they ask for is answered at once.
                     if session.handle_input(&mut buf, started.elapsed().as_millis() as u32).is_err() {
                         break;
                     }
                     while session.poll_event().is_some() {}
+                    flush_now = true;
                 }
             },
-            ev = sub.recv() => match ev {
+            _ = tokio::time::sleep_until(due.unwrap_or_else(tokio::time::Instant::now)), if due.is_some() => {
+                for _ in 0..MAX_BATCH {
+                    let Some(ev) = sub.try_recv() else { break };
+                    tags.event(ev, session, peer, &name);
+                }
+                flush_now = true;
+            }
+            ev = sub.recv(), if due.is_none() => match ev {
                 None => {
                     session.end_play();
                     let _ = write_out(sock, session).await;
                     break;
                 }
-                Some(Event::Tracks(tracks)) => {
-                    let pick = |kind: MediaKind| {
-                        tracks.iter().find(|t| t.kind() == kind && flv::config_tag(t).is_some()).cloned()
-                    };
-                    (video, audio) = (pick(MediaKind::Video), pick(MediaKind::Audio));
-                    if !warned && tracks.len() > usize::from(video.is_some()) + usize::from(audio.is_some()) {
-                        warned = true;
-                        warn!(%peer, stream = %name, "rtmp play: FLV carries one H.264/HEVC/AV1/VP9 and one AAC track; others are left out");
+                Some(ev) => {
+                    tags.event(ev, session, peer, &name);
+                    for _ in 0..MAX_BATCH {
+                        let Some(ev) = sub.try_recv() else { break };
+                        tags.event(ev, session, peer, &name);
                     }
-                    // Sequence headers go out at the current time, before the next frame.
-                    for t in [&video, &audio].into_iter().flatten() {
-                        if let Some((kind, tag)) = flv::config_tag(t) {
-                            session.send_media(kind == TagKind::Video, last_ts, &[tag]);
-                        }
+                    if ctx.play_flush.is_zero() || session.queued() >= FLUSH_BYTES {
+                        flush_now = true;
+                    } else {
+                        media_since = Some(tokio::time::Instant::now());
                     }
                 }
-                Some(Event::Frame(f)) => {
-                    let Some(track) = [&video, &audio].into_iter().flatten().find(|t| t.id == f.track) else { continue };
-                    let Some((kind, header)) = flv::frame_tag_header(track.codec, &f) else { continue };
-                    // Start the clock a little before the first frame, so
-                    // audio that precedes the first keyframe stays positive.
-                    let b = *base.get_or_insert(f.dts - 500_000);
-                    last_ts = rtmp_time(f.dts, b);
-                    session.send_media(kind == TagKind::Video, last_ts, &[header, f.payload]);
-                }
-                Some(Event::Discontinuity) => {}
             }
         }
     }
     info!(%peer, stream = %name, skips = sub.skips(), "rtmp play ended");
+}
+
+/// Events taken at once from the stream before the next write decision.
+const MAX_BATCH: usize = 64;
+/// Queued bytes that go out without waiting for `play_flush`.
+const FLUSH_BYTES: usize = 256 * 1024;
+
+/// A player's FLV tag state: the tracks it plays and the clock.
+#[derive(Default)]
+struct TagWriter {
+    video: Option<Track>,
+    audio: Option<Track>,
+    base: Option<i64>,
+    last_ts: u32,
+    warned: bool,
+}
+
+impl TagWriter {
+    /// Queues what `ev` means for the player on `session`.
+    fn event(&mut self, ev: Event, session: &mut ServerSession, peer: SocketAddr, name: &str) {
+        match ev {
+            Event::Tracks(tracks) => {
+                let pick =
+                    |kind: MediaKind| tracks.iter().find(|t| t.kind() == kind && flv::config_tag(t).is_some()).cloned();
+                (self.video, self.audio) = (pick(MediaKind::Video), pick(MediaKind::Audio));
+                let kept = usize::from(self.video.is_some()) + usize::from(self.audio.is_some());
+                if !self.warned && tracks.len() > kept {
+                    self.warned = true;
+                    warn!(%peer, stream = %name, "rtmp play: FLV carries one H.264/HEVC/AV1/VP9 and one AAC track; others are left out");
+                }
+                // Sequence headers go out at the current time, before the next frame.
+                for t in [&self.video, &self.audio].into_iter().flatten() {
+                    if let Some((kind, tag)) = flv::config_tag(t) {
+                        session.send_media(kind == TagKind::Video, self.last_ts, &[tag]);
+                    }
+                }
+            }
+            Event::Frame(f) => {
+                let Some(track) = [&self.video, &self.audio].into_iter().flatten().find(|t| t.id == f.track) else {
+                    return;
+                };
+                let Some((kind, header)) = flv::frame_tag_header(track.codec, &f) else { return };
+                // Start the clock a little before the first frame, so
+                // audio that precedes the first keyframe stays positive.
+                let b = *self.base.get_or_insert(f.dts - 500_000);
+                self.last_ts = rtmp_time(f.dts, b);
+                session.send_media(kind == TagKind::Video, self.last_ts, &[header, f.payload]);
+            }
+            Event::Discontinuity => {}
+        }
+    }
 }
 
 /// A stream time in µs as an RTMP timestamp (ms since `base`, wrapping as RTMP does).
@@ -317,7 +377,7 @@ async fn write_out(sock: &mut TcpStream, session: &mut ServerSession) -> std::io
     let (mut i, mut off) = (0, 0);
     while i < batch.len() {
         let slices: Vec<std::io::IoSlice<'_>> = std::iter::once(&batch[i][off..])
-            .chain(batch[i + 1..].iter().take(63).map(|b| &b[..]))
+            .chain(batch[i + 1..].iter().take(255).map(|b| &b[..]))
             .map(std::io::IoSlice::new)
             .collect();
         let mut n = sock.write_vectored(&slices).await?;

@@ -216,6 +216,12 @@ impl ServerSession {
         (!self.out.is_empty()).then(|| self.out.split().freeze())
     }
 
+    /// Bytes queued for the client and not yet taken by
+    /// [`poll_transmit`](Self::poll_transmit).
+    pub fn queued(&self) -> usize {
+        self.out.len() + self.pieces.iter().map(Bytes::len).sum::<usize>()
+    }
+
     /// Whether the client plays (accepted).
     pub fn is_playing(&self) -> bool {
         self.state == State::Playing
