@@ -5,6 +5,9 @@
 #   install-deps.sh test   plus the test peers (ffmpeg, srt-tools, chromium,
 #                          hls.js, schemathesis)
 #   install-deps.sh fuzz   plus cargo-fuzz
+#   install-deps.sh bench  the peers bench/compare.sh measures against:
+#                          nginx with libnginx-mod-rtmp (Debian) and xiu
+#                          (crates.io, built into bench/.peers), plus ffmpeg
 set -euo pipefail
 what="${1:-run}"
 
@@ -55,8 +58,18 @@ case "$what" in
             cargo install cargo-fuzz --locked --quiet
         fi
         ;;
+    bench)
+        # libopus-dev: xiu links Opus (audiopus_sys) for its WebRTC side.
+        apt_install ca-certificates pkg-config ffmpeg nginx libnginx-mod-rtmp python3 libopus-dev curl
+        root="$(cd "$(dirname "$0")/.." && pwd)"
+        # Pinned: the results in docs/benchmarks.md name this version.
+        if [ ! -x "$root/bench/.peers/bin/xiu" ]; then
+            echo "building xiu 0.13.0 from crates.io (a few minutes)"
+            cargo install xiu --version 0.13.0 --locked --quiet --root "$root/bench/.peers"
+        fi
+        ;;
     *)
-        echo "usage: $0 run|test|fuzz" >&2
+        echo "usage: $0 run|test|fuzz|bench" >&2
         exit 2
         ;;
 esac

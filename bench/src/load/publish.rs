@@ -71,7 +71,7 @@ pub async fn publisher(url: RtmpUrl, clip: std::sync::Arc<Clip>, until: tokio::t
 async fn push(url: &RtmpUrl, clip: &Clip, until: tokio::time::Instant, stats: &mut PublishStats) -> anyhow::Result<()> {
     let mut sock = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(&url.addr)).await??;
     sock.set_nodelay(true)?;
-    let mut session = ClientSession::publish(&url.tc_url, &url.app, &url.name);
+    let mut session = ClientSession::publish(&url.tc_url, &url.app, &url.name).legacy();
     let mut buf = BytesMut::with_capacity(16 * 1024);
     while !session.is_live() {
         while let Some(out) = session.poll_transmit() {

@@ -50,7 +50,8 @@ pub async fn viewer(url: RtmpUrl, run: RunTime) -> ViewerStats {
 async fn play(url: &RtmpUrl, run: RunTime, stats: &mut ViewerStats) -> anyhow::Result<()> {
     let mut sock = tokio::time::timeout(run.connect_timeout, TcpStream::connect(&url.addr)).await??;
     sock.set_nodelay(true)?;
-    let mut session = ClientSession::play(&url.tc_url, &url.app, &url.name);
+    // The clip is H.264/AAC: no Enhanced RTMP offer, which xiu cannot read.
+    let mut session = ClientSession::play(&url.tc_url, &url.app, &url.name).legacy();
     let mut buf = BytesMut::with_capacity(256 * 1024);
     let mut playout = PlayoutBuffer::new(BUFFER);
     // Media time advances by the video timestamps (audio alike when there is no video).

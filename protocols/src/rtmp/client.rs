@@ -54,6 +54,7 @@ pub struct ClientSession {
     tc_url: String,
     name: String,
     stream_id: u32,
+    enhanced: bool,
 }
 
 impl ClientSession {
@@ -85,7 +86,16 @@ impl ClientSession {
             tc_url: tc_url.into(),
             name: name.into(),
             stream_id: 0,
+            enhanced: true,
         }
+    }
+
+    /// Leaves the Enhanced RTMP `fourCcList` out of `connect`: a plain
+    /// H.264/AAC client, for servers whose AMF0 reader refuses the strict
+    /// array it is sent in (xiu 0.13 closes the connection).
+    pub fn legacy(mut self) -> ClientSession {
+        self.enhanced = false;
+        self
     }
 
     /// Whether the server accepted the publish or play.
@@ -122,12 +132,16 @@ impl ClientSession {
             b.put_u32(4096);
             self.send(2, 1, 0, 0, b.freeze());
             self.encoder.set_chunk_size(4096);
-            let cmd = Amf0::object([
+            let mut fields = vec![
                 ("app", Amf0::str(&self.app)),
                 ("type", Amf0::str("nonprivate")),
                 ("tcUrl", Amf0::str(&self.tc_url)),
-                ("fourCcList", Amf0::StrictArray(vec![Amf0::str("hvc1"), Amf0::str("av01"), Amf0::str("avc1")])),
-            ]);
+            ];
+            if self.enhanced {
+                let codecs = vec![Amf0::str("hvc1"), Amf0::str("av01"), Amf0::str("avc1")];
+                fields.push(("fourCcList", Amf0::StrictArray(codecs)));
+            }
+            let cmd = Amf0::Object(fields.into_iter().map(|(k, v)| (k.to_owned(), v)).collect());
             self.command(0, &[Amf0::str("connect"), Amf0::Number(1.0), cmd]);
             self.state = State::Connecting;
         }
