@@ -160,19 +160,8 @@ start_xiu() {
     mkdir -p "$dir"
     # xiu 0.13 binds every interface on the ports given (no address option);
     # the load still targets 127.0.0.1 only.
-    cat >"$dir/config.toml" <<EOF
-[rtmp]
-enabled = true
-port = 23935
-gop_num = 1
-[hls]
-enabled = true
-port = 28082
-need_record = false
-[log]
-level = "warn"
-EOF
-    (cd "$dir" && exec "$root/bench/.peers/bin/xiu" -c "$dir/config.toml" >"$dir/server.log" 2>&1) &
+    # Its flags give RTMP with a one-GOP cache and HLS (no recording).
+    (cd "$dir" && exec "$root/bench/.peers/bin/xiu" --rtmp 23935 --hls 28082 --log warn >"$dir/server.log" 2>&1) &
     server=$!
     pids+=("$server")
     wait_tcp 23935
