@@ -89,7 +89,10 @@ server_pids() { # master pid: it and its children, comma-separated
 start_tidecast() {
     local dir="$work/tidecast"
     mkdir -p "$dir"
-    "$root/target/release/tidecast" serve --data-dir "$dir/data" --log warn \
+    # Embedded defaults, except the connection cap (1000), which the ramp
+    # passes; nginx and xiu run without one.
+    printf '[rtmp]\nmax_connections = 20000\n' >"$dir/tidecast.toml"
+    "$root/target/release/tidecast" serve --config "$dir/tidecast.toml" --data-dir "$dir/data" --log warn \
         --rtmp-listen 127.0.0.1:21935 --http-listen 127.0.0.1:28080 --srt-listen 127.0.0.1:29000 \
         --admin-listen 127.0.0.1:24242 --webrtc-bind 127.0.0.1 --webrtc-udp-port 0 --webrtc-tcp-port 0 \
         >"$dir/server.log" 2>&1 &
