@@ -145,6 +145,8 @@ fn rtmp_to_cmaf(c: &mut Criterion) {
     }
     let cfg = HlsConfig::default();
     let mut g = c.benchmark_group("playlist");
+    // Throughput in playlists rendered per second.
+    g.throughput(Throughput::Elements(1));
     let video = p.rendition("video").unwrap();
     g.bench_function("media_full", |b| b.iter(|| playlist::media(&cfg, &p, video, "run", Skip::No)));
     g.bench_function("media_delta", |b| b.iter(|| playlist::media(&cfg, &p, video, "run", Skip::Yes)));
