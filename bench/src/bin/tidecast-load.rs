@@ -162,14 +162,7 @@ async fn main() -> anyhow::Result<()> {
     if let Some(url) = &args.rtmp {
         let target = rtmp::RtmpUrl::parse(url)?;
         for _ in 0..args.rtmp_viewers {
-            let (t, d) = (target.clone(), stagger());
-            viewers.push((
-                "rtmp",
-                tokio::spawn(async move {
-                    tokio::time::sleep(d).await;
-                    rtmp::viewer(t, run).await
-                }),
-            ));
+            viewers.push(("rtmp", staggered(stagger(), rtmp::viewer(target.clone(), run))));
         }
     }
     for (kind, url, n, mode) in [
@@ -178,38 +171,18 @@ async fn main() -> anyhow::Result<()> {
     ] {
         let Some(url) = url else { continue };
         for _ in 0..n {
-            let (c, u, d) = (client.clone(), url.clone(), stagger());
-            viewers.push((
-                kind,
-                tokio::spawn(async move {
-                    tokio::time::sleep(d).await;
-                    hls::viewer(c, u, mode, run).await
-                }),
-            ));
+            viewers.push((kind, staggered(stagger(), hls::viewer(client.clone(), url.clone(), mode, run))));
         }
     }
     if let Some(addr) = &args.srt {
         for _ in 0..args.srt_viewers {
-            let (a, sid, d) = (addr.clone(), args.srt_streamid.clone(), stagger());
-            viewers.push((
-                "srt",
-                tokio::spawn(async move {
-                    tokio::time::sleep(d).await;
-                    srt::viewer(a, sid, run).await
-                }),
-            ));
+            let viewer = srt::viewer(addr.clone(), args.srt_streamid.clone(), run);
+            viewers.push(("srt", staggered(stagger(), viewer)));
         }
     }
     if let Some(url) = &args.whep {
         for _ in 0..args.whep_viewers {
-            let (c, u, d) = (client.clone(), url.clone(), stagger());
-            viewers.push((
-                "whep",
-                tokio::spawn(async move {
-                    tokio::time::sleep(d).await;
-                    whep::viewer(c, u, run).await
-                }),
-            ));
+            viewers.push(("whep", staggered(stagger(), whep::viewer(client.clone(), url.clone(), run))));
         }
     }
     let hammer = args.get.clone().map(|url| tokio::spawn(get::hammer(url, args.connections, until)));
@@ -267,6 +240,17 @@ async fn main() -> anyhow::Result<()> {
     }
     println!("{}", serde_json::to_string_pretty(&Value::Object(report))?);
     Ok(())
+}
+
+/// Runs `viewer` after `delay` (a viewer future does nothing until polled).
+fn staggered(
+    delay: Duration,
+    viewer: impl std::future::Future<Output = ViewerStats> + Send + 'static,
+) -> tokio::task::JoinHandle<ViewerStats> {
+    tokio::spawn(async move {
+        tokio::time::sleep(delay).await;
+        viewer.await
+    })
 }
 
 /// One kind of viewer, added up.

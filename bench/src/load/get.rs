@@ -18,7 +18,7 @@ pub struct GetStats {
 
 /// Reads a body chunk by chunk, counting and dropping it (no buffering: the
 /// hammer shares the machine with the server it measures).
-async fn drain(mut res: reqwest::Response) -> Option<u64> {
+pub(crate) async fn drain(mut res: reqwest::Response) -> Option<u64> {
     let mut n = 0u64;
     loop {
         match res.chunk().await {

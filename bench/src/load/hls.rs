@@ -67,10 +67,10 @@ async fn fetch(client: &reqwest::Client, url: &str, stats: &mut ViewerStats) -> 
     let t0 = tokio::time::Instant::now();
     let res = client.get(url).timeout(Duration::from_secs(10)).send().await?;
     anyhow::ensure!(res.status().is_success(), "{url}: {}", res.status());
-    let body = res.bytes().await?;
+    let n = super::get::drain(res).await.ok_or_else(|| anyhow::anyhow!("{url}: the body broke off"))?;
     stats.fetch_ms.push(t0.elapsed().as_secs_f64() * 1000.0);
-    stats.bytes += body.len() as u64;
-    Ok(body.len() as u64)
+    stats.bytes += n;
+    Ok(n)
 }
 
 async fn low_latency(client: &reqwest::Client, url: &str, run: RunTime, stats: &mut ViewerStats) -> anyhow::Result<()> {

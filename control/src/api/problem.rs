@@ -77,8 +77,8 @@ impl IntoResponse for ApiError {
         let mut r = (self.status, serde_json::to_string(&body).unwrap_or_default()).into_response();
         r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
         if self.status == StatusCode::TOO_MANY_REQUESTS {
-            // The limiter's window (`plane::AUTH_WINDOW`), an upper bound.
-            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+            // The limiter's window: an upper bound on the wait.
+            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(crate::plane::AUTH_WINDOW.as_secs()));
         }
         r
     }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use futures_util::FutureExt;
-use tidecast_media::{Event, Frame, MediaKind, Publisher, Registry, Stream, Track};
+use tidecast_media::{Event, Frame, MediaKind, Publisher, Registry, Stream, Subscriber, Track};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
@@ -280,10 +280,7 @@ async fn play(
                 }
             },
             _ = tokio::time::sleep_until(due.unwrap_or_else(tokio::time::Instant::now)), if due.is_some() => {
-                for _ in 0..MAX_BATCH {
-                    let Some(ev) = sub.try_recv() else { break };
-                    tags.event(ev, session, peer, &name);
-                }
+                tags.take_ready(&mut sub, session, peer, &name);
                 flush_now = true;
             }
             ev = sub.recv(), if due.is_none() => match ev {
@@ -294,10 +291,7 @@ async fn play(
                 }
                 Some(ev) => {
                     tags.event(ev, session, peer, &name);
-                    for _ in 0..MAX_BATCH {
-                        let Some(ev) = sub.try_recv() else { break };
-                        tags.event(ev, session, peer, &name);
-                    }
+                    tags.take_ready(&mut sub, session, peer, &name);
                     if ctx.play_flush.is_zero() || session.queued() >= FLUSH_BYTES {
                         flush_now = true;
                     } else {
@@ -326,6 +320,15 @@ struct TagWriter {
 }
 
 impl TagWriter {
+    /// Queues what is already in the stream, without waiting (at most
+    /// [`MAX_BATCH`] events).
+    fn take_ready(&mut self, sub: &mut Subscriber, session: &mut ServerSession, peer: SocketAddr, name: &str) {
+        for _ in 0..MAX_BATCH {
+            let Some(ev) = sub.try_recv() else { break };
+            self.event(ev, session, peer, name);
+        }
+    }
+
     /// Queues what `ev` means for the player on `session`.
     fn event(&mut self, ev: Event, session: &mut ServerSession, peer: SocketAddr, name: &str) {
         match ev {
