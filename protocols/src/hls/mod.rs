@@ -207,9 +207,18 @@ impl HlsStream {
 
     /// Waits until `ready` holds (re-checked at every packager change), for
     /// at most three target durations.
-    async fn wait_for<T>(&self, mut ready: impl FnMut(&Packager) -> Option<T>) -> Result<T, HlsError> {
+    async fn wait_for<T>(&self, ready: impl FnMut(&Packager) -> Option<T>) -> Result<T, HlsError> {
+        self.wait_within(self.block_timeout(), ready).await
+    }
+
+    /// Waits until `ready` holds, for at most `limit`.
+    async fn wait_within<T>(
+        &self,
+        limit: Duration,
+        mut ready: impl FnMut(&Packager) -> Option<T>,
+    ) -> Result<T, HlsError> {
         let mut rx = self.version.subscribe();
-        let deadline = tokio::time::Instant::now() + self.block_timeout();
+        let deadline = tokio::time::Instant::now() + limit;
         loop {
             rx.borrow_and_update();
             if let Some(v) = ready(&self.state.read()) {
@@ -222,8 +231,27 @@ impl HlsStream {
         }
     }
 
-    /// The multivariant playlist, once the stream has media.
+    /// How long a first request waits for the stream to settle: about one
+    /// segment (the configured target, or the longest GOP seen) plus a margin.
+    fn settle_hold(&self) -> Duration {
+        let target = self.read(|p| playlist::target_duration(&self.cfg, p));
+        Duration::from_secs(target) + Duration::from_secs(1)
+    }
+
+    /// Holds a first request until `settled` is true or the stream has ended,
+    /// for at most [`settle_hold`](Self::settle_hold); then the caller answers
+    /// with what exists. A player that joins the moment a stream appears gets
+    /// a complete answer (every track, a whole segment), not the first part.
+    async fn settle(&self, settled: impl Fn(&Packager) -> bool) {
+        let hold = self.settle_hold();
+        let _ = self.wait_within(hold, |p| (p.ended || settled(p)).then_some(())).await;
+    }
+
+    /// The multivariant playlist, once the stream has media. Early in a
+    /// stream it waits until every rendition holds a whole segment (see
+    /// [`Packager::settled`]), so that the variant lists every track.
     pub async fn multivariant(&self) -> Result<String, HlsError> {
+        self.settle(Packager::settled).await;
         self.wait_for(|p| p.renditions.first().filter(|r| r.last_part().is_some()).map(|_| playlist::multivariant(p)))
             .await
     }
@@ -233,6 +261,11 @@ impl HlsStream {
         if self.read(|p| p.rendition(rendition).is_none()) {
             // The rendition may not exist yet right after the publish starts.
             self.wait_for(|p| p.rendition(rendition).map(|_| ())).await.map_err(|_| HlsError::NotFound)?;
+        }
+        if req.msn.is_none() {
+            // A first load (no blocking request yet): a plain HLS client reads
+            // only whole segments, so let the first one complete.
+            self.settle(|p| p.rendition(rendition).is_some_and(|r| r.last_msn().is_some())).await;
         }
         if let Some(msn) = req.msn {
             let last = self.read(|p| p.rendition(rendition).and_then(|r| r.open().map(|s| s.msn)));

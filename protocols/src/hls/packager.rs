@@ -243,6 +243,12 @@ impl Packager {
         self.ended = true;
     }
 
+    /// Whether the stream has settled for a joining player: it has
+    /// renditions and each holds at least one whole segment.
+    pub fn settled(&self) -> bool {
+        !self.renditions.is_empty() && self.renditions.iter().all(|r| r.last_msn().is_some())
+    }
+
     /// The rendition called `name`.
     pub fn rendition(&self, name: &str) -> Option<&Rendition> {
         self.renditions.iter().find(|r| r.name == name)

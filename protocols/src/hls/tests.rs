@@ -243,3 +243,40 @@ async fn blocking_reload_waits_for_the_part_and_the_hinted_part_streams() {
     let late = hls.media_playlist("video", PlaylistRequest { msn: Some(msn + 3), part: None, skip: Skip::No }).await;
     assert_eq!(late, Err(HlsError::Timeout));
 }
+
+/// A player joining the moment a stream appears: the first multivariant
+/// playlist and the first media playlist wait until every rendition holds a
+/// whole segment, so a plain HLS client (ffprobe) sees both tracks and at
+/// least one EXTINF; a stream that never completes one is answered with what
+/// exists once the hold runs out.
+#[tokio::test(start_paused = true)]
+async fn first_playlists_wait_for_a_whole_segment_of_every_rendition() {
+    let hls = Arc::new(HlsStream::new("s".into(), cfg()));
+    let evs = events(6, 50); // keyframes every 2 s: the first segment ends at 2 s
+    let early: Vec<Event> = evs.iter().filter(|e| !matches!(e, Event::Frame(f) if f.dts >= 1_000_000)).cloned().collect();
+    for e in &early {
+        hls.update(|p| p.on_event(e.clone()));
+    }
+    assert!(hls.read(|p| p.rendition("video").unwrap().last_part().is_some()), "parts exist already");
+    let (hm, hv) = (hls.clone(), hls.clone());
+    let multivariant = tokio::spawn(async move { hm.multivariant().await });
+    let media = tokio::spawn(async move { hv.media_playlist("video", PlaylistRequest::default()).await });
+    tokio::task::yield_now().await;
+    assert!(!multivariant.is_finished() && !media.is_finished(), "held until a whole segment exists");
+    for e in &evs[early.len()..] {
+        hls.update(|p| p.on_event(e.clone()));
+    }
+    let mv = multivariant.await.unwrap().unwrap();
+    assert!(mv.contains("mp4a.40.2") && mv.contains("avc1."), "{mv}");
+    assert!(media.await.unwrap().unwrap().contains("#EXTINF:"));
+
+    // Only parts, no keyframe to close a segment: answered after the hold.
+    let stuck = Arc::new(HlsStream::new("t".into(), cfg()));
+    for e in &early {
+        stuck.update(|p| p.on_event(e.clone()));
+    }
+    let started = tokio::time::Instant::now();
+    let text = stuck.multivariant().await.unwrap();
+    assert!(text.contains("#EXT-X-STREAM-INF"));
+    assert!(started.elapsed() >= stuck.settle_hold(), "answered only once the hold ran out");
+}
