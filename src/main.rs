@@ -218,7 +218,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     let rtmp_addr = rtmp_listener.local_addr()?;
     let http_addr = http_listener.local_addr()?;
 
-    let webrtc = WebRtcHub::start(webrtc_config(&cfg, &v).await?, shutdown.clone())
+    let webrtc = WebRtcHub::start(webrtc_config(&cfg, &v, &registry).await?, shutdown.clone())
         .await
         .context("starting WebRTC (webrtc.udp_port / webrtc.tcp_port)")?;
     let webrtc_udp = webrtc.udp_addrs().first().map_or("-".to_string(), |a| a.to_string());
@@ -330,7 +330,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
 }
 
 /// The WebRTC edge's settings; resolves the STUN server's name.
-async fn webrtc_config(cfg: &Config, v: &config::Validated) -> anyhow::Result<WebRtcConfig> {
+async fn webrtc_config(cfg: &Config, v: &config::Validated, registry: &Registry) -> anyhow::Result<WebRtcConfig> {
     let w = &cfg.webrtc;
     let stun_server = match &w.stun_server {
         Some(host) => match tokio::net::lookup_host(host.as_str()).await {
@@ -356,6 +356,7 @@ async fn webrtc_config(cfg: &Config, v: &config::Validated) -> anyhow::Result<We
         keyframe_interval: v.keyframe_interval,
         connect_timeout: v.webrtc_connect,
         max_sessions: w.max_sessions,
+        ledger: registry.ledger().clone(),
     })
 }
 

@@ -35,6 +35,25 @@ pub struct Memory {
     pub host_total_bytes: u64,
     /// Host available.
     pub host_available_bytes: u64,
+    /// Media payload bytes the streams' holders keep alive (ring, CMAF
+    /// window, TS ring, WHEP GOP), node-wide; an ended stream's outputs count
+    /// until their linger ends. Holders can share bytes (a frame in the ring
+    /// is also in a CMAF part), so this is an upper bound on unique bytes.
+    pub media_buffered_bytes: u64,
+    /// The same, per stream and holder.
+    pub media_buffers: Vec<BufferHolding>,
+}
+
+/// Bytes one holder keeps alive for one stream.
+#[derive(Debug, Clone, Default, Serialize, ToSchema)]
+pub struct BufferHolding {
+    /// Stream name.
+    pub stream: String,
+    /// `ring` (the stream's frame ring), `cmaf` (LL-HLS segments and parts),
+    /// `ts` (the MPEG-TS ring), `whep` (the fast-start GOP).
+    pub holder: String,
+    /// Payload bytes.
+    pub bytes: u64,
 }
 
 /// One live stream's load.
@@ -48,6 +67,8 @@ pub struct StreamLoad {
     pub viewers: BTreeMap<String, u64>,
     /// Frames slow viewers skipped so far.
     pub frames_skipped: u64,
+    /// Media bytes held for this stream, by holder (see [`BufferHolding`]).
+    pub buffers: BTreeMap<String, u64>,
 }
 
 /// The node's load.
@@ -156,6 +177,12 @@ impl Sampler {
         self.host = (busy, total);
         r.cpu.cores = cores;
         r.memory = memory();
+        let holdings = self.sources.registry.ledger().snapshot();
+        r.memory.media_buffered_bytes = holdings.iter().map(|h| h.bytes).sum();
+        r.memory.media_buffers = holdings
+            .iter()
+            .map(|h| BufferHolding { stream: h.stream.clone(), holder: h.holder.to_owned(), bytes: h.bytes })
+            .collect();
 
         // Bytes.
         for (proto, stats) in &self.sources.ingest {
@@ -201,6 +228,11 @@ impl Sampler {
                 bitrate_in_bps: (b.saturating_sub(prev) as f64 * 8.0 / secs) as u64,
                 viewers,
                 frames_skipped: skipped,
+                buffers: holdings
+                    .iter()
+                    .filter(|h| h.stream == s.name())
+                    .map(|h| (h.holder.to_owned(), h.bytes))
+                    .collect(),
             });
             stream_bytes.insert(s.name().to_owned(), b);
             skipped_now.insert(s.name().to_owned(), skipped);
@@ -272,6 +304,7 @@ fn memory() -> Memory {
         process_rss_bytes: kb(&status, "VmRSS:"),
         host_total_bytes: kb(&info, "MemTotal:"),
         host_available_bytes: kb(&info, "MemAvailable:"),
+        ..Memory::default()
     }
 }
 

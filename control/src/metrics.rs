@@ -34,6 +34,8 @@ pub struct Metrics {
     cpu_process: prometheus::Gauge,
     cpu_host: prometheus::Gauge,
     memory_rss: IntGauge,
+    media_buffered: IntGauge,
+    stream_buffers: IntGaugeVec,
     load_score: prometheus::Gauge,
     webrtc_sessions: IntGaugeVec,
     webrtc_opened: IntCounterVec,
@@ -98,6 +100,16 @@ impl Metrics {
         must(registry.register(Box::new(viewers.clone())));
         let memory_rss = must(IntGauge::new("memory_rss_bytes", "Resident memory of the process"));
         must(registry.register(Box::new(memory_rss.clone())));
+        let media_buffered = must(IntGauge::new(
+            "media_buffered_bytes",
+            "Media payload bytes held by all streams' rings and output windows (holders may share bytes)",
+        ));
+        must(registry.register(Box::new(media_buffered.clone())));
+        let stream_buffers = gv(
+            "stream_buffer_bytes",
+            "Media payload bytes held for a stream, by holder (ring, cmaf, ts, whep); gone when the holder is",
+            &["stream", "holder"],
+        );
         Metrics {
             auth_failures: cv("auth_failures_total", "Failed authentications by kind", &["kind"]),
             rate_limited: c("rate_limited_total", "Requests refused by the per-IP auth failure limit"),
@@ -115,6 +127,8 @@ impl Metrics {
             streams,
             viewers,
             memory_rss,
+            media_buffered,
+            stream_buffers,
             registry,
             webrtc_sessions,
             webrtc_opened,
@@ -170,6 +184,12 @@ impl Metrics {
         self.cpu_process.set(report.cpu.process);
         self.cpu_host.set(report.cpu.host);
         self.memory_rss.set(report.memory.process_rss_bytes as i64);
+        self.media_buffered.set(report.memory.media_buffered_bytes as i64);
+        // Series of streams whose holders are gone disappear with them.
+        self.stream_buffers.reset();
+        for h in &report.memory.media_buffers {
+            self.stream_buffers.with_label_values(&[h.stream.as_str(), h.holder.as_str()]).set(h.bytes as i64);
+        }
         self.load_score.set(report.score);
         let mut out = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);

@@ -16,6 +16,8 @@
 //! * the [`Registry`] maps live stream names to streams, refuses a second
 //!   publisher (or lets it take over) and keeps a stream alive for a grace
 //!   period after its publisher drops so a reconnect resumes it.
+//! * the [`Ledger`] knows how many bytes each holder of a stream's media
+//!   (its ring, and each output's window) keeps alive.
 //! * [`framing`] serializes a stream (tracks, then frames) losslessly, for
 //!   relays and on-disk buffers.
 //!
@@ -32,11 +34,13 @@
 
 mod frame;
 pub mod framing;
+mod memory;
 mod registry;
 mod stream;
 mod track;
 
 pub use frame::{rescale, Frame, TrackId, TIMESCALE};
+pub use memory::{Gauge, Holding, Ledger};
 pub use registry::{PublishError, PublishMode, Registry, RegistryConfig, RegistryEvent};
 pub use stream::{Event, Publisher, Revoked, Stream, StreamConfig, StreamStats, Subscriber};
 pub use track::{Codec, MediaKind, Track, TrackInfo};

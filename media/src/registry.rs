@@ -8,6 +8,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use tokio::sync::broadcast;
 
+use crate::memory::Ledger;
 use crate::stream::{Publisher, Stream, StreamConfig};
 
 /// What happens when a second publisher arrives for a live stream name.
@@ -58,6 +59,7 @@ struct Inner {
     cfg: RegistryConfig,
     streams: Mutex<HashMap<String, Arc<Stream>>>,
     events: broadcast::Sender<RegistryEvent>,
+    ledger: Ledger,
 }
 
 /// Live streams by name. Cheap to clone; all clones share one table.
@@ -76,7 +78,12 @@ impl Registry {
     /// An empty registry.
     pub fn new(cfg: RegistryConfig) -> Registry {
         Registry {
-            inner: Arc::new(Inner { cfg, streams: Mutex::new(HashMap::new()), events: broadcast::channel(1024).0 }),
+            inner: Arc::new(Inner {
+                cfg,
+                streams: Mutex::new(HashMap::new()),
+                events: broadcast::channel(1024).0,
+                ledger: Ledger::new(),
+            }),
         }
     }
 
@@ -98,7 +105,8 @@ impl Registry {
             drop(streams);
             return Ok(self.publisher(stream, generation));
         }
-        let stream = Stream::new(name.to_owned(), self.inner.cfg.stream.clone());
+        let gauge = self.inner.ledger.gauge(name, "ring");
+        let stream = Stream::new(name.to_owned(), self.inner.cfg.stream.clone(), gauge);
         streams.insert(name.to_owned(), stream.clone());
         drop(streams);
         let _ = self.inner.events.send(RegistryEvent::Started(stream.clone()));
@@ -188,6 +196,11 @@ impl Registry {
             s.end();
             let _ = self.inner.events.send(RegistryEvent::Ended(s.name().to_owned()));
         }
+    }
+
+    /// The node's memory ledger: every holder of stream media reports here.
+    pub fn ledger(&self) -> &Ledger {
+        &self.inner.ledger
     }
 
     /// The stream called `name`, live or in its grace period.

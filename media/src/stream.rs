@@ -14,7 +14,7 @@ use std::time::Duration;
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::watch;
 
-use crate::{Frame, MediaKind, Track, TrackId};
+use crate::{Frame, Gauge, MediaKind, Track, TrackId};
 
 /// Limits of one stream's ring buffer.
 #[derive(Clone, Debug)]
@@ -152,6 +152,8 @@ pub struct Stream {
     /// Bumped whenever the stream's publisher slot changes hands.
     pub(crate) revoked: watch::Sender<u64>,
     stats: StreamStats,
+    /// The ring's payload bytes, as the node's ledger sees them.
+    gauge: Gauge,
 }
 
 impl std::fmt::Debug for Stream {
@@ -161,7 +163,7 @@ impl std::fmt::Debug for Stream {
 }
 
 impl Stream {
-    pub(crate) fn new(name: String, cfg: StreamConfig) -> Arc<Stream> {
+    pub(crate) fn new(name: String, cfg: StreamConfig, gauge: Gauge) -> Arc<Stream> {
         let empty: Arc<[Track]> = Arc::from(Vec::new());
         Arc::new(Stream {
             name,
@@ -182,6 +184,7 @@ impl Stream {
             slot: Mutex::new(PublisherSlot { generation: 0, live: true }),
             revoked: watch::channel(0).0,
             stats: StreamStats::default(),
+            gauge,
         })
     }
 
@@ -295,6 +298,7 @@ impl Stream {
         }
         ring.push(Item::Frame(frame));
         ring.evict(&self.cfg);
+        self.gauge.set(ring.bytes);
         let next = ring.next_seq();
         drop(ring);
         self.next_seq.send_replace(next);
@@ -346,7 +350,13 @@ impl Publisher {
     /// A publisher of a stream outside any registry: a derived stream, such as
     /// an output's packaged form that its viewers read through the same ring.
     pub fn standalone(name: &str, cfg: StreamConfig) -> Publisher {
-        Publisher { stream: Stream::new(name.to_owned(), cfg), generation: 0, on_drop: None }
+        Self::standalone_accounted(name, cfg, Gauge::detached(name, "ring"))
+    }
+
+    /// A standalone stream whose ring bytes `gauge` reports (an output's
+    /// derived stream, accounted under that output's name).
+    pub fn standalone_accounted(name: &str, cfg: StreamConfig, gauge: Gauge) -> Publisher {
+        Publisher { stream: Stream::new(name.to_owned(), cfg, gauge), generation: 0, on_drop: None }
     }
 
     /// Ends the stream now: readers drain what is buffered, then finish.
@@ -555,7 +565,7 @@ mod tests {
     }
 
     fn publisher(cfg: StreamConfig) -> Publisher {
-        Publisher { stream: Stream::new("t".into(), cfg), generation: 0, on_drop: None }
+        Publisher { stream: Stream::new("t".into(), cfg, Gauge::detached("t", "ring")), generation: 0, on_drop: None }
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! `/api/v1/streams`: stream configuration, stream keys (rotation and
 //! expiry) and playback tokens.
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use axum::extract::State;
@@ -27,6 +28,7 @@ pub(super) fn routes() -> OpenApiRouter<Api> {
         .routes(routes!(create_stream_key, list_stream_keys))
         .routes(routes!(delete_stream_key))
         .routes(routes!(create_token))
+        .routes(routes!(stream_live))
 }
 
 /// A new stream.
@@ -164,6 +166,65 @@ async fn get_stream(
     PathParams(name): PathParams<String>,
 ) -> Result<Json<StreamConfig>, ApiError> {
     load(&api, &caller, &name).map(Json)
+}
+
+/// What a stream is doing now.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StreamLive {
+    /// Stream name.
+    pub name: String,
+    /// Whether it is live (published, or in its reconnect grace period).
+    pub live: bool,
+    /// Ingest bitrate over the last second, bits per second.
+    pub bitrate_in_bps: u64,
+    /// Viewers by protocol.
+    pub viewers: BTreeMap<String, u64>,
+    /// Frames slow viewers skipped so far.
+    pub frames_skipped: u64,
+    /// Media payload bytes held for the stream now, by holder: `ring` (the
+    /// frame ring), `cmaf` (LL-HLS segments and parts), `ts` (the MPEG-TS
+    /// ring), `whep` (the fast-start GOP). An ended stream's outputs show
+    /// here until their linger ends.
+    pub buffers: BTreeMap<String, u64>,
+    /// The sum of `buffers` (holders may share bytes: an upper bound).
+    pub buffered_bytes: u64,
+}
+
+/// A stream's live state: ingest, viewers and the memory its media holds.
+#[utoipa::path(get, path = "/api/v1/streams/{name}/live", tag = "streams", params(("name" = String, Path)),
+    responses((status = 200, body = StreamLive), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json")))]
+async fn stream_live(
+    State(api): State<Api>,
+    caller: Caller,
+    PathParams(name): PathParams<String>,
+) -> Result<Json<StreamLive>, ApiError> {
+    // A configured stream the caller sees; an admin also sees streams
+    // published without a record (open mode, the config file).
+    match api.plane.db.get::<StreamConfig>(Table::Streams, &name)? {
+        Some(s) if caller.sees(Some(&s.tenant)) => {}
+        None if caller.is_admin() => {}
+        _ => return Err(ApiError::not_found(format!("no stream {name:?}"))),
+    }
+    let report = api.plane.load();
+    let now = report.per_stream.iter().find(|s| s.name == name);
+    let buffers: BTreeMap<String, u64> = api
+        .plane
+        .registry
+        .ledger()
+        .snapshot()
+        .into_iter()
+        .filter(|h| h.stream == name)
+        .map(|h| (h.holder.to_owned(), h.bytes))
+        .collect();
+    Ok(Json(StreamLive {
+        live: api.plane.registry.get(&name).is_some(),
+        bitrate_in_bps: now.map_or(0, |s| s.bitrate_in_bps),
+        viewers: now.map(|s| s.viewers.clone()).unwrap_or_default(),
+        frames_skipped: now.map_or(0, |s| s.frames_skipped),
+        buffered_bytes: buffers.values().sum(),
+        buffers,
+        name,
+    }))
 }
 
 /// Changes a stream (STREAM_CONFIG may refuse it).

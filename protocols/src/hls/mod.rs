@@ -42,6 +42,10 @@ pub struct HlsConfig {
     pub parts_segments: usize,
     /// How long an ended stream's playlists stay up.
     pub linger: Duration,
+    /// Cap on the bytes one stream's window holds, all renditions together;
+    /// beyond it (or beyond `window` x `segment_target` of media) the oldest
+    /// segments leave early, never below three target durations.
+    pub max_bytes: usize,
 }
 
 impl Default for HlsConfig {
@@ -52,6 +56,7 @@ impl Default for HlsConfig {
             window: 10,
             parts_segments: 3,
             linger: Duration::from_secs(30),
+            max_bytes: 64 << 20,
         }
     }
 }
@@ -416,15 +421,17 @@ impl HlsHub {
     /// Packages every stream the registry starts, until `shutdown`.
     pub async fn run(self: Arc<Self>, registry: Registry, shutdown: CancellationToken) {
         let stop = shutdown.clone();
-        registry.for_each_stream(stop.cancelled_owned(), |s| self.spawn_packager(s, shutdown.clone())).await;
+        registry.for_each_stream(stop.cancelled_owned(), |s| self.spawn_packager(&registry, s, shutdown.clone())).await;
     }
 
-    fn spawn_packager(self: &Arc<Self>, stream: Arc<Stream>, shutdown: CancellationToken) {
+    fn spawn_packager(self: &Arc<Self>, registry: &Registry, stream: Arc<Stream>, shutdown: CancellationToken) {
         let hls = Arc::new(HlsStream::new(stream.name().to_owned(), self.cfg.clone()));
         self.streams.lock().insert(stream.name().to_owned(), hls.clone());
         let hub = self.clone();
+        let gauge = registry.ledger().gauge(stream.name(), "cmaf");
         tokio::spawn(async move {
             let mut sub = stream.subscribe_from_oldest();
+            drop(stream);
             info!(stream = hls.name(), run = hls.run(), "hls packaging started");
             let mut frames = 0u64;
             loop {
@@ -435,13 +442,21 @@ impl HlsHub {
                 match ev {
                     Some(ev) => {
                         frames += u64::from(matches!(ev, tidecast_media::Event::Frame(_)));
-                        hls.update(|p| p.on_event(ev))
+                        gauge.set(hls.update(|p| {
+                            p.on_event(ev);
+                            p.held_bytes()
+                        }));
                     }
                     None => break,
                 }
             }
-            hls.update(Packager::finish);
+            gauge.set(hls.update(|p| {
+                p.finish();
+                p.held_bytes()
+            }));
             debug!(stream = hls.name(), frames, skips = sub.skips(), "hls packaging finished");
+            // The playlists linger without the source: its ring can go now.
+            drop(sub);
             tokio::select! {
                 _ = shutdown.cancelled() => {}
                 _ = tokio::time::sleep(hub.cfg.linger) => {}

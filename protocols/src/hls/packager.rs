@@ -186,10 +186,17 @@ impl Packager {
             }
             (Some(_), None) => None,
         };
+        let (max_seconds, max_bytes) = self.window_limits();
         let lead = &mut self.renditions[0];
         if let Some(b) = boundary {
-            let applied =
-                if b.segment { lead.close_segment(b.at_us, window).map(|_| true) } else { lead.close_part(b.at_us) };
+            let applied = if b.segment {
+                lead.close_segment(b.at_us, window).map(|_| {
+                    lead.trim_to(max_seconds, max_bytes);
+                    true
+                })
+            } else {
+                lead.close_part(b.at_us)
+            };
             match applied {
                 Ok(true) => {
                     for fl in &mut self.followers[1..] {
@@ -211,6 +218,7 @@ impl Packager {
     fn on_follower_frame(&mut self, idx: usize, f: Frame) {
         let chunk_us = self.chunk_us(idx);
         let window = self.cfg.window;
+        let (max_seconds, max_bytes) = self.window_limits();
         let Some(lead_start) = self.renditions[0].segments.front().map(|s| s.start_us) else { return };
         if f.dts < lead_start {
             return;
@@ -225,7 +233,11 @@ impl Packager {
                 break;
             }
             self.followers[idx].queue.pop_front();
-            let res = if b.segment { r.close_segment(f.dts, window) } else { r.close_part(f.dts).map(|_| ()) };
+            let res = if b.segment {
+                r.close_segment(f.dts, window).map(|()| r.trim_to(max_seconds, max_bytes))
+            } else {
+                r.close_part(f.dts).map(|_| ())
+            };
             if let Err(e) = res {
                 warn!(error = %e, "hls: packaging failed");
             }
@@ -233,6 +245,20 @@ impl Packager {
         if let Err(e) = r.push(f, chunk_us) {
             warn!(error = %e, "hls: packaging failed");
         }
+    }
+
+    /// The window's bounds besides its segment count: the configured number
+    /// of segments times the target duration, and the byte cap, shared by
+    /// the renditions.
+    fn window_limits(&self) -> (f64, usize) {
+        let seconds = self.cfg.window as f64 * self.cfg.segment_target.as_secs_f64();
+        let share = self.cfg.max_bytes / self.renditions.len().max(1);
+        (seconds, share)
+    }
+
+    /// Payload bytes held by every rendition.
+    pub fn held_bytes(&self) -> usize {
+        self.renditions.iter().map(Rendition::held_bytes).sum()
     }
 
     /// Completes every rendition (the stream ended).

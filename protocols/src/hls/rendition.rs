@@ -295,12 +295,45 @@ impl Rendition {
     /// Drops complete segments beyond `window`, and init segments no one needs.
     fn trim(&mut self, window: usize) {
         while self.segments.iter().filter(|s| s.complete).count() > window {
-            if self.segments.pop_front().is_some_and(|old| old.discontinuity) {
-                self.discontinuity_sequence += 1;
-            }
+            self.drop_oldest();
+        }
+    }
+
+    fn drop_oldest(&mut self) {
+        if self.segments.pop_front().is_some_and(|old| old.discontinuity) {
+            self.discontinuity_sequence += 1;
         }
         let oldest = self.segments.front().map_or(self.init_version, |s| s.init_version);
         self.inits.retain(|&v, _| v >= oldest);
+    }
+
+    /// Drops the oldest complete segments while the window holds more than
+    /// `max_seconds` of media or `max_bytes`, as long as what stays spans at
+    /// least three of its longest segments (RFC 8216bis: a playlist never
+    /// shrinks below three target durations). A source with a long GOP thus
+    /// keeps fewer segments instead of more memory.
+    pub fn trim_to(&mut self, max_seconds: f64, max_bytes: usize) {
+        loop {
+            let complete = || self.segments.iter().filter(|s| s.complete);
+            let (seconds, bytes) = complete().fold((0.0, 0usize), |(d, b), s| (d + s.duration, b + s.bytes()));
+            let Some(oldest) = self.segments.front().filter(|s| s.complete) else { return };
+            let longest = complete().map(|s| s.duration).fold(0.0, f64::max);
+            let over = seconds > max_seconds || bytes > max_bytes;
+            if !over || seconds - oldest.duration < 3.0 * longest {
+                return;
+            }
+            self.drop_oldest();
+        }
+    }
+
+    /// Payload bytes this rendition keeps alive: its segments and parts
+    /// (frames and fragment headers), the sample waiting for its duration,
+    /// and its init segments.
+    pub fn held_bytes(&self) -> usize {
+        let segments: usize = self.segments.iter().map(Segment::bytes).sum();
+        let pending = self.pending.as_ref().map_or(0, |f| f.payload.len())
+            + self.ready.iter().map(|s| s.frame.payload.len()).sum::<usize>();
+        segments + pending + self.inits.values().map(Bytes::len).sum::<usize>()
     }
 
     /// The segment `msn`, if held.

@@ -253,7 +253,8 @@ async fn blocking_reload_waits_for_the_part_and_the_hinted_part_streams() {
 async fn first_playlists_wait_for_a_whole_segment_of_every_rendition() {
     let hls = Arc::new(HlsStream::new("s".into(), cfg()));
     let evs = events(6, 50); // keyframes every 2 s: the first segment ends at 2 s
-    let early: Vec<Event> = evs.iter().filter(|e| !matches!(e, Event::Frame(f) if f.dts >= 1_000_000)).cloned().collect();
+    let early: Vec<Event> =
+        evs.iter().filter(|e| !matches!(e, Event::Frame(f) if f.dts >= 1_000_000)).cloned().collect();
     for e in &early {
         hls.update(|p| p.on_event(e.clone()));
     }

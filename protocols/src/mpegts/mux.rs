@@ -95,16 +95,15 @@ impl TsMuxer {
     pub fn frame(&mut self, frame: &Frame) -> Option<Bytes> {
         let idx = self.es.iter().position(|e| e.track.id == frame.track)?;
         let video = self.es[idx].track.kind() == MediaKind::Video;
-        let mut out = BytesMut::with_capacity(frame.payload.len() + frame.payload.len() / 184 * 4 + 4 * PACKET);
         let psi_due = self.last_psi_us.is_none_or(|t| frame.dts - t >= PSI_INTERVAL_US) || (video && frame.keyframe);
-        if psi_due {
-            self.tables(&mut out);
-            self.last_psi_us = Some(frame.dts);
-        }
         let dts = rescale(frame.dts, TIMESCALE, 90_000) + TS_OFFSET;
         let pts = rescale(frame.pts(), TIMESCALE, 90_000) + TS_OFFSET;
-        let es = &mut self.es[idx];
-        let mut pes = pes_header(es.stream_id, pts, (pts != dts).then_some(dts));
+        let es = &self.es[idx];
+        // Annex B adds at most 4 bytes per NAL over length prefixes, which a
+        // start code replaces one for one; the access unit delimiter, the
+        // parameter sets and the ADTS header come on top.
+        let body = frame.payload.len() + es.prefix.len() + 16;
+        let mut pes = pes_header(es.stream_id, pts, (pts != dts).then_some(dts), body);
         match es.track.codec {
             Codec::H264 | Codec::H265 => {
                 pes.extend_from_slice(if es.track.codec == Codec::H264 {
@@ -135,6 +134,15 @@ impl TsMuxer {
                 pes[4..6].copy_from_slice(&(len as u16).to_be_bytes());
             }
         }
+        // The chunk stays in the TS ring for seconds: allocate what it needs.
+        // The first packet gives up to 8 bytes to the PCR adaptation field.
+        let packets = (pes.len() + 8).div_ceil(184) + if psi_due { 2 } else { 0 };
+        let mut out = BytesMut::with_capacity(packets * PACKET);
+        if psi_due {
+            self.tables(&mut out);
+            self.last_psi_us = Some(frame.dts);
+        }
+        let es = &mut self.es[idx];
         let pcr = (es.pid == self.pcr_pid).then(|| (dts - PCR_LEAD).max(0));
         packetize(es.pid, &mut es.cc, &pes, pcr, video && frame.keyframe, &mut out);
         Some(out.freeze())
@@ -211,8 +219,9 @@ fn put_ts(out: &mut Vec<u8>, marker: u8, ts: i64) {
     out.extend_from_slice(&((((ts) & 0x7fff) << 1 | 1) as u16).to_be_bytes());
 }
 
-fn pes_header(stream_id: u8, pts: i64, dts: Option<i64>) -> Vec<u8> {
-    let mut h = Vec::with_capacity(64 * 1024);
+/// A PES header with room for `body` more bytes.
+fn pes_header(stream_id: u8, pts: i64, dts: Option<i64>, body: usize) -> Vec<u8> {
+    let mut h = Vec::with_capacity(19 + body);
     h.extend_from_slice(&[0, 0, 1, stream_id, 0, 0, 0x80]);
     match dts {
         Some(dts) => {

@@ -35,12 +35,12 @@ impl TsHub {
     /// Muxes every stream the registry starts, until `shutdown`.
     pub async fn run(self: Arc<Self>, registry: Registry, shutdown: CancellationToken) {
         let stop = shutdown.clone();
-        registry.for_each_stream(stop.cancelled_owned(), |s| self.spawn_muxer(s, shutdown.clone())).await;
+        registry.for_each_stream(stop.cancelled_owned(), |s| self.spawn_muxer(&registry, s, shutdown.clone())).await;
     }
 
-    fn spawn_muxer(self: &Arc<Self>, source: Arc<Stream>, shutdown: CancellationToken) {
+    fn spawn_muxer(self: &Arc<Self>, registry: &Registry, source: Arc<Stream>, shutdown: CancellationToken) {
         let cfg = StreamConfig { buffer: Duration::from_secs(4), max_bytes: 32 << 20 };
-        let out = Publisher::standalone(source.name(), cfg);
+        let out = Publisher::standalone_accounted(source.name(), cfg, registry.ledger().gauge(source.name(), "ts"));
         let derived = out.stream().clone();
         self.streams.lock().insert(source.name().to_owned(), derived.clone());
         let hub = self.clone();

@@ -78,11 +78,16 @@ pub async fn serve(listener: TcpListener, ctx: Arc<RtmpContext>, shutdown: Cance
     tasks.wait().await;
 }
 
+/// Size of a publisher's read blocks.
+const READ_BLOCK: usize = 32 * 1024;
+/// A new block is taken when less than this is left in the current one.
+const MIN_READ: usize = 4 * 1024;
+
 async fn connection(mut sock: TcpStream, peer: SocketAddr, ctx: &RtmpContext, shutdown: CancellationToken) {
     let _ = sock.set_nodelay(true);
     let started = Instant::now();
     let mut session = ServerSession::new(ctx.session.clone());
-    let mut buf = BytesMut::with_capacity(64 * 1024);
+    let mut buf = BytesMut::with_capacity(READ_BLOCK);
     let mut publisher: Option<Publisher> = None;
     let mut ingest = FlvIngest::new();
     let mut stream_name = String::new();
@@ -90,7 +95,14 @@ async fn connection(mut sock: TcpStream, peer: SocketAddr, ctx: &RtmpContext, sh
     let mut playing: Option<Arc<Stream>> = None;
     debug!(%peer, "rtmp connection");
     loop {
-        buf.reserve(64 * 1024);
+        // Fill each block before taking the next: frames are slices of it,
+        // and a block is freed only once all of them are gone. Reserving a
+        // fresh block before every read (as this did) made each read a new
+        // allocation that a few small slices kept alive for the length of
+        // the window.
+        if buf.capacity() - buf.len() < MIN_READ {
+            buf.reserve(READ_BLOCK);
+        }
         let revoked = async {
             match &publisher {
                 Some(p) => p.revoked().await,

@@ -81,6 +81,8 @@ pub struct WebRtcConfig {
     pub connect_timeout: Duration,
     /// Most sessions at once.
     pub max_sessions: usize,
+    /// Where the playouts' fast-start GOPs are accounted.
+    pub ledger: tidecast_media::Ledger,
 }
 
 impl Default for WebRtcConfig {
@@ -95,6 +97,7 @@ impl Default for WebRtcConfig {
             keyframe_interval: Duration::from_secs(1),
             connect_timeout: Duration::from_secs(15),
             max_sessions: 2000,
+            ledger: tidecast_media::Ledger::default(),
         }
     }
 }
@@ -292,6 +295,7 @@ impl WebRtcHub {
             }
         }
         info!(udp = ?net.udp_addrs(), tcp = ?net.tcp_addrs(), public = ?cfg.public_ips, "webrtc listening");
+        let playouts = Playouts::new(cfg.ledger.clone());
         let hub = Arc::new(WebRtcHub {
             cfg,
             net,
@@ -299,7 +303,7 @@ impl WebRtcHub {
             sessions: Mutex::default(),
             closed: Mutex::default(),
             publishers: Mutex::default(),
-            playouts: Playouts::default(),
+            playouts,
             next: AtomicU64::new(1),
             shutdown,
             opened: Default::default(),

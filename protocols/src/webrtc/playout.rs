@@ -15,7 +15,7 @@ use std::time::Instant;
 use parking_lot::Mutex;
 use str0m::unversioned::{H264Packetizer, Packetizer};
 use tidecast_codecs::{h264, nal};
-use tidecast_media::{Codec, Event, Frame, Stream, Track, TIMESCALE};
+use tidecast_media::{Codec, Event, Frame, Gauge, Ledger, Stream, Track, TIMESCALE};
 use tokio::sync::broadcast;
 use tracing::{debug, info, warn};
 
@@ -83,8 +83,11 @@ pub fn carried(tracks: &[Track]) -> Carried {
 /// The shared packetizer of one stream.
 pub struct Playout {
     stream: String,
-    tx: broadcast::Sender<Arc<RtpFrame>>,
-    gop: Mutex<Vec<Arc<RtpFrame>>>,
+    /// Taken when the stream ends, so every viewer's receiver closes.
+    tx: Mutex<Option<broadcast::Sender<Arc<RtpFrame>>>>,
+    gop: Mutex<Gop>,
+    /// The fast-start GOP's payload bytes, in the node's ledger.
+    gauge: Gauge,
     /// The wallclock instant of pts 0, for sender reports.
     pub epoch: Instant,
     bframes: AtomicBool,
@@ -99,10 +102,28 @@ impl std::fmt::Debug for Playout {
 }
 
 impl Playout {
-    /// Joins: the frames since the last keyframe, and the live feed after them.
+    /// Joins: the frames since the last keyframe, and the live feed after
+    /// them. Once the stream has ended the feed is closed at once.
     pub fn join(&self) -> (Vec<Arc<RtpFrame>>, broadcast::Receiver<Arc<RtpFrame>>) {
         let gop = self.gop.lock();
-        (gop.clone(), self.tx.subscribe())
+        let rx = match &*self.tx.lock() {
+            Some(tx) => tx.subscribe(),
+            None => broadcast::channel(1).1,
+        };
+        (gop.frames.clone(), rx)
+    }
+
+    /// Whether the stream this playout packetizes has ended.
+    pub fn is_ended(&self) -> bool {
+        self.tx.lock().is_none()
+    }
+
+    /// The stream ended: viewers drain what they have and see the feed
+    /// close; the fast-start GOP is released.
+    fn end(&self) {
+        self.tx.lock().take();
+        *self.gop.lock() = Gop::default();
+        self.gauge.set(0);
     }
 
     /// Whether the stream was seen to reorder frames (B-frames), which
@@ -115,39 +136,63 @@ impl Playout {
         let f = Arc::new(f);
         let mut gop = self.gop.lock();
         if f.video && f.keyframe {
-            gop.clear();
+            *gop = Gop::default();
         }
-        if gop.len() < MAX_GOP && (!gop.is_empty() || (f.video && f.keyframe)) {
-            gop.push(f.clone());
+        if gop.frames.len() < MAX_GOP && (!gop.frames.is_empty() || (f.video && f.keyframe)) {
+            gop.bytes += f.packets.iter().map(|p| p.len()).sum::<usize>();
+            gop.frames.push(f.clone());
         }
-        let _ = self.tx.send(f);
+        self.gauge.set(gop.bytes);
+        drop(gop);
+        if let Some(tx) = &*self.tx.lock() {
+            let _ = tx.send(f);
+        }
     }
+}
+
+/// The frames since the last keyframe, for viewers who join now.
+#[derive(Default)]
+struct Gop {
+    frames: Vec<Arc<RtpFrame>>,
+    bytes: usize,
 }
 
 /// Every stream's playout, started on the first viewer and stopped after the last.
 #[derive(Default)]
 pub struct Playouts {
-    live: Mutex<HashMap<String, Weak<Playout>>>,
+    live: Mutex<HashMap<String, (Weak<Stream>, Weak<Playout>)>>,
+    ledger: Ledger,
 }
 
 impl Playouts {
-    /// The playout of `stream`, started if needed.
+    /// No playouts yet; their GOPs will be accounted in `ledger`.
+    pub fn new(ledger: Ledger) -> Playouts {
+        Playouts { live: Mutex::default(), ledger }
+    }
+
+    /// The playout of `stream`, started if needed. A playout left over
+    /// from an earlier stream of the same name is never reused.
     pub fn get(&self, stream: &Arc<Stream>) -> Arc<Playout> {
         let name = stream.name().to_owned();
         let mut live = self.live.lock();
-        if let Some(p) = live.get(&name).and_then(Weak::upgrade) {
-            return p;
+        live.retain(|_, (_, p)| p.strong_count() > 0);
+        if let Some((s, p)) = live.get(&name) {
+            let same = s.upgrade().is_some_and(|s| Arc::ptr_eq(&s, stream));
+            if let Some(p) = p.upgrade().filter(|p| same && !p.is_ended()) {
+                return p;
+            }
         }
         let (tx, _) = broadcast::channel(BACKLOG);
         let p = Arc::new(Playout {
             stream: name.clone(),
-            tx,
+            tx: Mutex::new(Some(tx)),
             gop: Mutex::default(),
+            gauge: self.ledger.gauge(&name, "whep"),
             epoch: Instant::now(),
             bframes: AtomicBool::new(false),
             frames: AtomicU64::new(0),
         });
-        live.insert(name, Arc::downgrade(&p));
+        live.insert(name, (Arc::downgrade(stream), Arc::downgrade(&p)));
         tokio::spawn(run(p.clone(), stream.clone()));
         p
     }
@@ -185,6 +230,9 @@ async fn run(p: Arc<Playout>, stream: Arc<Stream>) {
             }
             Event::Discontinuity => {}
         }
+    }
+    if let Some(p) = weak.upgrade() {
+        p.end();
     }
     info!(stream = stream.name(), "whep playout stopped");
 }
