@@ -6,7 +6,7 @@ LATENCY_SECONDS ?= 20
 # Stable toolchain: cargo-fuzz needs nightly flags; RUSTC_BOOTSTRAP lets stable accept them.
 FUZZ_ENV ?= RUSTC_BOOTSTRAP=1
 
-.PHONY: run build test test-unit test-e2e bench bench-check bench-latency bench-compare fuzz fuzz-smoke fuzz-build deps clean
+.PHONY: run build test test-unit test-e2e bench bench-check bench-latency bench-compare soak fuzz fuzz-smoke fuzz-build deps clean
 
 run: ## install what is missing, build, and start the server on embedded defaults
 	./scripts/install-deps.sh run
@@ -39,6 +39,10 @@ bench-latency: ## WebRTC glass-to-glass latency, Tidecast against a direct brows
 
 bench-compare: ## Tidecast against nginx-rtmp and xiu, same clip and load, ratios (docs/benchmarks.md)
 	./bench/compare.sh
+
+soak: ## long mixed load (MINUTES=30, 10 streams, 200 viewers): RSS, fds, threads every 10 s (docs/benchmarks.md)
+	./scripts/install-deps.sh test
+	./bench/soak.sh
 
 bench-check: ## each criterion benchmark once, as a test
 	$(CARGO) bench -p tidecast-bench -- --test

@@ -44,17 +44,8 @@ cleanup() {
 trap cleanup EXIT
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
-# The clip: 720p30 H.264 at ~3 Mbit/s (2 s GOP) plus AAC, 20 s, looped by
-# the publishers. Made once; bench/.clip is ignored by git.
-clip="$root/bench/.clip/clip-720p-3m.flv"
-if [ ! -s "$clip" ]; then
-    mkdir -p "$(dirname "$clip")"
-    ffmpeg -hide_banner -loglevel error -y \
-        -f lavfi -i "testsrc2=size=1280x720:rate=30" -f lavfi -i "sine=frequency=440:sample_rate=48000" \
-        -t 20 -c:v libx264 -preset veryfast -profile:v high -pix_fmt yuv420p \
-        -b:v 3000k -minrate 3000k -maxrate 3000k -bufsize 3000k -g 60 -keyint_min 60 -sc_threshold 0 \
-        -c:a aac -b:a 128k -f flv "$clip"
-fi
+# The clip every publisher loops (bench/clip.sh makes it once).
+clip="$("$root/bench/clip.sh")"
 
 log_cmd() { echo "$*" >>"$work/commands.txt"; }
 run_load() { # name args...: one tidecast-load run, its report in $work/$name.json

@@ -109,6 +109,10 @@ pub struct Hls {
     pub segment_seconds: f64,
     pub part_seconds: f64,
     pub playlist_segments: usize,
+    /// How long an ended stream's playlists and segments stay up.
+    pub linger_seconds: f64,
+    /// Cap on one stream's LL-HLS window, all renditions together.
+    pub max_window_bytes: usize,
 }
 
 /// WHIP ingest and WHEP playback: one UDP port for every peer, ICE-TCP as
@@ -225,7 +229,13 @@ impl Default for Media {
 
 impl Default for Hls {
     fn default() -> Self {
-        Hls { segment_seconds: 2.0, part_seconds: 0.2, playlist_segments: 10 }
+        Hls {
+            segment_seconds: 2.0,
+            part_seconds: 0.2,
+            playlist_segments: 10,
+            linger_seconds: 30.0,
+            max_window_bytes: 64 << 20,
+        }
     }
 }
 
@@ -250,6 +260,7 @@ impl Config {
             grace: secs("media.reconnect_grace_seconds", self.media.reconnect_grace_seconds, 0.0, 600.0)?,
             segment: secs("hls.segment_seconds", self.hls.segment_seconds, 0.5, 30.0)?,
             part: secs("hls.part_seconds", self.hls.part_seconds, 0.05, 5.0)?,
+            hls_linger: secs("hls.linger_seconds", self.hls.linger_seconds, 0.0, 3600.0)?,
             rtmp_idle: secs("rtmp.idle_timeout_seconds", self.rtmp.idle_timeout_seconds, 1.0, 3600.0)?,
             keyframe_interval: secs(
                 "webrtc.keyframe_interval_seconds",
@@ -272,6 +283,9 @@ impl Config {
         }
         if v.part >= v.segment {
             bail!("hls.part_seconds must be shorter than hls.segment_seconds");
+        }
+        if self.hls.max_window_bytes < 1 << 20 {
+            bail!("hls.max_window_bytes must be at least 1048576");
         }
         if self.hls.playlist_segments < 3 {
             bail!("hls.playlist_segments must be at least 3");
@@ -313,6 +327,7 @@ pub struct Validated {
     pub grace: Duration,
     pub segment: Duration,
     pub part: Duration,
+    pub hls_linger: Duration,
     pub rtmp_idle: Duration,
     pub keyframe_interval: Duration,
     pub webrtc_connect: Duration,

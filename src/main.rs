@@ -2,6 +2,15 @@
 //! and protocol logic lives in the workspace crates.
 
 mod config;
+mod trim;
+
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+#[cfg(all(feature = "mimalloc", not(feature = "jemalloc")))]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -195,9 +204,14 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         segment_target: v.segment,
         part_target: v.part,
         window: cfg.hls.playlist_segments,
+        linger: v.hls_linger,
+        max_bytes: cfg.hls.max_window_bytes,
         ..HlsConfig::default()
     });
     let hls_task = tokio::spawn(hls.clone().run(registry.clone(), shutdown.clone()));
+    // Ended streams' memory goes back to the kernel once their outputs'
+    // linger has passed (see src/trim.rs).
+    tokio::spawn(trim::run(registry.clone(), v.hls_linger + Duration::from_secs(5), shutdown.clone()));
     let ts = TsHub::new();
     let ts_task = tokio::spawn(ts.clone().run(registry.clone(), shutdown.clone()));
 

@@ -570,3 +570,68 @@ async fn failed_authentications_are_limited_per_address() {
         .and_then(|v| v.trim().parse::<f64>().ok());
     assert!(limited.is_some_and(|n| n >= 2.0), "tidecast_rate_limited_total counts both refusals:\n{metrics}");
 }
+
+/// Where a live stream's memory is, as an operator sees it: the stream's
+/// live view and `/metrics` show what its ring, CMAF window and TS ring hold
+/// while it runs, only to its own tenant, and nothing once it has ended and
+/// its playlists' linger has passed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_memory_is_accounted_while_live_and_gone_after() {
+    let server = Server::start_with_config(Some("[hls]\nlinger_seconds = 1\n"), &["--reconnect-grace", "0"]);
+    let a = ADMIN_KEY;
+    api_ok("POST", &server.api("/tenants"), a, Some(json!({"id": "acme"})), 201).await;
+    api_ok("POST", &server.api("/tenants"), a, Some(json!({"id": "globex"})), 201).await;
+    let ka = api_ok("POST", &server.api("/keys"), a, Some(json!({"tenant": "acme"})), 201).await;
+    let kb = api_ok("POST", &server.api("/keys"), a, Some(json!({"tenant": "globex"})), 201).await;
+    let (ka, kb) = (ka["secret"].as_str().unwrap().to_owned(), kb["secret"].as_str().unwrap().to_owned());
+    api_ok("POST", &server.api("/streams"), &ka, Some(json!({"name": "acme-mem"})), 201).await;
+    let key = api_ok("POST", &server.api("/streams/acme-mem/keys"), &ka, Some(json!({})), 201).await;
+    let key = key["key"].as_str().unwrap().to_owned();
+
+    let mut publisher = ffmpeg_spawn(&rtmp_publish_args(&server.rtmp_url(&key), 6));
+    let live_url = server.api("/streams/acme-mem/live");
+    let live = until("the stream's buffers to show", 30, || {
+        let url = live_url.clone();
+        let ka = ka.clone();
+        async move {
+            let v = api_ok("GET", &url, &ka, None, 200).await;
+            let held = |h: &str| v["buffers"][h].as_u64().unwrap_or(0);
+            (v["live"] == true && held("ring") > 0 && held("cmaf") > 0 && held("ts") > 0).then_some(v)
+        }
+    })
+    .await;
+    let sum: u64 = live["buffers"].as_object().unwrap().values().filter_map(Value::as_u64).sum();
+    assert_eq!(live["buffered_bytes"].as_u64(), Some(sum), "{live}");
+    // Another tenant does not see it.
+    let (status, _, _) = api_call("GET", &live_url, &kb, None).await;
+    assert_eq!(status, 404);
+    let metrics_url = format!("http://{}/metrics", server.admin);
+    until("the buffers in /metrics", 10, || {
+        let url = metrics_url.clone();
+        async move {
+            let m = reqwest::get(url).await.ok()?.text().await.ok()?;
+            m.contains("tidecast_stream_buffer_bytes{holder=\"ring\",stream=\"acme-mem\"}").then_some(())
+        }
+    })
+    .await;
+
+    assert!(publisher.wait().unwrap().success());
+    let after = until("the stream's buffers to be released", 30, || {
+        let url = live_url.clone();
+        let ka = ka.clone();
+        async move {
+            let v = api_ok("GET", &url, &ka, None, 200).await;
+            (v["live"] == false && v["buffers"].as_object().is_some_and(|b| b.is_empty())).then_some(v)
+        }
+    })
+    .await;
+    assert_eq!(after["buffered_bytes"], 0);
+    until("the series to leave /metrics", 10, || {
+        let url = metrics_url.clone();
+        async move {
+            let m = reqwest::get(url).await.ok()?.text().await.ok()?;
+            (!m.contains("stream=\"acme-mem\"")).then_some(())
+        }
+    })
+    .await;
+}

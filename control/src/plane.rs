@@ -428,6 +428,11 @@ impl ControlPlane {
                 },
                 _ = tick.tick() => {
                     let report = sampler.sample();
+                    // Names of streams that ended (their Ended announcement
+                    // may have been lost to lag) leave both maps.
+                    let live: std::collections::HashSet<&str> = report.per_stream.iter().map(|s| s.name.as_str()).collect();
+                    announced.retain(|n, _| live.contains(n.as_str()));
+                    over_quota.retain(|n, _| live.contains(n.as_str()));
                     for s in self.registry.streams() {
                         let tracks = s.tracks();
                         if !tracks.is_empty() && announced.get(s.name()) != Some(&tracks.len()) {

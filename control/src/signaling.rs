@@ -141,7 +141,14 @@ fn created(
     c: tidecast_protocols::webrtc::Created,
     credential: &str,
 ) -> Response {
-    s.owners.lock().insert(c.id.clone(), hash(credential));
+    {
+        // Sessions that ended without a DELETE (timed out, kicked, stream
+        // ended) leave with the next one created, so the map stays as long
+        // as the live sessions (at most webrtc.max_sessions).
+        let mut owners = s.owners.lock();
+        owners.retain(|k, _| s.hub.session_stream(k).is_some());
+        owners.insert(c.id.clone(), hash(credential));
+    }
     let mut r = (StatusCode::CREATED, c.answer).into_response();
     let h = r.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(SDP));

@@ -249,7 +249,10 @@ impl Registry {
             match ev {
                 Ok(RegistryEvent::Started(s)) => start(s, &mut seen),
                 Ok(RegistryEvent::Ended(name)) => {
-                    seen.retain(|n, w| n != &name || w.strong_count() > 0);
+                    // The ended stream's entry goes (a weak reference keeps
+                    // its allocation); a newer stream of that name, which
+                    // can only start after this, is never ended yet.
+                    seen.retain(|n, w| n != &name || w.upgrade().is_some_and(|s| !s.is_ended()));
                 }
                 Err(broadcast::error::RecvError::Lagged(_)) => {
                     for s in self.streams() {

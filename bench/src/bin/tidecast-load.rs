@@ -108,7 +108,7 @@ async fn main() -> anyhow::Result<()> {
     let total = args.rtmp_viewers + args.llhls_viewers + args.hls_viewers + args.srt_viewers + args.whep_viewers;
     anyhow::ensure!(total <= MAX_VIEWERS, "at most {MAX_VIEWERS} viewers");
     anyhow::ensure!(args.publishers <= MAX_PUBLISHERS, "at most {MAX_PUBLISHERS} publishers");
-    anyhow::ensure!(args.seconds <= 600, "at most 600 seconds");
+    anyhow::ensure!(args.seconds <= 3600, "at most 3600 seconds");
     for url in
         [&args.publish, &args.rtmp, &args.llhls, &args.hls, &args.srt, &args.whep, &args.get, &args.segment_delay]
             .into_iter()

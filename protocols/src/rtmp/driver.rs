@@ -79,9 +79,20 @@ pub async fn serve(listener: TcpListener, ctx: Arc<RtmpContext>, shutdown: Cance
 }
 
 /// Size of a publisher's read blocks.
-const READ_BLOCK: usize = 32 * 1024;
+pub const READ_BLOCK: usize = 32 * 1024;
 /// A new block is taken when less than this is left in the current one.
-const MIN_READ: usize = 4 * 1024;
+pub const MIN_READ: usize = 4 * 1024;
+
+/// Makes room in a publisher's read buffer before a read. Each block is
+/// filled before the next is taken: frames are slices of it, and a block is
+/// freed only once all of them are gone. Reserving a fresh block before
+/// every read (as this once did) made each read a new allocation that a few
+/// small slices kept alive for the length of the stream's windows.
+pub fn make_room(buf: &mut BytesMut) {
+    if buf.capacity() - buf.len() < MIN_READ {
+        buf.reserve(READ_BLOCK);
+    }
+}
 
 async fn connection(mut sock: TcpStream, peer: SocketAddr, ctx: &RtmpContext, shutdown: CancellationToken) {
     let _ = sock.set_nodelay(true);
@@ -95,14 +106,7 @@ async fn connection(mut sock: TcpStream, peer: SocketAddr, ctx: &RtmpContext, sh
     let mut playing: Option<Arc<Stream>> = None;
     debug!(%peer, "rtmp connection");
     loop {
-        // Fill each block before taking the next: frames are slices of it,
-        // and a block is freed only once all of them are gone. Reserving a
-        // fresh block before every read (as this did) made each read a new
-        // allocation that a few small slices kept alive for the length of
-        // the window.
-        if buf.capacity() - buf.len() < MIN_READ {
-            buf.reserve(READ_BLOCK);
-        }
+        make_room(&mut buf);
         let revoked = async {
             match &publisher {
                 Some(p) => p.revoked().await,
