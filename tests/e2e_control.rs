@@ -596,7 +596,7 @@ async fn stream_memory_is_accounted_while_live_and_gone_after() {
         async move {
             let v = api_ok("GET", &url, &ka, None, 200).await;
             let held = |h: &str| v["buffers"][h].as_u64().unwrap_or(0);
-            (v["live"] == true && held("ring") > 0 && held("cmaf") > 0 && held("ts") > 0).then_some(v)
+            (v["live"] == true && held("ring") > 0 && held("cmaf") > 0 && held("ts") > 0 && held("ingest") > 0).then_some(v)
         }
     })
     .await;

@@ -39,6 +39,17 @@ impl Gauge {
         self.0.bytes.store(bytes as u64, Ordering::Relaxed);
     }
 
+    /// Adds `bytes` to what is held (for holders that count allocations
+    /// as they come and go rather than measure a total).
+    pub fn add(&self, bytes: usize) {
+        self.0.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    /// Takes `bytes` back off what is held; never below zero.
+    pub fn sub(&self, bytes: usize) {
+        let _ = self.0.bytes.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| Some(v.saturating_sub(bytes as u64)));
+    }
+
     /// The bytes held now.
     pub fn get(&self) -> u64 {
         self.0.bytes.load(Ordering::Relaxed)

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
+use super::read_buffer::ReadBuffer;
 use super::{ServerSession, SessionConfig, SessionEvent};
 use crate::flv::{self, FlvError, FlvIngest, TagKind};
 use crate::ingest::{AccessGate, IngestStats, PlayRequest, PublishRequest};
@@ -78,27 +79,11 @@ pub async fn serve(listener: TcpListener, ctx: Arc<RtmpContext>, shutdown: Cance
     tasks.wait().await;
 }
 
-/// Size of a publisher's read blocks.
-pub const READ_BLOCK: usize = 32 * 1024;
-/// A new block is taken when less than this is left in the current one.
-pub const MIN_READ: usize = 4 * 1024;
-
-/// Makes room in a publisher's read buffer before a read. Each block is
-/// filled before the next is taken: frames are slices of it, and a block is
-/// freed only once all of them are gone. Reserving a fresh block before
-/// every read (as this once did) made each read a new allocation that a few
-/// small slices kept alive for the length of the stream's windows.
-pub fn make_room(buf: &mut BytesMut) {
-    if buf.capacity() - buf.len() < MIN_READ {
-        buf.reserve(READ_BLOCK);
-    }
-}
-
 async fn connection(mut sock: TcpStream, peer: SocketAddr, ctx: &RtmpContext, shutdown: CancellationToken) {
     let _ = sock.set_nodelay(true);
     let started = Instant::now();
     let mut session = ServerSession::new(ctx.session.clone());
-    let mut buf = BytesMut::with_capacity(READ_BLOCK);
+    let mut rb = ReadBuffer::new();
     let mut publisher: Option<Publisher> = None;
     let mut ingest = FlvIngest::new();
     let mut stream_name = String::new();
@@ -106,7 +91,7 @@ async fn connection(mut sock: TcpStream, peer: SocketAddr, ctx: &RtmpContext, sh
     let mut playing: Option<Arc<Stream>> = None;
     debug!(%peer, "rtmp connection");
     loop {
-        make_room(&mut buf);
+        rb.make_room();
         let revoked = async {
             match &publisher {
                 Some(p) => p.revoked().await,
@@ -122,7 +107,7 @@ async fn connection(mut sock: TcpStream, peer: SocketAddr, ctx: &RtmpContext, sh
                 info!(%peer, stream = %stream_name, "rtmp publisher replaced by a newer one; closing");
                 break;
             }
-            r = tokio::time::timeout(ctx.idle_timeout, sock.read_buf(&mut buf)) => match r {
+            r = tokio::time::timeout(ctx.idle_timeout, sock.read_buf(rb.buf())) => match r {
                 Err(_) => {
                     warn!(%peer, stream = %stream_name, "rtmp session idle for {:?}; closing", ctx.idle_timeout);
                     break;
@@ -144,7 +129,7 @@ async fn connection(mut sock: TcpStream, peer: SocketAddr, ctx: &RtmpContext, sh
         let mut resume;
         loop {
             resume = false;
-            if let Err(e) = session.handle_input(&mut buf, now_ms) {
+            if let Err(e) = session.handle_input(rb.buf(), now_ms) {
                 ctx.stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
                 warn!(%peer, stream = %stream_name, error = %e, "rtmp protocol error; closing the session");
                 close = true;
@@ -163,6 +148,7 @@ async fn connection(mut sock: TcpStream, peer: SocketAddr, ctx: &RtmpContext, sh
                             Ok(stream) => match ctx.registry.publish(&stream) {
                                 Ok(p) => {
                                     info!(%peer, stream, "rtmp publish started");
+                                    rb.attach(ctx.registry.ledger().gauge(&stream, "ingest"));
                                     stream_name = stream;
                                     publisher = Some(p);
                                     session.accept_publish();
@@ -202,11 +188,11 @@ async fn connection(mut sock: TcpStream, peer: SocketAddr, ctx: &RtmpContext, sh
                     }
                     SessionEvent::Metadata(meta) => ingest.metadata(&meta),
                     SessionEvent::Audio { timestamp, payload } => {
-                        let r = ingest.audio(timestamp, &payload);
+                        let r = ingest.audio(timestamp, &rb.pin(payload));
                         close |= !deliver(&mut ingest, publisher.as_ref(), r, peer, &stream_name, &mut warned);
                     }
                     SessionEvent::Video { timestamp, payload } => {
-                        let r = ingest.video(timestamp, &payload);
+                        let r = ingest.video(timestamp, &rb.pin(payload));
                         close |= !deliver(&mut ingest, publisher.as_ref(), r, peer, &stream_name, &mut warned);
                     }
                     SessionEvent::Unpublished => {
@@ -218,7 +204,7 @@ async fn connection(mut sock: TcpStream, peer: SocketAddr, ctx: &RtmpContext, sh
                 }
             }
             // A publish decision unblocks the input that followed the request.
-            if close || session.awaiting_decision() || !session.is_publishing() || buf.is_empty() || !resume {
+            if close || session.awaiting_decision() || !session.is_publishing() || rb.buf().is_empty() || !resume {
                 break;
             }
         }
@@ -231,7 +217,7 @@ async fn connection(mut sock: TcpStream, peer: SocketAddr, ctx: &RtmpContext, sh
         }
         if let Some(stream) = playing.take() {
             ctx.stats.players.fetch_add(1, Ordering::Relaxed);
-            play(&mut sock, &mut session, buf, peer, stream, ctx, shutdown).await;
+            play(&mut sock, &mut session, rb.into_inner(), peer, stream, ctx, shutdown).await;
             ctx.stats.players.fetch_sub(1, Ordering::Relaxed);
             break;
         }

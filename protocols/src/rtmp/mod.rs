@@ -21,6 +21,7 @@ pub mod chunk;
 mod client;
 pub mod driver;
 pub mod handshake;
+pub mod read_buffer;
 mod session;
 
 pub use client::ClientSession;

@@ -157,10 +157,13 @@ struct Gop {
     bytes: usize,
 }
 
+/// A stream name's playout and the stream it plays, both weak.
+type LivePlayout = (Weak<Stream>, Weak<Playout>);
+
 /// Every stream's playout, started on the first viewer and stopped after the last.
 #[derive(Default)]
 pub struct Playouts {
-    live: Mutex<HashMap<String, (Weak<Stream>, Weak<Playout>)>>,
+    live: Mutex<HashMap<String, LivePlayout>>,
     ledger: Ledger,
 }
 
