@@ -273,7 +273,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         registry: registry.clone(),
         ingest: vec![("rtmp", rtmp_stats), ("srt", srt_stats)],
         srt: Some(srt_sessions.clone()),
-        viewers: plane.viewers.clone(),
+        sessions: plane.sessions.clone(),
         traffic: traffic.clone(),
     };
     let monitor_task = tokio::spawn(plane.clone().monitor(sources, shutdown.clone()));

@@ -2,7 +2,7 @@
 //! development mode.
 
 use subtle::ConstantTimeEq;
-use tidecast_protocols::ingest::{AccessGate, Decision, PublishRequest, Refusal};
+use tidecast_protocols::access::{PublishRequest, Refusal};
 
 /// A configured stream and the key that publishes it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -54,7 +54,7 @@ impl ConfigGate {
         let (name, query) = req.key.split_once('?').unwrap_or((req.key, ""));
         if self.is_open() {
             if !valid_stream_name(name) {
-                return Err(Refusal { reason: format!("invalid stream name {name:?}: use letters, digits, _ - . +") });
+                return Err(Refusal::Unauthorized(format!("invalid stream name {name:?}: use letters, digits, _ - . +")));
             }
             return Ok(name.to_owned());
         }
@@ -68,14 +68,7 @@ impl ConfigGate {
                 found = Some(k.stream.clone());
             }
         }
-        found.ok_or_else(|| Refusal { reason: "unknown stream key".into() })
-    }
-}
-
-impl AccessGate for ConfigGate {
-    fn authorize_publish<'a>(&'a self, req: PublishRequest<'a>) -> Decision<'a> {
-        let r = self.check(&req);
-        Box::pin(async move { r })
+        found.ok_or_else(|| Refusal::Unauthorized("unknown stream key".into()))
     }
 }
 
@@ -102,6 +95,6 @@ mod tests {
         assert_eq!(g.check(&req("show?key=s3cret")).unwrap(), "show");
         assert!(g.check(&req("show")).is_err());
         assert!(g.check(&req("other?key=s3cret")).is_err());
-        assert_eq!(g.check(&req("wrong")).unwrap_err().reason, "unknown stream key");
+        assert_eq!(g.check(&req("wrong")).unwrap_err().reason(), "unknown stream key");
     }
 }

@@ -13,7 +13,7 @@ use tidecast_protocols::ingest::IngestStats;
 use tidecast_protocols::srt::driver::SrtSessions;
 use utoipa::ToSchema;
 
-use crate::viewers::Viewers;
+use tidecast_protocols::access::Sessions;
 
 /// CPU use, 0..1 of the whole machine.
 #[derive(Debug, Clone, Default, Serialize, ToSchema)]
@@ -124,7 +124,7 @@ pub struct Sources {
     /// SRT sessions (players' bytes out).
     pub srt: Option<Arc<SrtSessions>>,
     /// Viewer sessions.
-    pub viewers: Viewers,
+    pub sessions: Sessions,
     /// HTTP outputs' bytes.
     pub traffic: Arc<Traffic>,
 }
@@ -198,23 +198,20 @@ impl Sampler {
         r.bytes_out_total.insert("hls".into(), t.hls.load(Ordering::Relaxed));
         r.bytes_out_total.insert("ts".into(), t.ts.load(Ordering::Relaxed));
         r.bytes_out_total.insert("whep".into(), t.webrtc.load(Ordering::Relaxed));
-        if let Some(srt) = &self.sources.srt {
-            let out: u64 = srt.snapshot().iter().filter(|(_, s)| !s.publishing).map(|(_, s)| s.bytes).sum();
-            r.bytes_out_total.insert("srt".into(), out);
-        }
         let bytes_in: u64 = r.bytes_in_total.values().sum();
         let bytes_out: u64 = r.bytes_out_total.values().sum();
         r.bandwidth_in_bps = (bytes_in.saturating_sub(self.bytes_in) as f64 * 8.0 / secs) as u64;
         r.bandwidth_out_bps = (bytes_out.saturating_sub(self.bytes_out) as f64 * 8.0 / secs) as u64;
         (self.bytes_in, self.bytes_out) = (bytes_in, bytes_out);
 
-        // Streams and viewers (SRT players are counted from their links).
-        let mut counts = self.sources.viewers.counts();
-        if let Some(srt) = &self.sources.srt {
-            for (_, link) in srt.snapshot().into_iter().filter(|(_, s)| !s.publishing) {
-                *counts.entry(link.stream).or_default().entry("srt".into()).or_default() += 1;
-            }
-        }
+        // Streams and viewers, every protocol from the one session table.
+        let counts: HashMap<String, BTreeMap<String, u64>> = self
+            .sources
+            .sessions
+            .viewer_counts()
+            .into_iter()
+            .map(|(stream, by)| (stream, by.into_iter().map(|(p, n)| (p.to_owned(), n)).collect()))
+            .collect();
         let mut stream_bytes = HashMap::new();
         let mut skipped_now = HashMap::new();
         for s in self.sources.registry.streams() {
@@ -247,14 +244,6 @@ impl Sampler {
         self.skipped_by_stream = skipped_now;
         self.stream_bytes = stream_bytes;
         r.streams = r.per_stream.len();
-        // Players of protocols that count them in their ingest stats (RTMP).
-        for (proto, stats) in &self.sources.ingest {
-            let n = stats.players.load(Ordering::Relaxed);
-            if n > 0 && *proto != "srt" {
-                *r.viewers_by_protocol.entry((*proto).into()).or_default() += n;
-                r.viewers += n;
-            }
-        }
         for by_proto in counts.values() {
             for (p, n) in by_proto {
                 *r.viewers_by_protocol.entry(p.clone()).or_default() += n;
@@ -321,14 +310,24 @@ mod tests {
             registry: registry.clone(),
             ingest: vec![("rtmp", ingest.clone())],
             srt: None,
-            viewers: Viewers::default(),
+            sessions: Sessions::new(),
             traffic: Arc::new(Traffic::default()),
         };
         let mut s = Sampler::new(sources.clone());
         let _p = registry.publish("cam").unwrap();
         ingest.bytes_in.fetch_add(1000, Ordering::Relaxed);
         sources.traffic.hls.fetch_add(500, Ordering::Relaxed);
-        let _g = sources.viewers.connect("cam", None, "ts", "127.0.0.1".parse().unwrap());
+        let gate = tidecast_protocols::access::OpenGate { sessions: sources.sessions.clone() };
+        let req = tidecast_protocols::access::PlayRequest {
+            protocol: "ts",
+            stream: "cam",
+            token: None,
+            peer: "127.0.0.1:5000".parse().unwrap(),
+            url: "/ts/cam.ts",
+        };
+        let _g = futures_util::FutureExt::now_or_never(tidecast_protocols::access::AccessGate::admit_play(&gate, req))
+            .unwrap()
+            .unwrap();
         let r = s.sample();
         assert_eq!(r.streams, 1);
         assert_eq!(r.viewers, 1);

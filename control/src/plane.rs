@@ -3,26 +3,33 @@
 //! monitor that turns media events into notifications and load figures.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::hash::BuildHasher;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock};
 use tidecast_media::{Registry, RegistryEvent};
-use tidecast_protocols::ingest::{AccessGate, Decision, PlayRequest, PublishRequest, Refusal};
+use tidecast_protocols::access::{
+    AccessGate, Admission, NewSession, PlayRequest, PublishRequest, Refusal, Role, SessionInfo, Sessions,
+};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::auth::{valid_stream_name, ConfigGate};
 use crate::load::{LoadReport, Sampler, Sources};
 use crate::metrics::Metrics;
-use crate::model::{StreamConfig, StreamKey, Tenant, TriggerHandler};
+use crate::model::TriggerHandler;
+pub use crate::policy::Owned;
+use crate::policy::{Policy, PolicyCache};
 use crate::secrets::{hash, now_ms};
 use crate::store::{Db, StoreError, Table};
 use crate::tokens::{TokenError, TokenSigner};
 use crate::triggers::{Scope, Trigger, Triggers};
-use crate::viewers::Viewers;
+
+/// An HLS viewer's session ends this long after its last request.
+pub const HLS_IDLE: Duration = Duration::from_secs(20);
 
 /// Failed authentications one address may make per window before it is
 /// refused, unless configured otherwise (`auth_failures_per_minute`).
@@ -81,22 +88,8 @@ impl AuthLimiter {
     }
 }
 
-/// Why a viewer may not play.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum PlayDenied {
-    /// Token problems.
-    #[error("{0}")]
-    Token(#[from] TokenError),
-    /// Too many failed attempts from this address.
-    #[error("too many failed attempts; try again later")]
-    RateLimited,
-    /// A trigger or a quota said no.
-    #[error("{0}")]
-    Refused(String),
-    /// The store failed.
-    #[error("store unavailable")]
-    Store,
-}
+/// The outcome of an HLS admission in progress, shared by its waiters.
+type PendingAdmission = Arc<tokio::sync::OnceCell<Result<(), Refusal>>>;
 
 /// Shared state of the control plane.
 pub struct ControlPlane {
@@ -110,38 +103,41 @@ pub struct ControlPlane {
     pub metrics: Arc<Metrics>,
     /// Webhooks.
     pub triggers: Arc<Triggers>,
-    /// Viewer sessions.
-    pub viewers: Viewers,
+    /// Every publisher and viewer session of every protocol.
+    pub sessions: Sessions,
     /// Playback token signer.
     pub tokens: TokenSigner,
     /// Failed-auth limiter.
     pub limiter: AuthLimiter,
     load: RwLock<Arc<LoadReport>>,
     ready: AtomicBool,
+    policy: PolicyCache,
+    /// HLS sessions being admitted, so that a player's concurrent first
+    /// requests open one session, not several.
+    hls_pending: Mutex<HashMap<String, PendingAdmission>>,
+    /// Keys the fallback HLS session ids (players that carry no `sid`).
+    hls_ids: std::collections::hash_map::RandomState,
 }
 
-/// A stream's configuration and its tenant's record, looked up together.
-#[derive(Debug, Clone)]
-pub struct Owned {
-    /// The stream.
-    pub stream: StreamConfig,
-    /// Its tenant (absent if deleted under it).
-    pub tenant: Option<Tenant>,
+fn scope_of<'a>(name: &'a str, owned: &'a Option<Arc<Owned>>) -> Scope<'a> {
+    owned.as_ref().map_or(Scope { stream: name, tenant: None, tags: &[] }, |o| o.scope())
 }
 
-impl Owned {
-    /// The trigger scope of this stream.
-    pub fn scope(&self) -> Scope<'_> {
-        Scope::of(&self.stream)
+/// The refusal of a failed publish authentication.
+fn unauthorized(reason: impl Into<String>) -> Refusal {
+    Refusal::Unauthorized(reason.into())
+}
+
+fn token_refusal(e: TokenError) -> Refusal {
+    match e {
+        TokenError::Missing => Refusal::Unauthorized(e.to_string()),
+        _ => Refusal::Forbidden(e.to_string()),
     }
 }
 
-fn scope_of<'a>(name: &'a str, owned: &'a Option<Owned>) -> Scope<'a> {
-    owned.as_ref().map_or(Scope { stream: name, tenant: None, tags: &[] }, Owned::scope)
-}
-
-fn refusal(reason: impl Into<String>) -> Refusal {
-    Refusal { reason: reason.into() }
+fn store_refusal(e: StoreError) -> Refusal {
+    warn!(error = %e, "store read failed during admission");
+    Refusal::Unavailable("store unavailable".into())
 }
 
 impl ControlPlane {
@@ -167,11 +163,14 @@ impl ControlPlane {
             registry,
             metrics,
             triggers,
-            viewers: Viewers::default(),
+            sessions: Sessions::new(),
             tokens: TokenSigner::new(secret.into_bytes()),
             limiter: AuthLimiter::default(),
             load: RwLock::new(Arc::new(LoadReport::default())),
             ready: AtomicBool::new(false),
+            policy: PolicyCache::new(),
+            hls_pending: Mutex::default(),
+            hls_ids: std::collections::hash_map::RandomState::new(),
         });
         plane.reload_triggers()?;
         Ok(plane)
@@ -218,16 +217,20 @@ impl ControlPlane {
         Ok(generated.then_some(secret))
     }
 
+    /// The policy snapshot (streams, tenants, stream keys) as of the last
+    /// committed write.
+    pub fn policy(&self) -> Result<Arc<Policy>, StoreError> {
+        self.policy.get(&self.db)
+    }
+
     /// A configured stream and its tenant.
-    pub fn owned(&self, name: &str) -> Result<Option<Owned>, StoreError> {
-        let Some(stream) = self.db.get::<StreamConfig>(Table::Streams, name)? else { return Ok(None) };
-        let tenant = self.db.get::<Tenant>(Table::Tenants, &stream.tenant)?;
-        Ok(Some(Owned { stream, tenant }))
+    pub fn owned(&self, name: &str) -> Result<Option<Arc<Owned>>, StoreError> {
+        Ok(self.policy()?.stream(name).cloned())
     }
 
     /// Whether anyone may publish anything: no keys in the file, no streams in the store.
     pub fn open_mode(&self) -> bool {
-        self.config_keys.is_open() && self.db.store().scan(Table::Streams, None, 1).is_ok_and(|v| v.is_empty())
+        self.config_keys.is_open() && self.policy().is_ok_and(|p| !p.has_streams())
     }
 
     /// The latest load report.
@@ -240,28 +243,28 @@ impl ControlPlane {
         let (name, query) = sent.split_once('?').unwrap_or((sent, ""));
         let param = query.split('&').find_map(|kv| kv.strip_prefix("key="));
         let now = now_ms();
-        // Looked up by the key's SHA-256: the B-tree search can only leak
-        // how much of a hash matched, which says nothing of the key.
-        let lookup = |key: &str| -> Result<Option<StreamKey>, StoreError> {
-            let rec = self.db.get::<StreamKey>(Table::StreamKeys, &hash(key))?;
-            Ok(rec.filter(|k| k.valid_at(now)))
-        };
-        if let Some(k) = lookup(name)? {
-            return Ok(Some(k.stream));
+        let policy = self.policy()?;
+        // Looked up by the key's SHA-256: the map lookup can only leak how
+        // much of a hash matched, which says nothing of the key.
+        let lookup = |key: &str| policy.key(&hash(key)).filter(|k| k.valid_at(now));
+        if let Some(k) = lookup(name) {
+            return Ok(Some(k.stream.clone()));
         }
         if let Some(p) = param {
-            if let Some(k) = lookup(p)?.filter(|k| k.stream == name) {
-                return Ok(Some(k.stream));
+            if let Some(k) = lookup(p).filter(|k| k.stream == name) {
+                return Ok(Some(k.stream.clone()));
             }
         }
         Ok(None)
     }
 
-    async fn publish(&self, req: PublishRequest<'_>) -> Result<String, Refusal> {
+    /// Admits a publisher: rate limit, the rewrite triggers, the stream
+    /// key, the tenant's stream quota, STREAM_PUSH; then its session.
+    async fn publish(&self, req: PublishRequest<'_>) -> Result<tidecast_protocols::access::Session, Refusal> {
         let ip = req.peer.ip();
         if self.limiter.blocked(ip) {
             self.metrics.rate_limited.inc();
-            return Err(refusal("too many failed attempts; try again later"));
+            return Err(Refusal::RateLimited);
         }
         let mut app = req.app.to_owned();
         let mut key = req.key.to_owned();
@@ -283,22 +286,34 @@ impl ControlPlane {
             let fields = vec![url, req.peer.ip().to_string(), key.clone()];
             match self.triggers.rewrite(Trigger::PushRewrite, None, fields, key.clone()).await {
                 Some(s) if valid_stream_name(&s) => s,
-                Some(s) => return Err(refusal(format!("PUSH_REWRITE answered an invalid stream name {s:?}"))),
+                Some(s) => return Err(Refusal::Trigger(format!("PUSH_REWRITE answered an invalid stream name {s:?}"))),
                 None => return Err(self.auth_failed(ip, "refused by PUSH_REWRITE")),
             }
         } else {
             self.check_key(&req, &key, ip)?
         };
-        let owned = self.owned(&stream).map_err(|_| refusal("store unavailable"))?;
+        let policy = self.policy().map_err(store_refusal)?;
+        let owned = policy.stream(&stream).cloned();
         if let Some(o) = &owned {
-            self.check_stream_quota(o)?;
+            self.check_stream_quota(&policy, o)?;
         }
         let scope = scope_of(&stream, &owned);
-        let fields = vec![stream.clone(), ip.to_string(), req.protocol.to_owned(), format!("{}://{app}", req.protocol)];
+        let url = format!("{}://{app}", req.protocol);
+        let fields = vec![stream.clone(), ip.to_string(), req.protocol.to_owned(), url.clone()];
         if !self.triggers.allow(Trigger::StreamPush, Some(&scope), fields).await {
-            return Err(refusal("refused by STREAM_PUSH"));
+            return Err(Refusal::Trigger("refused by STREAM_PUSH".into()));
         }
-        Ok(stream)
+        let settings = owned.map(|o| o.settings.clone()).unwrap_or_default();
+        let new = NewSession {
+            id: format!("publish:{stream}"),
+            role: Role::Publisher,
+            protocol: req.protocol,
+            stream,
+            settings,
+            peer: req.peer,
+            url,
+        };
+        Ok(self.sessions.open(new, None))
     }
 
     fn check_key(&self, req: &PublishRequest<'_>, key: &str, ip: IpAddr) -> Result<String, Refusal> {
@@ -312,42 +327,38 @@ impl ControlPlane {
             Ok(Some(s)) => Ok(s),
             Ok(None) if self.open_mode() => self.config_keys.check(&PublishRequest { key, ..req.clone() }),
             Ok(None) => Err(self.auth_failed(ip, "unknown or expired stream key")),
-            Err(e) => {
-                warn!(error = %e, "store read failed during publish");
-                Err(refusal("store unavailable"))
-            }
+            Err(e) => Err(store_refusal(e)),
         }
     }
 
     fn auth_failed(&self, ip: IpAddr, reason: &str) -> Refusal {
         self.metrics.auth_failures.with_label_values(&["stream_key"]).inc();
         self.limiter.fail(ip);
-        refusal(reason)
+        unauthorized(reason)
     }
 
-    fn check_stream_quota(&self, o: &Owned) -> Result<(), Refusal> {
+    fn check_stream_quota(&self, policy: &Policy, o: &Owned) -> Result<(), Refusal> {
         let Some(max) = o.tenant.as_ref().and_then(|t| t.quotas.max_streams) else { return Ok(()) };
-        let live = self
-            .registry
-            .streams()
-            .iter()
-            .filter(|s| s.has_publisher() && s.name() != o.stream.name)
-            .filter(|s| self.owned(s.name()).ok().flatten().is_some_and(|x| x.stream.tenant == o.stream.tenant))
+        let live = policy
+            .streams_of(&o.stream.tenant)
+            .filter(|x| x.stream.name != o.stream.name)
+            .filter(|x| self.registry.get(&x.stream.name).is_some_and(|s| s.has_publisher()))
             .count();
         if live >= max as usize {
             self.metrics.quota_refusals.with_label_values(&["max_streams"]).inc();
-            return Err(refusal(format!("tenant quota: at most {max} live streams")));
+            return Err(Refusal::Quota(format!("tenant quota: at most {max} live streams")));
         }
         Ok(())
     }
 
-    /// Per-request playback check: the token, when the stream needs one.
-    pub fn check_play(&self, stream: &str, token: Option<&str>, ip: IpAddr) -> Result<Option<Owned>, PlayDenied> {
+    /// The per-request playback check: rate limit, then the token when the
+    /// stream needs one. Reads the policy snapshot only.
+    pub fn check_play(&self, stream: &str, token: Option<&str>, ip: IpAddr) -> Result<Option<Arc<Owned>>, Refusal> {
         if self.limiter.blocked(ip) {
             self.metrics.rate_limited.inc();
-            return Err(PlayDenied::RateLimited);
+            return Err(Refusal::RateLimited);
         }
-        let owned = self.owned(stream).map_err(|_| PlayDenied::Store)?;
+        let owned = self.owned(stream).map_err(store_refusal)?;
         if owned.as_ref().is_some_and(|o| o.stream.playback_token_required) {
             let r = match token {
                 None => Err(TokenError::Missing),
@@ -358,44 +369,93 @@ impl ControlPlane {
                 if e != TokenError::Missing {
                     self.limiter.fail(ip);
                 }
-                return Err(e.into());
+                return Err(token_refusal(e));
             }
         }
         Ok(owned)
     }
 
-    /// Admits a new viewer session: tenant viewer quota, then USER_NEW
-    /// (and CONN_PLAY for connection outputs).
-    pub async fn admit_viewer(
-        &self,
-        owned: &Option<Owned>,
-        stream: &str,
-        connector: &str,
-        peer: SocketAddr,
-        url: &str,
-        session: &str,
-    ) -> Result<(), PlayDenied> {
-        if let Some(max) = owned.as_ref().and_then(|o| o.tenant.as_ref()).and_then(|t| t.quotas.max_viewers) {
-            let tenant = owned.as_ref().map(|o| o.stream.tenant.as_str()).unwrap_or_default();
-            if self.viewers.count_tenant(tenant) >= max as usize {
-                self.metrics.quota_refusals.with_label_values(&["max_viewers"]).inc();
-                return Err(PlayDenied::Refused(format!("tenant quota: at most {max} viewers")));
-            }
-        }
-        let scope = scope_of(stream, owned);
-        let addr = peer.ip().to_string();
-        if connector != "hls" {
-            let fields = vec![stream.to_owned(), addr.clone(), connector.to_owned(), url.to_owned()];
+    /// Admits a viewer, in this order: rate limit and token
+    /// ([`ControlPlane::check_play`]), the tenant's viewer quota (a slot is
+    /// taken at once, so concurrent viewers cannot both get the last one),
+    /// CONN_PLAY (connection protocols), USER_NEW; then its session. A
+    /// refusal gives the slot back and fires nothing.
+    async fn admit(&self, req: &PlayRequest<'_>, id: String) -> Result<tidecast_protocols::access::Session, Refusal> {
+        let owned = self.check_play(req.stream, req.token, req.peer.ip())?;
+        let tenant = owned.as_ref().map(|o| o.stream.tenant.as_str());
+        let max = owned.as_ref().and_then(|o| o.max_viewers());
+        let Some(slot) = self.sessions.reserve_viewer(tenant, max) else {
+            self.metrics.quota_refusals.with_label_values(&["max_viewers"]).inc();
+            let max = max.unwrap_or_default();
+            return Err(Refusal::Quota(format!("tenant quota: at most {max} viewers")));
+        };
+        let scope = scope_of(req.stream, &owned);
+        let addr = req.peer.ip().to_string();
+        let (stream, url) = (req.stream.to_owned(), req.url.to_owned());
+        if req.protocol != "hls" {
+            let fields = vec![stream.clone(), addr.clone(), req.protocol.to_owned(), url.clone()];
             if !self.triggers.allow(Trigger::ConnPlay, Some(&scope), fields).await {
-                return Err(PlayDenied::Refused("refused by CONN_PLAY".into()));
+                return Err(Refusal::Trigger("refused by CONN_PLAY".into()));
             }
         }
-        let fields =
-            vec![stream.to_owned(), addr, session.to_owned(), connector.to_owned(), url.to_owned(), session.to_owned()];
+        let fields = vec![stream.clone(), addr, id.clone(), req.protocol.to_owned(), url.clone(), id.clone()];
         if !self.triggers.allow(Trigger::UserNew, Some(&scope), fields).await {
-            return Err(PlayDenied::Refused("refused by USER_NEW".into()));
+            return Err(Refusal::Trigger("refused by USER_NEW".into()));
         }
-        Ok(())
+        let settings = owned.map(|o| o.settings.clone()).unwrap_or_default();
+        let new = NewSession { id, role: Role::Viewer, protocol: req.protocol, stream, settings, peer: req.peer, url };
+        Ok(self.sessions.open(new, Some(slot)))
+    }
+
+    /// The session id of an HLS request: the `sid` the multivariant
+    /// playlist handed out, or, for a player that carries none, a keyed hash
+    /// of its address, user agent and token (players behind one NAT with
+    /// the same agent then count as one).
+    pub fn hls_session_id(&self, sid: Option<&str>, stream: &str, ip: IpAddr, agent: &str, token: Option<&str>) -> String {
+        match sid {
+            Some(s) if (8..=32).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_hexdigit()) => s.to_owned(),
+            _ => {
+                let h = self.hls_ids.hash_one((stream, ip, agent, token.unwrap_or("")));
+                format!("h{h:016x}")
+            }
+        }
+    }
+
+    /// An HLS request's session: checked on every request (rate limit,
+    /// token, kicked), opened on the first (as [`ControlPlane::admit`]
+    /// does, once even when a player's first requests arrive together),
+    /// kept alive by the later ones and held by the session table until
+    /// the player goes quiet for [`HLS_IDLE`].
+    pub async fn hls_viewer(&self, req: PlayRequest<'_>, id: &str) -> Result<Arc<SessionInfo>, Refusal> {
+        if let Some(info) = self.sessions.get(id) {
+            self.check_play(req.stream, req.token, req.peer.ip())?;
+            if info.stream != req.stream {
+                return Err(Refusal::Forbidden("this session plays another stream".into()));
+            }
+            info.touch();
+            return Ok(info);
+        }
+        if self.sessions.is_kicked(id) {
+            return Err(Refusal::Forbidden("this session was ended by the operator".into()));
+        }
+        let cell = self.hls_pending.lock().entry(id.to_owned()).or_default().clone();
+        let result = cell
+            .get_or_init(|| async {
+                let session = self.admit(&req, id.to_owned()).await?;
+                session.info().touch();
+                self.sessions.hold(session);
+                Ok(())
+            })
+            .await
+            .clone();
+        {
+            let mut pending = self.hls_pending.lock();
+            if pending.get(id).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
+                pending.remove(id);
+            }
+        }
+        result?;
+        self.sessions.get(id).ok_or_else(|| Refusal::Forbidden("this session has ended".into()))
     }
 
     fn notify_stream(&self, trigger: Trigger, stream: &str, fields: Vec<String>) {
@@ -420,7 +480,11 @@ impl ControlPlane {
                     }
                     Ok(RegistryEvent::Ended(name)) => {
                         announced.remove(&name);
-                        let fields = vec![name.clone(), "0".into(), "0".into(), "0".into(), "1".into(), "0".into(), "0".into()];
+                        // The publisher's session ended before the stream
+                        // did; viewers still live are counted now, once.
+                        let t = self.sessions.close_tally(&name);
+                        let fields = vec![name.clone(), t.bytes_out.to_string(), t.bytes_in.to_string(),
+                            t.viewers.to_string(), t.inputs.to_string(), "0".into(), t.viewer_seconds.to_string()];
                         self.notify_stream(Trigger::StreamEnd, &name, fields);
                     }
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
@@ -449,10 +513,15 @@ impl ControlPlane {
                         }
                     }
                     self.enforce_bitrate(&report, &mut over_quota);
-                    for ended in self.viewers.collect_ended() {
-                        let v = &ended.session;
-                        let fields = vec![v.id.clone(), v.stream.clone(), v.protocol.clone(), v.address.clone(),
-                            ended.duration.as_secs().to_string(), "0".into(), v.bytes_out.to_string(), String::new()];
+                    self.sessions.sweep_idle(HLS_IDLE);
+                    for ended in self.sessions.take_ended() {
+                        let v = &ended.info;
+                        if v.role != Role::Viewer {
+                            continue;
+                        }
+                        let fields = vec![v.id.clone(), v.stream.clone(), v.protocol.to_owned(), v.peer.ip().to_string(),
+                            ended.duration.as_secs().to_string(), v.received().to_string(), v.sent().to_string(),
+                            String::new()];
                         self.notify_stream(Trigger::UserEnd, &v.stream, fields);
                     }
                     *self.load.write() = Arc::new(report);
@@ -471,8 +540,9 @@ impl ControlPlane {
     }
 
     fn enforce_bitrate(&self, report: &LoadReport, over: &mut HashMap<String, u32>) {
+        let Ok(policy) = self.policy() else { return };
         for s in &report.per_stream {
-            let max = self.owned(&s.name).ok().flatten().and_then(|o| o.tenant).and_then(|t| t.quotas.max_ingest_kbps);
+            let max = policy.stream(&s.name).and_then(|o| o.tenant.as_ref()).and_then(|t| t.quotas.max_ingest_kbps);
             let Some(max) = max else { continue };
             if s.bitrate_in_bps > u64::from(max) * 1000 {
                 let n = over.entry(s.name.clone()).or_default();
@@ -497,19 +567,11 @@ impl ControlPlane {
 }
 
 impl AccessGate for ControlPlane {
-    fn authorize_publish<'a>(&'a self, req: PublishRequest<'a>) -> Decision<'a> {
+    fn admit_publish<'a>(&'a self, req: PublishRequest<'a>) -> Admission<'a> {
         Box::pin(self.publish(req))
     }
 
-    fn authorize_play<'a>(&'a self, req: PlayRequest<'a>) -> Decision<'a> {
-        Box::pin(async move {
-            let owned = self.check_play(req.stream, req.token, req.peer.ip()).map_err(|e| refusal(e.to_string()))?;
-            let session = crate::viewers::Viewers::hls_session_id(req.stream, req.peer.ip(), req.protocol, req.token);
-            let url = format!("{}://{}", req.protocol, req.stream);
-            self.admit_viewer(&owned, req.stream, req.protocol, req.peer, &url, &session)
-                .await
-                .map_err(|e| refusal(e.to_string()))?;
-            Ok(req.stream.to_owned())
-        })
+    fn admit_play<'a>(&'a self, req: PlayRequest<'a>) -> Admission<'a> {
+        Box::pin(async move { self.admit(&req, tidecast_protocols::access::new_id()).await })
     }
 }

@@ -4,8 +4,10 @@
 //! Every request passes the control plane: a stream that needs a playback
 //! token gets it from `?token=` or `Authorization: Bearer`, and its
 //! playlists carry the token into every URI they name, so a player needs
-//! nothing special. A viewer's first request opens its session (tenant
-//! viewer quota, USER_NEW, and CONN_PLAY for HTTP-TS).
+//! nothing special. An HTTP-TS connection is one session; an HLS player's
+//! session is named by the `sid` its multivariant playlist hands out and
+//! every later URI carries. The first request of a session is admitted by
+//! [`ControlPlane`] (tenant viewer quota, CONN_PLAY for HTTP-TS, USER_NEW).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -25,10 +27,10 @@ use tidecast_protocols::hls::{HlsError, HlsHub, PlaylistRequest, Resource};
 use tidecast_protocols::mpegts::output::TsHub;
 use tower_http::cors::{Any, CorsLayer};
 
+use tidecast_protocols::access::{AccessGate, PlayRequest, Refusal, SessionInfo};
+
 use crate::load::Traffic;
-use crate::plane::{ControlPlane, Owned, PlayDenied};
-use crate::tokens::TokenError;
-use crate::viewers::Viewers;
+use crate::plane::ControlPlane;
 
 const M3U8: &str = "application/vnd.apple.mpegurl";
 
@@ -61,15 +63,15 @@ pub(crate) fn token<'a>(query: Option<&'a str>, headers: &'a HeaderMap) -> Optio
     from_query.or_else(|| headers.get(header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("Bearer ").map(str::trim))
 }
 
-/// The answer to a refused play request (shared by every playback route).
-pub(crate) fn denied(e: PlayDenied) -> Response {
-    let status = match e {
-        PlayDenied::Token(TokenError::Missing) => StatusCode::UNAUTHORIZED,
-        PlayDenied::Token(_) | PlayDenied::Refused(_) => StatusCode::FORBIDDEN,
-        PlayDenied::RateLimited => StatusCode::TOO_MANY_REQUESTS,
-        PlayDenied::Store => StatusCode::SERVICE_UNAVAILABLE,
-    };
+/// The HTTP answer to a refusal (shared by every HTTP protocol).
+pub(crate) fn denied(e: Refusal) -> Response {
+    let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::FORBIDDEN);
     (status, [(header::CACHE_CONTROL, "no-cache")], format!("{e}\n")).into_response()
+}
+
+/// One query parameter's value.
+fn param<'a>(query: Option<&'a str>, name: &str) -> Option<&'a str> {
+    query?.split('&').find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
 }
 
 /// The live MPEG-TS of a stream, from its newest keyframe, as long as it lasts.
@@ -81,25 +83,28 @@ async fn ts_stream(
     headers: HeaderMap,
 ) -> Response {
     let Some(name) = file.strip_suffix(".ts") else { return error(HlsError::NotFound) };
-    let owned = match out.plane.check_play(name, token(query.as_deref(), &headers), peer.ip()) {
-        Ok(o) => o,
+    // Only a live stream is worth the triggers.
+    let Some(sub) = out.ts.subscribe(name) else { return error(HlsError::NotFound) };
+    let url = format!("/ts/{file}");
+    let req = PlayRequest { protocol: "ts", stream: name, token: token(query.as_deref(), &headers), peer, url: &url };
+    let guard = match out.plane.admit_play(req).await {
+        Ok(s) => s,
         Err(e) => return denied(e),
     };
-    let Some(sub) = out.ts.subscribe(name) else { return error(HlsError::NotFound) };
-    let tenant = owned.as_ref().map(|o| o.stream.tenant.clone());
-    let guard = out.plane.viewers.connect(name, tenant.as_deref(), "ts", peer.ip());
-    let url = format!("/ts/{file}");
-    if let Err(e) = out.plane.admit_viewer(&owned, name, "ts", peer, &url, guard.id()).await {
-        return denied(e);
-    }
     let traffic = out.traffic.clone();
     let chunks = futures_util::stream::unfold((sub, guard), move |(mut sub, guard)| {
         let traffic = traffic.clone();
         async move {
             loop {
                 let ev = tokio::select! {
-                    ev = sub.recv() => ev?,
-                    _ = guard.cancel.cancelled() => return None,
+                    ev = sub.recv() => match ev {
+                        Some(ev) => ev,
+                        None => {
+                            guard.end_with(tidecast_protocols::access::EndReason::StreamEnded);
+                            return None;
+                        }
+                    },
+                    _ = guard.cancelled() => return None,
                 };
                 match ev {
                     Event::Frame(f) => {
@@ -136,33 +141,14 @@ fn chunks(parts: Vec<Bytes>) -> Body {
     Body::from_stream(futures_util::stream::iter(parts.into_iter().map(Ok::<_, Infallible>)))
 }
 
-/// Opens or refreshes the HLS viewer session of a request.
-async fn hls_session(
-    out: &Playback,
-    owned: &Option<Owned>,
-    stream: &str,
-    peer: SocketAddr,
-    headers: &HeaderMap,
-    token: Option<&str>,
-    file: &str,
-) -> Result<String, PlayDenied> {
-    let ua = headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or("");
-    let id = Viewers::hls_session_id(stream, peer.ip(), ua, token);
-    let viewers = &out.plane.viewers;
-    if viewers.is_kicked(&id) {
-        return Err(PlayDenied::Refused("this session was ended by the operator".into()));
-    }
-    if !viewers.is_live(&id) {
-        let url = format!("/hls/{stream}/{file}");
-        out.plane.admit_viewer(owned, stream, "hls", peer, &url, &id).await?;
-        viewers.begin(id.clone(), stream, owned.as_ref().map(|o| o.stream.tenant.as_str()), "hls", peer.ip());
-    }
-    Ok(id)
-}
-
 /// Appends `token=` to every URI a playlist names, so the player carries it.
 pub fn with_token(playlist: &str, token: &str) -> String {
-    let add = |uri: &str| format!("{uri}{}token={token}", if uri.contains('?') { '&' } else { '?' });
+    with_params(playlist, &format!("token={token}"))
+}
+
+/// Appends `params` (`a=1&b=2`) to every URI a playlist names.
+pub fn with_params(playlist: &str, params: &str) -> String {
+    let add = |uri: &str| format!("{uri}{}{params}", if uri.contains('?') { '&' } else { '?' });
     let mut out = String::with_capacity(playlist.len() + 64);
     for line in playlist.lines() {
         if line.is_empty() {
@@ -194,22 +180,33 @@ async fn hls_file(
     headers: HeaderMap,
 ) -> Response {
     let token = token(query.as_deref(), &headers);
-    let owned = match out.plane.check_play(&stream, token, peer.ip()) {
-        Ok(o) => o,
-        Err(e) => return denied(e),
-    };
     let Some(resource) = Resource::parse(&file) else { return error(HlsError::NotFound) };
+    // Only a live (or lingering) stream is worth the triggers.
     let Some(hls) = out.hls.get(&stream) else { return error(HlsError::NotFound) };
-    let session = match hls_session(&out, &owned, &stream, peer, &headers, token, &file).await {
-        Ok(id) => id,
+    // A player's session id: the `sid` it carries, a fresh one for a
+    // multivariant playlist asked for without one (its URIs hand it on).
+    let sid = param(query.as_deref(), "sid");
+    let minted = (sid.is_none() && matches!(resource, Resource::Multivariant))
+        .then(tidecast_protocols::access::new_id);
+    let agent = headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let id = out.plane.hls_session_id(sid.or(minted.as_deref()), &stream, peer.ip(), agent, token);
+    let url = format!("/hls/{stream}/{file}");
+    let req = PlayRequest { protocol: "hls", stream: &stream, token, peer, url: &url };
+    let session = match out.plane.hls_viewer(req, &id).await {
+        Ok(s) => s,
         Err(e) => return denied(e),
     };
-    // Playlists of a token-protected stream carry the token on.
-    let carry = owned.as_ref().is_some_and(|o| o.stream.playback_token_required).then_some(token).flatten();
-    let playlist = |text: String| match carry {
-        Some(t) => with_token(&text, t),
-        None => text,
-    };
+    // Playlists carry the session id, and the token of a token-protected
+    // stream, into every URI they name.
+    let mut carry = Vec::new();
+    if sid.is_some() || minted.is_some() {
+        carry.push(format!("sid={id}"));
+    }
+    if let Some(t) = token.filter(|_| session.settings.playback_token_required) {
+        carry.push(format!("token={t}"));
+    }
+    let carry = carry.join("&");
+    let playlist = |text: String| if carry.is_empty() { text } else { with_params(&text, &carry) };
     let result = match resource {
         Resource::Multivariant => {
             hls.multivariant().await.map(playlist).map(|t| counted(&out, &session, t.into_bytes()))
@@ -240,13 +237,13 @@ async fn hls_file(
 }
 
 /// Counts bytes sent to an HLS session.
-fn count(out: &Playback, session: &str, n: usize) {
+fn count(out: &Playback, session: &SessionInfo, n: usize) {
     out.traffic.hls.fetch_add(n as u64, Ordering::Relaxed);
-    out.plane.viewers.touch(session, n);
+    session.count_out(n);
 }
 
 /// A playlist response, counted.
-fn counted(out: &Playback, session: &str, text: Vec<u8>) -> Response {
+fn counted(out: &Playback, session: &SessionInfo, text: Vec<u8>) -> Response {
     count(out, session, text.len());
     body(M3U8, "no-cache", Body::from(text))
 }

@@ -23,7 +23,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{patch, post};
 use axum::Router;
 use parking_lot::Mutex;
-use tidecast_protocols::ingest::{AccessGate, PublishRequest};
+use tidecast_protocols::access::{AccessGate, PlayRequest, PublishRequest};
 use tidecast_protocols::webrtc::{EndReason, OfferProblem, ViewerHooks, WebRtcError, WebRtcHub};
 use tracing::{info, warn};
 
@@ -194,22 +194,28 @@ async fn whip(
         }
     };
     let req = PublishRequest { protocol: "whip", app: "whip", key: &key, peer };
-    let name = match s.plane.authorize_publish(req).await {
+    let session = match s.plane.admit_publish(req).await {
         Ok(n) => n,
         Err(r) => {
-            info!(%peer, stream, reason = %r.reason, "whip publish refused");
-            return problem(StatusCode::UNAUTHORIZED, r.reason);
+            info!(%peer, stream, reason = %r, "whip publish refused");
+            let status = StatusCode::from_u16(r.http_status()).unwrap_or(StatusCode::UNAUTHORIZED);
+            return problem(status, r);
         }
     };
+    let name = session.stream().to_owned();
     if name != stream {
+        session.discard();
         info!(%peer, stream, key_stream = name, "whip publish refused: the key is for another stream");
         return problem(StatusCode::UNAUTHORIZED, "this key does not publish this stream");
     }
     let publisher = match s.plane.registry.publish(&name) {
         Ok(p) => p,
-        Err(e) => return problem(StatusCode::CONFLICT, e),
+        Err(e) => {
+            session.discard();
+            return problem(StatusCode::CONFLICT, e);
+        }
     };
-    match s.hub.publish(&offer, publisher, peer) {
+    match s.hub.publish(&offer, publisher, session, peer) {
         Ok(c) => {
             info!(%peer, stream = name, id = %c.id, "whip session created");
             created(&s, "whip", &stream, c, token.unwrap_or(""))
@@ -234,30 +240,26 @@ async fn whep(
         Err((status, text)) => return problem(status, text),
     };
     let token = token(query.as_deref(), &headers);
-    let owned = match s.plane.check_play(&stream, token, peer.ip()) {
-        Ok(o) => o,
-        Err(e) => return denied(e),
-    };
+    // Only a live stream is worth the triggers. Checked before the token,
+    // as before: a stream's liveness is no secret (its playlists say it).
     let Some(live) = s.plane.registry.get(&stream).filter(|st| st.has_publisher()) else {
         return problem(StatusCode::NOT_FOUND, format!("stream {stream:?} is not live"));
     };
-    let tenant = owned.as_ref().map(|o| o.stream.tenant.clone());
-    let guard = s.plane.viewers.connect(&stream, tenant.as_deref(), "whep", peer.ip());
     let url = format!("/whep/{stream}");
-    if let Err(e) = s.plane.admit_viewer(&owned, &stream, "whep", peer, &url, guard.id()).await {
-        return denied(e);
-    }
-    let cancel = guard.cancel.clone();
-    let guard = Arc::new(guard);
-    let counter = guard.clone();
+    let req = PlayRequest { protocol: "whep", stream: &stream, token, peer, url: &url };
+    let session = match s.plane.admit_play(req).await {
+        Ok(g) => g,
+        Err(e) => return denied(e),
+    };
+    let counter = session.info().clone();
     let traffic = s.traffic.clone();
     let hooks = ViewerHooks {
-        cancel,
+        cancel: session.cancel_token(),
         sent: Box::new(move |n| {
-            counter.sent(n);
+            counter.count_out(n);
             traffic.webrtc.fetch_add(n as u64, Ordering::Relaxed);
         }),
-        keep: Box::new(guard),
+        keep: Box::new(session),
     };
     match s.hub.play(&offer, live, peer, hooks) {
         Ok(c) => {

@@ -1,7 +1,6 @@
 //! Live state: sessions (with the kick action), the load report, the audit
 //! log; and the unauthenticated probes: `/healthz`, `/readyz`, `/metrics`.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use axum::extract::State;
@@ -17,7 +16,7 @@ use utoipa_axum::routes;
 use super::{Api, ApiError, Caller, Page, PageQuery, Params, PathParams, Problem};
 use crate::load::LoadReport;
 use crate::plane::ControlPlane;
-use crate::viewers::ViewerSession;
+use tidecast_protocols::access::{Role, SessionInfo};
 
 pub(super) fn routes() -> OpenApiRouter<Api> {
     OpenApiRouter::new()
@@ -28,18 +27,46 @@ pub(super) fn routes() -> OpenApiRouter<Api> {
         .routes(routes!(audit))
 }
 
-/// A live session: a publisher or a viewer.
+/// One viewer session, as the API shows it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ViewerSession {
+    /// Session id (for USER_NEW/USER_END and the kick action).
+    pub id: String,
+    /// Stream watched.
+    pub stream: String,
+    /// Owning tenant of the stream, if configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    /// `hls`, `ts`, `rtmp`, `srt`, `whep`.
+    pub protocol: String,
+    /// Viewer address.
+    pub address: String,
+    /// Start, Unix milliseconds.
+    pub started_ms: i64,
+    /// Bytes sent so far.
+    pub bytes_out: u64,
+}
+
+/// A live session: a publisher or a viewer, of any protocol.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Session {
     /// `publish:<stream>` for a publisher; the viewer session id otherwise.
     pub id: String,
-    /// `publisher`, `viewer`, or `srt_players` (a stream's SRT players, as links).
+    /// `publisher` or `viewer`.
     pub role: String,
     /// Stream.
     pub stream: String,
     /// Owning tenant, for configured streams.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tenant: Option<String>,
+    /// `rtmp`, `srt`, `whip`, `hls`, `ts`, `whep`.
+    pub protocol: String,
+    /// The client's address (`ip:port`).
+    pub address: String,
+    /// Start, Unix milliseconds.
+    pub started_ms: i64,
+    /// Bytes sent to the client so far.
+    pub bytes_out: u64,
     /// Viewer details (absent for publishers).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub viewer: Option<ViewerSession>,
@@ -92,50 +119,39 @@ fn sessions(api: &Api, caller: &Caller) -> Vec<Session> {
             .collect()
     };
     let mut out = Vec::new();
-    for s in plane.registry.streams() {
-        if !s.has_publisher() {
-            continue;
-        }
-        let tenant = plane.owned(s.name()).ok().flatten().map(|o| o.stream.tenant);
-        if caller.sees(tenant.as_deref()) {
-            out.push(Session {
-                id: format!("publish:{}", s.name()),
-                role: "publisher".into(),
-                stream: s.name().to_owned(),
+    let session = |i: &SessionInfo| {
+        let publishing = i.role == Role::Publisher;
+        let links: Vec<SrtLink> = if i.protocol == "srt" {
+            srt_links(&i.stream, publishing).into_iter().filter(|l| l.peer == i.peer.to_string()).collect()
+        } else {
+            Vec::new()
+        };
+        let tenant = i.tenant().map(str::to_owned);
+        Session {
+            id: i.id.clone(),
+            role: if publishing { "publisher" } else { "viewer" }.into(),
+            stream: i.stream.clone(),
+            tenant: tenant.clone(),
+            protocol: i.protocol.to_owned(),
+            address: i.peer.to_string(),
+            started_ms: i.started_ms,
+            bytes_out: i.sent(),
+            viewer: (!publishing).then(|| ViewerSession {
+                id: i.id.clone(),
+                stream: i.stream.clone(),
                 tenant,
-                viewer: None,
-                bytes_in: Some(s.stats().bytes_in.load(Ordering::Relaxed)),
-                srt_links: srt_links(s.name(), true),
-            });
+                protocol: i.protocol.to_owned(),
+                address: i.peer.ip().to_string(),
+                started_ms: i.started_ms,
+                bytes_out: i.sent(),
+            }),
+            bytes_in: publishing.then(|| i.received()),
+            srt_links: links,
         }
-    }
-    for v in plane.viewers.list() {
-        if caller.sees(v.tenant.as_deref()) {
-            out.push(Session {
-                id: v.id.clone(),
-                role: "viewer".into(),
-                stream: v.stream.clone(),
-                tenant: v.tenant.clone(),
-                viewer: Some(v),
-                bytes_in: None,
-                srt_links: Vec::new(),
-            });
-        }
-    }
-    // SRT players are links, not tracked viewer sessions: list them per stream.
-    for s in plane.registry.streams() {
-        let players = srt_links(s.name(), false);
-        let tenant = plane.owned(s.name()).ok().flatten().map(|o| o.stream.tenant);
-        if !players.is_empty() && caller.sees(tenant.as_deref()) {
-            out.push(Session {
-                id: format!("srt-players:{}", s.name()),
-                role: "srt_players".into(),
-                stream: s.name().to_owned(),
-                tenant,
-                viewer: None,
-                bytes_in: None,
-                srt_links: players,
-            });
+    };
+    for i in plane.sessions.list() {
+        if caller.sees(i.tenant()) {
+            out.push(session(&i));
         }
     }
     out.sort_by(|a, b| a.id.cmp(&b.id));
@@ -164,9 +180,10 @@ async fn kick_session(
         return Err(ApiError::not_found(format!("no live session {id:?}")));
     };
     let kicked = match s.role.as_str() {
-        "publisher" => api.plane.registry.kick(&s.stream),
-        "srt_players" => return Err(ApiError::conflict("SRT players cannot be kicked yet; kick the publisher")),
-        _ => api.plane.viewers.kick(&s.id),
+        // The registry revokes the publisher whatever its protocol; the
+        // session's own cancel handle closes its connection.
+        "publisher" => api.plane.registry.kick(&s.stream) | api.plane.sessions.kick(&s.id),
+        _ => api.plane.sessions.kick(&s.id),
     };
     if !kicked {
         return Err(ApiError::not_found(format!("session {id:?} already ended")));
@@ -243,7 +260,7 @@ async fn list_webrtc_sessions(
     let mut out = Vec::new();
     if let Some(hub) = &api.webrtc {
         for s in hub.sessions().into_iter().chain(hub.closed()) {
-            let tenant = api.plane.owned(&s.stream).ok().flatten().map(|o| o.stream.tenant);
+            let tenant = api.plane.owned(&s.stream).ok().flatten().map(|o| o.stream.tenant.clone());
             if !caller.sees(tenant.as_deref()) {
                 continue;
             }

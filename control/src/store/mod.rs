@@ -104,12 +104,20 @@ pub trait Store: Send + Sync + 'static {
 #[derive(Clone)]
 pub struct Db {
     store: std::sync::Arc<dyn Store>,
+    /// Bumped after every committed batch: snapshots built from the store
+    /// (the playback policy) know they are stale when it moved.
+    generation: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Db {
     /// Wraps a backend.
     pub fn new(store: std::sync::Arc<dyn Store>) -> Db {
-        Db { store }
+        Db { store, generation: std::sync::Arc::default() }
+    }
+
+    /// How many batches were committed through this handle (and its clones).
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// The backend.
@@ -145,7 +153,11 @@ impl Db {
 
     /// Commits a batch.
     pub fn commit(&self, ops: Vec<Op>) -> Result<(), StoreError> {
-        self.store.commit(ops)
+        let r = self.store.commit(ops);
+        // Bumped even on failure: a backend may have applied part of what it
+        // then reported, and a rebuild costs little.
+        self.generation.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        r
     }
 }
 

@@ -18,7 +18,8 @@ use tracing::{debug, error, info, warn};
 use super::read_buffer::ReadBuffer;
 use super::{ServerSession, SessionConfig, SessionEvent};
 use crate::flv::{self, FlvError, FlvIngest, TagKind};
-use crate::ingest::{AccessGate, IngestStats, PlayRequest, PublishRequest};
+use crate::access::{AccessGate, EndReason, PlayRequest, PublishRequest, Refusal, Session};
+use crate::ingest::IngestStats;
 
 /// What the RTMP listener needs from the rest of the server.
 pub struct RtmpContext {
@@ -88,7 +89,9 @@ async fn connection(mut sock: TcpStream, peer: SocketAddr, ctx: &RtmpContext, sh
     let mut ingest = FlvIngest::new();
     let mut stream_name = String::new();
     let mut warned = false;
-    let mut playing: Option<Arc<Stream>> = None;
+    let mut playing: Option<(Arc<Stream>, Session)> = None;
+    // The publisher's session: bytes and frames in, kicks.
+    let mut admitted: Option<Session> = None;
     debug!(%peer, "rtmp connection");
     loop {
         rb.make_room();
@@ -98,13 +101,25 @@ async fn connection(mut sock: TcpStream, peer: SocketAddr, ctx: &RtmpContext, sh
                 None => std::future::pending().await,
             }
         };
+        let kicked = async {
+            match &admitted {
+                Some(s) => s.cancelled().await,
+                None => std::future::pending().await,
+            }
+        };
         let n = tokio::select! {
             _ = shutdown.cancelled() => {
                 info!(%peer, stream = %stream_name, "rtmp session closed for shutdown");
+                end(&admitted, EndReason::Shutdown);
                 break;
             }
             _ = revoked => {
-                info!(%peer, stream = %stream_name, "rtmp publisher replaced by a newer one; closing");
+                info!(%peer, stream = %stream_name, "rtmp publisher replaced or kicked; closing");
+                end(&admitted, EndReason::Replaced);
+                break;
+            }
+            _ = kicked => {
+                info!(%peer, stream = %stream_name, "rtmp publisher kicked; closing");
                 break;
             }
             r = tokio::time::timeout(ctx.idle_timeout, sock.read_buf(rb.buf())) => match r {
@@ -124,6 +139,9 @@ async fn connection(mut sock: TcpStream, peer: SocketAddr, ctx: &RtmpContext, sh
             },
         };
         ctx.stats.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+        if let Some(s) = &admitted {
+            s.received(n);
+        }
         let now_ms = started.elapsed().as_millis() as u32;
         let mut close = false;
         let mut resume;
@@ -138,60 +156,68 @@ async fn connection(mut sock: TcpStream, peer: SocketAddr, ctx: &RtmpContext, sh
                 match ev {
                     SessionEvent::PublishRequested { app, name } => {
                         let req = PublishRequest { protocol: "rtmp", app: &app, key: &name, peer };
-                        match ctx.gate.authorize_publish(req).await {
+                        match ctx.gate.admit_publish(req).await {
                             Err(refusal) => {
                                 ctx.stats.publish_refused.fetch_add(1, Ordering::Relaxed);
-                                warn!(%peer, app, reason = %refusal.reason, "rtmp publish refused");
-                                session.reject_publish("NetStream.Publish.BadName", &refusal.reason);
+                                warn!(%peer, app, reason = %refusal, "rtmp publish refused");
+                                session.reject_publish(publish_status(&refusal), &refusal.reason());
                                 close = true;
                             }
-                            Ok(stream) => match ctx.registry.publish(&stream) {
-                                Ok(p) => {
-                                    info!(%peer, stream, "rtmp publish started");
-                                    rb.attach(ctx.registry.ledger().gauge(&stream, "ingest"));
-                                    stream_name = stream;
-                                    publisher = Some(p);
-                                    session.accept_publish();
-                                    resume = true;
+                            Ok(admission) => {
+                                let stream = admission.stream().to_owned();
+                                match ctx.registry.publish(&stream) {
+                                    Ok(p) => {
+                                        info!(%peer, stream, "rtmp publish started");
+                                        rb.attach(ctx.registry.ledger().gauge(&stream, "ingest"));
+                                        stream_name = stream;
+                                        publisher = Some(p);
+                                        admitted = Some(admission);
+                                        session.accept_publish();
+                                        resume = true;
+                                    }
+                                    Err(e) => {
+                                        admission.discard();
+                                        ctx.stats.publish_refused.fetch_add(1, Ordering::Relaxed);
+                                        warn!(%peer, stream, error = %e, "rtmp publish refused");
+                                        session.reject_publish("NetStream.Publish.BadName", &e.to_string());
+                                        close = true;
+                                    }
                                 }
-                                Err(e) => {
-                                    ctx.stats.publish_refused.fetch_add(1, Ordering::Relaxed);
-                                    warn!(%peer, stream, error = %e, "rtmp publish refused");
-                                    session.reject_publish("NetStream.Publish.BadName", &e.to_string());
-                                    close = true;
-                                }
-                            },
+                            }
                         }
                     }
-                    SessionEvent::PlayRequested { name, .. } => {
+                    SessionEvent::PlayRequested { app, name } => {
                         let (wanted, query) = name.split_once('?').unwrap_or((&name, ""));
                         let token = query.split('&').find_map(|kv| kv.strip_prefix("token="));
-                        let req = PlayRequest { protocol: "rtmp", stream: wanted, token, peer };
-                        match ctx.gate.authorize_play(req).await {
+                        // Only a live stream is worth the triggers.
+                        let Some(stream) = ctx.registry.get(wanted).filter(|s| !s.is_ended()) else {
+                            info!(%peer, name = wanted, "rtmp play refused: no such live stream");
+                            session.reject_play(&format!("no live stream {wanted:?}"));
+                            close = true;
+                            continue;
+                        };
+                        let url = format!("rtmp://{app}/{wanted}");
+                        let req = PlayRequest { protocol: "rtmp", stream: wanted, token, peer, url: &url };
+                        match ctx.gate.admit_play(req).await {
                             Err(r) => {
-                                info!(%peer, name = wanted, reason = %r.reason, "rtmp play refused");
-                                session.reject_play(&r.reason);
+                                info!(%peer, name = wanted, reason = %r, "rtmp play refused");
+                                session.reject_play(&r.reason());
                                 close = true;
                             }
-                            Ok(s) => match ctx.registry.get(&s) {
-                                Some(stream) if !stream.is_ended() => {
-                                    session.accept_play();
-                                    playing = Some(stream);
-                                }
-                                _ => {
-                                    info!(%peer, name = s, "rtmp play refused: no such live stream");
-                                    session.reject_play(&format!("no live stream {s:?}"));
-                                    close = true;
-                                }
-                            },
+                            Ok(viewer) => {
+                                session.accept_play();
+                                playing = Some((stream, viewer));
+                            }
                         }
                     }
                     SessionEvent::Metadata(meta) => ingest.metadata(&meta),
                     SessionEvent::Audio { timestamp, payload } => {
+                        count_frame(&admitted);
                         let r = ingest.audio(timestamp, &rb.pin(payload));
                         close |= !deliver(&mut ingest, publisher.as_ref(), r, peer, &stream_name, &mut warned);
                     }
                     SessionEvent::Video { timestamp, payload } => {
+                        count_frame(&admitted);
                         let r = ingest.video(timestamp, &rb.pin(payload));
                         close |= !deliver(&mut ingest, publisher.as_ref(), r, peer, &stream_name, &mut warned);
                     }
@@ -200,6 +226,7 @@ async fn connection(mut sock: TcpStream, peer: SocketAddr, ctx: &RtmpContext, sh
                             publisher.as_ref().map_or(0, |p| p.stream().stats().frames_in.load(Ordering::Relaxed));
                         info!(%peer, stream = %stream_name, frames, "rtmp publisher unpublished");
                         publisher = None;
+                        admitted = None;
                     }
                 }
             }
@@ -215,16 +242,37 @@ async fn connection(mut sock: TcpStream, peer: SocketAddr, ctx: &RtmpContext, sh
         if close {
             break;
         }
-        if let Some(stream) = playing.take() {
-            ctx.stats.players.fetch_add(1, Ordering::Relaxed);
-            play(&mut sock, &mut session, rb.into_inner(), peer, stream, ctx, shutdown).await;
-            ctx.stats.players.fetch_sub(1, Ordering::Relaxed);
+        if let Some((stream, viewer)) = playing.take() {
+            play(&mut sock, &mut session, rb.into_inner(), stream, &viewer, ctx, shutdown).await;
             break;
         }
     }
     let _ = sock.shutdown().await;
     if publisher.is_some() {
         info!(%peer, stream = %stream_name, dropped_before_config = ingest.dropped_before_config, "rtmp publisher gone; stream in its grace period");
+    }
+}
+
+/// Records why a publisher's session ends, if it has one.
+fn end(admitted: &Option<Session>, reason: EndReason) {
+    if let Some(s) = admitted {
+        s.end_with(reason);
+    }
+}
+
+fn count_frame(admitted: &Option<Session>) {
+    if let Some(s) = admitted {
+        s.frame();
+    }
+}
+
+/// The `NetStream.Publish` status a refusal is told with.
+fn publish_status(r: &Refusal) -> &'static str {
+    match r {
+        Refusal::Unauthorized(_) | Refusal::Forbidden(_) | Refusal::RateLimited | Refusal::Conflict(_) => {
+            "NetStream.Publish.BadName"
+        }
+        _ => "NetStream.Publish.Denied",
     }
 }
 
@@ -238,11 +286,12 @@ async fn play(
     sock: &mut TcpStream,
     session: &mut ServerSession,
     mut buf: BytesMut,
-    peer: SocketAddr,
     stream: Arc<Stream>,
+    viewer: &Session,
     ctx: &RtmpContext,
     shutdown: CancellationToken,
 ) {
+    let peer = viewer.info().peer;
     let name = stream.name().to_owned();
     let mut sub = stream.subscribe();
     let started = Instant::now();
@@ -257,18 +306,28 @@ async fn play(
     loop {
         if flush_now {
             match write_out(sock, session).await {
-                Ok(n) => ctx.stats.bytes_out.fetch_add(n as u64, Ordering::Relaxed),
+                Ok(n) => {
+                    ctx.stats.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
+                    viewer.sent(n);
+                }
                 Err(e) => {
                     debug!(%peer, stream = %name, error = %e, "rtmp player write failed");
                     break;
                 }
-            };
+            }
             (media_since, flush_now) = (None, false);
         }
         let due = media_since.map(|t| t + ctx.play_flush);
         buf.reserve(4096);
         tokio::select! {
-            _ = shutdown.cancelled() => break,
+            _ = shutdown.cancelled() => {
+                viewer.end_with(EndReason::Shutdown);
+                break;
+            }
+            _ = viewer.cancelled() => {
+                info!(%peer, stream = %name, "rtmp player kicked; closing");
+                break;
+            }
             r = sock.read_buf(&mut buf) => match r {
                 Ok(0) | Err(_) => break,
                 Ok(_) => {
@@ -287,6 +346,7 @@ async fn play(
             }
             ev = sub.recv(), if due.is_none() => match ev {
                 None => {
+                    viewer.end_with(EndReason::StreamEnded);
                     session.end_play();
                     let _ = write_out(sock, session).await;
                     break;

@@ -22,7 +22,8 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
 use super::streamid::{self, Mode};
-use crate::ingest::{AccessGate, IngestStats, PlayRequest, PublishRequest};
+use crate::access::{AccessGate, EndReason, PlayRequest, PublishRequest, Refusal, Session};
+use crate::ingest::IngestStats;
 use crate::mpegts::output::TsHub;
 use crate::mpegts::{DemuxOutput, TsDemuxer};
 
@@ -133,9 +134,22 @@ pub async fn serve(socket: UdpSocket, ctx: Arc<SrtContext>, shutdown: Cancellati
     Ok(())
 }
 
-async fn reject(req: ConnectionRequest, ctx: &SrtContext, code: ServerRejectReason, why: &str) {
+/// The SRT rejection a refusal is answered with.
+fn refusal_code(r: &Refusal) -> ServerRejectReason {
+    match r {
+        Refusal::Unauthorized(_) => ServerRejectReason::Unauthorized,
+        Refusal::Forbidden(_) | Refusal::Quota(_) | Refusal::Trigger(_) => ServerRejectReason::Forbidden,
+        Refusal::NotFound(_) => ServerRejectReason::Notfound,
+        Refusal::Conflict(_) => ServerRejectReason::Conflict,
+        Refusal::RateLimited => ServerRejectReason::Overload,
+        Refusal::Unavailable(_) => ServerRejectReason::InternalServerError,
+    }
+}
+
+async fn reject(req: ConnectionRequest, ctx: &SrtContext, publishing: bool, code: ServerRejectReason, why: &str) {
     let peer = req.remote();
-    ctx.stats.publish_refused.fetch_add(1, Ordering::Relaxed);
+    let counter = if publishing { &ctx.stats.publish_refused } else { &ctx.stats.play_refused };
+    counter.fetch_add(1, Ordering::Relaxed);
     warn!(%peer, code = code as i32, "srt connection refused: {why}");
     let _ = req.reject(reject_code(code)).await;
 }
@@ -153,19 +167,26 @@ async fn session(req: ConnectionRequest, ctx: &SrtContext, shutdown: Cancellatio
     let sid = req.stream_id().map(|s| s.to_string()).unwrap_or_default();
     let parsed = match streamid::parse(&sid) {
         Ok(p) => p,
-        Err(e) => return reject(req, ctx, ServerRejectReason::BadRequest, &format!("streamid {sid:?}: {e}")).await,
+        Err(e) => {
+            let why = format!("streamid {sid:?}: {e}");
+            return reject(req, ctx, true, ServerRejectReason::BadRequest, &why).await;
+        }
     };
     match parsed.mode {
         Mode::Publish => {
             let key = parsed.gate_key();
             let gate_req = PublishRequest { protocol: "srt", app: "", key: &key, peer };
-            let stream = match ctx.gate.authorize_publish(gate_req).await {
+            let admitted = match ctx.gate.admit_publish(gate_req).await {
                 Ok(s) => s,
-                Err(r) => return reject(req, ctx, ServerRejectReason::Unauthorized, &r.reason).await,
+                Err(r) => return reject(req, ctx, true, refusal_code(&r), &r.reason()).await,
             };
+            let stream = admitted.stream().to_owned();
             let publisher = match ctx.registry.publish(&stream) {
                 Ok(p) => p,
-                Err(e) => return reject(req, ctx, ServerRejectReason::Conflict, &e.to_string()).await,
+                Err(e) => {
+                    admitted.discard();
+                    return reject(req, ctx, true, ServerRejectReason::Conflict, &e.to_string()).await;
+                }
             };
             let keys = key_settings(ctx.stream_passphrases.get(&stream).or(ctx.passphrase.as_ref()), req.key_size());
             let socket = match req.accept(keys).await {
@@ -176,17 +197,20 @@ async fn session(req: ConnectionRequest, ctx: &SrtContext, shutdown: Cancellatio
                 }
             };
             info!(%peer, stream, "srt publish started");
-            publish(socket, publisher, peer, &stream, ctx, shutdown).await;
+            publish(socket, publisher, &admitted, peer, ctx, shutdown).await;
         }
         Mode::Request => {
-            let play_req =
-                PlayRequest { protocol: "srt", stream: &parsed.name, token: parsed.credential.as_deref(), peer };
-            let name = match ctx.gate.authorize_play(play_req).await {
-                Ok(s) => s,
-                Err(r) => return reject(req, ctx, ServerRejectReason::Unauthorized, &r.reason).await,
-            };
+            let name = parsed.name.clone();
+            // Only a live stream is worth the triggers.
             let Some(sub) = ctx.ts.subscribe(&name) else {
-                return reject(req, ctx, ServerRejectReason::Notfound, &format!("no live stream {name:?}")).await;
+                return reject(req, ctx, false, ServerRejectReason::Notfound, &format!("no live stream {name:?}")).await;
+            };
+            let url = format!("srt://{name}");
+            let token = parsed.credential.as_deref();
+            let play_req = PlayRequest { protocol: "srt", stream: &name, token, peer, url: &url };
+            let viewer = match ctx.gate.admit_play(play_req).await {
+                Ok(s) => s,
+                Err(r) => return reject(req, ctx, false, refusal_code(&r), &r.reason()).await,
             };
             let keys = key_settings(ctx.stream_passphrases.get(&name).or(ctx.passphrase.as_ref()), req.key_size());
             let socket = match req.accept(keys).await {
@@ -197,7 +221,7 @@ async fn session(req: ConnectionRequest, ctx: &SrtContext, shutdown: Cancellatio
                 }
             };
             info!(%peer, stream = name, "srt playback started");
-            play(socket, sub, peer, &name, ctx, shutdown).await;
+            play(socket, sub, &viewer, peer, ctx, shutdown).await;
         }
     }
 }
@@ -230,20 +254,29 @@ fn record(
 async fn publish(
     mut socket: SrtSocket,
     publisher: Publisher,
+    session: &Session,
     peer: SocketAddr,
-    stream: &str,
     ctx: &SrtContext,
     shutdown: CancellationToken,
 ) {
+    let stream = session.stream();
     let mut demux = TsDemuxer::new();
     let mut stats = socket.statistics().clone();
     let mut prev = (Instant::now(), 0u64);
     let mut reported = 0u64;
     loop {
         tokio::select! {
-            _ = shutdown.cancelled() => break,
+            _ = shutdown.cancelled() => {
+                session.end_with(EndReason::Shutdown);
+                break;
+            }
             _ = publisher.revoked() => {
-                info!(%peer, stream, "srt publisher replaced by a newer one; closing");
+                info!(%peer, stream, "srt publisher replaced or kicked; closing");
+                session.end_with(EndReason::Replaced);
+                break;
+            }
+            _ = session.cancelled() => {
+                info!(%peer, stream, "srt publisher kicked; closing");
                 break;
             }
             s = stats.next() => if let Some(s) = s {
@@ -252,6 +285,7 @@ async fn publish(
             packet = socket.next() => {
                 let Some(Ok((_, data))) = packet else { break };
                 ctx.stats.bytes_in.fetch_add(data.len() as u64, Ordering::Relaxed);
+                session.received(data.len());
                 demux.push(&data);
                 if !deliver(&mut demux, &publisher, peer, stream) {
                     break;
@@ -306,11 +340,12 @@ const PAYLOAD: usize = 7 * 188;
 async fn play(
     mut socket: SrtSocket,
     mut sub: tidecast_media::Subscriber,
+    viewer: &Session,
     peer: SocketAddr,
-    stream: &str,
     ctx: &SrtContext,
     shutdown: CancellationToken,
 ) {
+    let stream = viewer.stream();
     let mut stats = socket.statistics().clone();
     let mut prev = (Instant::now(), 0u64);
     let mut pacer = super::pace::Pacer::new(Instant::now());
@@ -318,7 +353,14 @@ async fn play(
     // media), so a hang-up shows as a failed send, not as end of input.
     loop {
         let ev = tokio::select! {
-            _ = shutdown.cancelled() => break,
+            _ = shutdown.cancelled() => {
+                viewer.end_with(EndReason::Shutdown);
+                break;
+            }
+            _ = viewer.cancelled() => {
+                info!(%peer, stream, "srt player kicked; closing");
+                break;
+            }
             s = stats.next() => {
                 if let Some(s) = s {
                     record(ctx, peer, stream, false, &s, &mut prev);
@@ -330,7 +372,10 @@ async fn play(
         let chunk: Bytes = match ev {
             Some(Event::Frame(f)) => f.payload,
             Some(_) => continue,
-            None => break,
+            None => {
+                viewer.end_with(EndReason::StreamEnded);
+                break;
+            }
         };
         let mut failed = false;
         for piece in (0..chunk.len()).step_by(PAYLOAD) {
@@ -342,6 +387,8 @@ async fn play(
                 failed = true;
                 break;
             }
+            viewer.sent(end - piece);
+            ctx.stats.bytes_out.fetch_add((end - piece) as u64, Ordering::Relaxed);
         }
         if failed {
             break;

@@ -388,6 +388,7 @@ impl WebRtcHub {
         self: &Arc<Self>,
         offer: &str,
         publisher: Publisher,
+        session: crate::access::Session,
         peer: SocketAddr,
     ) -> Result<Created, WebRtcError> {
         self.check_capacity()?;
@@ -408,6 +409,7 @@ impl WebRtcHub {
         self.publishers.lock().insert(stream.clone(), (n, ktx));
         let role = Role::Publish(PublishRole {
             publisher,
+            session,
             assembler: Assembler::new(expect_video, expect_audio),
             keyframes: krx,
             keyframe_interval: self.cfg.keyframe_interval,

@@ -95,6 +95,8 @@ struct Tx {
 
 pub(crate) struct PublishRole {
     pub publisher: Publisher,
+    /// The publisher's admitted session: bytes in, kicks.
+    pub session: crate::access::Session,
     pub assembler: Assembler,
     pub keyframes: mpsc::Receiver<()>,
     pub keyframe_interval: Duration,
@@ -297,7 +299,11 @@ enum RoleWake {
 /// publisher; a kick or the next live frame for a viewer.
 async fn role_wait(role: &mut Role, connected: bool) -> RoleWake {
     match role {
-        Role::Publish(pb) => RoleWake::KeyframeAsked(pb.keyframes.recv().await),
+        Role::Publish(pb) => tokio::select! {
+            k = pb.keyframes.recv() => RoleWake::KeyframeAsked(k),
+            _ = pb.session.cancelled() => RoleWake::Kicked,
+            _ = pb.publisher.revoked() => RoleWake::Kicked,
+        },
         Role::Play(play) => {
             let cancel = play.hooks.cancel.clone();
             match &mut play.live {
@@ -422,6 +428,9 @@ fn on_event(
         Event::PeerStats(s) => {
             let mut info = ctx.info.lock();
             info.bytes_in = s.peer_bytes_rx;
+            if let Role::Publish(pb) = role {
+                pb.session.set_received(s.peer_bytes_rx);
+            }
             info.bytes_out = s.peer_bytes_tx;
             info.rtt_ms = s.rtt.map(|d| d.as_secs_f64() * 1000.0);
             if let Some(pair) = &s.selected_candidate_pair {
