@@ -596,7 +596,8 @@ async fn stream_memory_is_accounted_while_live_and_gone_after() {
         async move {
             let v = api_ok("GET", &url, &ka, None, 200).await;
             let held = |h: &str| v["buffers"][h].as_u64().unwrap_or(0);
-            (v["live"] == true && held("ring") > 0 && held("cmaf") > 0 && held("ts") > 0 && held("ingest") > 0).then_some(v)
+            (v["live"] == true && held("ring") > 0 && held("cmaf") > 0 && held("ts") > 0 && held("ingest") > 0)
+                .then_some(v)
         }
     })
     .await;
@@ -634,4 +635,166 @@ async fn stream_memory_is_accounted_while_live_and_gone_after() {
         }
     })
     .await;
+}
+
+/// Waits until `/sessions` lists a viewer of `protocol` on `stream`; its id.
+async fn viewer_listed(server: &Server, stream: &str, protocol: &str) -> String {
+    let url = server.api("/sessions");
+    until(&format!("a {protocol} viewer in /sessions"), 30, || {
+        let url = url.clone();
+        async move {
+            let page = api_ok("GET", &url, ADMIN_KEY, None, 200).await;
+            page["items"].as_array()?.iter().find_map(|s| {
+                (s["role"] == "viewer" && s["stream"] == stream && s["protocol"] == protocol)
+                    .then(|| s["id"].as_str().map(str::to_owned))
+                    .flatten()
+            })
+        }
+    })
+    .await
+}
+
+/// Waits until no viewer of `stream` is listed.
+async fn no_viewer_listed(server: &Server, stream: &str) {
+    let url = server.api("/sessions");
+    until("the viewer to leave /sessions", 30, || {
+        let url = url.clone();
+        async move {
+            let page = api_ok("GET", &url, ADMIN_KEY, None, 200).await;
+            let any = page["items"].as_array()?.iter().any(|s| s["role"] == "viewer" && s["stream"] == stream);
+            (!any).then_some(())
+        }
+    })
+    .await;
+}
+
+/// A player that reads `url` until it ends or is killed.
+fn player(url: &str) -> std::process::Child {
+    ffmpeg_spawn(&["-v", "error", "-i", url, "-f", "null", "-"].map(String::from))
+}
+
+/// One tenant with `max_viewers = 1`, one live stream, and a viewer of each
+/// protocol in turn: each is admitted, listed with its protocol, blocks a
+/// second viewer of its own protocol and of another one, and ends with one
+/// USER_END; RTMP and SRT players are kicked through the API and their
+/// real clients disconnect. STREAM_END carries the viewers and bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_viewer_quota_counts_every_protocol_and_sessions_end_once() {
+    let (hook_url, mut hooks) = receiver(Arc::new(|_: &str, _: &str, _| Some((StatusCode::OK, String::new())))).await;
+    let server = Server::start(&["--reconnect-grace", "0"]);
+    let a = ADMIN_KEY;
+    for t in ["USER_NEW", "USER_END", "STREAM_END"] {
+        let body = json!({"trigger": t, "url": format!("{hook_url}/{t}")});
+        api_ok("POST", &server.api("/triggers"), a, Some(body), 201).await;
+    }
+    api_ok("POST", &server.api("/tenants"), a, Some(json!({"id": "acme", "quotas": {"max_viewers": 1}})), 201).await;
+    api_ok("POST", &server.api("/streams"), a, Some(json!({"name": "q", "tenant": "acme"})), 201).await;
+    let key = api_ok("POST", &server.api("/streams/q/keys"), a, Some(json!({})), 201).await;
+    let key = key["key"].as_str().unwrap().to_owned();
+    let mut publisher = ffmpeg_spawn(&rtmp_publish_args(&server.rtmp_url(&key), 300));
+    // Live, watched through the API: a playlist poll would be a viewer.
+    let live_url = server.api("/streams/q/live");
+    until("the stream to be live", 60, || {
+        let url = live_url.clone();
+        async move {
+            let v = api_ok("GET", &url, ADMIN_KEY, None, 200).await;
+            (v["live"] == true && v["buffers"]["cmaf"].as_u64().unwrap_or(0) > 0).then_some(())
+        }
+    })
+    .await;
+
+    let hls = server.hls_url("q", "index.m3u8");
+    let client = reqwest::Client::builder().user_agent("second-player").build().unwrap();
+    let hls_status =
+        |client: reqwest::Client, url: String| async move { client.get(url).send().await.unwrap().status() };
+    let rtmp_play = format!("rtmp://{}/live/q", server.rtmp);
+    let srt_play = server.srt_url("#!::r=q,m=request", "");
+    let whep = format!("http://{}/whep/q", server.http);
+    let offer = include_str!("fixtures/chromium-whip-offer.sdp").replace("a=sendonly", "a=recvonly");
+    let whep_post = |offer: String, url: String| async move {
+        reqwest::Client::new().post(url).header("content-type", "application/sdp").body(offer).send().await.unwrap()
+    };
+    let mut ended = 0;
+
+    // HLS: the multivariant playlist hands out a session id that every URI carries.
+    let (status, body) = get(&hls).await;
+    assert_eq!(status, 200);
+    let text = String::from_utf8_lossy(&body).into_owned();
+    let sid = text.lines().find_map(|l| l.split("sid=").nth(1)).expect("a sid in the playlist").to_owned();
+    let id = viewer_listed(&server, "q", "hls").await;
+    assert!(sid.starts_with(&id), "{sid} names session {id}");
+    assert_eq!(get(&server.hls_url("q", &format!("video.m3u8?sid={id}"))).await.0, 200, "the same player");
+    assert_eq!(hls_status(client.clone(), hls.clone()).await, 403, "a second HLS player");
+    let (s, _) = get(&server.ts_url("q")).await;
+    assert_eq!(s, 403, "an HTTP-TS viewer while the HLS one watches");
+    let (s, _, _) = api_call("DELETE", &server.api(&format!("/sessions/{id}")), a, None).await;
+    assert_eq!(s, 204);
+    assert_eq!(get(&server.hls_url("q", &format!("video.m3u8?sid={id}"))).await.0, 403, "kicked");
+    no_viewer_listed(&server, "q").await;
+    ended += 1;
+
+    // HTTP-TS: one connection is one session.
+    let ts = reqwest::get(server.ts_url("q")).await.unwrap();
+    assert_eq!(ts.status(), 200);
+    viewer_listed(&server, "q", "ts").await;
+    assert_eq!(get(&server.ts_url("q")).await.0, 403, "a second HTTP-TS viewer");
+    assert_eq!(whep_post(offer.clone(), whep.clone()).await.status(), 403, "a WHEP viewer meanwhile");
+    drop(ts);
+    no_viewer_listed(&server, "q").await;
+    ended += 1;
+
+    // WHEP: the session exists from the offer on.
+    let r = whep_post(offer.clone(), whep.clone()).await;
+    assert_eq!(r.status(), 201);
+    let resource = format!("http://{}{}", server.http, r.headers()["location"].to_str().unwrap());
+    viewer_listed(&server, "q", "whep").await;
+    assert_eq!(whep_post(offer.clone(), whep.clone()).await.status(), 403, "a second WHEP viewer");
+    assert_eq!(hls_status(client.clone(), hls.clone()).await, 403, "an HLS player meanwhile");
+    let del = reqwest::Client::new().delete(&resource).send().await.unwrap();
+    assert_eq!(del.status(), 200);
+    no_viewer_listed(&server, "q").await;
+    ended += 1;
+
+    // RTMP and SRT players: listed, counted, refused when second, kicked.
+    for (protocol, url) in [("rtmp", rtmp_play.clone()), ("srt", srt_play.clone())] {
+        let mut first = player(&url);
+        let id = viewer_listed(&server, "q", protocol).await;
+        let second = tokio::task::spawn_blocking({
+            let url = url.clone();
+            move || ffmpeg(&["-v", "error", "-i", &url, "-t", "1", "-f", "null", "-"].map(String::from))
+        });
+        assert!(!second.await.unwrap().status.success(), "a second {protocol} player is refused");
+        assert_eq!(hls_status(client.clone(), hls.clone()).await, 403, "an HLS player while {protocol} plays");
+        let (s, _, _) = api_call("DELETE", &server.api(&format!("/sessions/{id}")), a, None).await;
+        assert_eq!(s, 204, "{protocol} players can be kicked");
+        let status = tokio::task::spawn_blocking(move || first.wait()).await.unwrap().unwrap();
+        let _ = status; // ffmpeg's exit status after a cut connection varies; that it exited is the point
+        no_viewer_listed(&server, "q").await;
+        ended += 1;
+    }
+
+    // Every admitted viewer got one USER_NEW and one USER_END; none was
+    // sent for the refused ones.
+    let _ = publisher.kill();
+    let _ = publisher.wait();
+    let (mut news, mut ends, mut end) = (0, 0, None);
+    while end.is_none() || ends < ended {
+        let h = tokio::time::timeout(Duration::from_secs(60), hooks.recv())
+            .await
+            .unwrap_or_else(|_| panic!("hooks so far: {news} USER_NEW, {ends} USER_END, STREAM_END {}", end.is_some()))
+            .expect("receiver open");
+        match h.headers.get("x-trigger").and_then(|v| v.to_str().ok()) {
+            Some("USER_NEW") => news += 1,
+            Some("USER_END") => ends += 1,
+            Some("STREAM_END") => end = Some(h),
+            _ => {}
+        }
+    }
+    assert_eq!((news, ends), (ended, ended), "one USER_NEW and one USER_END per admitted viewer");
+    let end = end.unwrap();
+    let fields: Vec<&str> = end.body.lines().collect();
+    assert_eq!(fields[0], "q");
+    assert_eq!(fields[3], ended.to_string(), "STREAM_END counts the viewers: {fields:?}");
+    assert!(fields[1].parse::<u64>().unwrap() > 0, "bytes sent to viewers: {fields:?}");
+    assert!(fields[2].parse::<u64>().unwrap() > 0, "bytes received: {fields:?}");
 }

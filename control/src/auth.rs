@@ -54,7 +54,9 @@ impl ConfigGate {
         let (name, query) = req.key.split_once('?').unwrap_or((req.key, ""));
         if self.is_open() {
             if !valid_stream_name(name) {
-                return Err(Refusal::Unauthorized(format!("invalid stream name {name:?}: use letters, digits, _ - . +")));
+                return Err(Refusal::Unauthorized(format!(
+                    "invalid stream name {name:?}: use letters, digits, _ - . +"
+                )));
             }
             return Ok(name.to_owned());
         }

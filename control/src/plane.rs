@@ -382,6 +382,16 @@ impl ControlPlane {
     /// refusal gives the slot back and fires nothing.
     async fn admit(&self, req: &PlayRequest<'_>, id: String) -> Result<tidecast_protocols::access::Session, Refusal> {
         let owned = self.check_play(req.stream, req.token, req.peer.ip())?;
+        self.admit_checked(req, id, owned).await
+    }
+
+    /// [`ControlPlane::admit`] after the per-request check passed.
+    async fn admit_checked(
+        &self,
+        req: &PlayRequest<'_>,
+        id: String,
+        owned: Option<Arc<Owned>>,
+    ) -> Result<tidecast_protocols::access::Session, Refusal> {
         let tenant = owned.as_ref().map(|o| o.stream.tenant.as_str());
         let max = owned.as_ref().and_then(|o| o.max_viewers());
         let Some(slot) = self.sessions.reserve_viewer(tenant, max) else {
@@ -411,7 +421,14 @@ impl ControlPlane {
     /// playlist handed out, or, for a player that carries none, a keyed hash
     /// of its address, user agent and token (players behind one NAT with
     /// the same agent then count as one).
-    pub fn hls_session_id(&self, sid: Option<&str>, stream: &str, ip: IpAddr, agent: &str, token: Option<&str>) -> String {
+    pub fn hls_session_id(
+        &self,
+        sid: Option<&str>,
+        stream: &str,
+        ip: IpAddr,
+        agent: &str,
+        token: Option<&str>,
+    ) -> String {
         match sid {
             Some(s) if (8..=32).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_hexdigit()) => s.to_owned(),
             _ => {
@@ -421,14 +438,19 @@ impl ControlPlane {
         }
     }
 
-    /// An HLS request's session: checked on every request (rate limit,
-    /// token, kicked), opened on the first (as [`ControlPlane::admit`]
+    /// An HLS request's session, once the request passed
+    /// [`ControlPlane::check_play`] (which gave `owned`): refused if it was
+    /// kicked, opened on the first request (as [`ControlPlane::admit`]
     /// does, once even when a player's first requests arrive together),
     /// kept alive by the later ones and held by the session table until
     /// the player goes quiet for [`HLS_IDLE`].
-    pub async fn hls_viewer(&self, req: PlayRequest<'_>, id: &str) -> Result<Arc<SessionInfo>, Refusal> {
+    pub async fn hls_viewer(
+        &self,
+        req: PlayRequest<'_>,
+        id: &str,
+        owned: Option<Arc<Owned>>,
+    ) -> Result<Arc<SessionInfo>, Refusal> {
         if let Some(info) = self.sessions.get(id) {
-            self.check_play(req.stream, req.token, req.peer.ip())?;
             if info.stream != req.stream {
                 return Err(Refusal::Forbidden("this session plays another stream".into()));
             }
@@ -441,7 +463,7 @@ impl ControlPlane {
         let cell = self.hls_pending.lock().entry(id.to_owned()).or_default().clone();
         let result = cell
             .get_or_init(|| async {
-                let session = self.admit(&req, id.to_owned()).await?;
+                let session = self.admit_checked(&req, id.to_owned(), owned).await?;
                 session.info().touch();
                 self.sessions.hold(session);
                 Ok(())

@@ -83,7 +83,11 @@ async fn ts_stream(
     headers: HeaderMap,
 ) -> Response {
     let Some(name) = file.strip_suffix(".ts") else { return error(HlsError::NotFound) };
-    // Only a live stream is worth the triggers.
+    // The credential first, then whether there is anything to play: only a
+    // live stream is worth the quota and the triggers.
+    if let Err(e) = out.plane.check_play(name, token(query.as_deref(), &headers), peer.ip()) {
+        return denied(e);
+    }
     let Some(sub) = out.ts.subscribe(name) else { return error(HlsError::NotFound) };
     let url = format!("/ts/{file}");
     let req = PlayRequest { protocol: "ts", stream: name, token: token(query.as_deref(), &headers), peer, url: &url };
@@ -180,19 +184,22 @@ async fn hls_file(
     headers: HeaderMap,
 ) -> Response {
     let token = token(query.as_deref(), &headers);
+    let owned = match out.plane.check_play(&stream, token, peer.ip()) {
+        Ok(o) => o,
+        Err(e) => return denied(e),
+    };
     let Some(resource) = Resource::parse(&file) else { return error(HlsError::NotFound) };
     // Only a live (or lingering) stream is worth the triggers.
     let Some(hls) = out.hls.get(&stream) else { return error(HlsError::NotFound) };
     // A player's session id: the `sid` it carries, a fresh one for a
     // multivariant playlist asked for without one (its URIs hand it on).
     let sid = param(query.as_deref(), "sid");
-    let minted = (sid.is_none() && matches!(resource, Resource::Multivariant))
-        .then(tidecast_protocols::access::new_id);
+    let minted = (sid.is_none() && matches!(resource, Resource::Multivariant)).then(tidecast_protocols::access::new_id);
     let agent = headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or("");
     let id = out.plane.hls_session_id(sid.or(minted.as_deref()), &stream, peer.ip(), agent, token);
     let url = format!("/hls/{stream}/{file}");
     let req = PlayRequest { protocol: "hls", stream: &stream, token, peer, url: &url };
-    let session = match out.plane.hls_viewer(req, &id).await {
+    let session = match out.plane.hls_viewer(req, &id, owned).await {
         Ok(s) => s,
         Err(e) => return denied(e),
     };

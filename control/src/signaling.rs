@@ -240,8 +240,11 @@ async fn whep(
         Err((status, text)) => return problem(status, text),
     };
     let token = token(query.as_deref(), &headers);
-    // Only a live stream is worth the triggers. Checked before the token,
-    // as before: a stream's liveness is no secret (its playlists say it).
+    // The credential first, then whether there is anything to play: only a
+    // live stream is worth the quota and the triggers.
+    if let Err(e) = s.plane.check_play(&stream, token, peer.ip()) {
+        return denied(e);
+    }
     let Some(live) = s.plane.registry.get(&stream).filter(|st| st.has_publisher()) else {
         return problem(StatusCode::NOT_FOUND, format!("stream {stream:?} is not live"));
     };

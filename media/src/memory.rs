@@ -47,7 +47,8 @@ impl Gauge {
 
     /// Takes `bytes` back off what is held; never below zero.
     pub fn sub(&self, bytes: usize) {
-        let _ = self.0.bytes.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| Some(v.saturating_sub(bytes as u64)));
+        let _ =
+            self.0.bytes.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| Some(v.saturating_sub(bytes as u64)));
     }
 
     /// The bytes held now.

@@ -17,8 +17,8 @@ use tracing::{debug, error, info, warn};
 
 use super::read_buffer::ReadBuffer;
 use super::{ServerSession, SessionConfig, SessionEvent};
-use crate::flv::{self, FlvError, FlvIngest, TagKind};
 use crate::access::{AccessGate, EndReason, PlayRequest, PublishRequest, Refusal, Session};
+use crate::flv::{self, FlvError, FlvIngest, TagKind};
 use crate::ingest::IngestStats;
 
 /// What the RTMP listener needs from the rest of the server.

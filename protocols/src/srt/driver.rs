@@ -203,7 +203,8 @@ async fn session(req: ConnectionRequest, ctx: &SrtContext, shutdown: Cancellatio
             let name = parsed.name.clone();
             // Only a live stream is worth the triggers.
             let Some(sub) = ctx.ts.subscribe(&name) else {
-                return reject(req, ctx, false, ServerRejectReason::Notfound, &format!("no live stream {name:?}")).await;
+                return reject(req, ctx, false, ServerRejectReason::Notfound, &format!("no live stream {name:?}"))
+                    .await;
             };
             let url = format!("srt://{name}");
             let token = parsed.credential.as_deref();
