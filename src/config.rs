@@ -1,5 +1,6 @@
 //! Configuration: embedded defaults, then a TOML file, then `TIDECAST_*`
-//! environment variables and command-line flags (see `Overrides`).
+//! environment variables and command-line flags (`ServeArgs` in `main.rs`,
+//! each flag with its `TIDECAST_*` variable).
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;

@@ -64,7 +64,8 @@ pub struct StreamConfig {
     /// Tags, for trigger filters (`#tag`).
     #[serde(default)]
     pub tags: Vec<String>,
-    /// Buffer / DVR length in seconds (absent: the server default).
+    /// Buffer / DVR length in seconds (stored; not applied yet: every stream
+    /// uses `media.buffer_seconds`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub buffer_secs: Option<u32>,
     /// Restream targets (accepted and stored; pushing out is not built yet).

@@ -451,7 +451,8 @@ impl ControlPlane {
         owned: Option<Arc<Owned>>,
     ) -> Result<Arc<SessionInfo>, Refusal> {
         if let Some(info) = self.sessions.get(id) {
-            if info.stream != req.stream {
+            // A sid is a bearer of a slot: only its own HLS session's.
+            if info.protocol != "hls" || info.stream != req.stream {
                 return Err(Refusal::Forbidden("this session plays another stream".into()));
             }
             info.touch();
@@ -536,6 +537,9 @@ impl ControlPlane {
                     }
                     self.enforce_bitrate(&report, &mut over_quota);
                     self.sessions.sweep_idle(HLS_IDLE);
+                    // Admissions whose every waiter went away (clients that
+                    // hung up during a slow USER_NEW) leave their cell behind.
+                    self.hls_pending.lock().retain(|_, c| Arc::strong_count(c) > 1);
                     for ended in self.sessions.take_ended() {
                         let v = &ended.info;
                         if v.role != Role::Viewer {

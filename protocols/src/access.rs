@@ -633,18 +633,6 @@ impl Sessions {
         drop(held);
         true
     }
-
-    /// Ends every held session of `stream` (the stream is gone).
-    pub fn release_stream(&self, stream: &str) {
-        let gone: Vec<Session> = {
-            let mut held = self.inner.held.lock();
-            let ids: Vec<String> = held.iter().filter(|(_, s)| s.stream() == stream).map(|(k, _)| k.clone()).collect();
-            ids.iter().filter_map(|k| held.remove(k)).collect()
-        };
-        for s in gone {
-            s.end_with(EndReason::StreamEnded);
-        }
-    }
 }
 
 /// A gate that lets anyone publish and play anything (tests, and a node

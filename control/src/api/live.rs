@@ -182,7 +182,7 @@ async fn kick_session(
     let kicked = match s.role.as_str() {
         // The registry revokes the publisher whatever its protocol; the
         // session's own cancel handle closes its connection.
-        "publisher" => api.plane.registry.kick(&s.stream) | api.plane.sessions.kick(&s.id),
+        "publisher" => api.plane.sessions.kick(&s.id) | api.plane.registry.kick(&s.stream),
         _ => api.plane.sessions.kick(&s.id),
     };
     if !kicked {

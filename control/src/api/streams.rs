@@ -47,7 +47,7 @@ pub struct NewStream {
     /// Tags for trigger filters.
     #[serde(default)]
     pub tags: Vec<String>,
-    /// Buffer / DVR seconds.
+    /// Buffer / DVR seconds (stored; not applied yet).
     #[serde(default)]
     pub buffer_secs: Option<u32>,
     /// Restream targets (stored; pushing is not built yet).

@@ -178,8 +178,9 @@ impl Rendition {
         });
     }
 
-    /// Adds a frame to the open part. `flush_each` writes a chunk per sample
-    /// (video); otherwise chunks gather about `chunk_us` of samples.
+    /// Adds a frame to the open part. The samples waiting are written as one
+    /// chunk once they span `chunk_us` (0: a chunk per sample, as video is
+    /// written).
     pub fn push(&mut self, frame: Frame, chunk_us: i64) -> Result<(), CmafError> {
         if let Some(prev) = self.pending.take() {
             let d = frame.dts - prev.dts;
