@@ -590,6 +590,13 @@ async fn stream_memory_is_accounted_while_live_and_gone_after() {
 
     let mut publisher = ffmpeg_spawn(&rtmp_publish_args(&server.rtmp_url(&key), 6));
     let live_url = server.api("/streams/acme-mem/live");
+    // The TS form is muxed from its first viewer on: one reads it meanwhile.
+    let ts_url = server.ts_url("acme-mem");
+    let ts_viewer = until("an HTTP-TS viewer", 30, || {
+        let url = ts_url.clone();
+        async move { reqwest::get(url).await.ok().filter(|r| r.status() == 200) }
+    })
+    .await;
     let live = until("the stream's buffers to show", 30, || {
         let url = live_url.clone();
         let ka = ka.clone();
@@ -617,6 +624,7 @@ async fn stream_memory_is_accounted_while_live_and_gone_after() {
     .await;
 
     assert!(publisher.wait().unwrap().success());
+    drop(ts_viewer);
     let after = until("the stream's buffers to be released", 30, || {
         let url = live_url.clone();
         let ka = ka.clone();

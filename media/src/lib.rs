@@ -35,6 +35,7 @@
 mod frame;
 pub mod framing;
 mod memory;
+pub mod outputs;
 mod registry;
 mod stream;
 mod track;

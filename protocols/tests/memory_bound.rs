@@ -202,8 +202,9 @@ fn live_bytes_stay_under_the_window_bound_and_come_back_after_the_end() {
         // One short stream first, so that first-use allocations (maps,
         // channels) are in the baseline.
         let mut warm = Wire::connect(&registry, "warm");
+        let warm_ts = ts.subscribe("warm");
         warm.publish(0, 5, |_| {}).await;
-        drop(warm);
+        drop((warm, warm_ts));
         tokio::time::sleep(linger + Duration::from_secs(2)).await;
         assert!(registry.ledger().snapshot().is_empty(), "the warm-up stream left {:?}", registry.ledger().snapshot());
         let baseline = live();
@@ -225,11 +226,15 @@ fn live_bytes_stay_under_the_window_bound_and_come_back_after_the_end() {
         let playout = playouts.get(&stream);
         drop(stream);
         let (_gop, mut viewer) = playout.join();
+        // A TS viewer: the muxer runs from the first one on.
+        assert_eq!(ts.running(), 0, "no TS viewer yet, no muxer");
+        let mut ts_viewer = ts.subscribe("cam").expect("the TS form of a live stream");
         let mut peak = 0isize;
         let mut holders_seen = std::collections::BTreeSet::new();
         cam.publish(0, 120, |s| {
             // A viewer that keeps up.
             while matches!(viewer.try_recv(), Ok(_) | Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_))) {}
+            while ts_viewer.try_recv().is_some() {}
             let mut pinned = 0;
             for h in registry.ledger().snapshot() {
                 holders_seen.insert(h.holder);
@@ -262,7 +267,7 @@ fn live_bytes_stay_under_the_window_bound_and_come_back_after_the_end() {
                 _ => continue,
             }
         }
-        drop((viewer, playout));
+        drop((viewer, playout, ts_viewer));
         tokio::time::sleep(linger + Duration::from_secs(2)).await;
         assert!(registry.ledger().snapshot().is_empty(), "still held: {:?}", registry.ledger().snapshot());
         let after = live() - baseline;

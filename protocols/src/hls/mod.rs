@@ -12,13 +12,13 @@ pub mod playlist;
 pub mod read;
 mod rendition;
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use futures_util::Stream as FutStream;
 use parking_lot::{Mutex, RwLock};
+use tidecast_media::outputs::{OutputTask, Outputs, Start, StartOutput};
 use tidecast_media::{Registry, Stream};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -162,6 +162,8 @@ pub struct HlsStream {
     cfg: HlsConfig,
     state: RwLock<Packager>,
     version: watch::Sender<u64>,
+    /// The window's bytes in the node's ledger, for as long as it lingers.
+    gauge: Mutex<Option<tidecast_media::Gauge>>,
 }
 
 impl std::fmt::Debug for HlsStream {
@@ -179,7 +181,13 @@ impl HlsStream {
             state: RwLock::new(Packager::new(cfg.clone())),
             cfg,
             version: watch::channel(0).0,
+            gauge: Mutex::new(None),
         }
+    }
+
+    /// Keeps `gauge` until this output is dropped (the end of its linger).
+    fn keep_gauge(&self, gauge: tidecast_media::Gauge) {
+        *self.gauge.lock() = Some(gauge);
     }
 
     /// The stream name.
@@ -400,73 +408,81 @@ impl HlsStream {
     }
 }
 
-/// All streams' LL-HLS outputs.
+/// All streams' LL-HLS outputs: an eager kind of the media core's
+/// [`Outputs`], lingering [`HlsConfig::linger`] after each stream ends.
 #[derive(Debug)]
 pub struct HlsHub {
     cfg: HlsConfig,
-    streams: Mutex<HashMap<String, Arc<HlsStream>>>,
+    outputs: OnceLock<Arc<Outputs<HlsStream>>>,
 }
 
 impl HlsHub {
-    /// An empty hub.
+    /// An empty hub; it packages streams once [`HlsHub::run`] runs.
     pub fn new(cfg: HlsConfig) -> Arc<HlsHub> {
-        Arc::new(HlsHub { cfg, streams: Mutex::new(HashMap::new()) })
+        Arc::new(HlsHub { cfg, outputs: OnceLock::new() })
     }
 
     /// The LL-HLS output of `stream`.
     pub fn get(&self, stream: &str) -> Option<Arc<HlsStream>> {
-        self.streams.lock().get(stream).cloned()
+        self.outputs.get()?.get(stream)
     }
 
     /// Packages every stream the registry starts, until `shutdown`.
     pub async fn run(self: Arc<Self>, registry: Registry, shutdown: CancellationToken) {
-        let stop = shutdown.clone();
-        registry.for_each_stream(stop.cancelled_owned(), |s| self.spawn_packager(&registry, s, shutdown.clone())).await;
-    }
-
-    fn spawn_packager(self: &Arc<Self>, registry: &Registry, stream: Arc<Stream>, shutdown: CancellationToken) {
-        let hls = Arc::new(HlsStream::new(stream.name().to_owned(), self.cfg.clone()));
-        self.streams.lock().insert(stream.name().to_owned(), hls.clone());
-        let hub = self.clone();
-        let gauge = registry.ledger().gauge(stream.name(), "cmaf");
-        tokio::spawn(async move {
-            let mut sub = stream.subscribe_from_oldest();
-            drop(stream);
-            info!(stream = hls.name(), run = hls.run(), "hls packaging started");
-            let mut frames = 0u64;
-            loop {
-                let ev = tokio::select! {
-                    _ = shutdown.cancelled() => None,
-                    ev = sub.recv() => ev,
-                };
-                match ev {
-                    Some(ev) => {
-                        frames += u64::from(matches!(ev, tidecast_media::Event::Frame(_)));
-                        gauge.set(hls.update(|p| {
-                            p.on_event(ev);
-                            p.held_bytes()
-                        }));
-                    }
-                    None => break,
-                }
-            }
-            gauge.set(hls.update(|p| {
-                p.finish();
-                p.held_bytes()
-            }));
-            debug!(stream = hls.name(), frames, skips = sub.skips(), "hls packaging finished");
-            // The playlists linger without the source: its ring can go now.
-            drop(sub);
-            tokio::select! {
-                _ = shutdown.cancelled() => {}
-                _ = tokio::time::sleep(hub.cfg.linger) => {}
-            }
-            let mut streams = hub.streams.lock();
-            if streams.get(hls.name()).is_some_and(|h| Arc::ptr_eq(h, &hls)) {
-                streams.remove(hls.name());
-            }
+        let (cfg, ledger, stop) = (self.cfg.clone(), registry.ledger().clone(), shutdown.clone());
+        let start: StartOutput<HlsStream> = Box::new(move |stream: Arc<Stream>| {
+            let hls = Arc::new(HlsStream::new(stream.name().to_owned(), cfg.clone()));
+            let gauge = ledger.gauge(stream.name(), "cmaf");
+            let task = package(hls.clone(), stream, gauge, stop.clone());
+            (hls, Box::pin(task) as OutputTask<HlsStream>)
         });
+        let outputs = self.outputs.get_or_init(|| Outputs::new("hls", Start::Eager, self.cfg.linger, start)).clone();
+        tokio::select! {
+            _ = outputs.clone().run(registry) => {}
+            _ = shutdown.cancelled() => {}
+        }
+        outputs.close();
     }
+}
+
+/// Packages one stream until it ends (or `shutdown`); its playlists then
+/// linger (the output set holds them) without the source.
+async fn package(
+    hls: Arc<HlsStream>,
+    stream: Arc<Stream>,
+    gauge: tidecast_media::Gauge,
+    shutdown: CancellationToken,
+) -> Option<Arc<HlsStream>> {
+    let mut sub = stream.subscribe_from_oldest();
+    drop(stream);
+    info!(stream = hls.name(), run = hls.run(), "hls packaging started");
+    let mut frames = 0u64;
+    loop {
+        let ev = tokio::select! {
+            _ = shutdown.cancelled() => None,
+            ev = sub.recv() => ev,
+        };
+        match ev {
+            Some(ev) => {
+                frames += u64::from(matches!(ev, tidecast_media::Event::Frame(_)));
+                gauge.set(hls.update(|p| {
+                    p.on_event(ev);
+                    p.held_bytes()
+                }));
+            }
+            None => break,
+        }
+    }
+    gauge.set(hls.update(|p| {
+        p.finish();
+        p.held_bytes()
+    }));
+    debug!(stream = hls.name(), frames, skips = sub.skips(), "hls packaging finished");
+    // The gauge goes with the output (after the linger); the source's ring
+    // can go now.
+    drop(sub);
+    hls.keep_gauge(gauge);
+    Some(hls)
 }
 
 #[cfg(test)]

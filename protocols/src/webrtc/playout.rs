@@ -7,7 +7,6 @@
 //! per peer, copies it. A viewer joining mid-GOP gets the current GOP at once
 //! (fast start) and then the live packets.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Instant;
@@ -15,6 +14,7 @@ use std::time::Instant;
 use parking_lot::Mutex;
 use str0m::unversioned::{H264Packetizer, Packetizer};
 use tidecast_codecs::{h264, nal};
+use tidecast_media::outputs::{OutputTask, Outputs, Start, StartOutput};
 use tidecast_media::{Codec, Event, Frame, Gauge, Ledger, Stream, Track, TIMESCALE};
 use tokio::sync::broadcast;
 use tracing::{debug, info, warn};
@@ -157,47 +157,48 @@ struct Gop {
     bytes: usize,
 }
 
-/// A stream name's playout and the stream it plays, both weak.
-type LivePlayout = (Weak<Stream>, Weak<Playout>);
-
-/// Every stream's playout, started on the first viewer and stopped after the last.
-#[derive(Default)]
+/// Every stream's playout: an on-demand kind of the media core's
+/// [`Outputs`], started on a stream's first viewer and stopped after its
+/// last (the packetizer holds its playout only weakly).
 pub struct Playouts {
-    live: Mutex<HashMap<String, LivePlayout>>,
-    ledger: Ledger,
+    outputs: Arc<Outputs<Playout>>,
+}
+
+impl Default for Playouts {
+    fn default() -> Self {
+        Playouts::new(Ledger::default())
+    }
 }
 
 impl Playouts {
     /// No playouts yet; their GOPs will be accounted in `ledger`.
     pub fn new(ledger: Ledger) -> Playouts {
-        Playouts { live: Mutex::default(), ledger }
+        let start: StartOutput<Playout> = Box::new(move |stream: Arc<Stream>| {
+            let (tx, _) = broadcast::channel(BACKLOG);
+            let p = Arc::new(Playout {
+                stream: stream.name().to_owned(),
+                tx: Mutex::new(Some(tx)),
+                gop: Mutex::default(),
+                gauge: ledger.gauge(stream.name(), "whep"),
+                epoch: Instant::now(),
+                bframes: AtomicBool::new(false),
+                frames: AtomicU64::new(0),
+            });
+            // Weak: the packetizer stops once no viewer holds the playout.
+            let weak = Arc::downgrade(&p);
+            let task: OutputTask<Playout> = Box::pin(async move {
+                run(weak, stream).await;
+                None
+            });
+            (p, task)
+        });
+        Playouts { outputs: Outputs::new("whep", Start::OnDemand, std::time::Duration::ZERO, start) }
     }
 
     /// The playout of `stream`, started if needed. A playout left over
     /// from an earlier stream of the same name is never reused.
     pub fn get(&self, stream: &Arc<Stream>) -> Arc<Playout> {
-        let name = stream.name().to_owned();
-        let mut live = self.live.lock();
-        live.retain(|_, (_, p)| p.strong_count() > 0);
-        if let Some((s, p)) = live.get(&name) {
-            let same = s.upgrade().is_some_and(|s| Arc::ptr_eq(&s, stream));
-            if let Some(p) = p.upgrade().filter(|p| same && !p.is_ended()) {
-                return p;
-            }
-        }
-        let (tx, _) = broadcast::channel(BACKLOG);
-        let p = Arc::new(Playout {
-            stream: name.clone(),
-            tx: Mutex::new(Some(tx)),
-            gop: Mutex::default(),
-            gauge: self.ledger.gauge(&name, "whep"),
-            epoch: Instant::now(),
-            bframes: AtomicBool::new(false),
-            frames: AtomicU64::new(0),
-        });
-        live.insert(name, (Arc::downgrade(stream), Arc::downgrade(&p)));
-        tokio::spawn(run(p.clone(), stream.clone()));
-        p
+        self.outputs.get_or_start(stream)
     }
 }
 
@@ -210,10 +211,8 @@ struct Packetizers {
 }
 
 /// Packetizes a stream until it ends or nobody watches.
-async fn run(p: Arc<Playout>, stream: Arc<Stream>) {
-    let weak = Arc::downgrade(&p);
+async fn run(weak: Weak<Playout>, stream: Arc<Stream>) {
     let mut sub = stream.subscribe();
-    drop(p);
     let mut k = Packetizers { h264: H264Packetizer::default(), avc: None, video: None, audio: None, base: None };
     debug!(stream = stream.name(), "whep playout started");
     while let Some(ev) = sub.recv().await {

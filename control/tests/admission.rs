@@ -1,0 +1,213 @@
+//! The admission policy in process: the playback router and the admin API
+//! driven with `tower::ServiceExt::oneshot`, the gate asked directly, over a
+//! real store in a temporary directory and a registry with no network.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::http::{Request, StatusCode};
+use axum::Router;
+use http_body_util::BodyExt;
+use serde_json::{json, Value};
+use tidecast_control::api::{router as api_router, Api};
+use tidecast_control::auth::ConfigGate;
+use tidecast_control::load::Traffic;
+use tidecast_control::metrics::Metrics;
+use tidecast_control::plane::ControlPlane;
+use tidecast_control::playback::{router as playback_router, Playback};
+use tidecast_control::store::{Db, RedbStore};
+use tidecast_control::triggers::Triggers;
+use tidecast_media::{Registry, RegistryConfig};
+use tidecast_protocols::access::{AccessGate, PlayRequest, PublishRequest, Refusal};
+use tidecast_protocols::hls::{HlsConfig, HlsHub};
+use tidecast_protocols::mpegts::output::TsHub;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
+
+const ADMIN: &str = "admin-key-for-tests-0123456789";
+
+struct Node {
+    plane: Arc<ControlPlane>,
+    registry: Registry,
+    hls: Arc<HlsHub>,
+    playback: Router,
+    api: Router,
+    _dir: tempfile::TempDir,
+    shutdown: CancellationToken,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+async fn node() -> Node {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = RedbStore::open(&dir.path().join("state.redb")).expect("store");
+    let registry = Registry::new(RegistryConfig { grace: Duration::ZERO, ..Default::default() });
+    let metrics = Arc::new(Metrics::new());
+    let (triggers, worker) = Triggers::new("test".into(), metrics.clone());
+    tokio::spawn(worker);
+    let plane = ControlPlane::new(Db::new(Arc::new(store)), ConfigGate::default(), registry.clone(), metrics, triggers)
+        .expect("plane");
+    plane.bootstrap(Some(ADMIN)).expect("admin key");
+    let shutdown = CancellationToken::new();
+    let hls = HlsHub::new(HlsConfig::default());
+    tokio::spawn(hls.clone().run(registry.clone(), shutdown.clone()));
+    let ts = TsHub::new();
+    tokio::spawn(ts.clone().run(registry.clone(), shutdown.clone()));
+    tokio::task::yield_now().await;
+    let traffic = Arc::new(Traffic::default());
+    let playback = playback_router(Playback { hls: hls.clone(), ts, plane: plane.clone(), traffic });
+    let api = api_router(Api { plane: plane.clone(), srt: None, webrtc: None });
+    Node { plane, registry, hls, playback, api, _dir: dir, shutdown }
+}
+
+fn peer() -> SocketAddr {
+    "192.0.2.7:40000".parse().expect("address")
+}
+
+async fn call(app: &Router, method: &str, uri: &str, key: Option<&str>, body: Option<Value>) -> (StatusCode, Value) {
+    let mut req = Request::builder().method(method).uri(uri);
+    if let Some(k) = key {
+        req = req.header("authorization", format!("Bearer {k}"));
+    }
+    let body = match body {
+        Some(v) => {
+            req = req.header("content-type", "application/json");
+            Body::from(v.to_string())
+        }
+        None => Body::empty(),
+    };
+    let mut req = req.body(body).expect("request");
+    req.extensions_mut().insert(ConnectInfo(peer()));
+    let res = app.clone().oneshot(req).await.expect("response");
+    let status = res.status();
+    let bytes = res.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
+
+/// A GET whose response is kept (a streaming body holds its session).
+async fn open(app: &Router, uri: &str) -> axum::response::Response {
+    let mut req = Request::builder().uri(uri).body(Body::empty()).expect("request");
+    req.extensions_mut().insert(ConnectInfo(peer()));
+    app.clone().oneshot(req).await.expect("response")
+}
+
+async fn tenant_with_stream(n: &Node, tenant: &str, quotas: Value, stream: Value) {
+    let (s, _) =
+        call(&n.api, "POST", "/api/v1/tenants", Some(ADMIN), Some(json!({"id": tenant, "quotas": quotas}))).await;
+    assert_eq!(s, StatusCode::CREATED);
+    let (s, _) = call(&n.api, "POST", "/api/v1/streams", Some(ADMIN), Some(stream)).await;
+    assert_eq!(s, StatusCode::CREATED);
+}
+
+#[tokio::test]
+async fn a_viewer_quota_slot_is_held_by_a_connection_and_given_back_when_it_closes() {
+    let n = node().await;
+    tenant_with_stream(&n, "acme", json!({"max_viewers": 1}), json!({"name": "cam", "tenant": "acme"})).await;
+    let publisher = n.registry.publish("cam").expect("publish");
+    // The LL-HLS output starts with the stream, on the hub's own task.
+    while n.hls.get("cam").is_none() {
+        tokio::task::yield_now().await;
+    }
+
+    let first = open(&n.playback, "/ts/cam.ts").await;
+    assert_eq!(first.status(), StatusCode::OK);
+    assert_eq!(n.plane.sessions.tenant_viewers("acme"), 1);
+    let second = open(&n.playback, "/ts/cam.ts").await;
+    assert_eq!(second.status(), StatusCode::FORBIDDEN, "the tenant's one slot is taken");
+    let hls = open(&n.playback, "/hls/cam/index.m3u8").await;
+    assert_eq!(hls.status(), StatusCode::FORBIDDEN, "over every protocol");
+    drop(first);
+    assert_eq!(n.plane.sessions.tenant_viewers("acme"), 0, "closing the connection gives the slot back");
+    assert_eq!(open(&n.playback, "/ts/cam.ts").await.status(), StatusCode::OK);
+    // One session ended (the first); the refused ones never started.
+    let ended = n.plane.sessions.take_ended();
+    assert_eq!(ended.len(), 2, "the first and the third: {ended:?}");
+    drop(publisher);
+}
+
+#[tokio::test]
+async fn playback_policy_follows_each_committed_write_without_a_restart() {
+    let n = node().await;
+    tenant_with_stream(&n, "acme", json!({}), json!({"name": "cam", "tenant": "acme"})).await;
+    let _publisher = n.registry.publish("cam").expect("publish");
+    assert_eq!(open(&n.playback, "/ts/cam.ts").await.status(), StatusCode::OK);
+    let (s, _) =
+        call(&n.api, "PATCH", "/api/v1/streams/cam", Some(ADMIN), Some(json!({"playback_token_required": true}))).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(open(&n.playback, "/ts/cam.ts").await.status(), StatusCode::UNAUTHORIZED, "a token is needed now");
+    assert_eq!(open(&n.playback, "/ts/cam.ts?token=forged").await.status(), StatusCode::FORBIDDEN);
+    let (s, tok) = call(&n.api, "POST", "/api/v1/streams/cam/tokens", Some(ADMIN), Some(json!({}))).await;
+    assert_eq!(s, StatusCode::CREATED);
+    let t = tok["token"].as_str().expect("token");
+    assert_eq!(open(&n.playback, &format!("/ts/cam.ts?token={t}")).await.status(), StatusCode::OK);
+    assert_eq!(open(&n.playback, "/ts/nothing.ts").await.status(), StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn the_publish_chain_maps_keys_quotas_and_failures_to_typed_refusals() {
+    let n = node().await;
+    tenant_with_stream(&n, "acme", json!({"max_streams": 1}), json!({"name": "one", "tenant": "acme"})).await;
+    let (s, _) =
+        call(&n.api, "POST", "/api/v1/streams", Some(ADMIN), Some(json!({"name": "two", "tenant": "acme"}))).await;
+    assert_eq!(s, StatusCode::CREATED);
+    let (_, k1) = call(&n.api, "POST", "/api/v1/streams/one/keys", Some(ADMIN), Some(json!({}))).await;
+    let (_, k2) = call(&n.api, "POST", "/api/v1/streams/two/keys", Some(ADMIN), Some(json!({}))).await;
+    let (k1, k2) = (k1["key"].as_str().unwrap().to_owned(), k2["key"].as_str().unwrap().to_owned());
+    fn req(key: &str) -> PublishRequest<'_> {
+        PublishRequest { protocol: "rtmp", app: "live", key, peer: peer() }
+    }
+
+    let s1 = n.plane.admit_publish(req(&k1)).await.expect("the key of stream one");
+    assert_eq!((s1.id(), s1.stream()), ("publish:one", "one"));
+    assert_eq!(s1.settings().tenant.as_deref(), Some("acme"));
+    let _p1 = n.registry.publish("one").expect("publish");
+    let refused = n.plane.admit_publish(req(&k2)).await.expect_err("one live stream at most");
+    assert!(matches!(refused, Refusal::Quota(_)), "{refused:?}");
+    let refused = n.plane.admit_publish(req("not-a-key")).await.expect_err("unknown key");
+    assert!(matches!(refused, Refusal::Unauthorized(_)), "{refused:?}");
+    assert_eq!(n.plane.sessions.list().len(), 1, "only the admitted publisher is a session");
+
+    // Revoking every key of stream one refuses its key from the next publish on.
+    let (_, keys) = call(&n.api, "GET", "/api/v1/streams/one/keys", Some(ADMIN), None).await;
+    for k in keys["items"].as_array().into_iter().flatten() {
+        let id = k["id"].as_str().unwrap();
+        let (s, _) = call(&n.api, "DELETE", &format!("/api/v1/streams/one/keys/{id}"), Some(ADMIN), None).await;
+        assert_eq!(s, StatusCode::NO_CONTENT);
+    }
+    let refused = n.plane.admit_publish(req(&k1)).await.expect_err("revoked");
+    assert!(matches!(refused, Refusal::Unauthorized(_)), "{refused:?}");
+}
+
+#[tokio::test]
+async fn sessions_are_listed_and_kicked_per_tenant() {
+    let n = node().await;
+    tenant_with_stream(&n, "acme", json!({}), json!({"name": "a", "tenant": "acme"})).await;
+    tenant_with_stream(&n, "globex", json!({}), json!({"name": "g", "tenant": "globex"})).await;
+    let (_, key) = call(&n.api, "POST", "/api/v1/keys", Some(ADMIN), Some(json!({"tenant": "acme"}))).await;
+    let acme = key["secret"].as_str().unwrap().to_owned();
+    let _pa = n.registry.publish("a").expect("publish");
+    let _pg = n.registry.publish("g").expect("publish");
+    let play =
+        |stream: &'static str| PlayRequest { protocol: "rtmp", stream, token: None, peer: peer(), url: "rtmp://x" };
+    let va = n.plane.admit_play(play("a")).await.expect("viewer of a");
+    let vg = n.plane.admit_play(play("g")).await.expect("viewer of g");
+
+    let (s, page) = call(&n.api, "GET", "/api/v1/sessions", Some(&acme), None).await;
+    assert_eq!(s, StatusCode::OK);
+    let items = page["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{page}");
+    assert_eq!((items[0]["stream"].as_str(), items[0]["protocol"].as_str()), (Some("a"), Some("rtmp")));
+    let (s, _) = call(&n.api, "DELETE", &format!("/api/v1/sessions/{}", vg.id()), Some(&acme), None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "another tenant's viewer cannot be kicked");
+    assert!(!vg.info().is_cancelled());
+    let (s, _) = call(&n.api, "DELETE", &format!("/api/v1/sessions/{}", va.id()), Some(&acme), None).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    assert!(va.info().is_cancelled(), "the kick fires the session's cancel handle");
+}
