@@ -231,7 +231,12 @@ impl SessionInfo {
         self.bytes_out.load(Ordering::Relaxed)
     }
 
-    /// Counts bytes sent and marks the session active.
+    /// Counts bytes received.
+    pub fn count_in(&self, n: usize) {
+        self.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// Counts bytes sent.
     pub fn count_out(&self, n: usize) {
         self.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
     }
@@ -286,7 +291,7 @@ impl Session {
 
     /// Counts bytes received.
     pub fn received(&self, n: usize) {
-        self.info.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+        self.info.count_in(n);
     }
 
     /// Counts bytes sent.

@@ -40,6 +40,18 @@ pub enum DemuxOutput {
     },
 }
 
+impl From<DemuxOutput> for crate::ingest::Delivery {
+    fn from(o: DemuxOutput) -> Self {
+        use crate::ingest::Delivery;
+        match o {
+            DemuxOutput::Tracks(t) => Delivery::Tracks(t),
+            DemuxOutput::Frame(f) => Delivery::Frame(f),
+            DemuxOutput::Discontinuity => Delivery::Discontinuity,
+            DemuxOutput::Unsupported { pid, what } => Delivery::Unsupported(format!("PID {pid}: {what}")),
+        }
+    }
+}
+
 /// Damage seen so far.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct DemuxStats {

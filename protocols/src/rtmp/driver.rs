@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use futures_util::FutureExt;
-use tidecast_media::{Event, Frame, MediaKind, Publisher, Registry, Stream, Subscriber, Track};
+use tidecast_media::{Event, Frame, MediaKind, Registry, Stream, Subscriber, Track};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
@@ -19,7 +19,7 @@ use super::read_buffer::ReadBuffer;
 use super::{ServerSession, SessionConfig, SessionEvent};
 use crate::access::{AccessGate, EndReason, PlayRequest, PublishRequest, Refusal, Session};
 use crate::flv::{self, FlvError, FlvIngest, TagKind};
-use crate::ingest::IngestStats;
+use crate::ingest::{Deliverer, Delivery, IngestStats};
 
 /// What the RTMP listener needs from the rest of the server.
 pub struct RtmpContext {
@@ -85,24 +85,22 @@ async fn connection(mut sock: TcpStream, peer: SocketAddr, ctx: &RtmpContext, sh
     let started = Instant::now();
     let mut session = ServerSession::new(ctx.session.clone());
     let mut rb = ReadBuffer::new();
-    let mut publisher: Option<Publisher> = None;
+    // A publisher's stream and session, once admitted.
+    let mut publishing: Option<Deliverer> = None;
     let mut ingest = FlvIngest::new();
     let mut stream_name = String::new();
-    let mut warned = false;
     let mut playing: Option<(Arc<Stream>, Session)> = None;
-    // The publisher's session: bytes and frames in, kicks.
-    let mut admitted: Option<Session> = None;
     debug!(%peer, "rtmp connection");
     loop {
         rb.make_room();
         let revoked = async {
-            match &publisher {
-                Some(p) => p.revoked().await,
+            match &publishing {
+                Some(d) => d.publisher().revoked().await,
                 None => std::future::pending().await,
             }
         };
         let kicked = async {
-            match &admitted {
+            match publishing.as_ref().and_then(Deliverer::session) {
                 Some(s) => s.cancelled().await,
                 None => std::future::pending().await,
             }
@@ -110,12 +108,12 @@ async fn connection(mut sock: TcpStream, peer: SocketAddr, ctx: &RtmpContext, sh
         let n = tokio::select! {
             _ = shutdown.cancelled() => {
                 info!(%peer, stream = %stream_name, "rtmp session closed for shutdown");
-                end(&admitted, EndReason::Shutdown);
+                end(&publishing, EndReason::Shutdown);
                 break;
             }
             _ = revoked => {
                 info!(%peer, stream = %stream_name, "rtmp publisher replaced or kicked; closing");
-                end(&admitted, EndReason::Replaced);
+                end(&publishing, EndReason::Replaced);
                 break;
             }
             _ = kicked => {
@@ -139,7 +137,7 @@ async fn connection(mut sock: TcpStream, peer: SocketAddr, ctx: &RtmpContext, sh
             },
         };
         ctx.stats.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
-        if let Some(s) = &admitted {
+        if let Some(s) = publishing.as_ref().and_then(Deliverer::session) {
             s.received(n);
         }
         let now_ms = started.elapsed().as_millis() as u32;
@@ -170,8 +168,7 @@ async fn connection(mut sock: TcpStream, peer: SocketAddr, ctx: &RtmpContext, sh
                                         info!(%peer, stream, "rtmp publish started");
                                         rb.attach(ctx.registry.ledger().gauge(&stream, "ingest"));
                                         stream_name = stream;
-                                        publisher = Some(p);
-                                        admitted = Some(admission);
+                                        publishing = Some(Deliverer::new("rtmp", peer, p, Some(admission)));
                                         session.accept_publish();
                                         resume = true;
                                     }
@@ -212,21 +209,19 @@ async fn connection(mut sock: TcpStream, peer: SocketAddr, ctx: &RtmpContext, sh
                     }
                     SessionEvent::Metadata(meta) => ingest.metadata(&meta),
                     SessionEvent::Audio { timestamp, payload } => {
-                        count_frame(&admitted);
                         let r = ingest.audio(timestamp, &rb.pin(payload));
-                        close |= !deliver(&mut ingest, publisher.as_ref(), r, peer, &stream_name, &mut warned);
+                        close |= !deliver(&mut ingest, publishing.as_mut(), r, peer);
                     }
                     SessionEvent::Video { timestamp, payload } => {
-                        count_frame(&admitted);
                         let r = ingest.video(timestamp, &rb.pin(payload));
-                        close |= !deliver(&mut ingest, publisher.as_ref(), r, peer, &stream_name, &mut warned);
+                        close |= !deliver(&mut ingest, publishing.as_mut(), r, peer);
                     }
                     SessionEvent::Unpublished => {
-                        let frames =
-                            publisher.as_ref().map_or(0, |p| p.stream().stats().frames_in.load(Ordering::Relaxed));
+                        let frames = publishing
+                            .as_ref()
+                            .map_or(0, |d| d.publisher().stream().stats().frames_in.load(Ordering::Relaxed));
                         info!(%peer, stream = %stream_name, frames, "rtmp publisher unpublished");
-                        publisher = None;
-                        admitted = None;
+                        publishing = None;
                     }
                 }
             }
@@ -248,21 +243,15 @@ async fn connection(mut sock: TcpStream, peer: SocketAddr, ctx: &RtmpContext, sh
         }
     }
     let _ = sock.shutdown().await;
-    if publisher.is_some() {
+    if publishing.is_some() {
         info!(%peer, stream = %stream_name, dropped_before_config = ingest.dropped_before_config, "rtmp publisher gone; stream in its grace period");
     }
 }
 
 /// Records why a publisher's session ends, if it has one.
-fn end(admitted: &Option<Session>, reason: EndReason) {
-    if let Some(s) = admitted {
+fn end(publishing: &Option<Deliverer>, reason: EndReason) {
+    if let Some(s) = publishing.as_ref().and_then(Deliverer::session) {
         s.end_with(reason);
-    }
-}
-
-fn count_frame(admitted: &Option<Session>) {
-    if let Some(s) = admitted {
-        s.frame();
     }
 }
 
@@ -464,40 +453,27 @@ async fn write_out(sock: &mut TcpStream, session: &mut ServerSession) -> std::io
     Ok(total)
 }
 
-/// Pushes what the FLV ingest produced. Returns false when the session must close.
+/// Hands what the FLV ingest made of a message to the stream, through the
+/// delivery path every ingest shares. False when the session must end.
 fn deliver(
     ingest: &mut FlvIngest,
-    publisher: Option<&Publisher>,
+    publishing: Option<&mut Deliverer>,
     result: Result<Option<Frame>, FlvError>,
     peer: SocketAddr,
-    stream: &str,
-    warned: &mut bool,
 ) -> bool {
-    let Some(publisher) = publisher else { return true };
+    let Some(d) = publishing else { return true };
     let frame = match result {
         Ok(f) => f,
-        Err(FlvError::Unsupported(what)) => {
-            if !std::mem::replace(warned, true) {
-                warn!(%peer, stream, "rtmp: dropping media we cannot carry: {what}");
-            }
-            return true;
-        }
+        Err(FlvError::Unsupported(what)) => return d.deliver(Delivery::Unsupported(what)).is_ok(),
         Err(e) => {
-            warn!(%peer, stream, error = %e, "rtmp: bad media; closing the session");
+            warn!(%peer, stream = d.stream(), error = %e, "rtmp: bad media; closing the session");
             return false;
         }
     };
     if let Some(tracks) = ingest.take_tracks() {
-        for t in &tracks {
-            info!(stream, track = t.id, codec = t.codec.name(), codec_string = %t.info.codec_string,
-                  width = t.info.width, height = t.info.height, sample_rate = t.info.sample_rate, "track");
-        }
-        if publisher.set_tracks(tracks).is_err() {
+        if d.deliver(Delivery::Tracks(tracks)).is_err() {
             return false;
         }
     }
-    match frame {
-        Some(f) => publisher.push(f).is_ok(),
-        None => true,
-    }
+    frame.is_none_or(|f| d.deliver(Delivery::Frame(f)).is_ok())
 }

@@ -15,7 +15,7 @@ use parking_lot::Mutex;
 use srt_tokio::access::{RejectReason, ServerRejectReason};
 use srt_tokio::options::{KeySize, Passphrase};
 use srt_tokio::{ConnectionRequest, SocketStatistics, SrtListener, SrtSocket};
-use tidecast_media::{Event, Publisher, Registry};
+use tidecast_media::{Event, Registry};
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -23,9 +23,9 @@ use tracing::{debug, error, info, warn};
 
 use super::streamid::{self, Mode};
 use crate::access::{AccessGate, EndReason, PlayRequest, PublishRequest, Refusal, Session};
-use crate::ingest::IngestStats;
+use crate::ingest::{Deliverer, IngestStats, StreamClosed};
 use crate::mpegts::output::TsHub;
-use crate::mpegts::{DemuxOutput, TsDemuxer};
+use crate::mpegts::TsDemuxer;
 
 /// What the SRT listener needs from the rest of the server.
 pub struct SrtContext {
@@ -197,7 +197,7 @@ async fn session(req: ConnectionRequest, ctx: &SrtContext, shutdown: Cancellatio
                 }
             };
             info!(%peer, stream, "srt publish started");
-            publish(socket, publisher, &admitted, peer, ctx, shutdown).await;
+            publish(socket, Deliverer::new("srt", peer, publisher, Some(admitted)), ctx, shutdown).await;
         }
         Mode::Request => {
             let name = parsed.name.clone();
@@ -252,15 +252,16 @@ fn record(
     ctx.sessions.live.lock().insert(peer, stats);
 }
 
-async fn publish(
-    mut socket: SrtSocket,
-    publisher: Publisher,
-    session: &Session,
-    peer: SocketAddr,
-    ctx: &SrtContext,
-    shutdown: CancellationToken,
-) {
-    let stream = session.stream();
+async fn publish(mut socket: SrtSocket, mut d: Deliverer, ctx: &SrtContext, shutdown: CancellationToken) {
+    let Some(session) = d.session().map(|s| s.info().clone()) else { return };
+    let (stream, peer, kicked) = (session.stream.clone(), session.peer, d.session().map(Session::cancel_token));
+    let stream = stream.as_str();
+    let kicked = kicked.unwrap_or_default();
+    let end = |d: &Deliverer, reason: EndReason| {
+        if let Some(s) = d.session() {
+            s.end_with(reason);
+        }
+    };
     let mut demux = TsDemuxer::new();
     let mut stats = socket.statistics().clone();
     let mut prev = (Instant::now(), 0u64);
@@ -268,15 +269,15 @@ async fn publish(
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => {
-                session.end_with(EndReason::Shutdown);
+                end(&d, EndReason::Shutdown);
                 break;
             }
-            _ = publisher.revoked() => {
+            _ = d.publisher().revoked() => {
                 info!(%peer, stream, "srt publisher replaced or kicked; closing");
-                session.end_with(EndReason::Replaced);
+                end(&d, EndReason::Replaced);
                 break;
             }
-            _ = session.cancelled() => {
+            _ = kicked.cancelled() => {
                 info!(%peer, stream, "srt publisher kicked; closing");
                 break;
             }
@@ -286,9 +287,9 @@ async fn publish(
             packet = socket.next() => {
                 let Some(Ok((_, data))) = packet else { break };
                 ctx.stats.bytes_in.fetch_add(data.len() as u64, Ordering::Relaxed);
-                session.received(data.len());
+                session.count_in(data.len());
                 demux.push(&data);
-                if !deliver(&mut demux, &publisher, peer, stream) {
+                if pump(&mut demux, &mut d).is_err() {
                     break;
                 }
                 let errors = demux.stats().cc_errors + demux.stats().resyncs + demux.stats().bad_pes;
@@ -302,37 +303,17 @@ async fn publish(
         }
     }
     demux.finish();
-    deliver(&mut demux, &publisher, peer, stream);
+    let _ = pump(&mut demux, &mut d);
     let _ = socket.close().await;
     info!(%peer, stream, packets = demux.stats().packets, "srt publisher gone; stream in its grace period");
 }
 
-/// Hands the demuxer's output to the stream. False when the session must end.
-fn deliver(demux: &mut TsDemuxer, publisher: &Publisher, peer: SocketAddr, stream: &str) -> bool {
+/// Hands what the demuxer found to the stream.
+fn pump(demux: &mut TsDemuxer, d: &mut Deliverer) -> Result<(), StreamClosed> {
     while let Some(out) = demux.poll() {
-        let ok = match out {
-            DemuxOutput::Tracks(t) => {
-                for t in &t {
-                    info!(stream, track = t.id, codec = t.codec.name(), codec_string = %t.info.codec_string,
-                          width = t.info.width, height = t.info.height, sample_rate = t.info.sample_rate, "track");
-                }
-                publisher.set_tracks(t).is_ok()
-            }
-            DemuxOutput::Frame(f) => publisher.push(f).is_ok(),
-            DemuxOutput::Discontinuity => {
-                publisher.discontinuity();
-                true
-            }
-            DemuxOutput::Unsupported { pid, what } => {
-                warn!(%peer, stream, pid, "srt: leaving out an elementary stream: {what}");
-                true
-            }
-        };
-        if !ok {
-            return false;
-        }
+        d.deliver(out.into())?;
     }
-    true
+    Ok(())
 }
 
 /// SRT carries TS in payloads of seven packets.

@@ -407,15 +407,14 @@ impl WebRtcHub {
         let (ktx, krx) = mpsc::channel(4);
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         self.publishers.lock().insert(stream.clone(), (n, ktx));
-        let role = Role::Publish(PublishRole {
-            publisher,
-            session,
+        let role = Role::Publish(Box::new(PublishRole {
+            delivery: crate::ingest::Deliverer::new("whip", peer, publisher, Some(session)),
             assembler: Assembler::new(expect_video, expect_audio),
             keyframes: krx,
             keyframe_interval: self.cfg.keyframe_interval,
             video_mid: None,
             last_request: None,
-        });
+        }));
         self.opened[0].fetch_add(1, Ordering::Relaxed);
         Ok(self.spawn(n, rtc, role, "whip", stream, peer, answer.to_sdp_string(), Vec::new()))
     }

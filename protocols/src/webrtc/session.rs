@@ -16,7 +16,7 @@ use str0m::media::{KeyframeRequestKind, MediaKind, Mid, Pt};
 use str0m::net::Receive;
 use str0m::rtp::{RtpWrite, SeqNo, Ssrc};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
-use tidecast_media::{Codec, Publisher};
+use tidecast_media::Codec;
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -25,6 +25,7 @@ use super::assemble::{Assembler, Sample};
 use super::net::{Datagram, Net};
 use super::playout::{Playout, RtpFrame};
 use super::{SessionInfo, ViewerHooks};
+use crate::ingest::Delivery;
 
 /// Why a session ended, as the log and the API say it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,9 +95,8 @@ struct Tx {
 }
 
 pub(crate) struct PublishRole {
-    pub publisher: Publisher,
-    /// The publisher's admitted session: bytes in, kicks.
-    pub session: crate::access::Session,
+    /// The stream and the publisher's admitted session (bytes in, kicks).
+    pub delivery: crate::ingest::Deliverer,
     pub assembler: Assembler,
     pub keyframes: mpsc::Receiver<()>,
     pub keyframe_interval: Duration,
@@ -142,7 +142,7 @@ impl PlayRole {
 }
 
 pub(crate) enum Role {
-    Publish(PublishRole),
+    Publish(Box<PublishRole>),
     Play(PlayRole),
 }
 
@@ -301,8 +301,8 @@ async fn role_wait(role: &mut Role, connected: bool) -> RoleWake {
     match role {
         Role::Publish(pb) => tokio::select! {
             k = pb.keyframes.recv() => RoleWake::KeyframeAsked(k),
-            _ = pb.session.cancelled() => RoleWake::Kicked,
-            _ = pb.publisher.revoked() => RoleWake::Kicked,
+            _ = kicked(&pb.delivery) => RoleWake::Kicked,
+            _ = pb.delivery.publisher().revoked() => RoleWake::Kicked,
         },
         Role::Play(play) => {
             let cancel = play.hooks.cancel.clone();
@@ -317,6 +317,14 @@ async fn role_wait(role: &mut Role, connected: bool) -> RoleWake {
                 }
             }
         }
+    }
+}
+
+/// Resolves when the publisher's session is kicked.
+async fn kicked(d: &crate::ingest::Deliverer) {
+    match d.session() {
+        Some(s) => s.cancelled().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -402,12 +410,12 @@ fn on_event(
             let out = pb.assembler.push(&sample);
             if let Some(tracks) = out.tracks {
                 info!(session = ctx.id, tracks = ?tracks.iter().map(|t| t.info.codec_string.clone()).collect::<Vec<_>>(), "whip tracks");
-                if pb.publisher.set_tracks(tracks).is_err() {
+                if pb.delivery.deliver(Delivery::Tracks(tracks)).is_err() {
                     return Err(EndReason::Kicked);
                 }
             }
             if let Some(frame) = out.frame {
-                if pb.publisher.push(frame).is_err() {
+                if pb.delivery.deliver(Delivery::Frame(frame)).is_err() {
                     return Err(EndReason::Kicked);
                 }
             }
@@ -429,7 +437,9 @@ fn on_event(
             let mut info = ctx.info.lock();
             info.bytes_in = s.peer_bytes_rx;
             if let Role::Publish(pb) = role {
-                pb.session.set_received(s.peer_bytes_rx);
+                if let Some(s2) = pb.delivery.session() {
+                    s2.set_received(s.peer_bytes_rx);
+                }
             }
             info.bytes_out = s.peer_bytes_tx;
             info.rtt_ms = s.rtt.map(|d| d.as_secs_f64() * 1000.0);
