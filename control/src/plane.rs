@@ -202,7 +202,7 @@ impl ControlPlane {
         }
         let (secret, generated) = match preset {
             Some(k) if !k.is_empty() => (k.to_owned(), false),
-            _ => (crate::api::keys::new_secret("tca").map_err(|e| StoreError::Backend(e.to_string()))?, true),
+            _ => (crate::secrets::new_secret("tca").map_err(|e| StoreError::Backend(e.to_string()))?, true),
         };
         let rec = crate::model::ApiKey {
             id: "admin".into(),
@@ -212,7 +212,7 @@ impl ControlPlane {
         };
         self.db.commit(vec![
             crate::store::put(Table::ApiKeys, &hash(&secret), &rec),
-            crate::api::audit_op("bootstrap", "create", "api_key", "admin"),
+            crate::store::audit_op("bootstrap", "create", "api_key", "admin"),
         ])?;
         Ok(generated.then_some(secret))
     }

@@ -53,6 +53,11 @@ pub fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
+/// A fresh secret: `PREFIX_` and 32 random bytes, URL-safe.
+pub fn new_secret(prefix: &str) -> Result<String, getrandom::Error> {
+    Ok(format!("{prefix}_{}", random_token(32)?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,17 +11,14 @@ use utoipa_axum::routes;
 
 use super::{audit_op, blocking, Api, ApiError, Body, Caller, Page, PageQuery, Params, PathParams, Problem};
 use crate::model::{ApiKey, Tenant};
-use crate::secrets::{hash, now_ms, random_id, random_token};
+use crate::secrets::{hash, now_ms, random_id};
 use crate::store::{put, Op, Table};
 
 pub(super) fn routes() -> OpenApiRouter<Api> {
     OpenApiRouter::new().routes(routes!(create_key, list_keys)).routes(routes!(delete_key))
 }
 
-/// A fresh secret: `PREFIX_` and 32 random bytes, URL-safe.
-pub fn new_secret(prefix: &str) -> Result<String, getrandom::Error> {
-    Ok(format!("{prefix}_{}", random_token(32)?))
-}
+pub use crate::secrets::new_secret;
 
 pub(super) fn rng_failed(_: getrandom::Error) -> ApiError {
     ApiError::internal("the system random number generator failed")

@@ -35,8 +35,8 @@ pub use triggers::NewTrigger;
 
 use crate::model::ApiKey;
 use crate::plane::ControlPlane;
-use crate::secrets::{hash, now_ms};
-use crate::store::{Op, Table};
+use crate::secrets::hash;
+use crate::store::Table;
 
 /// What the admin API serves from.
 #[derive(Clone)]
@@ -135,11 +135,7 @@ impl FromRequestParts<Api> for Caller {
     }
 }
 
-/// An audit-log entry for a change, committed with it.
-pub fn audit_op(who: &str, action: &str, kind: &str, id: &str) -> Op {
-    let entry = serde_json::json!({ "at_ms": now_ms(), "who": who, "action": action, "kind": kind, "id": id });
-    Op::Audit(entry.to_string().into_bytes())
-}
+pub use crate::store::audit_op;
 
 /// `?limit=&after=` on every list.
 #[derive(Debug, Deserialize, IntoParams)]

@@ -175,3 +175,10 @@ fn decode<T: DeserializeOwned>(table: Table, key: &str, bytes: &[u8]) -> Result<
         reason: e.to_string(),
     })
 }
+
+/// An audit-log entry for a change, committed with it.
+pub fn audit_op(who: &str, action: &str, kind: &str, id: &str) -> Op {
+    let entry =
+        serde_json::json!({ "at_ms": crate::secrets::now_ms(), "who": who, "action": action, "kind": kind, "id": id });
+    Op::Audit(entry.to_string().into_bytes())
+}
