@@ -93,9 +93,20 @@ if (mode === 'caps') {
         const c = report.get(s.codecId);
         out.codec = c && c.mimeType;
       }
-      if (s.type === 'candidate-pair' && s.nominated && s.state === 'succeeded') {
+      if (s.type === 'candidate-pair' && s.nominated && s.state === 'succeeded' && !out.protocol) {
         const remote = report.get(s.remoteCandidateId);
         out.protocol = remote && remote.protocol;
+        out.candidateType = remote && remote.candidateType;
+      }
+    });
+    // The pair in use, as the transport names it (a busy machine may not
+    // have flagged any pair nominated yet when the stats are read).
+    report.forEach((s) => {
+      const pair = s.type === 'transport' && s.selectedCandidatePairId && report.get(s.selectedCandidatePairId);
+      const remote = pair && report.get(pair.remoteCandidateId);
+      if (remote) {
+        out.protocol = remote.protocol;
+        out.candidateType = remote.candidateType;
       }
     });
     out.deleteStatus = await window.tidecast.remove(window.whip.location, window.whip.token);
