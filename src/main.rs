@@ -25,18 +25,19 @@ use tidecast_control::auth::{ConfigGate, StreamKey};
 use tidecast_control::load::{Sources, Traffic};
 use tidecast_control::metrics::Metrics;
 use tidecast_control::plane::ControlPlane;
-use tidecast_control::playback::Playback;
-use tidecast_control::signaling::Signaling;
 use tidecast_control::store::{Db, RedbStore};
 use tidecast_control::triggers::{Trigger, Triggers};
 use tidecast_media::{PublishMode, Registry, RegistryConfig, StreamConfig};
+use tidecast_protocols::hls::http::HlsHttp;
 use tidecast_protocols::hls::{HlsConfig, HlsHub};
 use tidecast_protocols::ingest::IngestStats;
+use tidecast_protocols::mpegts::http::TsHttp;
 use tidecast_protocols::mpegts::output::TsHub;
 use tidecast_protocols::rtmp::chunk::Limits;
 use tidecast_protocols::rtmp::driver::{self, RtmpContext};
 use tidecast_protocols::rtmp::SessionConfig;
 use tidecast_protocols::srt::driver::{SrtContext, SrtSessions};
+use tidecast_protocols::webrtc::http::Signaling;
 use tidecast_protocols::webrtc::{IceServer, WebRtcConfig, WebRtcHub};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -278,14 +279,18 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     };
     let monitor_task = tokio::spawn(plane.clone().monitor(sources, shutdown.clone()));
 
-    let signaling = Signaling::new(webrtc.clone(), plane.clone(), traffic.clone());
-    let app = tidecast_control::playback::router(Playback {
+    // Each protocol's HTTP routes, from its own folder; all of them ask
+    // the control plane through the gate.
+    let http_gate: Arc<dyn tidecast_protocols::access::AccessGate> = gate.clone();
+    let signaling = Signaling::new(webrtc.clone(), http_gate.clone(), registry.clone(), traffic.clone());
+    let app = tidecast_protocols::hls::http::router(HlsHttp {
         hls: hls.clone(),
-        ts,
-        plane: plane.clone(),
+        gate: http_gate.clone(),
         traffic: traffic.clone(),
     })
-    .merge(tidecast_control::signaling::routes(signaling));
+    .merge(tidecast_protocols::mpegts::http::router(TsHttp { ts, gate: http_gate, traffic: traffic.clone() }))
+    .layer(tidecast_protocols::http::cors())
+    .merge(tidecast_protocols::webrtc::http::routes(signaling));
     let http_shutdown = shutdown.clone();
     let http_task = tokio::spawn(async move {
         axum::serve(http_listener, app.into_make_service_with_connect_info::<SocketAddr>())

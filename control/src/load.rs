@@ -3,7 +3,7 @@
 //! request only copies the latest report.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -103,16 +103,7 @@ pub struct LoadReport {
     pub frames_skipped_total: u64,
 }
 
-/// Bytes the HTTP outputs sent.
-#[derive(Debug, Default)]
-pub struct Traffic {
-    /// LL-HLS.
-    pub hls: AtomicU64,
-    /// HTTP MPEG-TS.
-    pub ts: AtomicU64,
-    /// WHEP (media payload bytes before RTP and SRTP overhead).
-    pub webrtc: AtomicU64,
-}
+pub use tidecast_protocols::http::Traffic;
 
 /// Where the figures come from.
 #[derive(Clone)]

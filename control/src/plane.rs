@@ -353,7 +353,7 @@ impl ControlPlane {
 
     /// The per-request playback check: rate limit, then the token when the
     /// stream needs one. Reads the policy snapshot only.
-    pub fn check_play(&self, stream: &str, token: Option<&str>, ip: IpAddr) -> Result<Option<Arc<Owned>>, Refusal> {
+    pub fn check_viewer(&self, stream: &str, token: Option<&str>, ip: IpAddr) -> Result<Option<Arc<Owned>>, Refusal> {
         if self.limiter.blocked(ip) {
             self.metrics.rate_limited.inc();
             return Err(Refusal::RateLimited);
@@ -376,12 +376,12 @@ impl ControlPlane {
     }
 
     /// Admits a viewer, in this order: rate limit and token
-    /// ([`ControlPlane::check_play`]), the tenant's viewer quota (a slot is
+    /// ([`ControlPlane::check_viewer`]), the tenant's viewer quota (a slot is
     /// taken at once, so concurrent viewers cannot both get the last one),
     /// CONN_PLAY (connection protocols), USER_NEW; then its session. A
     /// refusal gives the slot back and fires nothing.
     async fn admit(&self, req: &PlayRequest<'_>, id: String) -> Result<tidecast_protocols::access::Session, Refusal> {
-        let owned = self.check_play(req.stream, req.token, req.peer.ip())?;
+        let owned = self.check_viewer(req.stream, req.token, req.peer.ip())?;
         self.admit_checked(req, id, owned).await
     }
 
@@ -421,14 +421,7 @@ impl ControlPlane {
     /// playlist handed out, or, for a player that carries none, a keyed hash
     /// of its address, user agent and token (players behind one NAT with
     /// the same agent then count as one).
-    pub fn hls_session_id(
-        &self,
-        sid: Option<&str>,
-        stream: &str,
-        ip: IpAddr,
-        agent: &str,
-        token: Option<&str>,
-    ) -> String {
+    fn hls_session_id(&self, sid: Option<&str>, stream: &str, ip: IpAddr, agent: &str, token: Option<&str>) -> String {
         match sid {
             Some(s) if (8..=32).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_hexdigit()) => s.to_owned(),
             _ => {
@@ -439,17 +432,19 @@ impl ControlPlane {
     }
 
     /// An HLS request's session, once the request passed
-    /// [`ControlPlane::check_play`] (which gave `owned`): refused if it was
-    /// kicked, opened on the first request (as [`ControlPlane::admit`]
-    /// does, once even when a player's first requests arrive together),
-    /// kept alive by the later ones and held by the session table until
-    /// the player goes quiet for [`HLS_IDLE`].
-    pub async fn hls_viewer(
+    /// [`ControlPlane::check_viewer`]: refused if it was kicked, opened on
+    /// the first request (as [`ControlPlane::admit`] does, once even when a
+    /// player's first requests arrive together), kept alive by the later
+    /// ones and held by the session table until the player goes quiet for
+    /// [`HLS_IDLE`].
+    async fn hls_session(
         &self,
         req: PlayRequest<'_>,
-        id: &str,
-        owned: Option<Arc<Owned>>,
+        sid: Option<&str>,
+        agent: &str,
     ) -> Result<Arc<SessionInfo>, Refusal> {
+        let id = self.hls_session_id(sid, req.stream, req.peer.ip(), agent, req.token);
+        let id = id.as_str();
         if let Some(info) = self.sessions.get(id) {
             // A sid is a bearer of a slot: only its own HLS session's.
             if info.protocol != "hls" || info.stream != req.stream {
@@ -464,6 +459,7 @@ impl ControlPlane {
         let cell = self.hls_pending.lock().entry(id.to_owned()).or_default().clone();
         let result = cell
             .get_or_init(|| async {
+                let owned = self.owned(req.stream).map_err(store_refusal)?;
                 let session = self.admit_checked(&req, id.to_owned(), owned).await?;
                 session.info().touch();
                 self.sessions.hold(session);
@@ -593,6 +589,28 @@ impl ControlPlane {
 }
 
 impl AccessGate for ControlPlane {
+    fn check_play(
+        &self,
+        stream: &str,
+        token: Option<&str>,
+        ip: IpAddr,
+    ) -> Result<Option<Arc<tidecast_protocols::access::StreamSettings>>, Refusal> {
+        Ok(self.check_viewer(stream, token, ip)?.map(|o| o.settings.clone()))
+    }
+
+    fn hls_viewer<'a>(
+        &'a self,
+        req: PlayRequest<'a>,
+        sid: Option<&'a str>,
+        agent: &'a str,
+    ) -> tidecast_protocols::access::HlsAdmission<'a> {
+        Box::pin(self.hls_session(req, sid, agent))
+    }
+
+    fn open_publishing(&self) -> bool {
+        self.open_mode()
+    }
+
     fn admit_publish<'a>(&'a self, req: PublishRequest<'a>) -> Admission<'a> {
         Box::pin(self.publish(req))
     }

@@ -17,12 +17,13 @@ use tidecast_control::auth::ConfigGate;
 use tidecast_control::load::Traffic;
 use tidecast_control::metrics::Metrics;
 use tidecast_control::plane::ControlPlane;
-use tidecast_control::playback::{router as playback_router, Playback};
 use tidecast_control::store::{Db, RedbStore};
 use tidecast_control::triggers::Triggers;
 use tidecast_media::{Registry, RegistryConfig};
 use tidecast_protocols::access::{AccessGate, PlayRequest, PublishRequest, Refusal};
+use tidecast_protocols::hls::http::HlsHttp;
 use tidecast_protocols::hls::{HlsConfig, HlsHub};
+use tidecast_protocols::mpegts::http::TsHttp;
 use tidecast_protocols::mpegts::output::TsHub;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
@@ -62,7 +63,13 @@ async fn node() -> Node {
     tokio::spawn(ts.clone().run(registry.clone(), shutdown.clone()));
     tokio::task::yield_now().await;
     let traffic = Arc::new(Traffic::default());
-    let playback = playback_router(Playback { hls: hls.clone(), ts, plane: plane.clone(), traffic });
+    let gate: Arc<dyn AccessGate> = plane.clone();
+    let playback = tidecast_protocols::hls::http::router(HlsHttp {
+        hls: hls.clone(),
+        gate: gate.clone(),
+        traffic: traffic.clone(),
+    })
+    .merge(tidecast_protocols::mpegts::http::router(TsHttp { ts, gate, traffic }));
     let api = api_router(Api { plane: plane.clone(), srt: None, webrtc: None });
     Node { plane, registry, hls, playback, api, _dir: dir, shutdown }
 }

@@ -17,7 +17,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -106,9 +106,30 @@ impl Refusal {
 /// control plane may ask a webhook.
 pub type Admission<'a> = Pin<Box<dyn Future<Output = Result<Session, Refusal>> + Send + 'a>>;
 
+/// The gate's answer to an HLS request: the session it belongs to.
+pub type HlsAdmission<'a> = Pin<Box<dyn Future<Output = Result<Arc<SessionInfo>, Refusal>> + Send + 'a>>;
+
 /// Decides who may publish or play which stream, and opens their sessions.
 /// Implemented by the control plane.
 pub trait AccessGate: Send + Sync + 'static {
+    /// The check an HTTP protocol makes on every request, before it looks
+    /// for anything to play: rate limit, then the playback token when the
+    /// stream needs one. The stream's settings when it is configured.
+    fn check_play(&self, stream: &str, token: Option<&str>, ip: IpAddr)
+        -> Result<Option<Arc<StreamSettings>>, Refusal>;
+
+    /// The session of an HLS request that passed [`AccessGate::check_play`]:
+    /// the live one named `sid` (or, without one, by the client's address,
+    /// agent and token), touched; else one admitted now like
+    /// [`AccessGate::admit_play`], once even when a player's first requests
+    /// arrive together, and held until the player goes quiet.
+    fn hls_viewer<'a>(&'a self, req: PlayRequest<'a>, sid: Option<&'a str>, agent: &'a str) -> HlsAdmission<'a>;
+
+    /// Whether anyone may publish anything (no keys configured anywhere).
+    fn open_publishing(&self) -> bool {
+        false
+    }
+
     /// A publisher's session on the internal stream its key names
     /// ([`Session::stream`]), or a refusal.
     fn admit_publish<'a>(&'a self, req: PublishRequest<'a>) -> Admission<'a>;
@@ -668,6 +689,40 @@ impl OpenGate {
 }
 
 impl AccessGate for OpenGate {
+    fn check_play(&self, _: &str, _: Option<&str>, _: IpAddr) -> Result<Option<Arc<StreamSettings>>, Refusal> {
+        Ok(None)
+    }
+
+    fn hls_viewer<'a>(&'a self, req: PlayRequest<'a>, sid: Option<&'a str>, agent: &'a str) -> HlsAdmission<'a> {
+        Box::pin(async move {
+            let id = match sid {
+                Some(s) => s.to_owned(),
+                None => format!("{}-{}-{agent}", req.stream, req.peer.ip()),
+            };
+            if let Some(info) = self.sessions.get(&id) {
+                info.touch();
+                return Ok(info);
+            }
+            let new = NewSession {
+                id: id.clone(),
+                role: Role::Viewer,
+                protocol: req.protocol,
+                stream: req.stream.to_owned(),
+                settings: Arc::default(),
+                peer: req.peer,
+                url: req.url.to_owned(),
+            };
+            let s = self.sessions.open(new, None);
+            let info = s.info().clone();
+            self.sessions.hold(s);
+            Ok(info)
+        })
+    }
+
+    fn open_publishing(&self) -> bool {
+        true
+    }
+
     fn admit_publish<'a>(&'a self, req: PublishRequest<'a>) -> Admission<'a> {
         let name = req.key.split('?').next().unwrap_or_default().to_owned();
         Box::pin(async move {

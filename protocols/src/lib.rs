@@ -18,6 +18,7 @@ pub mod access;
 pub mod cmaf;
 pub mod flv;
 pub mod hls;
+pub mod http;
 pub mod ingest;
 pub mod mpegts;
 pub mod rtmp;

@@ -485,5 +485,7 @@ async fn package(
     Some(hls)
 }
 
+pub mod http;
+
 #[cfg(test)]
 mod tests;

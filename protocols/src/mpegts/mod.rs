@@ -2,6 +2,7 @@
 //! HTTP-TS outputs), both sans-IO, plus the per-stream TS output hub.
 
 mod demux;
+pub mod http;
 mod mux;
 pub mod output;
 mod psi;

@@ -13,6 +13,7 @@
 //! * [`session`]: the per-peer loop and why sessions end.
 
 pub mod assemble;
+pub mod http;
 mod net;
 pub mod playout;
 pub mod sdp;

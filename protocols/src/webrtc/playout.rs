@@ -93,6 +93,8 @@ pub struct Playout {
     bframes: AtomicBool,
     /// Frames packetized.
     pub frames: AtomicU64,
+    /// The stream it plays, whose skip counter its lagging viewers add to.
+    source: Weak<Stream>,
 }
 
 impl std::fmt::Debug for Playout {
@@ -111,6 +113,14 @@ impl Playout {
             None => broadcast::channel(1).1,
         };
         (gop.frames.clone(), rx)
+    }
+
+    /// Counts frames a lagging viewer skipped (it waits for a keyframe): in
+    /// the stream's `frames_skipped`, with every other reader's skips.
+    pub fn skipped(&self, frames: u64) {
+        if let Some(s) = self.source.upgrade() {
+            s.stats().frames_skipped.fetch_add(frames, Ordering::Relaxed);
+        }
     }
 
     /// Whether the stream this playout packetizes has ended.
@@ -183,6 +193,7 @@ impl Playouts {
                 epoch: Instant::now(),
                 bframes: AtomicBool::new(false),
                 frames: AtomicU64::new(0),
+                source: Arc::downgrade(&stream),
             });
             // Weak: the packetizer stops once no viewer holds the playout.
             let weak = Arc::downgrade(&p);

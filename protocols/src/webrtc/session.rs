@@ -257,6 +257,7 @@ pub(crate) async fn run(mut rtc: Rtc, mut role: Role, mut ctx: Ctx) -> EndReason
                     }
                     Err(broadcast::error::RecvError::Lagged(n)) => {
                         debug!(session = ctx.id, skipped = n, "whep viewer fell behind; waiting for a keyframe");
+                        play.playout.skipped(n);
                         play.need_key = true;
                         if let Some(up) = &play.upstream_keyframe {
                             let _ = up.try_send(());

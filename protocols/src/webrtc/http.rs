@@ -8,7 +8,7 @@
 //!   the playback token when the stream needs one.
 //!
 //! The resource is bound to the credential that created it: `PATCH` and
-//! `DELETE` must present the same bearer (compared by hash, in constant time).
+//! `DELETE` must present the same bearer (compared in constant time).
 //! ICE servers go to the client in `Link` headers, on `POST` and `OPTIONS`.
 
 use std::collections::HashMap;
@@ -23,31 +23,32 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{patch, post};
 use axum::Router;
 use parking_lot::Mutex;
-use tidecast_protocols::access::{AccessGate, PlayRequest, PublishRequest};
-use tidecast_protocols::webrtc::{EndReason, OfferProblem, ViewerHooks, WebRtcError, WebRtcHub};
+use tidecast_media::Registry;
 use tracing::{info, warn};
 
-use crate::load::Traffic;
-use crate::plane::ControlPlane;
-use crate::playback::{denied, token};
-use crate::secrets::{ct_eq, hash};
+use super::{Created, EndReason, OfferProblem, ViewerHooks, WebRtcError, WebRtcHub};
+use crate::access::{AccessGate, PlayRequest, PublishRequest};
+use crate::http::{bearer, ct_eq, denied, token, Traffic};
 
 /// What the signaling routes need.
 #[derive(Clone)]
 pub struct Signaling {
     /// The WebRTC edge.
     pub hub: Arc<WebRtcHub>,
-    /// Access policy and viewer sessions.
-    pub plane: Arc<ControlPlane>,
+    /// Who may publish and play.
+    pub gate: Arc<dyn AccessGate>,
+    /// The live streams WHEP plays.
+    pub registry: Registry,
     /// Bytes sent, for the load report.
     pub traffic: Arc<Traffic>,
+    /// Each live session's creating credential (kept in memory only).
     owners: Arc<Mutex<HashMap<String, String>>>,
 }
 
 impl Signaling {
     /// Signaling over `hub`.
-    pub fn new(hub: Arc<WebRtcHub>, plane: Arc<ControlPlane>, traffic: Arc<Traffic>) -> Signaling {
-        Signaling { hub, plane, traffic, owners: Arc::default() }
+    pub fn new(hub: Arc<WebRtcHub>, gate: Arc<dyn AccessGate>, registry: Registry, traffic: Arc<Traffic>) -> Signaling {
+        Signaling { hub, gate, registry, traffic, owners: Arc::default() }
     }
 }
 
@@ -71,10 +72,6 @@ fn problem(status: StatusCode, text: impl std::fmt::Display) -> Response {
         format!("{text}\n"),
     )
         .into_response()
-}
-
-fn bearer(headers: &HeaderMap) -> Option<&str> {
-    headers.get(header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("Bearer ").map(str::trim).filter(|t| !t.is_empty())
 }
 
 fn content_type_is(headers: &HeaderMap, want: &str) -> bool {
@@ -134,20 +131,14 @@ fn read_offer(headers: &HeaderMap, body: &Bytes) -> Result<String, Refused> {
     String::from_utf8(body.to_vec()).map_err(|_| (StatusCode::BAD_REQUEST, "the offer is not UTF-8"))
 }
 
-fn created(
-    s: &Signaling,
-    kind: &str,
-    stream: &str,
-    c: tidecast_protocols::webrtc::Created,
-    credential: &str,
-) -> Response {
+fn created(s: &Signaling, kind: &str, stream: &str, c: Created, credential: &str) -> Response {
     {
         // Sessions that ended without a DELETE (timed out, kicked, stream
         // ended) leave with the next one created, so the map stays as long
         // as the live sessions (at most webrtc.max_sessions).
         let mut owners = s.owners.lock();
         owners.retain(|k, _| s.hub.session_stream(k).is_some());
-        owners.insert(c.id.clone(), hash(credential));
+        owners.insert(c.id.clone(), credential.to_owned());
     }
     let mut r = (StatusCode::CREATED, c.answer).into_response();
     let h = r.headers_mut();
@@ -182,7 +173,7 @@ async fn whip(
         Ok(o) => o,
         Err((status, text)) => return problem(status, text),
     };
-    let open = s.plane.open_mode();
+    let open = s.gate.open_publishing();
     let token = bearer(&headers);
     let key = match (token, open) {
         (_, true) => stream.clone(),
@@ -194,7 +185,7 @@ async fn whip(
         }
     };
     let req = PublishRequest { protocol: "whip", app: "whip", key: &key, peer };
-    let session = match s.plane.admit_publish(req).await {
+    let session = match s.gate.admit_publish(req).await {
         Ok(n) => n,
         Err(r) => {
             info!(%peer, stream, reason = %r, "whip publish refused");
@@ -208,7 +199,7 @@ async fn whip(
         info!(%peer, stream, key_stream = name, "whip publish refused: the key is for another stream");
         return problem(StatusCode::UNAUTHORIZED, "this key does not publish this stream");
     }
-    let publisher = match s.plane.registry.publish(&name) {
+    let publisher = match s.registry.publish(&name) {
         Ok(p) => p,
         Err(e) => {
             session.discard();
@@ -242,15 +233,15 @@ async fn whep(
     let token = token(query.as_deref(), &headers);
     // The credential first, then whether there is anything to play: only a
     // live stream is worth the quota and the triggers.
-    if let Err(e) = s.plane.check_play(&stream, token, peer.ip()) {
+    if let Err(e) = s.gate.check_play(&stream, token, peer.ip()) {
         return denied(e);
     }
-    let Some(live) = s.plane.registry.get(&stream).filter(|st| st.has_publisher()) else {
+    let Some(live) = s.registry.get(&stream).filter(|st| st.has_publisher()) else {
         return problem(StatusCode::NOT_FOUND, format!("stream {stream:?} is not live"));
     };
     let url = format!("/whep/{stream}");
     let req = PlayRequest { protocol: "whep", stream: &stream, token, peer, url: &url };
-    let session = match s.plane.admit_play(req).await {
+    let session = match s.gate.admit_play(req).await {
         Ok(g) => g,
         Err(e) => return denied(e),
     };
@@ -286,7 +277,7 @@ fn owned_session(s: &Signaling, kind: &str, stream: &str, id: &str, headers: &He
     if k != kind || st != stream {
         return Err((StatusCode::NOT_FOUND, "no such session"));
     }
-    let presented = hash(bearer(headers).unwrap_or(""));
+    let presented = bearer(headers).unwrap_or("");
     let matches = s.owners.lock().get(id).is_some_and(|h| ct_eq(h.as_bytes(), presented.as_bytes()));
     if !matches {
         warn!(id, "webrtc resource request with the wrong credential");

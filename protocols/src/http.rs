@@ -1,0 +1,85 @@
+//! What the HTTP protocols share (LL-HLS in `hls::http`, HTTP-TS in
+//! `mpegts::http`, WHIP/WHEP in `webrtc::http`): the playback credential of
+//! a request, the answer to a refusal, byte counters, CORS.
+//!
+//! Each protocol's routes are its own router; the binary merges them on the
+//! HTTP port. None of them reads policy: they ask the [`AccessGate`].
+//!
+//! [`AccessGate`]: crate::access::AccessGate
+
+use std::sync::atomic::AtomicU64;
+
+use axum::body::Body;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use subtle::ConstantTimeEq;
+use tower_http::cors::{Any, CorsLayer};
+
+use crate::access::Refusal;
+
+/// Bytes the HTTP outputs sent, for the load report.
+#[derive(Debug, Default)]
+pub struct Traffic {
+    /// LL-HLS.
+    pub hls: AtomicU64,
+    /// HTTP MPEG-TS.
+    pub ts: AtomicU64,
+    /// WHEP (media payload bytes before RTP and SRTP overhead).
+    pub webrtc: AtomicU64,
+}
+
+/// The playback token of a request: `?token=` or `Authorization: Bearer`.
+pub fn token<'a>(query: Option<&'a str>, headers: &'a HeaderMap) -> Option<&'a str> {
+    param(query, "token").or_else(|| bearer(headers))
+}
+
+/// The bearer credential of a request, if any.
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers.get(header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("Bearer ").map(str::trim).filter(|t| !t.is_empty())
+}
+
+/// One query parameter's value.
+pub fn param<'a>(query: Option<&'a str>, name: &str) -> Option<&'a str> {
+    query?.split('&').find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+}
+
+/// The HTTP answer to a refusal (every HTTP protocol answers alike).
+pub fn denied(e: Refusal) -> Response {
+    let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::FORBIDDEN);
+    (status, [(header::CACHE_CONTROL, "no-cache")], format!("{e}\n")).into_response()
+}
+
+/// A response with `body`, its content type and cache policy.
+pub fn body(content_type: &'static str, cache: &'static str, body: Body) -> Response {
+    let mut r = Response::new(body);
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
+    r
+}
+
+/// Playback is open to every origin (players run on other sites).
+pub fn cors() -> CorsLayer {
+    CorsLayer::new().allow_origin(Any).allow_methods(Any).allow_headers(Any).expose_headers(Any)
+}
+
+/// Constant-time equality of two byte strings (credentials).
+pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    a.ct_eq(b).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_come_from_the_query_or_the_bearer() {
+        let mut h = HeaderMap::new();
+        assert_eq!(token(Some("a=1&token=T.S"), &h), Some("T.S"));
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer B"));
+        assert_eq!(token(Some("a=1"), &h), Some("B"));
+        assert_eq!(param(Some("sid=ab&tokenx=1"), "token"), None);
+        assert!(ct_eq(b"abc", b"abc") && !ct_eq(b"abc", b"abd"));
+        assert_eq!(denied(Refusal::RateLimited).status(), StatusCode::TOO_MANY_REQUESTS);
+    }
+}
