@@ -755,7 +755,12 @@ async fn one_viewer_quota_counts_every_protocol_and_sessions_end_once() {
     let r = whep_post(offer.clone(), whep.clone()).await;
     assert_eq!(r.status(), 201);
     let resource = format!("http://{}{}", server.http, r.headers()["location"].to_str().unwrap());
-    viewer_listed(&server, "q", "whep").await;
+    let id = viewer_listed(&server, "q", "whep").await;
+    // The session carries its WebRTC link, named by the WHEP resource.
+    let page = api_ok("GET", &server.api("/sessions"), a, None, 200).await;
+    let entry = page["items"].as_array().unwrap().iter().find(|s| s["id"] == id.as_str()).cloned().unwrap();
+    let link = entry["webrtc"]["id"].as_str().unwrap_or_default().to_owned();
+    assert!(!link.is_empty() && resource.ends_with(&link), "{entry}");
     assert_eq!(whep_post(offer.clone(), whep.clone()).await.status(), 403, "a second WHEP viewer");
     assert_eq!(hls_status(client.clone(), hls.clone()).await, 403, "an HLS player meanwhile");
     let del = reqwest::Client::new().delete(&resource).send().await.unwrap();

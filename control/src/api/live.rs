@@ -76,6 +76,28 @@ pub struct Session {
     /// SRT link statistics of an SRT publisher or player.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub srt_links: Vec<SrtLink>,
+    /// The WebRTC link of a WHIP publisher or WHEP viewer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webrtc: Option<WebRtcLink>,
+}
+
+/// A WHIP or WHEP session's link, as `/api/v1/webrtc/sessions` details it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WebRtcLink {
+    /// Its resource id there.
+    pub id: String,
+    /// `connecting` or `connected`.
+    pub state: String,
+    /// `udp` or `tcp`, once ICE selected a pair.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transport: Option<String>,
+    /// Round-trip time from RTCP, milliseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rtt_ms: Option<f64>,
+    /// Bytes received from the peer (all packets).
+    pub bytes_in: u64,
+    /// Bytes sent to the peer (all packets).
+    pub bytes_out: u64,
 }
 
 /// One SRT link's statistics, refreshed about once a second.
@@ -118,6 +140,11 @@ fn sessions(api: &Api, caller: &Caller) -> Vec<Session> {
             })
             .collect()
     };
+    let rtc: std::collections::HashMap<String, tidecast_protocols::webrtc::SessionInfo> = api
+        .webrtc
+        .as_ref()
+        .map(|h| h.sessions().into_iter().filter_map(|s| Some((s.session.clone()?, s))).collect())
+        .unwrap_or_default();
     let mut out = Vec::new();
     let session = |i: &SessionInfo| {
         let publishing = i.role == Role::Publisher;
@@ -147,6 +174,14 @@ fn sessions(api: &Api, caller: &Caller) -> Vec<Session> {
             }),
             bytes_in: publishing.then(|| i.received()),
             srt_links: links,
+            webrtc: rtc.get(&i.id).map(|s| WebRtcLink {
+                id: s.id.clone(),
+                state: s.state.clone(),
+                transport: s.transport.clone(),
+                rtt_ms: s.rtt_ms,
+                bytes_in: s.bytes_in,
+                bytes_out: s.bytes_out,
+            }),
         }
     };
     for i in plane.sessions.list() {
@@ -246,6 +281,9 @@ pub struct WebRtcSession {
     /// `closed by the client (DELETE)`...
     #[serde(skip_serializing_if = "Option::is_none")]
     pub closed_reason: Option<String>,
+    /// Its id in `/api/v1/sessions` (where it is counted and kicked).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session: Option<String>,
 }
 
 /// WHIP publishers and WHEP viewers: the live ones, then the last 64 that
@@ -290,6 +328,7 @@ async fn list_webrtc_sessions(
                     .collect(),
                 notes: s.notes,
                 closed_reason: s.closed_reason,
+                session: s.session,
             });
         }
     }

@@ -253,7 +253,7 @@ async fn whep(
             counter.count_out(n);
             traffic.webrtc.fetch_add(n as u64, Ordering::Relaxed);
         }),
-        keep: Box::new(session),
+        session,
     };
     match s.hub.play(&offer, live, peer, hooks) {
         Ok(c) => {

@@ -20,7 +20,6 @@ pub mod sdp;
 pub mod session;
 pub mod stun;
 
-use std::any::Any;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
 use std::io;
@@ -147,6 +146,9 @@ pub struct SessionInfo {
     pub notes: Vec<String>,
     /// Why it ended.
     pub closed_reason: Option<String>,
+    /// The id of the publisher's or viewer's session in the node's
+    /// session table (`/api/v1/sessions`), when it was admitted through a gate.
+    pub session: Option<String>,
 }
 
 /// What a WHEP viewer session reports to and takes from the control plane.
@@ -155,9 +157,9 @@ pub struct ViewerHooks {
     pub cancel: CancellationToken,
     /// Called with the payload bytes of each frame sent.
     pub sent: Box<dyn Fn(usize) + Send + Sync>,
-    /// Kept for the session's life (a viewer guard: dropping it ends the
-    /// viewer's session in the control plane).
-    pub keep: Box<dyn Any + Send + Sync>,
+    /// The viewer's admitted session, kept for the WebRTC session's life:
+    /// dropping it ends the viewer's session.
+    pub session: crate::access::Session,
 }
 
 /// A created session.
@@ -405,6 +407,7 @@ impl WebRtcHub {
         let expect_video = usable("video", &["h264", "vp8", "vp9", "av1"]);
         let expect_audio = usable("audio", &["opus"]);
         let stream = publisher.stream().name().to_owned();
+        let admitted = Some(session.id().to_owned());
         let (ktx, krx) = mpsc::channel(4);
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         self.publishers.lock().insert(stream.clone(), (n, ktx));
@@ -417,7 +420,7 @@ impl WebRtcHub {
             last_request: None,
         }));
         self.opened[0].fetch_add(1, Ordering::Relaxed);
-        Ok(self.spawn(n, rtc, role, "whip", stream, peer, answer.to_sdp_string(), Vec::new()))
+        Ok(self.spawn(n, rtc, role, "whip", stream, peer, answer.to_sdp_string(), Vec::new(), admitted))
     }
 
     /// Accepts a WHEP offer: the peer plays `stream`.
@@ -449,13 +452,14 @@ impl WebRtcHub {
         let mids = lines.iter().filter_map(|l| l.mid.as_deref()).map(Mid::from).collect();
         let name = stream.name().to_owned();
         let upstream = self.publishers.lock().get(&name).map(|(_, tx)| tx.clone());
+        let admitted = Some(hooks.session.id().to_owned());
         let role = Role::Play(PlayRole::new(playout, hooks, upstream, carried.h264_profile, mids));
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         for note in &notes {
             warn!(stream = %name, %peer, "whep: {note}");
         }
         self.opened[1].fetch_add(1, Ordering::Relaxed);
-        Ok(self.spawn(n, rtc, role, "whep", name, peer, answer.to_sdp_string(), notes))
+        Ok(self.spawn(n, rtc, role, "whep", name, peer, answer.to_sdp_string(), notes, admitted))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -469,6 +473,7 @@ impl WebRtcHub {
         peer: SocketAddr,
         answer: String,
         notes: Vec<String>,
+        session: Option<String>,
     ) -> Created {
         let id = random_id();
         let ufrag = rtc.direct_api().local_ice_credentials().ufrag;
@@ -490,6 +495,7 @@ impl WebRtcHub {
             tracks: BTreeMap::new(),
             notes: notes.clone(),
             closed_reason: None,
+            session,
         }));
         self.sessions
             .lock()
