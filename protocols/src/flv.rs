@@ -7,6 +7,7 @@
 //! for the same purpose (`Opus`, `mp4a`). The legacy codec ids are AVC (7),
 //! the widespread HEVC extension (12) and AAC (10).
 
+use crate::ingest::{Delivery, MediaSource};
 use bytes::Bytes;
 use tidecast_media::{Codec, Frame, Track, TrackId, TIMESCALE};
 
@@ -210,6 +211,8 @@ pub struct FlvIngest {
     frame_rate: Option<f64>,
     tracks_changed: bool,
     clock: Unwrapper,
+    /// What [`FlvIngest::push`] produced and [`FlvIngest::poll`] hands out.
+    out: std::collections::VecDeque<Delivery>,
     /// Frames dropped because their track had no configuration yet.
     pub dropped_before_config: u64,
 }
@@ -221,6 +224,33 @@ impl FlvIngest {
     /// A fresh ingest.
     pub fn new() -> FlvIngest {
         FlvIngest::default()
+    }
+
+    /// Takes one tag (the sans-IO input every ingest shares); what it makes
+    /// of it waits in [`FlvIngest::poll`]. Media the server cannot carry
+    /// comes out as [`Delivery::Unsupported`]; an error here is damage that
+    /// must close the session.
+    pub fn push(&mut self, kind: TagKind, timestamp: u32, body: &Bytes) -> Result<(), FlvError> {
+        let r = match kind {
+            TagKind::Video => self.video(timestamp, body),
+            TagKind::Audio => self.audio(timestamp, body),
+        };
+        let frame = match r {
+            Ok(f) => f,
+            Err(FlvError::Unsupported(what)) => {
+                self.out.push_back(Delivery::Unsupported(what));
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        // The tracks go before the frame that came with them.
+        if let Some(t) = self.take_tracks() {
+            self.out.push_back(Delivery::Tracks(t));
+        }
+        if let Some(f) = frame {
+            self.out.push_back(Delivery::Frame(f));
+        }
+        Ok(())
     }
 
     /// The track list, if it changed since the last call. Push it to the
@@ -314,6 +344,16 @@ impl FlvIngest {
             }
             AudioTag::Ignored => Ok(None),
         }
+    }
+}
+
+impl MediaSource for FlvIngest {
+    fn poll(&mut self) -> Option<Delivery> {
+        if let Some(t) = self.take_tracks() {
+            // Metadata changed a track (its frame rate) between tags.
+            self.out.push_back(Delivery::Tracks(t));
+        }
+        self.out.pop_front()
     }
 }
 
@@ -550,6 +590,23 @@ mod tests {
         let f = ing.audio(20, &frame).unwrap().unwrap();
         assert_eq!(f.dts, 20_000, "wrapped forward past 2^32 ms");
         assert_eq!(f.payload.as_ref(), &[0x21]);
+    }
+
+    #[test]
+    fn push_and_poll_hand_out_tracks_before_their_frame_and_unsupported_media_as_such() {
+        let mut ing = FlvIngest::new();
+        ing.push(TagKind::Audio, 0, &Bytes::from_static(&[0xaf, 0, 0x12, 0x10])).unwrap();
+        ing.push(TagKind::Audio, 21, &Bytes::from_static(&[0xaf, 1, 0x21])).unwrap();
+        assert!(matches!(ing.poll(), Some(Delivery::Tracks(t)) if t.len() == 1));
+        assert!(matches!(ing.poll(), Some(Delivery::Frame(f)) if f.dts == 21_000));
+        assert_eq!(ing.poll(), None);
+        // Speex (codec id 11) is refused as unsupported, not as damage.
+        ing.push(TagKind::Audio, 42, &Bytes::from_static(&[0xb6, 1, 2])).unwrap();
+        assert!(matches!(ing.poll(), Some(Delivery::Unsupported(_))));
+        assert!(
+            ing.push(TagKind::Video, 0, &Bytes::from_static(&[0x17, 0, 0, 0, 0, 1])).is_err(),
+            "damage is an error"
+        );
     }
 
     #[test]

@@ -46,6 +46,15 @@ pub enum Delivery {
     Unsupported(String),
 }
 
+/// A sans-IO media parser seen from its output side: what it found, one
+/// [`Delivery`] at a time. Each takes its input its own way (`push` of
+/// socket bytes or tags); all of them are drained the same way
+/// ([`Deliverer::drain`]).
+pub trait MediaSource {
+    /// The next thing found, if any.
+    fn poll(&mut self) -> Option<Delivery>;
+}
+
 /// Why an ingest must close: its stream refused what it was handed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("the stream refused the media (its publisher was replaced or the stream ended)")]
@@ -82,6 +91,14 @@ impl Deliverer {
     /// The stream's name.
     pub fn stream(&self) -> &str {
         self.publisher.stream().name()
+    }
+
+    /// Hands everything `source` found so far to the stream.
+    pub fn drain(&mut self, source: &mut impl MediaSource) -> Result<(), StreamClosed> {
+        while let Some(d) = source.poll() {
+            self.deliver(d)?;
+        }
+        Ok(())
     }
 
     /// Hands `d` to the stream.

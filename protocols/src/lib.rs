@@ -9,7 +9,19 @@
 //! * [`mpegts`]: MPEG-TS demuxer and muxer, and the per-stream TS output.
 //! * [`srt`]: SRT publish and play on one UDP port.
 //! * [`webrtc`]: WHIP ingest and WHEP playback on one UDP port.
-//! * [`ingest`]: the publish gate and counters every ingest shares.
+//! * [`access`]: the one admission path and session type of every protocol.
+//! * [`ingest`]: the delivery path and counters every ingest shares.
+//! * [`http`]: what the HTTP protocols share (credentials, refusals, CORS).
+//!
+//! Every protocol folder has the same shape: wire types and a sans-IO core,
+//! its ingest or egress adapter, one tokio driver (`driver.rs`), and its own
+//! HTTP routes where it has any (`http.rs`). The sans-IO cores speak one
+//! vocabulary: input goes in with `push` (tags, TS packets, RTP samples) or
+//! `handle_input` (a session's socket bytes); what comes out is taken with
+//! `poll` (media, as [`ingest::Delivery`]), `poll_event` (what a session
+//! asks of its driver) and `poll_transmit` (bytes to send). Media parsers
+//! implement [`ingest::MediaSource`], and [`ingest::Deliverer::drain`] hands
+//! their output to a stream, the same way for every ingest.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]

@@ -40,6 +40,12 @@ pub enum DemuxOutput {
     },
 }
 
+impl crate::ingest::MediaSource for TsDemuxer {
+    fn poll(&mut self) -> Option<crate::ingest::Delivery> {
+        TsDemuxer::poll(self).map(Into::into)
+    }
+}
+
 impl From<DemuxOutput> for crate::ingest::Delivery {
     fn from(o: DemuxOutput) -> Self {
         use crate::ingest::Delivery;

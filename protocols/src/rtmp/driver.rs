@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use futures_util::FutureExt;
-use tidecast_media::{Event, Frame, MediaKind, Registry, Stream, Subscriber, Track};
+use tidecast_media::{Event, MediaKind, Registry, Stream, Subscriber, Track};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
@@ -18,8 +18,8 @@ use tracing::{debug, error, info, warn};
 use super::read_buffer::ReadBuffer;
 use super::{ServerSession, SessionConfig, SessionEvent};
 use crate::access::{AccessGate, EndReason, PlayRequest, PublishRequest, Refusal, Session};
-use crate::flv::{self, FlvError, FlvIngest, TagKind};
-use crate::ingest::{Deliverer, Delivery, IngestStats};
+use crate::flv::{self, FlvIngest, TagKind};
+use crate::ingest::{Deliverer, IngestStats};
 
 /// What the RTMP listener needs from the rest of the server.
 pub struct RtmpContext {
@@ -209,12 +209,24 @@ async fn connection(mut sock: TcpStream, peer: SocketAddr, ctx: &RtmpContext, sh
                     }
                     SessionEvent::Metadata(meta) => ingest.metadata(&meta),
                     SessionEvent::Audio { timestamp, payload } => {
-                        let r = ingest.audio(timestamp, &rb.pin(payload));
-                        close |= !deliver(&mut ingest, publishing.as_mut(), r, peer);
+                        close |= !deliver(
+                            &mut ingest,
+                            publishing.as_mut(),
+                            TagKind::Audio,
+                            timestamp,
+                            &rb.pin(payload),
+                            peer,
+                        );
                     }
                     SessionEvent::Video { timestamp, payload } => {
-                        let r = ingest.video(timestamp, &rb.pin(payload));
-                        close |= !deliver(&mut ingest, publishing.as_mut(), r, peer);
+                        close |= !deliver(
+                            &mut ingest,
+                            publishing.as_mut(),
+                            TagKind::Video,
+                            timestamp,
+                            &rb.pin(payload),
+                            peer,
+                        );
                     }
                     SessionEvent::Unpublished => {
                         let frames = publishing
@@ -453,27 +465,20 @@ async fn write_out(sock: &mut TcpStream, session: &mut ServerSession) -> std::io
     Ok(total)
 }
 
-/// Hands what the FLV ingest made of a message to the stream, through the
+/// Hands what the FLV ingest made of a tag to the stream, through the
 /// delivery path every ingest shares. False when the session must end.
 fn deliver(
     ingest: &mut FlvIngest,
     publishing: Option<&mut Deliverer>,
-    result: Result<Option<Frame>, FlvError>,
+    kind: TagKind,
+    timestamp: u32,
+    body: &bytes::Bytes,
     peer: SocketAddr,
 ) -> bool {
     let Some(d) = publishing else { return true };
-    let frame = match result {
-        Ok(f) => f,
-        Err(FlvError::Unsupported(what)) => return d.deliver(Delivery::Unsupported(what)).is_ok(),
-        Err(e) => {
-            warn!(%peer, stream = d.stream(), error = %e, "rtmp: bad media; closing the session");
-            return false;
-        }
-    };
-    if let Some(tracks) = ingest.take_tracks() {
-        if d.deliver(Delivery::Tracks(tracks)).is_err() {
-            return false;
-        }
+    if let Err(e) = ingest.push(kind, timestamp, body) {
+        warn!(%peer, stream = d.stream(), error = %e, "rtmp: bad media; closing the session");
+        return false;
     }
-    frame.is_none_or(|f| d.deliver(Delivery::Frame(f)).is_ok())
+    d.drain(ingest).is_ok()
 }

@@ -23,7 +23,7 @@ use tracing::{debug, error, info, warn};
 
 use super::streamid::{self, Mode};
 use crate::access::{AccessGate, EndReason, PlayRequest, PublishRequest, Refusal, Session};
-use crate::ingest::{Deliverer, IngestStats, StreamClosed};
+use crate::ingest::{Deliverer, IngestStats};
 use crate::mpegts::output::TsHub;
 use crate::mpegts::TsDemuxer;
 
@@ -289,7 +289,7 @@ async fn publish(mut socket: SrtSocket, mut d: Deliverer, ctx: &SrtContext, shut
                 ctx.stats.bytes_in.fetch_add(data.len() as u64, Ordering::Relaxed);
                 session.count_in(data.len());
                 demux.push(&data);
-                if pump(&mut demux, &mut d).is_err() {
+                if d.drain(&mut demux).is_err() {
                     break;
                 }
                 let errors = demux.stats().cc_errors + demux.stats().resyncs + demux.stats().bad_pes;
@@ -303,17 +303,9 @@ async fn publish(mut socket: SrtSocket, mut d: Deliverer, ctx: &SrtContext, shut
         }
     }
     demux.finish();
-    let _ = pump(&mut demux, &mut d);
+    let _ = d.drain(&mut demux);
     let _ = socket.close().await;
     info!(%peer, stream, packets = demux.stats().packets, "srt publisher gone; stream in its grace period");
-}
-
-/// Hands what the demuxer found to the stream.
-fn pump(demux: &mut TsDemuxer, d: &mut Deliverer) -> Result<(), StreamClosed> {
-    while let Some(out) = demux.poll() {
-        d.deliver(out.into())?;
-    }
-    Ok(())
 }
 
 /// SRT carries TS in payloads of seven packets.
