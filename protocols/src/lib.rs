@@ -16,7 +16,8 @@
 //! Every protocol folder has the same shape: wire types and a sans-IO core,
 //! its ingest or egress adapter, one tokio driver (`driver.rs`), and its own
 //! HTTP routes where it has any (`http.rs`). The sans-IO cores speak one
-//! vocabulary: input goes in with `push` (tags, TS packets, RTP samples) or
+//! vocabulary: input goes in with `push` (tags, TS packets, RTP samples, the
+//! last answered at once with what it completed) or
 //! `handle_input` (a session's socket bytes); what comes out is taken with
 //! `poll` (media, as [`ingest::Delivery`]), `poll_event` (what a session
 //! asks of its driver) and `poll_transmit` (bytes to send). Media parsers
