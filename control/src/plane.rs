@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -42,12 +42,18 @@ pub const AUTH_WINDOW: Duration = Duration::from_secs(60);
 /// its window ends.
 pub struct AuthLimiter {
     by_ip: Mutex<HashMap<IpAddr, (Instant, u32)>>,
+    /// Addresses in `by_ip`: with none, a request needs no lock.
+    tracked: AtomicUsize,
     limit: AtomicU32,
 }
 
 impl Default for AuthLimiter {
     fn default() -> Self {
-        AuthLimiter { by_ip: Mutex::default(), limit: AtomicU32::new(AUTH_FAILURES_PER_WINDOW) }
+        AuthLimiter {
+            by_ip: Mutex::default(),
+            tracked: AtomicUsize::new(0),
+            limit: AtomicU32::new(AUTH_FAILURES_PER_WINDOW),
+        }
     }
 }
 
@@ -60,13 +66,14 @@ impl AuthLimiter {
     /// Whether `ip` has failed too often lately.
     pub fn blocked(&self, ip: IpAddr) -> bool {
         let limit = self.limit.load(Ordering::Relaxed);
-        if limit == 0 {
+        if limit == 0 || self.tracked.load(Ordering::Relaxed) == 0 {
             return false;
         }
         let mut m = self.by_ip.lock();
         match m.get(&ip) {
             Some((since, _)) if since.elapsed() >= AUTH_WINDOW => {
                 m.remove(&ip);
+                self.tracked.store(m.len(), Ordering::Relaxed);
                 false
             }
             Some((_, n)) => *n >= limit,
@@ -85,6 +92,7 @@ impl AuthLimiter {
         }
         let e = m.entry(ip).or_insert((Instant::now(), 0));
         e.1 = e.1.saturating_add(1);
+        self.tracked.store(m.len(), Ordering::Relaxed);
     }
 }
 

@@ -320,6 +320,9 @@ async fn play(
     shutdown: CancellationToken,
 ) {
     let stream = viewer.stream();
+    // What srt-tokio's send buffer holds for this player (references to
+    // TS chunks, which it keeps alive until acknowledged), in the ledger.
+    let sending = ctx.registry.ledger().gauge(stream, "srt-send");
     let mut stats = socket.statistics().clone();
     let mut prev = (Instant::now(), 0u64);
     let mut pacer = super::pace::Pacer::new(Instant::now());
@@ -338,6 +341,7 @@ async fn play(
             s = stats.next() => {
                 if let Some(s) = s {
                     record(ctx, peer, stream, false, &s, &mut prev);
+                    sending.set(usize::try_from(s.tx_buffered_bytes).unwrap_or(usize::MAX));
                 }
                 continue;
             }
