@@ -425,13 +425,28 @@ impl ControlPlane {
         Ok(self.sessions.open(new, Some(slot)))
     }
 
-    /// The session id of an HLS request: the `sid` the multivariant
-    /// playlist handed out, or, for a player that carries none, a keyed hash
-    /// of its address, user agent and token (players behind one NAT with
-    /// the same agent then count as one).
-    fn hls_session_id(&self, sid: Option<&str>, stream: &str, ip: IpAddr, agent: &str, token: Option<&str>) -> String {
+    /// The session id of an HLS request: a new signed `sid` for a new
+    /// player (`fresh`), the `sid` it carries if this node signed it, or,
+    /// for a player without a valid one, a keyed hash of its address, user
+    /// agent and token (players behind one NAT with the same agent then
+    /// count as one). A client cannot choose its own ids, so it cannot take
+    /// another's session or fill a quota with made-up ones.
+    fn hls_session_id(
+        &self,
+        sid: Option<&str>,
+        fresh: bool,
+        stream: &str,
+        ip: IpAddr,
+        agent: &str,
+        token: Option<&str>,
+    ) -> String {
+        // A sid is 16 random hex digits and 16 of their keyed hash.
+        let sign = |r: &str| format!("{r}{:016x}", self.hls_ids.hash_one(("sid", r)));
+        if fresh {
+            return sign(&tidecast_protocols::access::new_id());
+        }
         match sid {
-            Some(s) if (8..=32).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_hexdigit()) => s.to_owned(),
+            Some(s) if s.len() == 32 && s.is_char_boundary(16) && sign(&s[..16]) == s => s.to_owned(),
             _ => {
                 let h = self.hls_ids.hash_one((stream, ip, agent, token.unwrap_or("")));
                 format!("h{h:016x}")
@@ -449,9 +464,10 @@ impl ControlPlane {
         &self,
         req: PlayRequest<'_>,
         sid: Option<&str>,
+        fresh: bool,
         agent: &str,
     ) -> Result<Arc<SessionInfo>, Refusal> {
-        let id = self.hls_session_id(sid, req.stream, req.peer.ip(), agent, req.token);
+        let id = self.hls_session_id(sid, fresh, req.stream, req.peer.ip(), agent, req.token);
         let id = id.as_str();
         if let Some(info) = self.sessions.get(id) {
             // A sid is a bearer of a slot: only its own HLS session's.
@@ -467,6 +483,10 @@ impl ControlPlane {
         let cell = self.hls_pending.lock().entry(id.to_owned()).or_default().clone();
         let result = cell
             .get_or_init(|| async {
+                // Admitted while this request looked for a pending cell.
+                if self.sessions.get(id).is_some() {
+                    return Ok(());
+                }
                 let owned = self.owned(req.stream).map_err(store_refusal)?;
                 let session = self.admit_checked(&req, id.to_owned(), owned).await?;
                 session.info().touch();
@@ -541,6 +561,7 @@ impl ControlPlane {
                     }
                     self.enforce_bitrate(&report, &mut over_quota);
                     self.sessions.sweep_idle(HLS_IDLE);
+                    self.sessions.prune_tallies(|name| self.registry.get(name).is_some());
                     // Admissions whose every waiter went away (clients that
                     // hung up during a slow USER_NEW) leave their cell behind.
                     self.hls_pending.lock().retain(|_, c| Arc::strong_count(c) > 1);
@@ -610,9 +631,10 @@ impl AccessGate for ControlPlane {
         &'a self,
         req: PlayRequest<'a>,
         sid: Option<&'a str>,
+        fresh: bool,
         agent: &'a str,
     ) -> tidecast_protocols::access::HlsAdmission<'a> {
-        Box::pin(self.hls_session(req, sid, agent))
+        Box::pin(self.hls_session(req, sid, fresh, agent))
     }
 
     fn open_publishing(&self) -> bool {

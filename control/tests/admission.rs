@@ -218,3 +218,51 @@ async fn sessions_are_listed_and_kicked_per_tenant() {
     assert_eq!(s, StatusCode::NO_CONTENT);
     assert!(va.info().is_cancelled(), "the kick fires the session's cancel handle");
 }
+
+#[tokio::test(start_paused = true)]
+async fn hls_session_ids_are_handed_out_by_the_server_and_cannot_be_made_up() {
+    let n = node().await;
+    tenant_with_stream(&n, "acme", json!({"max_viewers": 1}), json!({"name": "cam", "tenant": "acme"})).await;
+    let publisher = n.registry.publish("cam").expect("publish");
+    // An AAC track (from its FLV configuration tag), so there is a rendition.
+    let mut flv = tidecast_protocols::flv::FlvIngest::new();
+    let config = bytes::Bytes::from_static(&[0xaf, 0, 0x12, 0x10]);
+    flv.push(tidecast_protocols::flv::TagKind::Audio, 0, &config).expect("AAC config");
+    let Some(tidecast_protocols::ingest::Delivery::Tracks(tracks)) =
+        tidecast_protocols::ingest::MediaSource::poll(&mut flv)
+    else {
+        panic!("no track")
+    };
+    publisher.set_tracks(tracks).expect("tracks");
+    // Three seconds of (silent) AAC frames: a first whole segment.
+    for i in 0..130u32 {
+        let frame = bytes::Bytes::from_static(&[0xaf, 1, 0x21, 0x10, 0x04]);
+        flv.push(tidecast_protocols::flv::TagKind::Audio, i * 1024 * 1000 / 44_100, &frame).expect("AAC frame");
+        while let Some(d) = tidecast_protocols::ingest::MediaSource::poll(&mut flv) {
+            if let tidecast_protocols::ingest::Delivery::Frame(f) = d {
+                publisher.push(f).expect("frame");
+            }
+        }
+    }
+    while n.hls.get("cam").is_none() {
+        tokio::task::yield_now().await;
+    }
+    // A new player: the multivariant playlist (after its wait for a first
+    // segment, which never comes here) names its session in every URI.
+    let first = open(&n.playback, "/hls/cam/index.m3u8").await;
+    assert_eq!(first.status(), StatusCode::OK);
+    let text = String::from_utf8(first.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
+    let sid = text.split("sid=").nth(1).map(|s| s.chars().take_while(char::is_ascii_hexdigit).collect::<String>());
+    let sid = sid.expect("a sid in the playlist");
+    assert_eq!(sid.len(), 32, "{text}");
+    assert!(n.plane.sessions.get(&sid).is_some());
+    // The same player carries it on: admitted (the rendition does not exist yet).
+    let same = open(&n.playback, &format!("/hls/cam/video.m3u8?sid={sid}")).await;
+    assert_eq!(same.status(), StatusCode::NOT_FOUND);
+    // A made-up id is not a session: the request counts as another player,
+    // and the tenant's one slot is taken.
+    let forged = format!("{}{}", &sid[..16], "0123456789abcdef");
+    let other = open(&n.playback, &format!("/hls/cam/video.m3u8?sid={forged}")).await;
+    assert_eq!(other.status(), StatusCode::FORBIDDEN);
+    assert_eq!(n.plane.sessions.list().iter().filter(|s| s.protocol == "hls").count(), 1);
+}

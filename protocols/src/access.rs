@@ -119,11 +119,19 @@ pub trait AccessGate: Send + Sync + 'static {
         -> Result<Option<Arc<StreamSettings>>, Refusal>;
 
     /// The session of an HLS request that passed [`AccessGate::check_play`]:
-    /// the live one named `sid` (or, without one, by the client's address,
-    /// agent and token), touched; else one admitted now like
-    /// [`AccessGate::admit_play`], once even when a player's first requests
-    /// arrive together, and held until the player goes quiet.
-    fn hls_viewer<'a>(&'a self, req: PlayRequest<'a>, sid: Option<&'a str>, agent: &'a str) -> HlsAdmission<'a>;
+    /// the live one named by the `sid` the request carries (or, without a
+    /// valid one, by the client's address, agent and token), touched; else
+    /// one admitted now like [`AccessGate::admit_play`], once even when a
+    /// player's first requests arrive together, and held until the player
+    /// goes quiet. `fresh`: a multivariant playlist asked for without a
+    /// `sid`, which starts a new player's session under a new id.
+    fn hls_viewer<'a>(
+        &'a self,
+        req: PlayRequest<'a>,
+        sid: Option<&'a str>,
+        fresh: bool,
+        agent: &'a str,
+    ) -> HlsAdmission<'a>;
 
     /// Whether anyone may publish anything (no keys configured anywhere).
     fn open_publishing(&self) -> bool {
@@ -229,6 +237,8 @@ pub struct SessionInfo {
     reason: Mutex<Option<EndReason>>,
     /// Set once STREAM_END has counted this session's figures.
     tallied: AtomicBool,
+    /// Set when the session has ended.
+    ended: AtomicBool,
 }
 
 impl SessionInfo {
@@ -287,6 +297,9 @@ pub struct Session {
     counted: bool,
     /// Dropped without an end record (a session the protocol could not start).
     discarded: bool,
+    /// The live session this one took the id of (a publisher reconnecting
+    /// or trying to take a stream over), put back if this one is discarded.
+    displaced: Option<Arc<SessionInfo>>,
 }
 
 impl Session {
@@ -531,6 +544,7 @@ impl Sessions {
             cancel: CancellationToken::new(),
             reason: Mutex::new(None),
             tallied: AtomicBool::new(false),
+            ended: AtomicBool::new(false),
         });
         let counted = match reservation {
             Some(mut r) => r.tenant.take().is_some(),
@@ -538,15 +552,28 @@ impl Sessions {
         };
         // A newer publisher of the same stream takes the id over; the older
         // one's end removes only its own entry.
-        self.inner.live.write().insert(info.id.clone(), info.clone());
-        Session { info, table: self.clone(), counted, discarded: false }
+        let displaced = self.inner.live.write().insert(info.id.clone(), info.clone());
+        Session { info, table: self.clone(), counted, discarded: false, displaced }
     }
 
     fn end(&self, s: &Session) {
+        // The tallies' lock is held from leaving `live` to being counted, so
+        // a STREAM_END in between (`close_tally`) sees this session in one
+        // place or the other, never in neither.
+        let mut tallies = self.inner.tallies.lock();
+        s.info.ended.store(true, Ordering::Relaxed);
         {
             let mut live = self.inner.live.write();
             if live.get(&s.info.id).is_some_and(|x| Arc::ptr_eq(x, &s.info)) {
-                live.remove(&s.info.id);
+                match s.displaced.as_ref().filter(|d| s.discarded && !d.ended.load(Ordering::Relaxed)) {
+                    // A refused takeover: the session it displaced is live again.
+                    Some(d) => {
+                        live.insert(s.info.id.clone(), d.clone());
+                    }
+                    None => {
+                        live.remove(&s.info.id);
+                    }
+                }
             }
         }
         if s.counted {
@@ -563,9 +590,10 @@ impl Sessions {
             "hls" => Duration::from_millis(s.info.last_seen.load(Ordering::Relaxed)),
             _ => s.info.age(),
         };
-        if !s.info.tallied.load(Ordering::Relaxed) {
-            self.inner.tallies.lock().entry(s.info.stream.clone()).or_default().add(&s.info, duration);
+        if !s.info.tallied.swap(true, Ordering::Relaxed) {
+            tallies.entry(s.info.stream.clone()).or_default().add(&s.info, duration);
         }
+        drop(tallies);
         let mut ended = self.inner.ended.lock();
         if ended.len() >= ENDED_QUEUE {
             ended.pop_front();
@@ -588,13 +616,20 @@ impl Sessions {
     /// live ones are marked so that their own end does not count them again.
     /// Called once, when the stream ends.
     pub fn close_tally(&self, stream: &str) -> Tally {
-        let mut tally = self.inner.tallies.lock().remove(stream).unwrap_or_default();
+        let mut tallies = self.inner.tallies.lock();
+        let mut tally = tallies.remove(stream).unwrap_or_default();
         for s in self.inner.live.read().values().filter(|s| s.stream == stream) {
             if !s.tallied.swap(true, Ordering::Relaxed) {
                 tally.add(s, s.age());
             }
         }
         tally
+    }
+
+    /// Forgets the tallies of streams `keep` says are gone (sessions that
+    /// ended after their stream's STREAM_END, or an end announcement lost).
+    pub fn prune_tallies(&self, keep: impl Fn(&str) -> bool) {
+        self.inner.tallies.lock().retain(|name, _| keep(name));
     }
 
     /// One live session.
@@ -622,7 +657,15 @@ impl Sessions {
     /// ends it (HLS viewers, who hold no connection).
     pub fn hold(&self, session: Session) {
         let key = session.id().to_owned();
-        self.inner.held.lock().insert(key, session);
+        let mut held = self.inner.held.lock();
+        // An id already held keeps its session; a second one never replaces
+        // (and so never ends) it.
+        if let std::collections::hash_map::Entry::Vacant(v) = held.entry(key) {
+            v.insert(session);
+        } else {
+            drop(held);
+            session.discard();
+        }
     }
 
     /// Ends held sessions idle for `idle` or longer.
@@ -693,10 +736,17 @@ impl AccessGate for OpenGate {
         Ok(None)
     }
 
-    fn hls_viewer<'a>(&'a self, req: PlayRequest<'a>, sid: Option<&'a str>, agent: &'a str) -> HlsAdmission<'a> {
+    fn hls_viewer<'a>(
+        &'a self,
+        req: PlayRequest<'a>,
+        sid: Option<&'a str>,
+        fresh: bool,
+        agent: &'a str,
+    ) -> HlsAdmission<'a> {
         Box::pin(async move {
             let id = match sid {
                 Some(s) => s.to_owned(),
+                None if fresh => new_id(),
                 None => format!("{}-{}-{agent}", req.stream, req.peer.ip()),
             };
             if let Some(info) = self.sessions.get(&id) {
@@ -811,6 +861,30 @@ mod tests {
         assert!(t.is_kicked(&id));
         assert!(!t.kick(&id), "only once");
         assert_eq!(t.take_ended().len(), 1);
+    }
+
+    #[test]
+    fn a_refused_takeover_leaves_the_live_publisher_listed() {
+        let t = Sessions::new();
+        let publisher = |t: &Sessions| {
+            let new = NewSession {
+                id: "publish:cam".into(),
+                role: Role::Publisher,
+                protocol: "rtmp",
+                stream: "cam".into(),
+                settings: Arc::default(),
+                peer: "127.0.0.1:9".parse().unwrap(),
+                url: "rtmp://x/live".into(),
+            };
+            t.open(new, None)
+        };
+        let live = publisher(&t);
+        let refused = publisher(&t);
+        refused.discard();
+        assert!(t.get("publish:cam").is_some_and(|i| Arc::ptr_eq(&i, live.info())), "still listed, still kickable");
+        drop(live);
+        assert!(t.get("publish:cam").is_none());
+        assert_eq!(t.take_ended().len(), 1, "only the live one ended");
     }
 
     #[test]

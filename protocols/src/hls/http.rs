@@ -107,18 +107,18 @@ async fn hls_file(
     // A player's session id: the `sid` it carries, a fresh one for a
     // multivariant playlist asked for without one (its URIs hand it on).
     let sid = param(query.as_deref(), "sid");
-    let minted = (sid.is_none() && matches!(resource, Resource::Multivariant)).then(crate::access::new_id);
+    let fresh = sid.is_none() && matches!(resource, Resource::Multivariant);
     let agent = headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or("");
     let url = format!("/hls/{stream}/{file}");
     let req = PlayRequest { protocol: "hls", stream: &stream, token, peer, url: &url };
-    let session = match out.gate.hls_viewer(req, sid.or(minted.as_deref()), agent).await {
+    let session = match out.gate.hls_viewer(req, sid, fresh, agent).await {
         Ok(s) => s,
         Err(e) => return denied(e),
     };
     // Playlists carry the session id, and the token of a token-protected
     // stream, into every URI they name.
     let mut carry = Vec::new();
-    if sid.is_some() || minted.is_some() {
+    if sid.is_some() || fresh {
         carry.push(format!("sid={}", session.id));
     }
     if let Some(t) = token.filter(|_| settings.as_ref().is_some_and(|s| s.playback_token_required)) {

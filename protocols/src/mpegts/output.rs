@@ -33,9 +33,8 @@ impl TsHub {
     /// when no such stream is live.
     pub fn subscribe(&self, stream: &str) -> Option<Subscriber> {
         let (registry, outputs) = self.state.get()?;
-        if let Some(ts) = outputs.get(stream) {
-            return Some(ts.subscribe());
-        }
+        // By the live stream, not the name: a new stream of an old name
+        // never gets the old stream's TS.
         let source = registry.get(stream).filter(|s| !s.is_ended())?;
         Some(outputs.get_or_start(&source).subscribe())
     }

@@ -201,7 +201,12 @@ async fn session(req: ConnectionRequest, ctx: &SrtContext, shutdown: Cancellatio
         }
         Mode::Request => {
             let name = parsed.name.clone();
-            // Only a live stream is worth the triggers.
+            // The credential first (nothing starts for a caller without
+            // one), then whether there is anything to play: only a live
+            // stream is worth the quota and the triggers.
+            if let Err(r) = ctx.gate.check_play(&name, parsed.credential.as_deref(), peer.ip()) {
+                return reject(req, ctx, false, refusal_code(&r), &r.reason()).await;
+            }
             let Some(sub) = ctx.ts.subscribe(&name) else {
                 return reject(req, ctx, false, ServerRejectReason::Notfound, &format!("no live stream {name:?}"))
                     .await;
