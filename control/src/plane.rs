@@ -97,7 +97,7 @@ impl AuthLimiter {
 }
 
 /// The outcome of an HLS admission in progress, shared by its waiters.
-type PendingAdmission = Arc<tokio::sync::OnceCell<Result<(), Refusal>>>;
+type PendingAdmission = tokio::sync::watch::Receiver<Option<Result<(), Refusal>>>;
 
 /// Shared state of the control plane.
 pub struct ControlPlane {
@@ -123,6 +123,8 @@ pub struct ControlPlane {
     /// HLS sessions being admitted, so that a player's concurrent first
     /// requests open one session, not several.
     hls_pending: Mutex<HashMap<String, PendingAdmission>>,
+    /// This plane, for admissions that run on their own task.
+    me: std::sync::Weak<ControlPlane>,
     /// Keys the fallback HLS session ids (players that carry no `sid`).
     hls_ids: std::collections::hash_map::RandomState,
 }
@@ -165,7 +167,8 @@ impl ControlPlane {
                 s
             }
         };
-        let plane = Arc::new(ControlPlane {
+        let plane = Arc::new_cyclic(|me| ControlPlane {
+            me: me.clone(),
             db,
             config_keys,
             registry,
@@ -480,29 +483,52 @@ impl ControlPlane {
         if self.sessions.is_kicked(id) {
             return Err(Refusal::Forbidden("this session was ended by the operator".into()));
         }
-        let cell = self.hls_pending.lock().entry(id.to_owned()).or_default().clone();
-        let result = cell
-            .get_or_init(|| async {
-                // Admitted while this request looked for a pending cell.
-                if self.sessions.get(id).is_some() {
-                    return Ok(());
-                }
-                let owned = self.owned(req.stream).map_err(store_refusal)?;
-                let session = self.admit_checked(&req, id.to_owned(), owned).await?;
-                session.info().touch();
-                self.sessions.hold(session);
-                Ok(())
-            })
-            .await
-            .clone();
-        {
+        // One admission per id, on its own task: every request of the
+        // player waits for it, and a player hanging up during a slow
+        // USER_NEW neither repeats it nor leaves it without its USER_END.
+        let mut result = {
             let mut pending = self.hls_pending.lock();
-            if pending.get(id).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
-                pending.remove(id);
+            match pending.get(id) {
+                Some(rx) => rx.clone(),
+                None => {
+                    let me = self.me.upgrade().ok_or_else(|| Refusal::Unavailable("shutting down".into()))?;
+                    let (tx, rx) = tokio::sync::watch::channel(None);
+                    pending.insert(id.to_owned(), rx.clone());
+                    let (id, stream, token, url) =
+                        (id.to_owned(), req.stream.to_owned(), req.token.map(str::to_owned), req.url.to_owned());
+                    let (protocol, peer, mine) = (req.protocol, req.peer, rx.clone());
+                    tokio::spawn(async move {
+                        let req = PlayRequest { protocol, stream: &stream, token: token.as_deref(), peer, url: &url };
+                        let r = me.admit_hls(&req, &id).await;
+                        let _ = tx.send(Some(r));
+                        let mut pending = me.hls_pending.lock();
+                        if pending.get(&id).is_some_and(|rx| rx.same_channel(&mine)) {
+                            pending.remove(&id);
+                        }
+                    });
+                    rx
+                }
             }
-        }
-        result?;
+        };
+        let outcome = match result.wait_for(Option::is_some).await {
+            Ok(r) => r.clone().unwrap_or(Ok(())),
+            Err(_) => Err(Refusal::Unavailable("the admission did not finish".into())),
+        };
+        outcome?;
         self.sessions.get(id).ok_or_else(|| Refusal::Forbidden("this session has ended".into()))
+    }
+
+    /// Admits an HLS player's session and hands it to the session table.
+    async fn admit_hls(&self, req: &PlayRequest<'_>, id: &str) -> Result<(), Refusal> {
+        // Admitted while this request looked for a pending admission.
+        if self.sessions.get(id).is_some() {
+            return Ok(());
+        }
+        let owned = self.owned(req.stream).map_err(store_refusal)?;
+        let session = self.admit_checked(req, id.to_owned(), owned).await?;
+        session.info().touch();
+        self.sessions.hold(session);
+        Ok(())
     }
 
     fn notify_stream(&self, trigger: Trigger, stream: &str, fields: Vec<String>) {
@@ -562,9 +588,6 @@ impl ControlPlane {
                     self.enforce_bitrate(&report, &mut over_quota);
                     self.sessions.sweep_idle(HLS_IDLE);
                     self.sessions.prune_tallies(|name| self.registry.get(name).is_some());
-                    // Admissions whose every waiter went away (clients that
-                    // hung up during a slow USER_NEW) leave their cell behind.
-                    self.hls_pending.lock().retain(|_, c| Arc::strong_count(c) > 1);
                     for ended in self.sessions.take_ended() {
                         let v = &ended.info;
                         if v.role != Role::Viewer {

@@ -266,3 +266,58 @@ async fn hls_session_ids_are_handed_out_by_the_server_and_cannot_be_made_up() {
     assert_eq!(other.status(), StatusCode::FORBIDDEN);
     assert_eq!(n.plane.sessions.list().iter().filter(|s| s.protocol == "hls").count(), 1);
 }
+
+/// A player that hangs up while a blocking USER_NEW is being asked does not
+/// cancel its admission: the hook is asked once, the session is opened (so
+/// its USER_END will follow), and the player's next request joins it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_hls_admission_outlives_the_request_that_started_it() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let asked = Arc::new(AtomicUsize::new(0));
+    let release = Arc::new(tokio::sync::Notify::new());
+    let (seen_tx, mut seen) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let hook = {
+        let (asked, release) = (asked.clone(), release.clone());
+        Router::new().route(
+            "/user_new",
+            axum::routing::post(move || {
+                let (asked, release, seen_tx) = (asked.clone(), release.clone(), seen_tx.clone());
+                async move {
+                    asked.fetch_add(1, Ordering::SeqCst);
+                    let _ = seen_tx.send(());
+                    release.notified().await;
+                    "true"
+                }
+            }),
+        )
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let hook_addr = listener.local_addr().expect("address");
+    tokio::spawn(async move { axum::serve(listener, hook).await });
+
+    let n = node().await;
+    tenant_with_stream(&n, "acme", json!({}), json!({"name": "cam", "tenant": "acme"})).await;
+    let trigger = json!({"trigger": "USER_NEW", "url": format!("http://{hook_addr}/user_new"), "blocking": true, "timeout_ms": 30000});
+    let (s, _) = call(&n.api, "POST", "/api/v1/triggers", Some(ADMIN), Some(trigger)).await;
+    assert_eq!(s, StatusCode::CREATED);
+    let _publisher = n.registry.publish("cam").expect("publish");
+    while n.hls.get("cam").is_none() {
+        tokio::task::yield_now().await;
+    }
+
+    // The first request asks USER_NEW, then its client goes away.
+    let playback = n.playback.clone();
+    let first = tokio::spawn(async move { open(&playback, "/hls/cam/audio.m3u8").await.status() });
+    seen.recv().await.expect("USER_NEW asked");
+    first.abort();
+    // The player's next request waits for the same admission.
+    let playback = n.playback.clone();
+    let second = tokio::spawn(async move { open(&playback, "/hls/cam/audio.m3u8").await.status() });
+    tokio::task::yield_now().await;
+    release.notify_one();
+    let status = second.await.expect("second request");
+    assert_eq!(status, StatusCode::NOT_FOUND, "admitted; the rendition does not exist yet");
+    assert_eq!(asked.load(Ordering::SeqCst), 1, "USER_NEW was asked once");
+    let hls: Vec<_> = n.plane.sessions.list().into_iter().filter(|s| s.protocol == "hls").collect();
+    assert_eq!(hls.len(), 1, "one session, opened although its first request was gone");
+}
