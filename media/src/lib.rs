@@ -43,5 +43,5 @@ mod track;
 pub use frame::{rescale, Frame, TrackId, TIMESCALE};
 pub use memory::{Gauge, Holding, Ledger};
 pub use registry::{PublishError, PublishMode, Registry, RegistryConfig, RegistryEvent};
-pub use stream::{Event, Publisher, Revoked, Stream, StreamConfig, StreamStats, Subscriber};
+pub use stream::{Entry, Event, Publisher, Revoked, Stream, StreamConfig, StreamStats, Subscriber};
 pub use track::{Codec, MediaKind, Track, TrackInfo};

@@ -16,6 +16,41 @@ use tokio::sync::watch;
 
 use crate::{Frame, Gauge, MediaKind, Track, TrackId};
 
+/// What a stream's ring holds: the media core's [`Frame`]s, or an output's
+/// packaged form of them (one entry per frame) that the output's viewers read
+/// through the same ring, with the same keyframe index, bounds and skip
+/// counting.
+pub trait Entry: Clone + Send + Sync + 'static {
+    /// The track the entry belongs to.
+    fn track(&self) -> TrackId;
+    /// Decode timestamp in microseconds: ages the entry out of the ring.
+    fn dts(&self) -> i64;
+    /// Shifts the decode timestamp (a resumed publisher continues the timeline).
+    fn shift_dts(&mut self, by: i64);
+    /// Whether a reader can start here (on the stream's lead track).
+    fn is_key(&self) -> bool;
+    /// Payload bytes the entry keeps alive, for the ring's byte bound.
+    fn size(&self) -> usize;
+}
+
+impl Entry for Frame {
+    fn track(&self) -> TrackId {
+        self.track
+    }
+    fn dts(&self) -> i64 {
+        self.dts
+    }
+    fn shift_dts(&mut self, by: i64) {
+        self.dts = self.dts.saturating_add(by);
+    }
+    fn is_key(&self) -> bool {
+        self.keyframe
+    }
+    fn size(&self) -> usize {
+        self.payload.len()
+    }
+}
+
 /// Limits of one stream's ring buffer.
 #[derive(Clone, Debug)]
 pub struct StreamConfig {
@@ -35,21 +70,21 @@ impl Default for StreamConfig {
 
 /// What a [`Subscriber`] reads, in stream order.
 #[derive(Clone, Debug, PartialEq)]
-pub enum Event {
+pub enum Event<F = Frame> {
     /// The tracks in force from here on. Always the first event a subscriber
     /// reads, and repeated whenever the publisher changes them or the
     /// subscriber jumps.
     Tracks(Arc<[Track]>),
     /// One frame.
-    Frame(Frame),
+    Frame(F),
     /// Timestamps or codec configuration may not continue smoothly from the
     /// previous frame (a publisher reconnected, or this subscriber jumped).
     Discontinuity,
 }
 
 #[derive(Clone, Debug)]
-enum Item {
-    Frame(Frame),
+enum Item<F> {
+    Frame(F),
     Tracks(Arc<[Track]>),
     Discontinuity,
 }
@@ -59,8 +94,8 @@ struct KeyPoint {
     tracks: Arc<[Track]>,
 }
 
-struct Ring {
-    items: VecDeque<Item>,
+struct Ring<F> {
+    items: VecDeque<Item<F>>,
     first_seq: u64,
     keypoints: VecDeque<KeyPoint>,
     bytes: usize,
@@ -73,19 +108,19 @@ struct Ring {
     newest_dts: Option<i64>,
 }
 
-impl Ring {
+impl<F: Entry> Ring<F> {
     fn next_seq(&self) -> u64 {
         self.first_seq + self.items.len() as u64
     }
 
-    fn get(&self, seq: u64) -> Option<&Item> {
+    fn get(&self, seq: u64) -> Option<&Item<F>> {
         let idx = seq.checked_sub(self.first_seq)?;
         self.items.get(usize::try_from(idx).ok()?)
     }
 
-    fn push(&mut self, item: Item) {
+    fn push(&mut self, item: Item<F>) {
         if let Item::Frame(f) = &item {
-            self.bytes += f.payload.len();
+            self.bytes += f.size();
         }
         self.items.push_back(item);
     }
@@ -97,9 +132,9 @@ impl Ring {
             let over_bytes = self.bytes > cfg.max_bytes;
             // A track change or discontinuity marker goes with the frame after it.
             let dts = match front {
-                Item::Frame(f) => Some(f.dts),
+                Item::Frame(f) => Some(f.dts()),
                 _ => self.items.iter().find_map(|i| match i {
-                    Item::Frame(f) => Some(f.dts),
+                    Item::Frame(f) => Some(f.dts()),
                     _ => None,
                 }),
             };
@@ -110,7 +145,7 @@ impl Ring {
                 break;
             }
             if let Some(Item::Frame(f)) = self.items.pop_front() {
-                self.bytes -= f.payload.len();
+                self.bytes -= f.size();
             }
             self.first_seq += 1;
             while self.keypoints.front().is_some_and(|k| k.seq < self.first_seq) {
@@ -142,11 +177,12 @@ pub(crate) struct PublisherSlot {
     pub(crate) live: bool,
 }
 
-/// A live stream. Obtain one from the [`crate::Registry`].
-pub struct Stream {
+/// A live stream. Obtain one from the [`crate::Registry`], or make a derived
+/// one (an output's packaged form) with [`Publisher::standalone`].
+pub struct Stream<F: Entry = Frame> {
     name: String,
     cfg: StreamConfig,
-    ring: RwLock<Ring>,
+    ring: RwLock<Ring<F>>,
     next_seq: watch::Sender<u64>,
     pub(crate) slot: Mutex<PublisherSlot>,
     /// Bumped whenever the stream's publisher slot changes hands.
@@ -156,14 +192,14 @@ pub struct Stream {
     gauge: Gauge,
 }
 
-impl std::fmt::Debug for Stream {
+impl<F: Entry> std::fmt::Debug for Stream<F> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Stream").field("name", &self.name).finish_non_exhaustive()
     }
 }
 
-impl Stream {
-    pub(crate) fn new(name: String, cfg: StreamConfig, gauge: Gauge) -> Arc<Stream> {
+impl<F: Entry> Stream<F> {
+    pub(crate) fn new(name: String, cfg: StreamConfig, gauge: Gauge) -> Arc<Stream<F>> {
         let empty: Arc<[Track]> = Arc::from(Vec::new());
         Arc::new(Stream {
             name,
@@ -212,7 +248,7 @@ impl Stream {
     pub fn buffered_span_us(&self) -> i64 {
         let ring = self.ring.read();
         let first = ring.items.iter().find_map(|i| match i {
-            Item::Frame(f) => Some(f.dts),
+            Item::Frame(f) => Some(f.dts()),
             _ => None,
         });
         match (first, ring.newest_dts) {
@@ -233,18 +269,18 @@ impl Stream {
 
     /// A reader starting at the newest keyframe in the ring, or, if there is
     /// none yet, at the first keyframe to arrive.
-    pub fn subscribe(self: &Arc<Self>) -> Subscriber {
+    pub fn subscribe(self: &Arc<Self>) -> Subscriber<F> {
         self.subscribe_at(false)
     }
 
     /// A reader starting at the oldest keyframe still in the ring: for
     /// consumers that want everything buffered (a packager that attaches a
     /// moment after the publisher started, a recorder).
-    pub fn subscribe_from_oldest(self: &Arc<Self>) -> Subscriber {
+    pub fn subscribe_from_oldest(self: &Arc<Self>) -> Subscriber<F> {
         self.subscribe_at(true)
     }
 
-    fn subscribe_at(self: &Arc<Self>, oldest: bool) -> Subscriber {
+    fn subscribe_at(self: &Arc<Self>, oldest: bool) -> Subscriber<F> {
         let ring = self.ring.read();
         let key = if oldest { ring.keypoints.front() } else { ring.keypoints.back() };
         let (cursor, tracks, need_key) = match key {
@@ -255,7 +291,7 @@ impl Stream {
         self.stats.subscribers.fetch_add(1, Ordering::Relaxed);
         Subscriber {
             stream: self.clone(),
-            st: ReadState { cursor, pending_tracks: Some(tracks), need_key, skips: 0 },
+            st: ReadState { cursor, pending_tracks: Some(tracks), need_key, skips: 0, skipped: 0 },
             rx: self.next_seq.subscribe(),
         }
     }
@@ -275,23 +311,24 @@ impl Stream {
         self.next_seq.send_replace(next);
     }
 
-    fn push_frame(&self, mut frame: Frame) {
+    fn push_frame(&self, mut frame: F) {
         self.stats.frames_in.fetch_add(1, Ordering::Relaxed);
-        self.stats.bytes_in.fetch_add(frame.payload.len() as u64, Ordering::Relaxed);
+        self.stats.bytes_in.fetch_add(frame.size() as u64, Ordering::Relaxed);
         let mut ring = self.ring.write();
         if ring.resume {
             ring.resume = false;
             // Continue the timeline one nominal frame after the newest frame.
-            let target = ring.newest_dts.map_or(frame.dts, |d| d + 33_333);
-            ring.offset = target - frame.dts;
+            let target = ring.newest_dts.map_or(frame.dts(), |d| d + 33_333);
+            ring.offset = target - frame.dts();
             ring.push(Item::Discontinuity);
         }
-        frame.dts = frame.dts.saturating_add(ring.offset);
-        ring.newest_dts = Some(ring.newest_dts.map_or(frame.dts, |d| d.max(frame.dts)));
+        frame.shift_dts(ring.offset);
+        let dts = frame.dts();
+        ring.newest_dts = Some(ring.newest_dts.map_or(dts, |d| d.max(dts)));
         if ring.lead.is_none() {
-            ring.lead = Some(frame.track);
+            ring.lead = Some(frame.track());
         }
-        if frame.keyframe && Some(frame.track) == ring.lead {
+        if frame.is_key() && Some(frame.track()) == ring.lead {
             let seq = ring.next_seq();
             let tracks = ring.tracks.clone();
             ring.keypoints.push_back(KeyPoint { seq, tracks });
@@ -323,19 +360,19 @@ impl Stream {
 }
 
 /// Called with the stream and the publisher's generation when a publisher goes away.
-pub(crate) type OnDrop = Box<dyn FnOnce(&Arc<Stream>, u64) + Send + Sync>;
+pub(crate) type OnDrop<F> = Box<dyn FnOnce(&Arc<Stream<F>>, u64) + Send + Sync>;
 
 /// The write side of a stream, held by the one session publishing it.
 ///
 /// Dropping it starts the stream's grace period; a new publisher on the same
 /// name within that period resumes the stream.
-pub struct Publisher {
-    pub(crate) stream: Arc<Stream>,
+pub struct Publisher<F: Entry = Frame> {
+    pub(crate) stream: Arc<Stream<F>>,
     pub(crate) generation: u64,
-    pub(crate) on_drop: Option<OnDrop>,
+    pub(crate) on_drop: Option<OnDrop<F>>,
 }
 
-impl std::fmt::Debug for Publisher {
+impl<F: Entry> std::fmt::Debug for Publisher<F> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Publisher").field("stream", &self.stream.name).finish_non_exhaustive()
     }
@@ -346,16 +383,16 @@ impl std::fmt::Debug for Publisher {
 #[error("another publisher took over this stream")]
 pub struct Revoked;
 
-impl Publisher {
+impl<F: Entry> Publisher<F> {
     /// A publisher of a stream outside any registry: a derived stream, such as
     /// an output's packaged form that its viewers read through the same ring.
-    pub fn standalone(name: &str, cfg: StreamConfig) -> Publisher {
+    pub fn standalone(name: &str, cfg: StreamConfig) -> Publisher<F> {
         Self::standalone_accounted(name, cfg, Gauge::detached(name, "ring"))
     }
 
     /// A standalone stream whose ring bytes `gauge` reports (an output's
     /// derived stream, accounted under that output's name).
-    pub fn standalone_accounted(name: &str, cfg: StreamConfig, gauge: Gauge) -> Publisher {
+    pub fn standalone_accounted(name: &str, cfg: StreamConfig, gauge: Gauge) -> Publisher<F> {
         Publisher { stream: Stream::new(name.to_owned(), cfg, gauge), generation: 0, on_drop: None }
     }
 
@@ -371,7 +408,7 @@ impl Publisher {
     }
 
     /// The stream being published.
-    pub fn stream(&self) -> &Arc<Stream> {
+    pub fn stream(&self) -> &Arc<Stream<F>> {
         &self.stream
     }
 
@@ -401,7 +438,7 @@ impl Publisher {
     }
 
     /// Appends one frame. Never waits for readers.
-    pub fn push(&self, frame: Frame) -> Result<(), Revoked> {
+    pub fn push(&self, frame: F) -> Result<(), Revoked> {
         if self.is_revoked() {
             return Err(Revoked);
         }
@@ -410,7 +447,7 @@ impl Publisher {
     }
 }
 
-impl Drop for Publisher {
+impl<F: Entry> Drop for Publisher<F> {
     fn drop(&mut self) {
         if let Some(f) = self.on_drop.take() {
             f(&self.stream, self.generation);
@@ -419,8 +456,8 @@ impl Drop for Publisher {
 }
 
 /// The read side of a stream. Each subscriber reads at its own pace.
-pub struct Subscriber {
-    stream: Arc<Stream>,
+pub struct Subscriber<F: Entry = Frame> {
+    stream: Arc<Stream<F>>,
     st: ReadState,
     rx: watch::Receiver<u64>,
 }
@@ -430,10 +467,11 @@ struct ReadState {
     pending_tracks: Option<Arc<[Track]>>,
     need_key: bool,
     skips: u64,
+    skipped: u64,
 }
 
 impl ReadState {
-    fn jump(&mut self, ring: &Ring, stats: &StreamStats) -> bool {
+    fn jump<F: Entry>(&mut self, ring: &Ring<F>, stats: &StreamStats) -> bool {
         let (skipped, moved) = match ring.keypoints.back() {
             None => {
                 let skipped = ring.next_seq().saturating_sub(self.cursor);
@@ -451,13 +489,14 @@ impl ReadState {
             }
         };
         self.skips += 1;
+        self.skipped += skipped;
         stats.subscriber_skips.fetch_add(1, Ordering::Relaxed);
         stats.frames_skipped.fetch_add(skipped, Ordering::Relaxed);
         moved
     }
 }
 
-impl std::fmt::Debug for Subscriber {
+impl<F: Entry> std::fmt::Debug for Subscriber<F> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Subscriber")
             .field("stream", &self.stream.name)
@@ -466,15 +505,20 @@ impl std::fmt::Debug for Subscriber {
     }
 }
 
-impl Subscriber {
+impl<F: Entry> Subscriber<F> {
     /// The stream read.
-    pub fn stream(&self) -> &Arc<Stream> {
+    pub fn stream(&self) -> &Arc<Stream<F>> {
         &self.stream
     }
 
     /// How many times this subscriber fell behind and jumped to a keyframe.
     pub fn skips(&self) -> u64 {
         self.st.skips
+    }
+
+    /// How many entries those jumps passed over.
+    pub fn skipped(&self) -> u64 {
+        self.st.skipped
     }
 
     /// Entries between this subscriber and the live edge.
@@ -491,7 +535,7 @@ impl Subscriber {
 
     /// Reads the next event without waiting; `None` if nothing new is there yet
     /// or the stream has ended.
-    pub fn try_recv(&mut self) -> Option<Event> {
+    pub fn try_recv(&mut self) -> Option<Event<F>> {
         if let Some(t) = self.st.pending_tracks.take() {
             return Some(Event::Tracks(t));
         }
@@ -510,7 +554,7 @@ impl Subscriber {
             match item {
                 Item::Frame(f) => {
                     if self.st.need_key {
-                        if !(f.keyframe && Some(f.track) == ring.lead) {
+                        if !(f.is_key() && Some(f.track()) == ring.lead) {
                             continue;
                         }
                         self.st.need_key = false;
@@ -525,7 +569,7 @@ impl Subscriber {
 
     /// Reads the next event, waiting for the publisher if needed. Returns
     /// `None` once the stream has ended and everything before the end was read.
-    pub async fn recv(&mut self) -> Option<Event> {
+    pub async fn recv(&mut self) -> Option<Event<F>> {
         loop {
             self.rx.borrow_and_update();
             if let Some(ev) = self.try_recv() {
@@ -541,7 +585,7 @@ impl Subscriber {
     }
 }
 
-impl Drop for Subscriber {
+impl<F: Entry> Drop for Subscriber<F> {
     fn drop(&mut self) {
         self.stream.stats.subscribers.fetch_sub(1, Ordering::Relaxed);
     }

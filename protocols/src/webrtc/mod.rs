@@ -81,7 +81,7 @@ pub struct WebRtcConfig {
     pub connect_timeout: Duration,
     /// Most sessions at once.
     pub max_sessions: usize,
-    /// Where the playouts' fast-start GOPs are accounted.
+    /// Where the playouts' packetized frames are accounted.
     pub ledger: tidecast_media::Ledger,
 }
 

@@ -1,45 +1,73 @@
 //! WHEP output: one packetizer per stream, shared by every viewer.
 //!
 //! A stream's frames are turned into RTP payloads once (H.264 with SPS/PPS
-//! sent as STAP-A before each keyframe, Opus as is). Each payload is an
-//! `Arc<[u8]>` that every peer's str0m sender keeps for NACK resends, so a
-//! payload exists once however many viewers there are; only SRTP, which is
-//! per peer, copies it. A viewer joining mid-GOP gets the current GOP at once
-//! (fast start) and then the live packets.
+//! sent as STAP-A before each keyframe, Opus as is) and published, one
+//! [`RtpFrame`] per frame, into a derived ring of the media core: the same
+//! ring, keyframe index, bounds and skip counting as the stream itself. Each
+//! payload is an `Arc<[u8]>` that every peer's str0m sender keeps for NACK
+//! resends, so a payload exists once however many viewers there are; only
+//! SRTP, which is per peer, copies it. A viewer starts at the ring's newest
+//! keyframe (fast start: the current GOP at once, then the live packets); one
+//! that falls out of the ring jumps to the newest keyframe, and the frames it
+//! passed over are counted in the source stream's `frames_skipped`.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use str0m::unversioned::{H264Packetizer, Packetizer};
 use tidecast_codecs::{h264, nal};
 use tidecast_media::outputs::{OutputTask, Outputs, Start, StartOutput};
-use tidecast_media::{Codec, Event, Frame, Gauge, Ledger, Stream, Track, TIMESCALE};
-use tokio::sync::broadcast;
+use tidecast_media::{
+    Codec, Entry, Event, Frame, Ledger, Publisher, Stream, StreamConfig, Subscriber, Track, TrackId, TIMESCALE,
+};
 use tracing::{debug, info, warn};
 
 /// RTP payload size: leaves room for the RTP header, extensions and SRTP
 /// under a 1200-byte datagram.
 pub const PAYLOAD_MTU: usize = 1100;
-/// Frames a lagging viewer may fall behind before it skips to a keyframe.
-const BACKLOG: usize = 512;
-/// Cap on the frames kept for fast start (a long GOP is cut short).
-const MAX_GOP: usize = 600;
+/// How far behind the live edge a viewer may read before it jumps to the
+/// newest keyframe (the ring also keeps the newest GOP whole, for fast start).
+pub const LAG_ALLOWANCE: Duration = Duration::from_secs(1);
+/// Hard cap on the packetized bytes one stream's ring keeps.
+const MAX_BYTES: usize = 32 << 20;
 
-/// One frame, packetized.
-#[derive(Debug)]
+/// One frame, packetized. Cloning it clones reference counts only.
+#[derive(Debug, Clone)]
 pub struct RtpFrame {
+    /// The source track it came from.
+    pub track: TrackId,
     /// Video (H.264) or audio (Opus).
     pub video: bool,
     /// RTP timestamp (90 kHz video, 48 kHz audio), same origin for both.
     pub rtp_time: u32,
     /// The frame's presentation time on the stream's clock, microseconds.
     pub pts_us: i64,
-    /// Whether a decoder can start here.
+    /// Whether a decoder can start here (every audio frame can).
     pub keyframe: bool,
     /// The RTP payloads; the last one carries the marker bit (video).
-    pub packets: Vec<Arc<[u8]>>,
+    pub packets: Arc<[Arc<[u8]>]>,
+    /// The payloads' total size.
+    pub bytes: usize,
+}
+
+impl Entry for RtpFrame {
+    fn track(&self) -> TrackId {
+        self.track
+    }
+    fn dts(&self) -> i64 {
+        self.pts_us
+    }
+    fn shift_dts(&mut self, by: i64) {
+        self.pts_us = self.pts_us.saturating_add(by);
+    }
+    fn is_key(&self) -> bool {
+        self.keyframe
+    }
+    fn size(&self) -> usize {
+        self.bytes
+    }
 }
 
 /// What a viewer can be sent of a stream.
@@ -83,11 +111,10 @@ pub fn carried(tracks: &[Track]) -> Carried {
 /// The shared packetizer of one stream.
 pub struct Playout {
     stream: String,
-    /// Taken when the stream ends, so every viewer's receiver closes.
-    tx: Mutex<Option<broadcast::Sender<Arc<RtpFrame>>>>,
-    gop: Mutex<Gop>,
-    /// The fast-start GOP's payload bytes, in the node's ledger.
-    gauge: Gauge,
+    /// The packetized frames, read by every viewer.
+    ring: Arc<Stream<RtpFrame>>,
+    /// Its write side, taken when the source ends so every viewer's read ends.
+    publisher: Mutex<Option<Publisher<RtpFrame>>>,
     /// The wallclock instant of pts 0, for sender reports.
     pub epoch: Instant,
     bframes: AtomicBool,
@@ -104,36 +131,36 @@ impl std::fmt::Debug for Playout {
 }
 
 impl Playout {
-    /// Joins: the frames since the last keyframe, and the live feed after
-    /// them. Once the stream has ended the feed is closed at once.
-    pub fn join(&self) -> (Vec<Arc<RtpFrame>>, broadcast::Receiver<Arc<RtpFrame>>) {
-        let gop = self.gop.lock();
-        let rx = match &*self.tx.lock() {
-            Some(tx) => tx.subscribe(),
-            None => broadcast::channel(1).1,
-        };
-        (gop.frames.clone(), rx)
+    /// A reader of the packetized frames from the newest keyframe on. Once
+    /// the stream has ended it reads what is left and then ends.
+    pub fn subscribe(&self) -> Subscriber<RtpFrame> {
+        self.ring.subscribe()
     }
 
-    /// Counts frames a lagging viewer skipped (it waits for a keyframe): in
-    /// the stream's `frames_skipped`, with every other reader's skips.
+    /// Counts frames a lagging viewer skipped: in the source stream's
+    /// `frames_skipped`, with every other reader's skips.
     pub fn skipped(&self, frames: u64) {
         if let Some(s) = self.source.upgrade() {
+            s.stats().subscriber_skips.fetch_add(1, Ordering::Relaxed);
             s.stats().frames_skipped.fetch_add(frames, Ordering::Relaxed);
         }
     }
 
     /// Whether the stream this playout packetizes has ended.
     pub fn is_ended(&self) -> bool {
-        self.tx.lock().is_none()
+        self.ring.is_ended()
     }
 
-    /// The stream ended: viewers drain what they have and see the feed
-    /// close; the fast-start GOP is released.
+    /// Packetized bytes held for viewers.
+    pub fn buffered_bytes(&self) -> usize {
+        self.ring.buffered_bytes()
+    }
+
+    /// The stream ended: viewers drain what they have and see the read end.
     fn end(&self) {
-        self.tx.lock().take();
-        *self.gop.lock() = Gop::default();
-        self.gauge.set(0);
+        if let Some(p) = self.publisher.lock().take() {
+            p.end();
+        }
     }
 
     /// Whether the stream was seen to reorder frames (B-frames), which
@@ -142,29 +169,17 @@ impl Playout {
         self.bframes.load(Ordering::Relaxed)
     }
 
-    fn emit(&self, f: RtpFrame) {
-        let f = Arc::new(f);
-        let mut gop = self.gop.lock();
-        if f.video && f.keyframe {
-            *gop = Gop::default();
-        }
-        if gop.frames.len() < MAX_GOP && (!gop.frames.is_empty() || (f.video && f.keyframe)) {
-            gop.bytes += f.packets.iter().map(|p| p.len()).sum::<usize>();
-            gop.frames.push(f.clone());
-        }
-        self.gauge.set(gop.bytes);
-        drop(gop);
-        if let Some(tx) = &*self.tx.lock() {
-            let _ = tx.send(f);
+    fn set_tracks(&self, tracks: Vec<Track>) {
+        if let Some(p) = &*self.publisher.lock() {
+            let _ = p.set_tracks(tracks);
         }
     }
-}
 
-/// The frames since the last keyframe, for viewers who join now.
-#[derive(Default)]
-struct Gop {
-    frames: Vec<Arc<RtpFrame>>,
-    bytes: usize,
+    fn emit(&self, f: RtpFrame) {
+        if let Some(p) = &*self.publisher.lock() {
+            let _ = p.push(f);
+        }
+    }
 }
 
 /// Every stream's playout: an on-demand kind of the media core's
@@ -184,12 +199,12 @@ impl Playouts {
     /// No playouts yet; their GOPs will be accounted in `ledger`.
     pub fn new(ledger: Ledger) -> Playouts {
         let start: StartOutput<Playout> = Box::new(move |stream: Arc<Stream>| {
-            let (tx, _) = broadcast::channel(BACKLOG);
+            let cfg = StreamConfig { buffer: LAG_ALLOWANCE, max_bytes: MAX_BYTES };
+            let publisher = Publisher::standalone_accounted(stream.name(), cfg, ledger.gauge(stream.name(), "whep"));
             let p = Arc::new(Playout {
                 stream: stream.name().to_owned(),
-                tx: Mutex::new(Some(tx)),
-                gop: Mutex::default(),
-                gauge: ledger.gauge(stream.name(), "whep"),
+                ring: publisher.stream().clone(),
+                publisher: Mutex::new(Some(publisher)),
                 epoch: Instant::now(),
                 bframes: AtomicBool::new(false),
                 frames: AtomicU64::new(0),
@@ -230,10 +245,15 @@ async fn run(weak: Weak<Playout>, stream: Arc<Stream>) {
         let Some(p) = weak.upgrade() else { break };
         match ev {
             Event::Tracks(tracks) => {
-                k.video = tracks.iter().find(|t| t.codec == Codec::H264).map(|t| t.id);
-                k.audio = tracks.iter().find(|t| t.codec == Codec::Opus).map(|t| t.id);
-                k.avc = tracks.iter().find(|t| t.codec == Codec::H264).and_then(|t| h264::parse_config(&t.config).ok());
+                let video = tracks.iter().find(|t| t.codec == Codec::H264);
+                let audio = tracks.iter().find(|t| t.codec == Codec::Opus);
+                k.video = video.map(|t| t.id);
+                k.audio = audio.map(|t| t.id);
+                k.avc = video.and_then(|t| h264::parse_config(&t.config).ok());
                 k.h264 = H264Packetizer::default();
+                // The ring's tracks: what is carried, so that its lead (the
+                // track whose keyframes viewers start at) is the video.
+                p.set_tracks(video.into_iter().chain(audio).cloned().collect());
             }
             Event::Frame(f) => {
                 if let Some(rf) = packetize(&mut k, &p, &f) {
@@ -257,7 +277,7 @@ fn packetize(k: &mut Packetizers, p: &Playout, f: &Frame) -> Option<RtpFrame> {
     }
     let base = *k.base.get_or_insert(f.dts);
     let pts = f.pts() - base;
-    let packets: Vec<Arc<[u8]>> = if video {
+    let packets: Arc<[Arc<[u8]>]> = if video {
         if f.cts != 0 && !p.bframes.swap(true, Ordering::Relaxed) {
             warn!(stream = %p.stream, "the stream has B-frames, which WebRTC cannot carry: WHEP viewers will see stutter; publish with B-frames off (x264 -bf 0, or a baseline profile)");
         }
@@ -272,12 +292,155 @@ fn packetize(k: &mut Packetizers, p: &Playout, f: &Frame) -> Option<RtpFrame> {
         annexb.extend_from_slice(&nal::to_annexb(&f.payload, avc.length_size).ok()?);
         k.h264.packetize(PAYLOAD_MTU, &annexb).ok()?.into_iter().map(Arc::from).collect()
     } else {
-        vec![Arc::from(&f.payload[..])]
+        Arc::from([Arc::from(&f.payload[..])])
     };
     if packets.is_empty() {
         return None;
     }
     let clock: i64 = if video { 90_000 } else { 48_000 };
     let rtp_time = (pts.max(0) as i128 * i128::from(clock) / i128::from(TIMESCALE)) as u32;
-    Some(RtpFrame { video, rtp_time, pts_us: pts, keyframe: f.keyframe && video, packets })
+    let bytes = packets.iter().map(|p| p.len()).sum();
+    Some(RtpFrame { track: f.track, video, rtp_time, pts_us: pts, keyframe: f.keyframe, packets, bytes })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use tidecast_media::{Registry, RegistryConfig, TrackInfo};
+
+    fn tracks() -> Vec<Track> {
+        let sps = [
+            0x67, 0x42, 0xc0, 0x1f, 0x91, 0x9b, 0x28, 0x28, 0x3f, 0x60, 0x22, 0x00, 0x00, 0x03, 0x00, 0x02, 0x00,
+            0x00, 0x03, 0x00, 0x64, 0x1e, 0x28, 0x53, 0x2c,
+        ];
+        let config = h264::build_config(&sps, &[0x68, 0xeb, 0xe3, 0xc4, 0x48, 0x44]).expect("avcC");
+        vec![
+            Track { id: 0, codec: Codec::H264, config: config.into(), info: TrackInfo::default() },
+            Track { id: 1, codec: Codec::Opus, config: Bytes::new(), info: TrackInfo::default() },
+        ]
+    }
+
+    /// One length-prefixed NAL unit of `len` bytes (an IDR slice or not).
+    fn access_unit(key: bool, len: usize) -> Bytes {
+        let mut au = (len as u32).to_be_bytes().to_vec();
+        au.push(if key { 0x65 } else { 0x41 });
+        au.resize(4 + len, 0x5a);
+        Bytes::from(au)
+    }
+
+    /// Pushes `n` video frames (25 fps, a keyframe every `gop`) with an Opus
+    /// frame after each, from frame `from` on.
+    fn publish(p: &tidecast_media::Publisher, from: i64, n: i64, gop: i64) {
+        for i in from..from + n {
+            let dts = i * 40_000;
+            p.push(Frame { track: 0, dts, cts: 0, keyframe: i % gop == 0, payload: access_unit(i % gop == 0, 3000) })
+                .expect("push");
+            p.push(Frame { track: 1, dts, cts: 0, keyframe: true, payload: Bytes::from_static(&[0xfc, 1, 2]) })
+                .expect("push");
+        }
+    }
+
+    fn next_frame(s: &mut Subscriber<RtpFrame>) -> Option<RtpFrame> {
+        loop {
+            match s.try_recv()? {
+                Event::Frame(f) => return Some(f),
+                _ => continue,
+            }
+        }
+    }
+
+    /// Lets the packetizer (on this single-threaded runtime) handle `n`
+    /// frames; it has nothing else to wait for, so a bounded number of turns
+    /// is enough.
+    async fn packetized(p: &Playout, n: u64) {
+        for _ in 0..10_000 {
+            if p.frames.load(Ordering::Relaxed) >= n {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+        panic!("the packetizer handled {} frames, not {n}", p.frames.load(Ordering::Relaxed));
+    }
+
+    #[tokio::test]
+    async fn a_viewer_starts_at_the_newest_keyframe_with_parameter_sets_and_shares_payloads() {
+        let registry = Registry::new(RegistryConfig::default());
+        let publisher = registry.publish("cam").expect("publish");
+        publisher.set_tracks(tracks()).expect("tracks");
+        let playouts = Playouts::default();
+        let playout = playouts.get(publisher.stream());
+        // The packetizer reads from the first frame on once it has started.
+        publish(&publisher, 0, 1, 50);
+        packetized(&playout, 2).await;
+        publish(&publisher, 1, 59, 50);
+        packetized(&playout, 120).await;
+
+        let mut a = playout.subscribe();
+        let mut b = playout.subscribe();
+        let first = next_frame(&mut a).expect("a frame");
+        assert!(first.video && first.keyframe, "a viewer starts at a video keyframe");
+        assert_eq!(first.rtp_time, 50 * 40 * 90, "the newest keyframe (frame 50), on the 90 kHz clock");
+        // SPS and PPS go first, aggregated in one STAP-A (NAL type 24).
+        assert_eq!(first.packets[0][0] & 0x1f, 24, "STAP-A first");
+        assert!(first.packets.len() >= 3, "a 3000-byte IDR takes several FU-A packets");
+        let same = next_frame(&mut b).expect("a frame");
+        assert!(Arc::ptr_eq(&first.packets[1], &same.packets[1]), "viewers share one packetized payload");
+        let audio = next_frame(&mut a).expect("the audio after it");
+        assert!(!audio.video && audio.rtp_time == 50 * 40 * 48, "Opus on the 48 kHz clock");
+        assert_eq!(&audio.packets[0][..], &[0xfc, 1, 2]);
+        assert!(playout.buffered_bytes() > 0);
+    }
+
+    #[tokio::test]
+    async fn a_viewer_that_falls_behind_jumps_to_the_newest_keyframe_and_the_skip_is_counted() {
+        let registry = Registry::new(RegistryConfig::default());
+        let publisher = registry.publish("cam").expect("publish");
+        publisher.set_tracks(tracks()).expect("tracks");
+        let playouts = Playouts::default();
+        let playout = playouts.get(publisher.stream());
+        publish(&publisher, 0, 1, 25);
+        packetized(&playout, 2).await;
+        let mut slow = playout.subscribe();
+        assert!(next_frame(&mut slow).is_some_and(|f| f.keyframe));
+        // Ten seconds later, with a keyframe every second, the slow viewer's
+        // position is long gone from the ring.
+        publish(&publisher, 1, 250, 25);
+        packetized(&playout, 502).await;
+        let mut saw_jump = false;
+        let frame = loop {
+            match slow.try_recv().expect("an event") {
+                Event::Discontinuity => saw_jump = true,
+                Event::Frame(f) => break f,
+                Event::Tracks(_) => {}
+            }
+        };
+        assert!(saw_jump, "the jump is announced");
+        assert!(frame.video && frame.keyframe && frame.rtp_time == 250 * 40 * 90, "it resumes at the newest keyframe");
+        assert!(slow.skipped() > 400, "the frames passed over are counted: {}", slow.skipped());
+        playout.skipped(slow.skipped());
+        let stats = publisher.stream().stats();
+        assert_eq!(stats.frames_skipped.load(Ordering::Relaxed), slow.skipped(), "in the source stream's counter");
+    }
+
+    #[tokio::test]
+    async fn viewers_read_to_the_end_of_the_stream_and_then_stop() {
+        let registry = Registry::new(RegistryConfig { grace: Duration::ZERO, ..Default::default() });
+        let publisher = registry.publish("cam").expect("publish");
+        publisher.set_tracks(tracks()).expect("tracks");
+        let playouts = Playouts::default();
+        let playout = playouts.get(publisher.stream());
+        publish(&publisher, 0, 1, 50);
+        packetized(&playout, 2).await;
+        publish(&publisher, 1, 9, 50);
+        packetized(&playout, 20).await;
+        let mut viewer = playout.subscribe();
+        drop(publisher);
+        let mut frames = 0;
+        while let Some(ev) = viewer.recv().await {
+            frames += matches!(ev, Event::Frame(_)) as u32;
+        }
+        assert_eq!(frames, 20, "every packetized frame, then the end");
+        assert!(playout.is_ended());
+    }
 }

@@ -5,7 +5,6 @@
 //! samples go through the [`Assembler`] into the stream, a viewer's packets
 //! come from the stream's shared [`Playout`].
 
-use std::collections::VecDeque;
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,8 +15,8 @@ use str0m::media::{KeyframeRequestKind, MediaKind, Mid, Pt};
 use str0m::net::Receive;
 use str0m::rtp::{RtpWrite, SeqNo, Ssrc};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
-use tidecast_media::Codec;
-use tokio::sync::{broadcast, mpsc};
+use tidecast_media::{Codec, Event as MediaEvent, Subscriber};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -113,8 +112,9 @@ pub(crate) struct PlayRole {
     pub mids: Vec<Mid>,
     video: Option<Tx>,
     audio: Option<Tx>,
-    backlog: VecDeque<Arc<RtpFrame>>,
-    live: Option<broadcast::Receiver<Arc<RtpFrame>>>,
+    live: Option<Subscriber<RtpFrame>>,
+    /// Frames this viewer's jumps have passed over, as counted so far.
+    skipped: u64,
     need_key: bool,
 }
 
@@ -134,8 +134,8 @@ impl PlayRole {
             mids,
             video: None,
             audio: None,
-            backlog: VecDeque::new(),
             live: None,
+            skipped: 0,
             need_key: true,
         }
     }
@@ -180,16 +180,6 @@ pub(crate) async fn run(mut rtc: Rtc, mut role: Role, mut ctx: Ctx) -> EndReason
             } else {
                 EndReason::NoCandidatePair { after_secs }
             };
-        }
-        if p.connected {
-            if let Role::Play(play) = &mut role {
-                if let Some(frame) = play.backlog.pop_front() {
-                    if let Err(e) = send_frame(&mut rtc, play, &frame, &ctx) {
-                        return e;
-                    }
-                    continue;
-                }
-            }
         }
         let mut wake = deadline;
         if !p.connected {
@@ -247,23 +237,30 @@ pub(crate) async fn run(mut rtc: Rtc, mut role: Role, mut ctx: Ctx) -> EndReason
                 }
                 continue;
             }
-            Wake::Role(RoleWake::Frame(f)) => {
+            Wake::Role(RoleWake::Frame(ev)) => {
                 let Role::Play(play) = &mut role else { continue };
-                match f {
-                    Ok(frame) => {
+                match ev {
+                    Some(MediaEvent::Frame(frame)) => {
                         if let Err(e) = send_frame(&mut rtc, play, &frame, &ctx) {
                             return e;
                         }
                     }
-                    Err(broadcast::error::RecvError::Lagged(n)) => {
-                        debug!(session = ctx.id, skipped = n, "whep viewer fell behind; waiting for a keyframe");
-                        play.playout.skipped(n);
+                    Some(MediaEvent::Discontinuity) => {
+                        // Either the source's timeline broke or this viewer
+                        // fell out of the ring and jumped to the newest keyframe.
+                        let skipped = play.live.as_ref().map_or(0, |l| l.skipped());
+                        if skipped > play.skipped {
+                            debug!(session = ctx.id, skipped = skipped - play.skipped, "whep viewer fell behind; jumped to the newest keyframe");
+                            play.playout.skipped(skipped - play.skipped);
+                            play.skipped = skipped;
+                        }
                         play.need_key = true;
                         if let Some(up) = &play.upstream_keyframe {
                             let _ = up.try_send(());
                         }
                     }
-                    Err(broadcast::error::RecvError::Closed) => return EndReason::StreamEnded,
+                    Some(MediaEvent::Tracks(_)) => {}
+                    None => return EndReason::StreamEnded,
                 }
                 continue;
             }
@@ -293,7 +290,7 @@ enum Wake {
 enum RoleWake {
     Kicked,
     KeyframeAsked(Option<()>),
-    Frame(Result<Arc<RtpFrame>, broadcast::error::RecvError>),
+    Frame(Option<MediaEvent<RtpFrame>>),
 }
 
 /// Waits for what only one role waits for: a keyframe request routed to a
@@ -378,9 +375,7 @@ fn on_event(
             match role {
                 Role::Play(play) => {
                     setup_senders(rtc, play);
-                    let (gop, live) = play.playout.join();
-                    play.backlog = gop.into();
-                    play.live = Some(live);
+                    play.live = Some(play.playout.subscribe());
                     play.need_key = true;
                     if let Some(up) = &play.upstream_keyframe {
                         let _ = up.try_send(());
