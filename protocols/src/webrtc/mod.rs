@@ -453,7 +453,7 @@ impl WebRtcHub {
         let name = stream.name().to_owned();
         let upstream = self.publishers.lock().get(&name).map(|(_, tx)| tx.clone());
         let admitted = Some(hooks.session.id().to_owned());
-        let role = Role::Play(PlayRole::new(playout, hooks, upstream, carried.h264_profile, mids));
+        let role = Role::Play(Box::new(PlayRole::new(playout, hooks, upstream, carried.h264_profile, mids)));
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         for note in &notes {
             warn!(stream = %name, %peer, "whep: {note}");

@@ -143,7 +143,7 @@ impl PlayRole {
 
 pub(crate) enum Role {
     Publish(Box<PublishRole>),
-    Play(PlayRole),
+    Play(Box<PlayRole>),
 }
 
 /// What the loop needs besides the `Rtc` and its role.
