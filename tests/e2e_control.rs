@@ -286,6 +286,7 @@ async fn stream_keys_rotate_and_playback_tokens_gate_viewers() {
         "tidecast_auth_failures_total{kind=\"playback_token\"}",
         "tidecast_bytes_in_total{protocol=\"rtmp\"}",
         "tidecast_load_score",
+        "tidecast_session_ends_dropped_total 0",
     ] {
         assert!(metrics.contains(m), "{m} in /metrics:\n{metrics}");
     }
@@ -537,6 +538,11 @@ async fn tenant_quotas_refuse_streams_and_viewers_past_the_limit() {
     let status = tokio::task::spawn_blocking(move || fat.wait()).await.unwrap().unwrap();
     assert!(!status.success(), "ffmpeg was cut off");
     assert!(server.log().contains("ingest bitrate over the tenant quota"), "{}", server.log());
+    // Its session ends saying why: the quota, not a takeover.
+    until("the cut publisher's session to end", 10, || async {
+        server.log().lines().any(|l| l.contains("session ended") && l.contains("stream=fat") && l.contains("reason=quota")).then_some(())
+    })
+    .await;
     let _ = publisher.kill();
     let _ = publisher.wait();
 }

@@ -42,6 +42,7 @@ pub struct Metrics {
     webrtc_feedback: IntGaugeVec,
     webrtc_unrouted: IntCounter,
     webrtc_dropped: IntCounter,
+    session_ends_dropped: IntCounter,
 }
 
 fn must<T>(r: prometheus::Result<T>) -> T {
@@ -119,6 +120,10 @@ impl Metrics {
             bytes_in: cv("bytes_in_total", "Bytes received by protocol", &["protocol"]),
             bytes_out: cv("bytes_out_total", "Bytes sent by protocol", &["protocol"]),
             frames_skipped: c("frames_skipped_total", "Frames slow viewers skipped"),
+            session_ends_dropped: c(
+                "session_ends_dropped_total",
+                "Ended sessions whose end trigger was never sent (the ended queue overflowed)",
+            ),
             publish_refused: cv("publish_refused_total", "Refused publishes by protocol", &["protocol"]),
             cpu_process: g("cpu_process_ratio", "Process CPU use, 0..1 of the whole machine"),
             cpu_host: g("cpu_host_ratio", "Host CPU use, 0..1"),
@@ -136,6 +141,11 @@ impl Metrics {
             webrtc_unrouted,
             webrtc_dropped,
         }
+    }
+
+    /// Brings the session table's own counters up to date.
+    pub fn observe_sessions(&self, sessions: &tidecast_protocols::access::Sessions) {
+        catch_up(&self.session_ends_dropped, sessions.ended_dropped());
     }
 
     /// Records one trigger delivery.

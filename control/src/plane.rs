@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use parking_lot::{Mutex, RwLock};
 use tidecast_media::{Registry, RegistryEvent};
 use tidecast_protocols::access::{
-    AccessGate, Admission, NewSession, PlayRequest, PublishRequest, Refusal, Role, SessionInfo, Sessions,
+    AccessGate, Admission, EndReason, NewSession, PlayRequest, PublishRequest, Refusal, Role, SessionInfo, Sessions,
 };
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -590,6 +590,8 @@ impl ControlPlane {
                     self.sessions.prune_tallies(|name| self.registry.get(name).is_some());
                     for ended in self.sessions.take_ended() {
                         let v = &ended.info;
+                        info!(session = %v.id, stream = %v.stream, protocol = v.protocol, role = ?v.role,
+                            reason = %ended.reason.as_str(), seconds = ended.duration.as_secs(), "session ended");
                         if v.role != Role::Viewer {
                             continue;
                         }
@@ -609,6 +611,8 @@ impl ControlPlane {
         let fields = vec![name.to_owned(), "live".into()];
         if !self.triggers.allow(Trigger::StreamReady, Some(&scope_of(name, &owned)), fields).await {
             warn!(stream = name, "STREAM_READY refused the stream; disconnecting its publisher");
+            // The reason first, so the publisher's end says why, then the cut.
+            self.sessions.close_publishers(name, EndReason::Trigger);
             self.registry.kick(name);
         }
     }
@@ -630,6 +634,7 @@ impl ControlPlane {
                         "ingest bitrate over the tenant quota; disconnecting"
                     );
                     self.metrics.quota_refusals.with_label_values(&["max_ingest_kbps"]).inc();
+                    self.sessions.close_publishers(&s.name, EndReason::Quota);
                     self.registry.kick(&s.name);
                     over.remove(&s.name);
                 }

@@ -170,6 +170,10 @@ pub enum EndReason {
     Idle,
     /// A newer publisher took the stream over.
     Replaced,
+    /// A quota cut it off (a publisher over `max_ingest_kbps`).
+    Quota,
+    /// A blocking trigger refused it after it started (STREAM_READY).
+    Trigger,
     /// The server is shutting down.
     Shutdown,
     /// A protocol or media error closed it.
@@ -185,6 +189,8 @@ impl EndReason {
             EndReason::StreamEnded => "stream_ended",
             EndReason::Idle => "idle",
             EndReason::Replaced => "replaced",
+            EndReason::Quota => "quota",
+            EndReason::Trigger => "trigger",
             EndReason::Shutdown => "shutdown",
             EndReason::Error(e) => e,
         }
@@ -692,8 +698,27 @@ impl Sessions {
     /// the connection) and a held session ends now and stays refused for
     /// [`KICK_HOLD`]. False if no such session is live.
     pub fn kick(&self, id: &str) -> bool {
+        self.close(id, EndReason::Kicked)
+    }
+
+    /// Closes the live publisher sessions of `stream` for `reason` (a quota
+    /// or a trigger cut the stream off). Returns how many there were.
+    pub fn close_publishers(&self, stream: &str, reason: EndReason) -> usize {
+        let ids: Vec<String> = self
+            .inner
+            .live
+            .read()
+            .values()
+            .filter(|s| s.role == Role::Publisher && s.stream == stream)
+            .map(|s| s.id.clone())
+            .collect();
+        ids.iter().filter(|id| self.close(id, reason.clone())).count()
+    }
+
+    /// Closes a live session for `reason` (kept if it already had one).
+    fn close(&self, id: &str, reason: EndReason) -> bool {
         let Some(info) = self.get(id) else { return false };
-        info.reason.lock().get_or_insert(EndReason::Kicked);
+        info.reason.lock().get_or_insert(reason);
         info.cancel.cancel();
         let held = self.inner.held.lock().remove(id);
         if held.is_some() {

@@ -411,6 +411,7 @@ pub(super) fn unauthenticated(
                     if let Some(hub) = &webrtc {
                         plane.metrics.observe_webrtc(hub);
                     }
+                    plane.metrics.observe_sessions(&plane.sessions);
                     let text = plane.metrics.render(&plane.load());
                     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
                 }
