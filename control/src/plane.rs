@@ -386,17 +386,11 @@ impl ControlPlane {
         Ok(owned)
     }
 
-    /// Admits a viewer, in this order: rate limit and token
-    /// ([`ControlPlane::check_viewer`]), the tenant's viewer quota (a slot is
+    /// Admits a viewer that passed [`ControlPlane::check_viewer`] (rate
+    /// limit and token), in this order: the tenant's viewer quota (a slot is
     /// taken at once, so concurrent viewers cannot both get the last one),
     /// CONN_PLAY (connection protocols), USER_NEW; then its session. A
     /// refusal gives the slot back and fires nothing.
-    async fn admit(&self, req: &PlayRequest<'_>, id: String) -> Result<tidecast_protocols::access::Session, Refusal> {
-        let owned = self.check_viewer(req.stream, req.token, req.peer.ip())?;
-        self.admit_checked(req, id, owned).await
-    }
-
-    /// [`ControlPlane::admit`] after the per-request check passed.
     async fn admit_checked(
         &self,
         req: &PlayRequest<'_>,
@@ -459,7 +453,7 @@ impl ControlPlane {
 
     /// An HLS request's session, once the request passed
     /// [`ControlPlane::check_viewer`]: refused if it was kicked, opened on
-    /// the first request (as [`ControlPlane::admit`] does, once even when a
+    /// the first request (as [`ControlPlane::admit_checked`] does, once even when a
     /// player's first requests arrive together), kept alive by the later
     /// ones and held by the session table until the player goes quiet for
     /// [`HLS_IDLE`].
@@ -674,6 +668,21 @@ impl AccessGate for ControlPlane {
     }
 
     fn admit_play<'a>(&'a self, req: PlayRequest<'a>) -> Admission<'a> {
-        Box::pin(async move { self.admit(&req, tidecast_protocols::access::new_id()).await })
+        Box::pin(async move {
+            let owned = self.check_viewer(req.stream, req.token, req.peer.ip())?;
+            // The rest (quota slot, CONN_PLAY, USER_NEW, the session) runs on
+            // its own task: a client hanging up during a slow blocking hook
+            // cannot cancel it halfway, so a USER_NEW that was sent always
+            // has its session, whose end (right away, if nobody takes it)
+            // sends the USER_END.
+            let me = self.me.upgrade().ok_or_else(|| Refusal::Unavailable("shutting down".into()))?;
+            let (stream, token, url) = (req.stream.to_owned(), req.token.map(str::to_owned), req.url.to_owned());
+            let (protocol, peer) = (req.protocol, req.peer);
+            let admission = tokio::spawn(async move {
+                let req = PlayRequest { protocol, stream: &stream, token: token.as_deref(), peer, url: &url };
+                me.admit_checked(&req, tidecast_protocols::access::new_id(), owned).await
+            });
+            admission.await.map_err(|_| Refusal::Unavailable("the admission did not finish".into()))?
+        })
     }
 }

@@ -321,3 +321,65 @@ async fn an_hls_admission_outlives_the_request_that_started_it() {
     let hls: Vec<_> = n.plane.sessions.list().into_iter().filter(|s| s.protocol == "hls").collect();
     assert_eq!(hls.len(), 1, "one session, opened although its first request was gone");
 }
+
+/// The same for a connection protocol: an HTTP-TS viewer that hangs up while
+/// a blocking USER_NEW is being asked leaves a session that opens and ends
+/// (so USER_END follows the USER_NEW that was sent), and gives its quota
+/// slot back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_admission_outlives_the_client_that_started_it() {
+    let release = Arc::new(tokio::sync::Notify::new());
+    let (seen_tx, mut seen) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let hook = {
+        let release = release.clone();
+        Router::new().route(
+            "/user_new",
+            axum::routing::post(move || {
+                let (release, seen_tx) = (release.clone(), seen_tx.clone());
+                async move {
+                    let _ = seen_tx.send(());
+                    release.notified().await;
+                    "true"
+                }
+            }),
+        )
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let hook_addr = listener.local_addr().expect("address");
+    tokio::spawn(async move { axum::serve(listener, hook).await });
+
+    let n = node().await;
+    tenant_with_stream(&n, "acme", json!({"max_viewers": 1}), json!({"name": "cam", "tenant": "acme"})).await;
+    let trigger = json!({"trigger": "USER_NEW", "url": format!("http://{hook_addr}/user_new"), "blocking": true, "timeout_ms": 30000});
+    let (s, _) = call(&n.api, "POST", "/api/v1/triggers", Some(ADMIN), Some(trigger)).await;
+    assert_eq!(s, StatusCode::CREATED);
+    let _publisher = n.registry.publish("cam").expect("publish");
+
+    let playback = n.playback.clone();
+    let client = tokio::spawn(async move { open(&playback, "/ts/cam.ts").await.status() });
+    seen.recv().await.expect("USER_NEW asked");
+    client.abort();
+    release.notify_one();
+    // The admission finishes on its own: the session opens and, with nobody
+    // to take it, ends at once.
+    let mut ended = Vec::new();
+    for _ in 0..500 {
+        ended.extend(n.plane.sessions.take_ended());
+        if !ended.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(ended.len(), 1, "the admitted session ended (so its USER_END is sent)");
+    assert_eq!(ended[0].info.protocol, "ts");
+    assert!(n.plane.sessions.list().is_empty(), "nothing is left open");
+    // Its quota slot is free again: the next viewer gets in.
+    let req = PlayRequest { protocol: "rtmp", stream: "cam", token: None, peer: peer(), url: "rtmp://x/live/cam" };
+    let next = tokio::spawn({
+        let plane = n.plane.clone();
+        async move { plane.admit_play(req).await.map(|s| s.info().protocol) }
+    });
+    seen.recv().await.expect("USER_NEW asked for the next viewer");
+    release.notify_one();
+    assert_eq!(next.await.expect("admission").expect("admitted"), "rtmp");
+}
