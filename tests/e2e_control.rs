@@ -540,7 +540,11 @@ async fn tenant_quotas_refuse_streams_and_viewers_past_the_limit() {
     assert!(server.log().contains("ingest bitrate over the tenant quota"), "{}", server.log());
     // Its session ends saying why: the quota, not a takeover.
     until("the cut publisher's session to end", 10, || async {
-        server.log().lines().any(|l| l.contains("session ended") && l.contains("stream=fat") && l.contains("reason=quota")).then_some(())
+        server
+            .log()
+            .lines()
+            .any(|l| l.contains("session ended") && l.contains("stream=fat") && l.contains("reason=quota"))
+            .then_some(())
     })
     .await;
     let _ = publisher.kill();

@@ -4,8 +4,9 @@
 use bytes::{Bytes, BytesMut};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use tidecast_media::{Event, Registry, RegistryConfig};
+use tidecast_protocols::cmaf::{Segmenter, SegmenterConfig};
 use tidecast_protocols::flv::FlvIngest;
-use tidecast_protocols::hls::{playlist, HlsConfig, Packager, Skip};
+use tidecast_protocols::hls::{playlist, HlsConfig, Skip};
 use tidecast_protocols::rtmp::chunk::{Encoder, Message};
 use tidecast_protocols::rtmp::{ServerSession, SessionConfig, SessionEvent};
 
@@ -77,7 +78,7 @@ fn rtmp_to_cmaf(c: &mut Criterion) {
                 let mut sub = publisher.stream().subscribe_from_oldest();
                 let mut server = ServerSession::new(SessionConfig::default());
                 let mut ingest = FlvIngest::new();
-                let mut packager = Packager::new(HlsConfig::default());
+                let mut packager = Segmenter::new(SegmenterConfig::default());
                 // Feed in 64 KiB reads, as the driver does.
                 let mut rx = BytesMut::new();
                 while !buf.is_empty() {
@@ -128,7 +129,7 @@ fn rtmp_to_cmaf(c: &mut Criterion) {
         b.iter_batched(
             || events.clone(),
             |evs| {
-                let mut p = Packager::new(HlsConfig::default());
+                let mut p = Segmenter::new(SegmenterConfig::default());
                 for e in evs {
                     p.on_event(e);
                 }
@@ -139,7 +140,7 @@ fn rtmp_to_cmaf(c: &mut Criterion) {
     });
     g.finish();
 
-    let mut p = Packager::new(HlsConfig::default());
+    let mut p = Segmenter::new(SegmenterConfig::default());
     for e in events {
         p.on_event(e);
     }

@@ -216,7 +216,7 @@ fn live_bytes_stay_under_the_window_bound_and_come_back_after_the_end() {
         let ring_s = 10.0 + gop;
         let cmaf_s = hls_cfg.window as f64 * hls_cfg.segment_target.as_secs_f64() + gop;
         let ts_s = (4.0 + gop) * 1.05; // TS packet overhead
-        // The WHEP ring: its lag allowance behind the live edge, and the newest GOP.
+                                       // The WHEP ring: its lag allowance behind the live edge, and the newest GOP.
         let whep_s = tidecast_protocols::webrtc::playout::LAG_ALLOWANCE.as_secs_f64() + gop;
         // Per-frame bookkeeping (ring entries, fragment headers, part and
         // chunk vectors) and the allocator's size classes: a quarter more.

@@ -11,8 +11,8 @@ use std::cell::Cell;
 
 use bytes::{Bytes, BytesMut};
 use tidecast_media::{Event, Frame, Registry, RegistryConfig, Track};
+use tidecast_protocols::cmaf::{Segmenter, SegmenterConfig};
 use tidecast_protocols::flv::FlvIngest;
-use tidecast_protocols::hls::{HlsConfig, Packager};
 use tidecast_protocols::rtmp::{ClientSession, ServerSession, SessionConfig, SessionEvent};
 
 struct Counting;
@@ -126,7 +126,7 @@ fn socket_bytes_reach_the_hls_part_uncopied() {
         }
     }
 
-    let mut packager = Packager::new(HlsConfig::default());
+    let mut packager = Segmenter::new(SegmenterConfig::default());
     while let Some(ev) = sub.try_recv() {
         packager.on_event(ev);
     }

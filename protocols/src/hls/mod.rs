@@ -7,10 +7,8 @@
 //! segments and parts; a part still being produced is streamed as its chunks
 //! are written.
 
-mod packager;
 pub mod playlist;
 pub mod read;
-mod rendition;
 
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -20,13 +18,14 @@ use futures_util::Stream as FutStream;
 use parking_lot::{Mutex, RwLock};
 use tidecast_media::outputs::{OutputTask, Outputs, Start, StartOutput};
 use tidecast_media::{Registry, Stream};
+
+use crate::cmaf::SegmenterConfig;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
-pub use packager::Packager;
+pub use crate::cmaf::{Part, Rendition, Segment, Segmenter};
 pub use playlist::Skip;
-pub use rendition::{Part, Rendition, Segment};
 
 /// LL-HLS settings.
 #[derive(Clone, Debug)]
@@ -48,6 +47,18 @@ pub struct HlsConfig {
     pub max_bytes: usize,
 }
 
+impl HlsConfig {
+    /// How the segmenter cuts and keeps the stream for these settings.
+    pub fn segmenter(&self) -> SegmenterConfig {
+        SegmenterConfig {
+            segment_target: self.segment_target,
+            part_target: self.part_target,
+            window: self.window,
+            max_bytes: self.max_bytes,
+        }
+    }
+}
+
 impl Default for HlsConfig {
     fn default() -> Self {
         HlsConfig {
@@ -59,6 +70,11 @@ impl Default for HlsConfig {
             max_bytes: 64 << 20,
         }
     }
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub(crate) fn unix_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Why a request cannot be answered; each maps to one HTTP status.
@@ -160,7 +176,7 @@ pub struct HlsStream {
     name: String,
     run: String,
     cfg: HlsConfig,
-    state: RwLock<Packager>,
+    state: RwLock<Segmenter>,
     version: watch::Sender<u64>,
     /// The window's bytes in the node's ledger, for as long as it lingers.
     gauge: Mutex<Option<tidecast_media::Gauge>>,
@@ -178,7 +194,7 @@ impl HlsStream {
         HlsStream {
             name,
             run: format!("{run:x}"),
-            state: RwLock::new(Packager::new(cfg.clone())),
+            state: RwLock::new(Segmenter::new(cfg.segmenter())),
             cfg,
             version: watch::channel(0).0,
             gauge: Mutex::new(None),
@@ -201,15 +217,21 @@ impl HlsStream {
         &self.run
     }
 
-    /// Applies `f` to the packager and wakes waiting requests.
-    pub fn update<R>(&self, f: impl FnOnce(&mut Packager) -> R) -> R {
-        let r = f(&mut self.state.write());
+    /// Applies `f` to the segmenter and wakes waiting requests. The wall
+    /// clock of this moment anchors media time once the first segment starts.
+    pub fn update<R>(&self, f: impl FnOnce(&mut Segmenter) -> R) -> R {
+        let mut state = self.state.write();
+        let r = f(&mut state);
+        if state.epoch_ms.is_none() {
+            state.anchor(unix_ms());
+        }
+        drop(state);
         self.version.send_modify(|v| *v += 1);
         r
     }
 
     /// Reads the packager.
-    pub fn read<R>(&self, f: impl FnOnce(&Packager) -> R) -> R {
+    pub fn read<R>(&self, f: impl FnOnce(&Segmenter) -> R) -> R {
         f(&self.state.read())
     }
 
@@ -220,7 +242,7 @@ impl HlsStream {
 
     /// Waits until `ready` holds (re-checked at every packager change), for
     /// at most three target durations.
-    async fn wait_for<T>(&self, ready: impl FnMut(&Packager) -> Option<T>) -> Result<T, HlsError> {
+    async fn wait_for<T>(&self, ready: impl FnMut(&Segmenter) -> Option<T>) -> Result<T, HlsError> {
         self.wait_within(self.block_timeout(), ready).await
     }
 
@@ -228,7 +250,7 @@ impl HlsStream {
     async fn wait_within<T>(
         &self,
         limit: Duration,
-        mut ready: impl FnMut(&Packager) -> Option<T>,
+        mut ready: impl FnMut(&Segmenter) -> Option<T>,
     ) -> Result<T, HlsError> {
         let mut rx = self.version.subscribe();
         let deadline = tokio::time::Instant::now() + limit;
@@ -255,16 +277,16 @@ impl HlsStream {
     /// for at most [`settle_hold`](Self::settle_hold); then the caller answers
     /// with what exists. A player that joins the moment a stream appears gets
     /// a complete answer (every track, a whole segment), not the first part.
-    async fn settle(&self, settled: impl Fn(&Packager) -> bool) {
+    async fn settle(&self, settled: impl Fn(&Segmenter) -> bool) {
         let hold = self.settle_hold();
         let _ = self.wait_within(hold, |p| (p.ended || settled(p)).then_some(())).await;
     }
 
     /// The multivariant playlist, once the stream has media. Early in a
     /// stream it waits until every rendition holds a whole segment (see
-    /// [`Packager::settled`]), so that the variant lists every track.
+    /// [`Segmenter::settled`]), so that the variant lists every track.
     pub async fn multivariant(&self) -> Result<String, HlsError> {
-        self.settle(Packager::settled).await;
+        self.settle(Segmenter::settled).await;
         self.wait_for(|p| p.renditions.first().filter(|r| r.last_part().is_some()).map(|_| playlist::multivariant(p)))
             .await
     }
@@ -349,7 +371,7 @@ impl HlsStream {
         if run != self.run {
             return Err(HlsError::NotFound);
         }
-        let exists = |p: &Packager| -> Option<bool> {
+        let exists = |p: &Segmenter| -> Option<bool> {
             let r = p.rendition(rendition)?;
             match r.segment(msn) {
                 Some(s) if part < s.parts.len() => Some(true),

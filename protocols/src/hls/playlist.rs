@@ -5,9 +5,10 @@
 
 use std::fmt::Write;
 
-use super::packager::Packager;
-use super::rendition::Rendition;
+use tidecast_media::MediaKind;
+
 use super::HlsConfig;
+use crate::cmaf::{Rendition, Segmenter};
 
 /// How much of a media playlist to write.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -55,49 +56,61 @@ fn pdt(epoch_ms: i64, start_us: i64) -> String {
 
 /// EXT-X-TARGETDURATION: the configured target, or the longest segment if a
 /// GOP ran longer.
-pub fn target_duration(cfg: &HlsConfig, p: &Packager) -> u64 {
+pub fn target_duration(cfg: &HlsConfig, p: &Segmenter) -> u64 {
     let longest = p.renditions.iter().map(|r| r.longest_segment).fold(0.0, f64::max);
     (cfg.segment_target.as_secs_f64().max(longest).round() as u64).max(1)
 }
 
-/// Writes the multivariant playlist.
-pub fn multivariant(p: &Packager) -> String {
+/// Writes the multivariant playlist: one variant per video rendition (or,
+/// for an audio-only stream, one for its first audio rendition), each with
+/// the audio renditions as one group.
+pub fn multivariant(p: &Segmenter) -> String {
     let mut out = String::from("#EXTM3U\n#EXT-X-VERSION:9\n#EXT-X-INDEPENDENT-SEGMENTS\n");
-    let video = p.rendition("video");
-    let audio = p.rendition("audio");
-    let mut codecs = Vec::new();
-    let mut bandwidth = 0u64;
-    for r in [video, audio].into_iter().flatten() {
-        codecs.push(r.track.info.codec_string.clone());
-        bandwidth += r.peak_bitrate.max(if r.name == "video" { 1_000_000 } else { 128_000 });
-    }
-    if let (Some(_), Some(a)) = (video, audio) {
-        let _ = writeln!(
-            out,
-            "#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID=\"audio\",NAME=\"main\",DEFAULT=YES,AUTOSELECT=YES,CHANNELS=\"{}\",URI=\"{}.m3u8\"",
-            a.track.info.channels.max(1),
-            a.name
-        );
-    }
-    let _ = write!(out, "#EXT-X-STREAM-INF:BANDWIDTH={bandwidth},CODECS=\"{}\"", codecs.join(","));
-    if let Some(v) = video {
-        if v.track.info.width > 0 {
-            let _ = write!(out, ",RESOLUTION={}x{}", v.track.info.width, v.track.info.height);
-        }
-        if let Some(fr) = v.track.info.frame_rate {
-            let _ = write!(out, ",FRAME-RATE={fr:.3}");
-        }
-        if audio.is_some() {
-            out.push_str(",AUDIO=\"audio\"");
+    let of = |kind| p.renditions.iter().filter(move |r| r.track.kind() == kind);
+    let videos: Vec<&Rendition> = of(MediaKind::Video).collect();
+    let audios: Vec<&Rendition> = of(MediaKind::Audio).collect();
+    let bitrate =
+        |r: &Rendition| r.peak_bitrate.max(if r.track.kind() == MediaKind::Video { 1_000_000 } else { 128_000 });
+    if !videos.is_empty() {
+        for (i, a) in audios.iter().enumerate() {
+            let (name, default) = if i == 0 { ("main", "YES") } else { (a.name.as_str(), "NO") };
+            let _ = writeln!(
+                out,
+                "#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID=\"audio\",NAME=\"{name}\",DEFAULT={default},AUTOSELECT=YES,CHANNELS=\"{}\",URI=\"{}.m3u8\"",
+                a.track.info.channels.max(1),
+                a.name
+            );
         }
     }
-    let main = video.or(audio).map_or("video", |r| r.name);
-    let _ = write!(out, "\n{main}.m3u8\n");
+    let variants: Vec<&Rendition> = if videos.is_empty() { audios.iter().take(1).copied().collect() } else { videos };
+    let audio = audios.first().filter(|_| variants.first().is_some_and(|v| v.track.kind() == MediaKind::Video));
+    for v in variants {
+        let mut codecs = vec![v.track.info.codec_string.as_str()];
+        let mut bandwidth = bitrate(v);
+        if let Some(a) = audio {
+            codecs.push(&a.track.info.codec_string);
+            bandwidth += bitrate(a);
+        }
+        let _ = write!(out, "#EXT-X-STREAM-INF:BANDWIDTH={bandwidth},CODECS=\"{}\"", codecs.join(","));
+        if v.track.kind() == MediaKind::Video {
+            if v.track.info.width > 0 {
+                let _ = write!(out, ",RESOLUTION={}x{}", v.track.info.width, v.track.info.height);
+            }
+            if let Some(fr) = v.track.info.frame_rate {
+                let _ = write!(out, ",FRAME-RATE={fr:.3}");
+            }
+            if audio.is_some() {
+                out.push_str(",AUDIO=\"audio\"");
+            }
+        }
+        // No captions: players that would otherwise probe for them do not.
+        let _ = write!(out, ",CLOSED-CAPTIONS=NONE\n{}.m3u8\n", v.name);
+    }
     out
 }
 
 /// Writes the media playlist of rendition `r`.
-pub fn media(cfg: &HlsConfig, p: &Packager, r: &Rendition, run: &str, skip: Skip) -> String {
+pub fn media(cfg: &HlsConfig, p: &Segmenter, r: &Rendition, run: &str, skip: Skip) -> String {
     let target = target_duration(cfg, p);
     let part_target = cfg.part_target.as_secs_f64();
     let skip_until = 6.0 * target as f64;
@@ -133,7 +146,7 @@ pub fn media(cfg: &HlsConfig, p: &Packager, r: &Rendition, run: &str, skip: Skip
         }
     }
     let first_init = r.segments.front().map_or(r.init_version, |s| s.init_version);
-    let _ = writeln!(out, "#EXT-X-MAP:URI=\"{}\"", init_uri(run, r.name, first_init));
+    let _ = writeln!(out, "#EXT-X-MAP:URI=\"{}\"", init_uri(run, &r.name, first_init));
     if skipped > 0 {
         let _ = writeln!(out, "#EXT-X-SKIP:SKIPPED-SEGMENTS={skipped}");
     }
@@ -145,7 +158,7 @@ pub fn media(cfg: &HlsConfig, p: &Packager, r: &Rendition, run: &str, skip: Skip
         }
         if s.init_version != init {
             init = s.init_version;
-            let _ = writeln!(out, "#EXT-X-MAP:URI=\"{}\"", init_uri(run, r.name, init));
+            let _ = writeln!(out, "#EXT-X-MAP:URI=\"{}\"", init_uri(run, &r.name, init));
         }
         if s.complete || i == skipped || s.discontinuity {
             let _ = writeln!(out, "#EXT-X-PROGRAM-DATE-TIME:{}", pdt(epoch, s.start_us));
@@ -156,13 +169,13 @@ pub fn media(cfg: &HlsConfig, p: &Packager, r: &Rendition, run: &str, skip: Skip
                     out,
                     "#EXT-X-PART:DURATION={:.5},URI=\"{}\"",
                     part.duration,
-                    part_uri(run, r.name, s.msn, k)
+                    part_uri(run, &r.name, s.msn, k)
                 );
                 out.push_str(if part.independent { ",INDEPENDENT=YES\n" } else { "\n" });
             }
         }
         if s.complete {
-            let _ = write!(out, "#EXTINF:{:.5},\n{}\n", s.duration, segment_uri(run, r.name, s.msn));
+            let _ = write!(out, "#EXTINF:{:.5},\n{}\n", s.duration, segment_uri(run, &r.name, s.msn));
         }
     }
     if p.ended {
@@ -171,7 +184,7 @@ pub fn media(cfg: &HlsConfig, p: &Packager, r: &Rendition, run: &str, skip: Skip
         let _ = writeln!(
             out,
             "#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"{}\"",
-            part_uri(run, r.name, open.msn, open.parts.len() - 1)
+            part_uri(run, &r.name, open.msn, open.parts.len() - 1)
         );
     }
     for other in p.renditions.iter().filter(|o| o.name != r.name) {

@@ -1,4 +1,4 @@
-//! Packager and playlist behaviour on synthetic frames.
+//! Segmenter and playlist behaviour on synthetic frames.
 
 use std::sync::Arc;
 
@@ -44,8 +44,8 @@ fn cfg() -> HlsConfig {
     HlsConfig { window: 20, ..HlsConfig::default() }
 }
 
-fn packaged(seconds: i64, gop: i64) -> Packager {
-    let mut p = Packager::new(cfg());
+fn packaged(seconds: i64, gop: i64) -> Segmenter {
+    let mut p = Segmenter::new(cfg().segmenter());
     for e in events(seconds, gop) {
         p.on_event(e);
     }
@@ -158,8 +158,8 @@ fn parts_concatenate_to_the_segment_byte_for_byte() {
 
 #[test]
 fn empty_frames_are_not_packaged() {
-    let mut with_empties = Packager::new(cfg());
-    let mut plain = Packager::new(cfg());
+    let mut with_empties = Segmenter::new(cfg().segmenter());
+    let mut plain = Segmenter::new(cfg().segmenter());
     for e in events(4, 50) {
         if let Event::Frame(f) = &e {
             let empty = Frame { payload: Bytes::new(), dts: f.dts + 1, ..f.clone() };
@@ -176,7 +176,7 @@ fn empty_frames_are_not_packaged() {
 
 #[test]
 fn discontinuity_starts_a_new_segment() {
-    let mut p = Packager::new(cfg());
+    let mut p = Segmenter::new(cfg().segmenter());
     for e in events(5, 50) {
         p.on_event(e);
     }
@@ -280,4 +280,48 @@ async fn first_playlists_wait_for_a_whole_segment_of_every_rendition() {
     let text = stuck.multivariant().await.unwrap();
     assert!(text.contains("#EXT-X-STREAM-INF"));
     assert!(started.elapsed() >= stuck.settle_hold(), "answered only once the hold ran out");
+}
+
+/// A source with two video tracks (say, two programs of an MPEG-TS) and one
+/// audio track: three renditions cut at the same boundaries, two variants
+/// sharing the audio group.
+#[test]
+fn several_video_tracks_become_aligned_renditions_and_variants() {
+    let mut second = tracks()[0].clone();
+    second.id = 2;
+    second.info.width = 320;
+    second.info.height = 180;
+    let mut all: Vec<Track> = tracks().to_vec();
+    all.push(second);
+    let mut p = Segmenter::new(cfg().segmenter());
+    for e in events(7, 50) {
+        match e {
+            Event::Tracks(_) => p.on_event(Event::Tracks(Arc::from(all.clone()))),
+            Event::Frame(f) if f.track == 0 => {
+                p.on_event(Event::Frame(f.clone()));
+                p.on_event(Event::Frame(Frame { track: 2, ..f }));
+            }
+            other => p.on_event(other),
+        }
+    }
+    let names: Vec<&str> = p.renditions.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["video", "audio", "video1"]);
+    let msns = |name: &str| -> Vec<(u64, i64)> {
+        let r = p.rendition(name).unwrap();
+        r.segments.iter().filter(|s| s.complete).map(|s| (s.msn, s.start_us)).collect()
+    };
+    assert_eq!(msns("video").len(), 3);
+    assert_eq!(msns("video"), msns("video1"), "the same segment numbers at the same times");
+    assert_eq!(msns("audio").iter().map(|s| s.0).collect::<Vec<_>>(), [0, 1, 2]);
+
+    let text = playlist::multivariant(&p);
+    let variants: Vec<&str> = text.lines().filter(|l| l.starts_with("#EXT-X-STREAM-INF")).collect();
+    assert_eq!(variants.len(), 2, "{text}");
+    assert!(variants.iter().all(|v| v.contains("AUDIO=\"audio\"") && v.contains("CLOSED-CAPTIONS=NONE")), "{text}");
+    assert!(variants[1].contains("RESOLUTION=320x180"), "{text}");
+    assert_eq!(text.matches("#EXT-X-MEDIA:TYPE=AUDIO").count(), 1, "{text}");
+    assert!(text.contains("\nvideo.m3u8\n") && text.contains("\nvideo1.m3u8\n"), "{text}");
+    let media = playlist::media(&cfg(), &p, p.rendition("video1").unwrap(), "r", Skip::No);
+    assert!(media.contains("#EXT-X-RENDITION-REPORT:URI=\"video.m3u8\""), "{media}");
+    assert!(media.contains("#EXT-X-RENDITION-REPORT:URI=\"audio.m3u8\""), "{media}");
 }

@@ -250,7 +250,11 @@ pub(crate) async fn run(mut rtc: Rtc, mut role: Role, mut ctx: Ctx) -> EndReason
                         // fell out of the ring and jumped to the newest keyframe.
                         let skipped = play.live.as_ref().map_or(0, |l| l.skipped());
                         if skipped > play.skipped {
-                            debug!(session = ctx.id, skipped = skipped - play.skipped, "whep viewer fell behind; jumped to the newest keyframe");
+                            debug!(
+                                session = ctx.id,
+                                skipped = skipped - play.skipped,
+                                "whep viewer fell behind; jumped to the newest keyframe"
+                            );
                             play.playout.skipped(skipped - play.skipped);
                             play.skipped = skipped;
                         }

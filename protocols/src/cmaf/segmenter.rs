@@ -1,19 +1,48 @@
-//! Cuts a stream into LL-HLS segments and parts, once for all viewers.
+//! Cuts a stream into CMAF segments and parts, once for all viewers and
+//! every format.
 //!
-//! The lead track (video if there is one) decides the boundaries: a segment
-//! starts at a keyframe once the target duration is reached, a part once
-//! about a part target has passed. Each boundary is queued for the other
-//! tracks, which apply it when their own timeline reaches it, so every
-//! rendition carries the same media sequence numbers.
+//! The lead track (the first video track if there is one) decides the
+//! boundaries: a segment starts at a keyframe once the target duration is
+//! reached, a part once about a part target has passed. Each boundary is
+//! queued for the other tracks (more video tracks, such as the renditions
+//! of a ladder, and the audio tracks), which apply it when their own
+//! timeline reaches it, so every rendition carries the same segment numbers
+//! (HLS media sequence numbers, DASH `$Number$`) at the same media times.
 
 use std::collections::VecDeque;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use tidecast_media::{Event, Frame, MediaKind, Track, TrackId};
 use tracing::warn;
 
 use super::rendition::Rendition;
-use super::HlsConfig;
+
+/// How a stream is cut and how much of it is kept.
+#[derive(Clone, Debug)]
+pub struct SegmenterConfig {
+    /// Target segment duration; segments start at keyframes, so a longer GOP
+    /// makes longer segments.
+    pub segment_target: Duration,
+    /// Target part duration.
+    pub part_target: Duration,
+    /// Complete segments kept per rendition.
+    pub window: usize,
+    /// Cap on the bytes the window holds, all renditions together; beyond it
+    /// (or beyond `window` x `segment_target` of media) the oldest segments
+    /// leave early, never below three of the longest segments.
+    pub max_bytes: usize,
+}
+
+impl Default for SegmenterConfig {
+    fn default() -> Self {
+        SegmenterConfig {
+            segment_target: Duration::from_secs(2),
+            part_target: Duration::from_millis(200),
+            window: 10,
+            max_bytes: 64 << 20,
+        }
+    }
+}
 
 #[derive(Clone, Copy, Debug)]
 struct Boundary {
@@ -28,38 +57,54 @@ struct Follower {
 
 /// Per-stream packaging state: the renditions and how to feed them.
 #[derive(Debug)]
-pub struct Packager {
-    cfg: HlsConfig,
+pub struct Segmenter {
+    cfg: SegmenterConfig,
     /// Renditions, the lead first.
     pub renditions: Vec<Rendition>,
     track_ids: Vec<TrackId>,
     followers: Vec<Follower>,
-    /// Wall-clock ms of media time 0, fixed at the first frame.
+    /// Wall-clock ms of media time 0, set by [`Segmenter::anchor`] once the
+    /// first segment has started.
     pub epoch_ms: Option<i64>,
+    /// Media time (µs) at which the first segment started.
+    origin_us: Option<i64>,
     /// True once the stream ended.
     pub ended: bool,
     pending_discontinuity: bool,
-}
-
-fn unix_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 fn us(d: Duration) -> i64 {
     i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
 }
 
-impl Packager {
-    /// An empty packager.
-    pub fn new(cfg: HlsConfig) -> Packager {
-        Packager {
+impl Segmenter {
+    /// An empty segmenter.
+    pub fn new(cfg: SegmenterConfig) -> Segmenter {
+        Segmenter {
             cfg,
             renditions: Vec::new(),
             track_ids: Vec::new(),
             followers: Vec::new(),
             epoch_ms: None,
+            origin_us: None,
             ended: false,
             pending_discontinuity: false,
+        }
+    }
+
+    /// The settings it cuts with.
+    pub fn config(&self) -> &SegmenterConfig {
+        &self.cfg
+    }
+
+    /// Ties media time to the wall clock: `now_ms` (Unix milliseconds) is
+    /// when the newest event was handed in. The first call after the first
+    /// segment started fixes [`Segmenter::epoch_ms`]; later calls do nothing.
+    pub fn anchor(&mut self, now_ms: i64) {
+        if self.epoch_ms.is_none() {
+            if let Some(origin) = self.origin_us {
+                self.epoch_ms = Some(now_ms - origin / 1000);
+            }
         }
     }
 
@@ -76,15 +121,17 @@ impl Packager {
         for t in tracks {
             if let Some(i) = self.track_ids.iter().position(|&id| id == t.id) {
                 if let Err(e) = self.renditions[i].update_track(t.clone()) {
-                    warn!(track = t.id, error = %e, "hls: cannot package the new track configuration");
+                    warn!(track = t.id, error = %e, "cmaf: cannot package the new track configuration");
                 }
                 continue;
             }
-            let name = match t.kind() {
-                MediaKind::Video if !self.has_kind(MediaKind::Video) => "video",
-                MediaKind::Audio if !self.has_kind(MediaKind::Audio) => "audio",
-                _ => continue, // one rendition per kind for now
+            // `video`, `audio`, then `video1`, `audio1`… for more tracks of a kind.
+            let kind = match t.kind() {
+                MediaKind::Video => "video",
+                MediaKind::Audio => "audio",
             };
+            let n = self.renditions.iter().filter(|r| r.track.kind() == t.kind()).count();
+            let name = if n == 0 { kind.to_owned() } else { format!("{kind}{n}") };
             match Rendition::new(name, t.clone()) {
                 Ok(mut r) => {
                     // A late track joins at the lead's current segment.
@@ -107,13 +154,9 @@ impl Packager {
                     self.track_ids.push(t.id);
                     self.followers.push(Follower { queue: VecDeque::new() });
                 }
-                Err(e) => warn!(track = t.id, codec = t.codec.name(), error = %e, "hls: track not packaged"),
+                Err(e) => warn!(track = t.id, codec = t.codec.name(), error = %e, "cmaf: track not packaged"),
             }
         }
-    }
-
-    fn has_kind(&self, kind: MediaKind) -> bool {
-        self.renditions.iter().any(|r| r.track.kind() == kind)
     }
 
     fn on_frame(&mut self, f: Frame) {
@@ -162,8 +205,8 @@ impl Packager {
                 if !f.keyframe {
                     return; // wait for a keyframe to start
                 }
-                if self.epoch_ms.is_none() {
-                    self.epoch_ms = Some(unix_ms() - f.dts / 1000);
+                if self.origin_us.is_none() {
+                    self.origin_us = Some(f.dts);
                 }
                 let msn = Self::next_msn(lead);
                 lead.start(msn, f.dts);
@@ -207,11 +250,11 @@ impl Packager {
                     }
                 }
                 Ok(false) => {}
-                Err(e) => warn!(error = %e, "hls: packaging failed"),
+                Err(e) => warn!(error = %e, "cmaf: packaging failed"),
             }
         }
         if let Err(e) = self.renditions[0].push(f, chunk_us) {
-            warn!(error = %e, "hls: packaging failed");
+            warn!(error = %e, "cmaf: packaging failed");
         }
     }
 
@@ -239,11 +282,11 @@ impl Packager {
                 r.close_part(f.dts).map(|_| ())
             };
             if let Err(e) = res {
-                warn!(error = %e, "hls: packaging failed");
+                warn!(error = %e, "cmaf: packaging failed");
             }
         }
         if let Err(e) = r.push(f, chunk_us) {
-            warn!(error = %e, "hls: packaging failed");
+            warn!(error = %e, "cmaf: packaging failed");
         }
     }
 

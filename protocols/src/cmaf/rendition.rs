@@ -1,5 +1,6 @@
-//! One rendition (one track) of an LL-HLS stream: its init segments, its
-//! segments and their parts, built as frames arrive.
+//! One rendition (one track) of a stream: its init segments, its segments
+//! and their parts, built as frames arrive. LL-HLS and LL-DASH serve the
+//! same segments, parts and chunks.
 //!
 //! Samples are written as CMAF chunks (one `moof` + `mdat` each) appended to
 //! the open part, so a part can be served while it is still being produced.
@@ -11,7 +12,7 @@ use std::collections::{BTreeMap, VecDeque};
 use bytes::Bytes;
 use tidecast_media::{Frame, MediaKind, Track, TIMESCALE};
 
-use crate::cmaf::{self, CmafError, Sample};
+use super::boxes::{self as cmaf, CmafError, Sample};
 
 /// A partial segment.
 #[derive(Debug, Clone)]
@@ -62,11 +63,12 @@ impl Segment {
     }
 }
 
-/// One track's LL-HLS state.
+/// One track's packaging state.
 #[derive(Debug)]
 pub struct Rendition {
-    /// `video` or `audio`: the playlist is `{name}.m3u8`.
-    pub name: &'static str,
+    /// `video`, `audio`, `video1`…: HLS serves `{name}.m3u8`, DASH names the
+    /// Representation so.
+    pub name: String,
     /// The track.
     pub track: Track,
     timescale: u32,
@@ -92,7 +94,7 @@ pub struct Rendition {
 
 impl Rendition {
     /// A rendition for `track`, whose first segment will carry `msn`.
-    pub fn new(name: &'static str, track: Track) -> Result<Rendition, CmafError> {
+    pub fn new(name: String, track: Track) -> Result<Rendition, CmafError> {
         let init = cmaf::init_segment(&track)?;
         let timescale = cmaf::timescale(&track);
         let last_duration_us = match track.kind() {
