@@ -31,6 +31,8 @@ pub struct Config {
     pub media: Media,
     /// LL-HLS.
     pub hls: Hls,
+    /// LL-DASH (served from the same segments as LL-HLS).
+    pub dash: Dash,
     /// WHIP and WHEP.
     pub webrtc: WebRtc,
     /// Stream keys; none means open development mode.
@@ -116,6 +118,16 @@ pub struct Hls {
     pub max_window_bytes: usize,
 }
 
+/// LL-DASH: `/dash/{stream}/index.mpd`. Segments and parts are LL-HLS's.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Dash {
+    /// The latency target the MPD's `ServiceDescription` asks players to
+    /// keep, in seconds; unset: half of a segment less a part, plus three
+    /// parts, at least one second (1.5 s with the default 2 s / 0.2 s).
+    pub latency_target_seconds: Option<f64>,
+}
+
 /// WHIP ingest and WHEP playback: one UDP port for every peer, ICE-TCP as
 /// the fallback, ICE-lite.
 #[derive(Clone, Debug, Deserialize)]
@@ -197,6 +209,7 @@ impl Default for Config {
             admin: Admin::default(),
             media: Media::default(),
             hls: Hls::default(),
+            dash: Dash::default(),
             webrtc: WebRtc::default(),
             streams: Vec::new(),
         }
@@ -262,6 +275,10 @@ impl Config {
             segment: secs("hls.segment_seconds", self.hls.segment_seconds, 0.5, 30.0)?,
             part: secs("hls.part_seconds", self.hls.part_seconds, 0.05, 5.0)?,
             hls_linger: secs("hls.linger_seconds", self.hls.linger_seconds, 0.0, 3600.0)?,
+            dash_latency_target: match self.dash.latency_target_seconds {
+                Some(s) => Some(secs("dash.latency_target_seconds", s, 0.2, 60.0)?),
+                None => None,
+            },
             rtmp_idle: secs("rtmp.idle_timeout_seconds", self.rtmp.idle_timeout_seconds, 1.0, 3600.0)?,
             keyframe_interval: secs(
                 "webrtc.keyframe_interval_seconds",
@@ -329,6 +346,7 @@ pub struct Validated {
     pub segment: Duration,
     pub part: Duration,
     pub hls_linger: Duration,
+    pub dash_latency_target: Option<Duration>,
     pub rtmp_idle: Duration,
     pub keyframe_interval: Duration,
     pub webrtc_connect: Duration,

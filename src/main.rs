@@ -28,6 +28,7 @@ use tidecast_control::plane::ControlPlane;
 use tidecast_control::store::{Db, RedbStore};
 use tidecast_control::triggers::{Trigger, Triggers};
 use tidecast_media::{PublishMode, Registry, RegistryConfig, StreamConfig};
+use tidecast_protocols::dash::http::DashHttp;
 use tidecast_protocols::hls::http::HlsHttp;
 use tidecast_protocols::hls::{HlsConfig, HlsHub};
 use tidecast_protocols::ingest::IngestStats;
@@ -288,6 +289,12 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         gate: http_gate.clone(),
         traffic: traffic.clone(),
     })
+    .merge(tidecast_protocols::dash::http::router(DashHttp {
+        hls: hls.clone(),
+        gate: http_gate.clone(),
+        traffic: traffic.clone(),
+        latency_target: v.dash_latency_target,
+    }))
     .merge(tidecast_protocols::mpegts::http::router(TsHttp { ts, gate: http_gate, traffic: traffic.clone() }))
     .layer(tidecast_protocols::http::cors())
     .merge(tidecast_protocols::webrtc::http::routes(signaling));

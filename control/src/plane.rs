@@ -407,7 +407,8 @@ impl ControlPlane {
         let scope = scope_of(req.stream, &owned);
         let addr = req.peer.ip().to_string();
         let (stream, url) = (req.stream.to_owned(), req.url.to_owned());
-        if req.protocol != "hls" {
+        // HTTP players (LL-HLS, LL-DASH) have no connection to speak of.
+        if !matches!(req.protocol, "hls" | "dash") {
             let fields = vec![stream.clone(), addr.clone(), req.protocol.to_owned(), url.clone()];
             if !self.triggers.allow(Trigger::ConnPlay, Some(&scope), fields).await {
                 return Err(Refusal::Trigger("refused by CONN_PLAY".into()));
@@ -468,7 +469,7 @@ impl ControlPlane {
         let id = id.as_str();
         if let Some(info) = self.sessions.get(id) {
             // A sid is a bearer of a slot: only its own HLS session's.
-            if info.protocol != "hls" || info.stream != req.stream {
+            if info.protocol != req.protocol || info.stream != req.stream {
                 return Err(Refusal::Forbidden("this session plays another stream".into()));
             }
             info.touch();

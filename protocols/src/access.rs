@@ -593,7 +593,7 @@ impl Sessions {
         let reason = s.info.reason.lock().take().unwrap_or(EndReason::Closed);
         let duration = match s.info.protocol {
             // An HLS viewer's session lasts until its last request.
-            "hls" => Duration::from_millis(s.info.last_seen.load(Ordering::Relaxed)),
+            "hls" | "dash" => Duration::from_millis(s.info.last_seen.load(Ordering::Relaxed)),
             _ => s.info.age(),
         };
         if !s.info.tallied.swap(true, Ordering::Relaxed) {

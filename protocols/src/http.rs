@@ -22,6 +22,8 @@ use crate::access::Refusal;
 pub struct Traffic {
     /// LL-HLS.
     pub hls: AtomicU64,
+    /// LL-DASH.
+    pub dash: AtomicU64,
     /// HTTP MPEG-TS.
     pub ts: AtomicU64,
     /// WHEP (media payload bytes before RTP and SRTP overhead).

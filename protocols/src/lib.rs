@@ -29,6 +29,7 @@
 
 pub mod access;
 pub mod cmaf;
+pub mod dash;
 pub mod flv;
 pub mod hls;
 pub mod http;

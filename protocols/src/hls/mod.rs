@@ -73,7 +73,7 @@ impl Default for HlsConfig {
 }
 
 /// Milliseconds since the Unix epoch, now.
-pub(crate) fn unix_ms() -> i64 {
+pub fn unix_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
@@ -427,6 +427,94 @@ impl HlsStream {
                 }
             }
         }))
+    }
+}
+
+impl HlsStream {
+    /// A whole segment as it is produced, for LL-DASH: its parts' chunks so
+    /// far, then each chunk as it is written, until the segment completes.
+    /// The segment after the open one is waited for (it is inside DASH's
+    /// availability window once the open one is nearly done). `None` in the
+    /// stream's place: the segment is complete (serve it whole) or unknown.
+    pub async fn forming_segment(
+        self: &Arc<Self>,
+        rendition: &str,
+        run: &str,
+        msn: u64,
+    ) -> Result<impl FutStream<Item = Bytes> + Send + 'static, HlsError> {
+        if run != self.run {
+            return Err(HlsError::NotFound);
+        }
+        let known = |p: &Segmenter| -> Option<bool> {
+            let r = p.rendition(rendition)?;
+            match r.segment(msn) {
+                Some(_) => Some(true),
+                None => {
+                    let open = r.open()?;
+                    (msn == open.msn + 1 && !p.ended).then_some(false)
+                }
+            }
+        };
+        match self.read(known) {
+            None => return Err(HlsError::NotFound),
+            Some(false) => {
+                let r = rendition.to_owned();
+                self.wait_for(move |p| p.rendition(&r)?.segment(msn).map(|_| ())).await?;
+            }
+            Some(true) => {}
+        }
+        let this = self.clone();
+        let r = rendition.to_owned();
+        let rx = self.version.subscribe();
+        // (part index, chunks of it sent)
+        let state = (this, r, rx, (0usize, 0usize), std::collections::VecDeque::<Bytes>::new());
+        Ok(futures_util::stream::unfold(state, move |(this, r, mut rx, mut at, mut queue)| async move {
+            loop {
+                if let Some(chunk) = queue.pop_front() {
+                    return Some((chunk, (this, r, rx, at, queue)));
+                }
+                rx.borrow_and_update();
+                let done = this.read(|p| {
+                    let Some(seg) = p.rendition(&r).and_then(|r| r.segment(msn)) else { return true };
+                    while let Some(part) = seg.parts.get(at.0) {
+                        queue.extend(part.chunks.get(at.1..).unwrap_or_default().iter().cloned());
+                        at.1 = part.chunks.len();
+                        if !(part.complete || seg.complete) {
+                            return false;
+                        }
+                        at = (at.0 + 1, 0);
+                    }
+                    seg.complete || p.ended
+                });
+                if !queue.is_empty() {
+                    continue;
+                }
+                if done {
+                    return None;
+                }
+                if tokio::time::timeout(Duration::from_secs(10), rx.changed()).await.is_err() {
+                    return None;
+                }
+            }
+        }))
+    }
+
+    /// Whether segment `msn` of `rendition` is complete.
+    pub fn segment_complete(&self, rendition: &str, msn: u64) -> bool {
+        self.read(|p| p.rendition(rendition).and_then(|r| r.segment(msn)).is_some_and(|s| s.complete))
+    }
+
+    /// The wall clock (Unix ms) of media time 0, once the first segment started.
+    pub fn epoch_ms(&self) -> Option<i64> {
+        self.read(|p| p.epoch_ms)
+    }
+
+    /// The multivariant-style early-join hold, for other renderers (the
+    /// MPD): waits until every rendition holds a whole segment, or about a
+    /// segment, then reads the segmenter with `f`.
+    pub async fn settled_read<R>(&self, f: impl Fn(&Segmenter) -> Option<R>) -> Result<R, HlsError> {
+        self.settle(Segmenter::settled).await;
+        self.wait_for(|p| p.renditions.first().filter(|r| r.last_part().is_some()).and_then(|_| f(p))).await
     }
 }
 

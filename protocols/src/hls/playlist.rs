@@ -36,7 +36,12 @@ pub fn part_uri(run: &str, r: &str, msn: u64, part: usize) -> String {
 }
 
 fn pdt(epoch_ms: i64, start_us: i64) -> String {
-    let ms = epoch_ms + start_us / 1000;
+    date_time(epoch_ms + start_us / 1000)
+}
+
+/// An ISO 8601 UTC date-time with milliseconds (EXT-X-PROGRAM-DATE-TIME,
+/// DASH `xs:dateTime`).
+pub fn date_time(ms: i64) -> String {
     let secs = ms.div_euclid(1000);
     let millis = ms.rem_euclid(1000);
     let days = secs.div_euclid(86_400);

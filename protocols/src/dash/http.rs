@@ -1,0 +1,166 @@
+//! LL-DASH over HTTP: `GET /dash/{stream}/index.mpd`, the files it names,
+//! and `GET /dash/utc`, the server's clock for the MPD's `UTCTiming`.
+//!
+//! Admission works as for LL-HLS (a DASH player holds no connection
+//! either): the per-request credential check, then a session named by the
+//! `sid` the MPD hands out in every segment URL (with the token of a
+//! token-protected stream). A finished segment is served whole and
+//! cacheable; the one being produced is streamed chunk by chunk (each a
+//! `moof` + `mdat` pair) as the segmenter writes it and is not cacheable; a
+//! request for the segment after it is held until it starts.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Path, RawQuery, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use bytes::Bytes;
+use futures_util::StreamExt;
+
+use super::mpd::{self, MpdContext};
+use crate::access::{AccessGate, PlayRequest, SessionInfo};
+use crate::hls::{HlsError, HlsHub, Resource};
+use crate::http::{body, denied, param, token, Traffic};
+
+const MPD: &str = "application/dash+xml";
+
+/// What the LL-DASH routes serve from.
+#[derive(Clone)]
+pub struct DashHttp {
+    /// Every stream's CMAF output (the one LL-HLS serves too).
+    pub hls: Arc<HlsHub>,
+    /// Who may play.
+    pub gate: Arc<dyn AccessGate>,
+    /// Bytes sent, for the load report.
+    pub traffic: Arc<Traffic>,
+    /// The MPD's latency target; `None` derives it from the segment and part
+    /// targets.
+    pub latency_target: Option<Duration>,
+}
+
+/// The LL-DASH routes.
+pub fn router(state: DashHttp) -> Router {
+    Router::new().route("/dash/utc", get(utc)).route("/dash/{stream}/{file}", get(dash_file)).with_state(state)
+}
+
+/// The server's clock as `xs:dateTime` with milliseconds (`http-xsdate`).
+async fn utc() -> Response {
+    body("text/plain", "no-store", Body::from(mpd::xs_datetime(crate::hls::unix_ms())))
+}
+
+fn error(e: HlsError) -> Response {
+    let status = match e {
+        HlsError::NotFound => StatusCode::NOT_FOUND,
+        HlsError::BadRequest(_) => StatusCode::BAD_REQUEST,
+        HlsError::Timeout => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    (status, [(header::CACHE_CONTROL, "no-cache")], format!("{e}\n")).into_response()
+}
+
+async fn dash_file(
+    State(out): State<DashHttp>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path((stream, file)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let token = token(query.as_deref(), &headers);
+    let settings = match out.gate.check_play(&stream, token, peer.ip()) {
+        Ok(s) => s,
+        Err(e) => return denied(e),
+    };
+    let manifest = file == "index.mpd";
+    let resource = if manifest { None } else { Resource::parse(&file) };
+    if !manifest && !matches!(resource, Some(Resource::Init(..) | Resource::Segment(..))) {
+        return error(HlsError::NotFound);
+    }
+    let Some(cmaf) = out.hls.get(&stream) else { return error(HlsError::NotFound) };
+    let sid = param(query.as_deref(), "sid");
+    let fresh = sid.is_none() && manifest;
+    let agent = headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let url = format!("/dash/{stream}/{file}");
+    let req = PlayRequest { protocol: "dash", stream: &stream, token, peer, url: &url };
+    let session = match out.gate.hls_viewer(req, sid, fresh, agent).await {
+        Ok(s) => s,
+        Err(e) => return denied(e),
+    };
+    match resource {
+        None => {
+            let mut carry = Vec::new();
+            if sid.is_some() || fresh {
+                carry.push(format!("sid={}", session.id));
+            }
+            if let Some(t) = token.filter(|_| settings.as_ref().is_some_and(|s| s.playback_token_required)) {
+                carry.push(format!("token={t}"));
+            }
+            let carry = carry.join("&");
+            let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("127.0.0.1");
+            let utc_url = format!("http://{host}/dash/utc");
+            let run = cmaf.run().to_owned();
+            let latency_target = out.latency_target;
+            let rendered = cmaf
+                .settled_read(|p| {
+                    let ctx = MpdContext {
+                        run: &run,
+                        now_ms: crate::hls::unix_ms(),
+                        utc_url: &utc_url,
+                        latency_target,
+                        carry: &carry,
+                    };
+                    mpd::render(p, &ctx)
+                })
+                .await;
+            match rendered {
+                Ok(text) => {
+                    count(&out, &session, text.len());
+                    body(MPD, "no-cache", Body::from(text))
+                }
+                Err(e) => error(e),
+            }
+        }
+        Some(Resource::Init(r, run, v)) => match cmaf.init(&r, &run, v) {
+            Ok(b) => {
+                count(&out, &session, b.len());
+                body("video/mp4", "max-age=3600", Body::from(b))
+            }
+            Err(e) => error(e),
+        },
+        Some(Resource::Segment(r, run, n)) => {
+            if cmaf.segment_complete(&r, n) {
+                return match cmaf.segment(&r, &run, n) {
+                    Ok(chunks) => {
+                        count(&out, &session, chunks.iter().map(Bytes::len).sum());
+                        let s = futures_util::stream::iter(chunks.into_iter().map(Ok::<_, Infallible>));
+                        body("video/mp4", "max-age=3600", Body::from_stream(s))
+                    }
+                    Err(e) => error(e),
+                };
+            }
+            match cmaf.forming_segment(&r, &run, n).await {
+                Ok(s) => {
+                    let (out, session) = (out.clone(), session.clone());
+                    let s = s.map(move |b| {
+                        count(&out, &session, b.len());
+                        Ok::<_, Infallible>(b)
+                    });
+                    body("video/mp4", "no-store", Body::from_stream(s))
+                }
+                Err(e) => error(e),
+            }
+        }
+        Some(_) => error(HlsError::NotFound),
+    }
+}
+
+/// Counts bytes sent to a DASH session.
+fn count(out: &DashHttp, session: &SessionInfo, n: usize) {
+    out.traffic.dash.fetch_add(n as u64, Ordering::Relaxed);
+    session.count_out(n);
+}

@@ -1,0 +1,241 @@
+//! The LL-DASH MPD: a second renderer over the CMAF segmenter's segments
+//! (LL-HLS playlists are the first), following DASH-IF's low-latency rules
+//! as dash.js, the reference player, implements them.
+//!
+//! * `type="dynamic"`, `availabilityStartTime` = the wall clock of media
+//!   time 0 (fixed for the stream's run, millisecond precision), so a
+//!   segment's `S@t` is its `tfdt` and both formats name the same instants.
+//! * One `SegmentTemplate` + `SegmentTimeline` per Representation, `t`/`d`
+//!   in the track's timescale (keyframe-driven durations), `$Number$` = the
+//!   HLS media sequence number.
+//! * Low-latency signalling (`availabilityTimeOffset` = segment − part
+//!   duration, `availabilityTimeComplete="false"`, and the forming segment
+//!   listed with its nominal duration) only while the GOP is stable: the last
+//!   three segments within 10 % of each other. Otherwise plain dynamic DASH.
+//! * `ServiceDescription` (latency target, playback rates 0.96–1.04),
+//!   `ProducerReferenceTime` per AdaptationSet and `UTCTiming` pointing at
+//!   the server's own clock endpoint: a player never needs an outside host.
+
+use std::fmt::Write;
+use std::time::Duration;
+
+use tidecast_media::{rescale, MediaKind, TIMESCALE};
+
+use crate::cmaf::{self, Rendition, Segment, Segmenter};
+
+/// What the MPD needs besides the segmenter.
+#[derive(Debug, Clone)]
+pub struct MpdContext<'a> {
+    /// The stream run's token in file names.
+    pub run: &'a str,
+    /// Now, Unix milliseconds (`publishTime`).
+    pub now_ms: i64,
+    /// Absolute URL of the server's `http-xsdate` clock.
+    pub utc_url: &'a str,
+    /// Latency target; `None` derives one from the segment and part targets.
+    pub latency_target: Option<Duration>,
+    /// Query parameters every segment URL carries (`sid=…&token=…`), or "".
+    pub carry: &'a str,
+}
+
+/// The latency target when none is configured: one part short of a segment,
+/// plus three parts (what a player buffers at the live edge), at least 1 s.
+pub fn default_latency_target(segment: Duration, part: Duration) -> Duration {
+    (segment.saturating_sub(part) / 2 + part * 3).max(Duration::from_secs(1))
+}
+
+/// Writes an `xs:dateTime` (UTC, milliseconds).
+pub fn xs_datetime(ms: i64) -> String {
+    crate::hls::playlist::date_time(ms)
+}
+
+/// Writes an `xs:duration` of seconds.
+fn xs_duration(seconds: f64) -> String {
+    format!("PT{:.3}S", seconds.max(0.0))
+}
+
+/// Whether the lead rendition's last three complete segments are within
+/// 10 % of each other: the forming segment's duration can then be announced.
+pub fn gop_stable(lead: &Rendition) -> Option<f64> {
+    let last: Vec<f64> = lead.segments.iter().filter(|s| s.complete).rev().take(3).map(|s| s.duration).collect();
+    if last.len() < 3 {
+        return None;
+    }
+    let (min, max) = last.iter().fold((f64::MAX, 0.0f64), |(a, b), &d| (a.min(d), b.max(d)));
+    (min > 0.0 && (max - min) <= 0.1 * max).then_some(last[0])
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('"', "&quot;").replace('<', "&lt;")
+}
+
+/// Renders the MPD, or `None` before the first segment has started (no
+/// `availabilityStartTime` yet).
+pub fn render(p: &Segmenter, ctx: &MpdContext<'_>) -> Option<String> {
+    let epoch = p.epoch_ms?;
+    let lead = p.renditions.first()?;
+    let cfg = p.config();
+    let part = cfg.part_target.as_secs_f64();
+    let stable = if p.ended { None } else { gop_stable(lead) };
+    let longest = p.renditions.iter().map(|r| r.longest_segment).fold(cfg.segment_target.as_secs_f64(), f64::max);
+    let window = p
+        .renditions
+        .iter()
+        .map(|r| r.segments.iter().filter(|s| s.complete).map(|s| s.duration).sum::<f64>())
+        .fold(0.0, f64::max)
+        .max(longest);
+    let target =
+        ctx.latency_target.unwrap_or_else(|| default_latency_target(cfg.segment_target, cfg.part_target)).as_millis();
+    let ast = xs_datetime(epoch);
+    let mut out = String::with_capacity(4096);
+    out.push_str("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+    let _ = write!(
+        out,
+        "<MPD xmlns=\"urn:mpeg:dash:schema:mpd:2011\" profiles=\"urn:mpeg:dash:profile:isoff-live:2011,urn:mpeg:dash:profile:cmaf:2019\" \
+         type=\"{}\" availabilityStartTime=\"{ast}\" publishTime=\"{}\" ",
+        if p.ended { "static" } else { "dynamic" },
+        xs_datetime(ctx.now_ms),
+    );
+    if p.ended {
+        let total: f64 = lead.segments.iter().map(|s| s.duration).sum();
+        let _ = write!(out, "mediaPresentationDuration=\"{}\" ", xs_duration(total));
+    } else {
+        let _ = write!(
+            out,
+            "minimumUpdatePeriod=\"{}\" timeShiftBufferDepth=\"{}\" ",
+            xs_duration((2.0 * part).max(1.0)),
+            xs_duration(window)
+        );
+    }
+    let _ =
+        writeln!(out, "maxSegmentDuration=\"{}\" minBufferTime=\"{}\">", xs_duration(longest), xs_duration(part * 2.0));
+    let _ = writeln!(
+        out,
+        "  <ServiceDescription id=\"0\">\n    <Latency referenceId=\"0\" target=\"{target}\" min=\"{}\" max=\"{}\"/>\n    \
+         <PlaybackRate min=\"0.96\" max=\"1.04\"/>\n  </ServiceDescription>",
+        target * 3 / 4,
+        target * 2
+    );
+    let _ = writeln!(out, "  <Period id=\"0\" start=\"PT0S\">");
+    let mut set = 0;
+    for kind in [MediaKind::Video, MediaKind::Audio] {
+        let reps: Vec<&Rendition> = p.renditions.iter().filter(|r| r.track.kind() == kind).collect();
+        if reps.is_empty() {
+            continue;
+        }
+        let (content, mime) = match kind {
+            MediaKind::Video => ("video", "video/mp4"),
+            MediaKind::Audio => ("audio", "audio/mp4"),
+        };
+        let _ = writeln!(
+            out,
+            "    <AdaptationSet id=\"{set}\" contentType=\"{content}\" mimeType=\"{mime}\" segmentAlignment=\"true\" startWithSAP=\"1\">"
+        );
+        set += 1;
+        if stable.is_some() {
+            let _ = writeln!(
+                out,
+                "      <ProducerReferenceTime id=\"0\" type=\"encoder\" presentationTime=\"0\" wallClockTime=\"{ast}\">\n        \
+                 <UTCTiming schemeIdUri=\"urn:mpeg:dash:utc:http-xsdate:2014\" value=\"{}\"/>\n      </ProducerReferenceTime>",
+                escape(ctx.utc_url)
+            );
+        }
+        for r in reps {
+            representation(&mut out, r, ctx, stable, part);
+        }
+        out.push_str("    </AdaptationSet>\n");
+    }
+    out.push_str("  </Period>\n");
+    let _ = writeln!(
+        out,
+        "  <UTCTiming schemeIdUri=\"urn:mpeg:dash:utc:http-xsdate:2014\" value=\"{}\"/>\n</MPD>",
+        escape(ctx.utc_url)
+    );
+    Some(out)
+}
+
+fn representation(out: &mut String, r: &Rendition, ctx: &MpdContext<'_>, stable: Option<f64>, part: f64) {
+    let info = &r.track.info;
+    let bandwidth = r.peak_bitrate.max(if r.track.kind() == MediaKind::Video { 1_000_000 } else { 128_000 });
+    let _ = write!(
+        out,
+        "      <Representation id=\"{}\" codecs=\"{}\" bandwidth=\"{bandwidth}\"",
+        r.name,
+        escape(&info.codec_string)
+    );
+    match r.track.kind() {
+        MediaKind::Video => {
+            if info.width > 0 {
+                let _ = write!(out, " width=\"{}\" height=\"{}\"", info.width, info.height);
+            }
+            if let Some(fr) = info.frame_rate.filter(|f| *f > 0.0) {
+                let _ = write!(out, " frameRate=\"{}/1000\"", (fr * 1000.0).round() as u64);
+            }
+            out.push_str(">\n");
+        }
+        MediaKind::Audio => {
+            let _ = write!(
+                out,
+                " audioSamplingRate=\"{}\">\n        <AudioChannelConfiguration schemeIdUri=\"urn:mpeg:dash:23003:3:audio_channel_configuration:2011\" value=\"{}\"/>\n",
+                info.sample_rate,
+                info.channels.max(1)
+            );
+        }
+    }
+    let ts = cmaf::timescale(&r.track);
+    let at = |us: i64| rescale(us, TIMESCALE, ts).max(0);
+    let q = if ctx.carry.is_empty() { String::new() } else { format!("?{}", escape(ctx.carry)) };
+    let listed: Vec<&Segment> = r.segments.iter().filter(|s| s.complete).collect();
+    let forming = stable.and_then(|d| r.open().filter(|s| !s.parts.is_empty()).map(|s| (s, d)));
+    let first = listed.first().copied().or(forming.map(|f| f.0));
+    let init = first.map_or(r.init_version, |s| s.init_version);
+    let _ = write!(
+        out,
+        "        <SegmentTemplate timescale=\"{ts}\" initialization=\"{}{q}\" media=\"{}-{}-$Number$.m4s{q}\" startNumber=\"{}\"",
+        crate::hls::playlist::init_uri(ctx.run, &r.name, init),
+        r.name,
+        ctx.run,
+        first.map_or(0, |s| s.msn)
+    );
+    if let Some((_, d)) = forming {
+        // Requestable one part after a segment starts: its chunks stream as
+        // they are written.
+        let _ =
+            write!(out, " availabilityTimeOffset=\"{:.3}\" availabilityTimeComplete=\"false\"", (d - part).max(0.0));
+    }
+    out.push_str(">\n          <SegmentTimeline>\n");
+    for (i, s) in listed.iter().enumerate() {
+        // `listed` is the front of `segments` (only the last one is open).
+        // Each segment ends where the next begins, so the timeline has no gaps.
+        let end = r
+            .segments
+            .get(i + 1)
+            .filter(|n| n.msn == s.msn + 1)
+            .map_or(s.start_us + (s.duration * 1e6).round() as i64, |n| n.start_us);
+        let _ = writeln!(out, "            <S t=\"{}\" d=\"{}\"/>", at(s.start_us), at(end) - at(s.start_us));
+    }
+    if let Some((s, d)) = forming {
+        let _ = writeln!(
+            out,
+            "            <S t=\"{}\" d=\"{}\"/>",
+            at(s.start_us),
+            at(s.start_us + (d * 1e6).round() as i64) - at(s.start_us)
+        );
+    }
+    out.push_str("          </SegmentTimeline>\n        </SegmentTemplate>\n      </Representation>\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn date_times_and_durations() {
+        assert_eq!(xs_datetime(1_795_000_000_123), "2026-11-18T11:06:40.123Z");
+        assert_eq!(xs_duration(1.8), "PT1.800S");
+        assert_eq!(
+            default_latency_target(Duration::from_secs(2), Duration::from_millis(200)),
+            Duration::from_millis(1500)
+        );
+    }
+}
