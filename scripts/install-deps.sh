@@ -37,8 +37,8 @@ case "$what" in
         apt_install ca-certificates pkg-config ffmpeg srt-tools chromium
         command -v npm >/dev/null || apt_install nodejs npm
         root="$(cd "$(dirname "$0")/.." && pwd)"
-        if [ ! -d "$root/tests/browser/node_modules/playwright-core" ]; then
-            echo "installing browser test packages (hls.js, playwright-core)"
+        if [ ! -d "$root/tests/browser/node_modules/playwright-core" ] || [ ! -d "$root/tests/browser/node_modules/dashjs" ]; then
+            echo "installing browser test packages (hls.js, dash.js, playwright-core)"
             npm ci --prefix "$root/tests/browser" --no-audit --no-fund --silent
         fi
         # schemathesis (PyPI) checks the admin API against its OpenAPI document.

@@ -1,5 +1,7 @@
-//! hls.js in headless Chromium plays the LL-HLS output of an RTMP publish:
-//! the real player, using parts, blocking reloads and delta updates.
+//! hls.js and dash.js in headless Chromium play the LL-HLS and LL-DASH
+//! outputs of an RTMP publish: the real players, using parts, blocking
+//! reloads and delta updates (hls.js), chunked live-edge segments in
+//! low-latency mode (dash.js).
 //! `make test` installs Debian's chromium and the npm packages in
 //! tests/browser; this test fails (it does not skip) if they are missing.
 
@@ -64,4 +66,54 @@ async fn hlsjs_plays_ll_hls_in_chromium() {
     assert_eq!((num("width"), num("height")), (320.0, 240.0));
     assert!(num("parts") > 0.0, "hls.js loaded LL-HLS parts: {stdout}");
     assert!(num("blockingReloads") > 0.0, "hls.js used blocking playlist reloads: {stdout}");
+}
+
+/// dash.js (the DASH-IF reference player) in headless Chromium plays the
+/// LL-DASH output of an RTMP publish in its low-latency mode, with audio and
+/// video, from the server alone: its clock comes from the MPD's UTCTiming,
+/// so the page asks nothing of any host but the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashjs_plays_ll_dash_in_chromium() {
+    let browser_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser");
+    assert!(
+        std::path::Path::new(browser_dir).join("node_modules/dashjs").exists(),
+        "run `make test` (or `npm ci --prefix tests/browser`) to install the browser test peers"
+    );
+    let server = Server::start(&["--hls-segment", "1"]);
+    let mut publisher = ffmpeg_spawn(&rtmp_publish_args(&server.rtmp_url("web"), 40));
+    wait_for_segment(&server, "web", "video", 3).await;
+
+    let url = format!("http://{}/dash/web/index.mpd", server.http);
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("node").arg(format!("{browser_dir}/dashjs.mjs")).arg(url).arg("10").output()
+    })
+    .await
+    .unwrap()
+    .expect("node is installed");
+    let _ = publisher.kill();
+    let _ = publisher.wait();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "player script failed: {}\n{stdout}", String::from_utf8_lossy(&out.stderr));
+    let seen: serde_json::Value = serde_json::from_str(stdout.trim()).expect("the player script prints JSON");
+    let num = |name: &str| seen[name].as_f64().unwrap_or(f64::NAN);
+    eprintln!(
+        "dash.js: low latency {}, target {} s, latency {} s (median {}), stalls {}, frames {}",
+        seen["lowLatency"], seen["targetDelay"], seen["latency"], seen["latencyMedian"], seen["stalls"], seen["decodedFrames"]
+    );
+    assert_eq!(seen["errors"].as_array().map(Vec::len), Some(0), "dash.js reported errors: {stdout}");
+    assert_eq!(seen["lowLatency"], true, "dash.js is in low-latency mode: {stdout}");
+    assert!(num("decodedFrames") > 50.0, "frames were decoded: {stdout}");
+    assert!(num("currentTime") - num("firstTime") > 3.0, "playback advanced: {stdout}");
+    assert_eq!((num("width"), num("height")), (320.0, 240.0));
+    assert!(num("audioTracks") >= 1.0, "the audio track is offered: {stdout}");
+    assert!(num("latency") > 0.0, "dash.js measured a live latency against the server's clock: {stdout}");
+    assert_eq!(num("stalls"), 0.0, "no stall after start-up: {stdout}");
+    let outside: Vec<&str> = seen["requests"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|u| u.as_str())
+        .filter(|u| !u.starts_with("http://127.0.0.1:"))
+        .collect();
+    assert!(outside.is_empty(), "dash.js asked hosts other than the server: {outside:?}");
 }
