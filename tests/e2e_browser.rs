@@ -98,7 +98,12 @@ async fn dashjs_plays_ll_dash_in_chromium() {
     let num = |name: &str| seen[name].as_f64().unwrap_or(f64::NAN);
     eprintln!(
         "dash.js: low latency {}, target {} s, latency {} s (median {}), stalls {}, frames {}",
-        seen["lowLatency"], seen["targetDelay"], seen["latency"], seen["latencyMedian"], seen["stalls"], seen["decodedFrames"]
+        seen["lowLatency"],
+        seen["targetDelay"],
+        seen["latency"],
+        seen["latencyMedian"],
+        seen["stalls"],
+        seen["decodedFrames"]
     );
     assert_eq!(seen["errors"].as_array().map(Vec::len), Some(0), "dash.js reported errors: {stdout}");
     assert_eq!(seen["lowLatency"], true, "dash.js is in low-latency mode: {stdout}");

@@ -133,6 +133,63 @@ async fn hevc_over_srt_comes_out_as_fmp4_hls() {
     assert!(master.contains("CODECS=\"hvc1."), "{master}");
 }
 
+/// An MPEG-TS source whose PMT carries two H.264 streams (two encodings of
+/// one picture, keyframes aligned) and AAC: two LL-HLS variants sharing the
+/// audio, two Representations of one video AdaptationSet in the MPD, each
+/// decodable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_video_streams_become_two_variants_and_representations() {
+    let server = Server::start(&["--reconnect-grace", "0"]);
+    let mut args: Vec<String> = ["-hide_banner", "-loglevel", "error", "-nostdin"].map(String::from).to_vec();
+    for input in
+        ["testsrc=size=640x360:rate=25", "testsrc=size=320x180:rate=25", "sine=frequency=440:sample_rate=48000"]
+    {
+        args.extend(["-f", "lavfi", "-i", input].map(String::from));
+    }
+    args.extend(["-map", "0:v", "-map", "1:v", "-map", "2:a", "-t", "4", "-pix_fmt", "yuv420p"].map(String::from));
+    args.extend(
+        ["-c:v", "libx264", "-preset", "veryfast", "-g", "25", "-sc_threshold", "0", "-bf", "0"].map(String::from),
+    );
+    args.extend(["-c:a", "aac", "-f", "mpegts"].map(String::from));
+    args.push(server.srt_url("ladder", ""));
+    let out = ffmpeg(&args);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let master = get_text(&server.hls_url("ladder", "index.m3u8")).await;
+    let variants: Vec<&str> = master.lines().filter(|l| l.starts_with("#EXT-X-STREAM-INF")).collect();
+    assert_eq!(variants.len(), 2, "{master}");
+    assert!(variants[0].contains("RESOLUTION=640x360") && variants[1].contains("RESOLUTION=320x180"), "{master}");
+    assert!(variants.iter().all(|v| v.contains("AUDIO=\"audio\"")), "{master}");
+    for (playlist, size) in [("video.m3u8", ("640", "360")), ("video1.m3u8", ("320", "180"))] {
+        let v = ffprobe(&server.hls_url("ladder", playlist), &["-show_entries", "stream=codec_name,width,height"]);
+        let s = v.iter().find(|s| s.get("codec_name").map(String::as_str) == Some("h264")).expect("an h264 stream");
+        assert_eq!((s["width"].as_str(), s["height"].as_str()), size, "{playlist}");
+    }
+    let video = get_text(&server.hls_url("ladder", "video.m3u8")).await;
+    let video1 = get_text(&server.hls_url("ladder", "video1.m3u8")).await;
+    let durations = |p: &str| p.lines().filter(|l| l.starts_with("#EXTINF")).map(str::to_owned).collect::<Vec<_>>();
+    assert_eq!(durations(&video), durations(&video1), "aligned segments");
+
+    let mpd = get_text(&format!("http://{}/dash/ladder/index.mpd", server.http)).await;
+    let video_set = &mpd[mpd.find("contentType=\"video\"").expect("a video AdaptationSet")..];
+    let video_set = &video_set[..video_set.find("</AdaptationSet>").expect("its end")];
+    assert_eq!(video_set.matches("<Representation ").count(), 2, "{mpd}");
+    assert!(video_set.contains("width=\"320\" height=\"180\""), "{mpd}");
+    let sections = ffprobe(
+        &format!("http://{}/dash/ladder/index.mpd", server.http),
+        &["-show_entries", "stream=codec_name,width,height"],
+    );
+    let sizes: Vec<_> = sections
+        .iter()
+        .filter(|s| s.get("codec_name").map(String::as_str) == Some("h264"))
+        .map(|s| s["width"].clone())
+        .collect();
+    assert!(
+        sizes.contains(&"640".to_string()) && sizes.contains(&"320".to_string()),
+        "ffprobe reads both representations: {sections:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn srt_keys_passphrases_and_unknown_streams_are_refused() {
     let server = Server::start_with_config(
