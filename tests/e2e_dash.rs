@@ -197,3 +197,56 @@ async fn live_mpd_matches_its_segments_and_ll_hls() {
     let _ = publisher.kill();
     let _ = publisher.wait();
 }
+
+/// A player that joins the moment a stream appears: for an RTMP and an SRT
+/// source, the very first multivariant playlist and the very first MPD that
+/// answer 200 already declare audio and video, and ffprobe started right
+/// then reads both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_answers_declare_audio_and_video() {
+    let server = Server::start(&[]);
+    let srt_args = {
+        let mut a: Vec<String> = ["-hide_banner", "-loglevel", "error", "-nostdin", "-re"].map(String::from).to_vec();
+        a.extend(["-f", "lavfi", "-i", "testsrc=size=320x240:rate=25"].map(String::from));
+        a.extend(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000", "-t", "30"].map(String::from));
+        a.extend(
+            ["-c:v", "libx264", "-preset", "veryfast", "-g", "25", "-bf", "0", "-pix_fmt", "yuv420p"].map(String::from),
+        );
+        a.extend(["-c:a", "aac", "-f", "mpegts"].map(String::from));
+        a.push(server.srt_url("early-srt", ""));
+        a
+    };
+    for (name, args) in [("early-rtmp", rtmp_publish_args(&server.rtmp_url("early-rtmp"), 30)), ("early-srt", srt_args)]
+    {
+        let mut publisher = ffmpeg_spawn(&args);
+        let master = until("the first multivariant playlist", 30, || async {
+            let (status, body) = get(&server.hls_url(name, "index.m3u8")).await;
+            (status == 200).then(|| String::from_utf8_lossy(&body).into_owned())
+        })
+        .await;
+        assert!(
+            master.contains("#EXT-X-MEDIA:TYPE=AUDIO"),
+            "{name}: the first multivariant playlist has audio: {master}"
+        );
+        assert!(master.contains("avc1.") && master.contains("mp4a.40.2"), "{name}: {master}");
+        let sections = ffprobe(&server.hls_url(name, "index.m3u8"), &["-show_entries", "stream=codec_name"]);
+        let codecs: Vec<&str> = sections.iter().filter_map(|s| s.get("codec_name").map(String::as_str)).collect();
+        assert!(codecs.contains(&"h264") && codecs.contains(&"aac"), "{name}: ffprobe read {codecs:?}");
+        let _ = publisher.kill();
+        let _ = publisher.wait();
+    }
+    // The MPD, for a source it has never seen before.
+    let mut publisher = ffmpeg_spawn(&rtmp_publish_args(&server.rtmp_url("early-dash"), 30));
+    let mpd = until("the first MPD", 30, || async {
+        let (status, body) = get(&format!("http://{}/dash/early-dash/index.mpd", server.http)).await;
+        (status == 200).then(|| String::from_utf8_lossy(&body).into_owned())
+    })
+    .await;
+    assert!(mpd.contains("contentType=\"video\"") && mpd.contains("contentType=\"audio\""), "{mpd}");
+    let sections =
+        ffprobe(&format!("http://{}/dash/early-dash/index.mpd", server.http), &["-show_entries", "stream=codec_name"]);
+    let codecs: Vec<&str> = sections.iter().filter_map(|s| s.get("codec_name").map(String::as_str)).collect();
+    assert!(codecs.contains(&"h264") && codecs.contains(&"aac"), "the DASH demuxer read {codecs:?}");
+    let _ = publisher.kill();
+    let _ = publisher.wait();
+}
