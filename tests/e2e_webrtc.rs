@@ -105,6 +105,21 @@ async fn chromium_whip_reaches_ll_hls_and_whep() {
     let (publisher, first) = Publisher::start(&server, "cam", KEY, "h264", &[]);
     assert_eq!(first["connected"], true, "WHIP connected: {first}");
 
+    // A player joining right now: the first multivariant playlist and the
+    // first MPD that answer already declare both tracks the SDP offered.
+    let master = until("the first multivariant playlist", 30, || async {
+        let (status, body) = get(&server.hls_url("cam", "index.m3u8")).await;
+        (status == 200).then(|| String::from_utf8_lossy(&body).into_owned())
+    })
+    .await;
+    assert!(master.contains("#EXT-X-MEDIA:TYPE=AUDIO") && master.contains("opus"), "{master}");
+    let mpd = until("the first MPD", 30, || async {
+        let (status, body) = get(&format!("http://{}/dash/cam/index.mpd", server.http)).await;
+        (status == 200).then(|| String::from_utf8_lossy(&body).into_owned())
+    })
+    .await;
+    assert!(mpd.contains("contentType=\"video\"") && mpd.contains("codecs=\"opus\""), "{mpd}");
+
     // The same stream over LL-HLS, read by ffprobe.
     wait_for_segment(&server, "cam", "video", 1).await;
     let streams = ffprobe(&server.hls_url("cam", "index.m3u8"), &["-show_streams"]);
