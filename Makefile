@@ -6,7 +6,7 @@ LATENCY_SECONDS ?= 20
 # Stable toolchain: cargo-fuzz needs nightly flags; RUSTC_BOOTSTRAP lets stable accept them.
 FUZZ_ENV ?= RUSTC_BOOTSTRAP=1
 
-.PHONY: run build test test-unit test-e2e bench bench-check bench-latency bench-compare soak fuzz fuzz-smoke fuzz-build deps clean
+.PHONY: run build test test-unit test-e2e bench bench-check bench-latency bench-latency-http bench-compare soak fuzz fuzz-smoke fuzz-build deps clean
 
 run: ## install what is missing, build, and start the server on embedded defaults
 	./scripts/install-deps.sh run
@@ -36,6 +36,9 @@ bench: ## run the criterion suites (numbers go to docs/benchmarks.md by hand)
 
 bench-latency: ## WebRTC glass-to-glass latency, Tidecast against a direct browser connection
 	./bench/webrtc-latency.sh $(LATENCY_SECONDS)
+
+bench-latency-http: ## LL-HLS (hls.js) and LL-DASH (dash.js) glass-to-glass latency from one WHIP publisher
+	./bench/webrtc-latency.sh $(or $(LATENCY_SECONDS),30) hls,dash
 
 bench-compare: ## Tidecast against nginx-rtmp and xiu, same clip and load, ratios (docs/benchmarks.md)
 	./bench/compare.sh

@@ -18,18 +18,33 @@
 // the display clock shifts between connections by up to a frame, so one
 // connection each would be noise). Prints one JSON object per connection,
 // then a summary over all frames of each kind, with the ratio.
+//
+// With a third argument `hls,dash` the same WHIP publisher is played back
+// over LL-HLS (hls.js, lowLatencyMode) and LL-DASH (dash.js, low-latency
+// mode from the MPD) instead: the clock in the picture measures the HTTP
+// formats' glass-to-glass latency. Their warm-up is longer (8 s), so each
+// player's start-up and catch-up have settled before frames count.
 import { launch, pageAt } from '../tests/browser/chromium.mjs';
 
-const [origin, secondsArg] = process.argv.slice(2);
+const [origin, secondsArg, runsArg] = process.argv.slice(2);
 if (!origin) {
-  console.error('usage: node bench/webrtc-latency.mjs <origin> [seconds]');
+  console.error('usage: node bench/webrtc-latency.mjs <origin> [seconds] [runs: direct,tidecast | hls,dash]');
   process.exit(2);
 }
 const seconds = Number(secondsArg || 20);
+const runs = (runsArg || 'direct,tidecast').split(',');
 
 const browser = await launch();
 const page = await pageAt(browser, origin, '/tidecast-latency-bench');
 await page.addScriptTag({ path: new URL('../tests/browser/signaling.js', import.meta.url).pathname });
+if (runs.includes('hls')) {
+  await page.addScriptTag({ path: new URL('../tests/browser/node_modules/hls.js/dist/hls.min.js', import.meta.url).pathname });
+}
+if (runs.includes('dash')) {
+  await page.addScriptTag({
+    path: new URL('../tests/browser/node_modules/dashjs/dist/modern/umd/dash.mediaplayer.min.js', import.meta.url).pathname,
+  });
+}
 
 function percentiles(values) {
   const v = [...values].sort((a, b) => a - b);
@@ -46,7 +61,8 @@ async function measure(run, seconds) {
       const CELL = 24;
       const X0 = (W - BITS * CELL) / 2;
       const Y0 = 24;
-      const WARMUP_MS = 3000;
+      const http = run === 'hls' || run === 'dash';
+      const WARMUP_MS = http ? 8000 : 3000;
 
       // The source: a moving box (so the encoder has work) and the time.
       const src = document.createElement('canvas');
@@ -90,6 +106,7 @@ async function measure(run, seconds) {
         video.srcObject = new MediaStream([e.track]);
       };
       const resources = [];
+      let player = null;
       if (run === 'direct') {
         sender.onicecandidate = (e) => e.candidate && receiver.addIceCandidate(e.candidate);
         receiver.onicecandidate = (e) => e.candidate && sender.addIceCandidate(e.candidate);
@@ -98,24 +115,35 @@ async function measure(run, seconds) {
         await receiver.setLocalDescription(await receiver.createAnswer());
         await sender.setRemoteDescription(receiver.localDescription);
       } else {
-        const stream = `latency-${Date.now()}`;
+        const stream = `latency-${run}-${Date.now()}`;
         const pub = await window.tidecast.offer(sender, `/whip/${stream}`, '-');
         if (pub.status !== 201) return { run, error: `WHIP ${pub.status}: ${pub.error}` };
         await sender.setRemoteDescription({ type: 'answer', sdp: pub.answer });
         resources.push(pub.location);
         if (!(await window.tidecast.connected(sender, 15000))) return { run, error: 'WHIP did not connect' };
-        // WHEP needs the stream live: retry until the tracks are announced.
-        let play;
-        for (let i = 0; i < 50; i += 1) {
-          play = await window.tidecast.offer(receiver, `/whep/${stream}`, '-');
-          if (play.status === 201) break;
-          await new Promise((r) => setTimeout(r, 100));
+        if (run === 'hls') {
+          const hls = new Hls({ lowLatencyMode: true });
+          hls.loadSource(`/hls/${stream}/index.m3u8`);
+          hls.attachMedia(video);
+          player = () => hls.destroy();
+        } else if (run === 'dash') {
+          const dash = dashjs.MediaPlayer().create();
+          dash.initialize(video, `/dash/${stream}/index.mpd`, true);
+          player = () => dash.reset();
+        } else {
+          // WHEP needs the stream live: retry until the tracks are announced.
+          let play;
+          for (let i = 0; i < 50; i += 1) {
+            play = await window.tidecast.offer(receiver, `/whep/${stream}`, '-');
+            if (play.status === 201) break;
+            await new Promise((r) => setTimeout(r, 100));
+          }
+          if (play.status !== 201) return { run, error: `WHEP ${play.status}: ${play.error}` };
+          await receiver.setRemoteDescription({ type: 'answer', sdp: play.answer });
+          resources.push(play.location);
         }
-        if (play.status !== 201) return { run, error: `WHEP ${play.status}: ${play.error}` };
-        await receiver.setRemoteDescription({ type: 'answer', sdp: play.answer });
-        resources.push(play.location);
       }
-      if (!(await window.tidecast.connected(receiver, 15000))) return { run, error: 'receiver did not connect' };
+      if (!http && !(await window.tidecast.connected(receiver, 15000))) return { run, error: 'receiver did not connect' };
 
       // The sink: read the cells of every presented frame.
       const probe = document.createElement('canvas');
@@ -165,6 +193,7 @@ async function measure(run, seconds) {
         }
       });
       out.delays = delays;
+      if (player) player();
       for (const location of resources) await window.tidecast.remove(location, '-');
       sender.close();
       receiver.close();
@@ -176,9 +205,9 @@ async function measure(run, seconds) {
 }
 
 const ROUNDS = 3;
-const all = { direct: [], tidecast: [] };
+const all = Object.fromEntries(runs.map((r) => [r, []]));
 for (let round = 0; round < ROUNDS; round += 1) {
-  for (const run of ['direct', 'tidecast']) {
+  for (const run of runs) {
     const r = await measure(run, seconds / ROUNDS);
     if (r.error || !r.frames) {
       console.error(`${run}: ${r.error || 'no frames'}`);
@@ -191,13 +220,10 @@ for (let round = 0; round < ROUNDS; round += 1) {
   }
 }
 await browser.close();
-const direct = percentiles(all.direct);
-const tidecast = percentiles(all.tidecast);
-const summary = {
-  frames: { direct: all.direct.length, tidecast: all.tidecast.length },
-  tidecast_ms: tidecast,
-  direct_ms: direct,
-  added_by_server_p50_ms: tidecast.p50 - direct.p50,
-  ratio_p50: Number((tidecast.p50 / direct.p50).toFixed(2)),
-};
+const summary = { frames: Object.fromEntries(runs.map((r) => [r, all[r].length])) };
+for (const run of runs) summary[`${run}_ms`] = percentiles(all[run]);
+if (all.direct && all.tidecast) {
+  summary.added_by_server_p50_ms = summary.tidecast_ms.p50 - summary.direct_ms.p50;
+  summary.ratio_p50 = Number((summary.tidecast_ms.p50 / summary.direct_ms.p50).toFixed(2));
+}
 process.stdout.write(JSON.stringify(summary) + '\n');

@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Glass-to-glass WebRTC latency on loopback: Tidecast (WHIP in, WHEP out)
 # against a direct browser-to-browser connection, in one headless Chromium.
-# Usage: bench/webrtc-latency.sh [seconds per run, default 20]
+# Usage: bench/webrtc-latency.sh [seconds, default 20] [runs, default direct,tidecast]
+# `bench/webrtc-latency.sh 30 hls,dash` measures LL-HLS (hls.js) and LL-DASH
+# (dash.js) from the same WHIP publisher instead.
 # Needs what `make test` installs (chromium, node, tests/browser packages).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 seconds="${1:-20}"
+runs="${2:-direct,tidecast}"
 cd "$root"
 ./scripts/install-deps.sh test >/dev/null
 cargo build --release --bin tidecast
@@ -23,4 +26,4 @@ for _ in $(seq 1 100); do
 done
 [ -n "$http" ] || { cat "$log"; echo "the server did not start" >&2; exit 1; }
 echo "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), chromium $(chromium --version 2>/dev/null | awk '{print $2}')"
-node bench/webrtc-latency.mjs "http://$http" "$seconds"
+node bench/webrtc-latency.mjs "http://$http" "$seconds" "$runs"
