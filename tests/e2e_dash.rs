@@ -113,8 +113,8 @@ async fn live_mpd_matches_its_segments_and_ll_hls() {
     let ast = |mpd: &str| xml_attr(elements(mpd, "MPD")[0], "availabilityStartTime").map(str::to_owned);
     let published = |mpd: &str| xml_attr(elements(mpd, "MPD")[0], "publishTime").map(str::to_owned);
 
-    // Once three 1 s segments are out the GOP is known to be stable, and the
-    // MPD signals low latency.
+    // With a regular GOP (the encoder's keyframe every second), the MPD
+    // signals low latency.
     let mpd = until("low-latency signalling", 30, || async {
         let text = get_text(&format!("{base}/index.mpd")).await;
         text.contains("availabilityTimeComplete=\"false\"").then_some(text)

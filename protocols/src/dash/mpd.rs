@@ -11,7 +11,8 @@
 //! * Low-latency signalling (`availabilityTimeOffset` = segment − part
 //!   duration, `availabilityTimeComplete="false"`, and the forming segment
 //!   listed with its nominal duration) only while the GOP is stable: the last
-//!   three segments within 10 % of each other. Otherwise plain dynamic DASH.
+//!   three segments (or as many as there are) within 10 % of each other.
+//!   Otherwise plain dynamic DASH.
 //! * `ServiceDescription` (latency target, playback rates 0.96–1.04),
 //!   `ProducerReferenceTime` per AdaptationSet and `UTCTiming` pointing at
 //!   the server's own clock endpoint: a player never needs an outside host.
@@ -54,11 +55,14 @@ fn xs_duration(seconds: f64) -> String {
     format!("PT{:.3}S", seconds.max(0.0))
 }
 
-/// Whether the lead rendition's last three complete segments are within
-/// 10 % of each other: the forming segment's duration can then be announced.
+/// The forming segment's nominal duration, when the GOP is regular enough
+/// to announce one: the lead rendition's last complete segments (up to
+/// three, at least one) are within 10 % of each other. A player joining
+/// early thus starts in low-latency mode; an irregular GOP turns the
+/// signalling off until it settles.
 pub fn gop_stable(lead: &Rendition) -> Option<f64> {
     let last: Vec<f64> = lead.segments.iter().filter(|s| s.complete).rev().take(3).map(|s| s.duration).collect();
-    if last.len() < 3 {
+    if last.is_empty() {
         return None;
     }
     let (min, max) = last.iter().fold((f64::MAX, 0.0f64), |(a, b), &d| (a.min(d), b.max(d)));
