@@ -92,6 +92,28 @@ impl Segmenter {
         }
     }
 
+    /// A fingerprint of what playlists and manifests list: which segments
+    /// and parts exist and which are complete, the tracks, the end. It
+    /// changes when a part or segment starts or closes and not when a frame
+    /// is added to an open part, so waiters for the former wake only then.
+    pub fn layout(&self) -> u64 {
+        let mix = |h: u64, v: u64| h.wrapping_mul(0x100_0000_01b3).wrapping_add(v);
+        let mut h = mix(u64::from(self.ended), self.renditions.len() as u64);
+        for r in &self.renditions {
+            h = mix(h, r.segments.len() as u64);
+            h = mix(h, u64::from(r.init_version));
+            if let Some(s) = r.segments.back() {
+                h = mix(h, s.msn);
+                h = mix(h, s.parts.len() as u64);
+                h = mix(h, u64::from(s.complete));
+            }
+            if let Some(s) = r.segments.front() {
+                h = mix(h, s.msn);
+            }
+        }
+        h
+    }
+
     /// The settings it cuts with.
     pub fn config(&self) -> &SegmenterConfig {
         &self.cfg

@@ -177,7 +177,14 @@ pub struct HlsStream {
     run: String,
     cfg: HlsConfig,
     state: RwLock<Segmenter>,
+    /// Bumped at every change (each chunk written): what streams a part or
+    /// a forming segment waits on.
     version: watch::Sender<u64>,
+    /// Bumped only when the segmenter's layout changes (a part or segment
+    /// starts or ends, tracks change, the stream ends): what playlist and
+    /// MPD requests wait on, so a blocked request wakes a few times per
+    /// second, not at every frame.
+    layout: watch::Sender<u64>,
     /// The window's bytes in the node's ledger, for as long as it lingers.
     gauge: Mutex<Option<tidecast_media::Gauge>>,
 }
@@ -197,6 +204,7 @@ impl HlsStream {
             state: RwLock::new(Segmenter::new(cfg.segmenter())),
             cfg,
             version: watch::channel(0).0,
+            layout: watch::channel(0).0,
             gauge: Mutex::new(None),
         }
     }
@@ -221,12 +229,17 @@ impl HlsStream {
     /// clock of this moment anchors media time once the first segment starts.
     pub fn update<R>(&self, f: impl FnOnce(&mut Segmenter) -> R) -> R {
         let mut state = self.state.write();
+        let before = state.layout();
         let r = f(&mut state);
         if state.epoch_ms.is_none() {
             state.anchor(unix_ms());
         }
+        let moved = state.layout() != before;
         drop(state);
         self.version.send_modify(|v| *v += 1);
+        if moved {
+            self.layout.send_modify(|v| *v += 1);
+        }
         r
     }
 
@@ -252,7 +265,7 @@ impl HlsStream {
         limit: Duration,
         mut ready: impl FnMut(&Segmenter) -> Option<T>,
     ) -> Result<T, HlsError> {
-        let mut rx = self.version.subscribe();
+        let mut rx = self.layout.subscribe();
         let deadline = tokio::time::Instant::now() + limit;
         loop {
             rx.borrow_and_update();

@@ -325,3 +325,20 @@ fn several_video_tracks_become_aligned_renditions_and_variants() {
     assert!(media.contains("#EXT-X-RENDITION-REPORT:URI=\"video.m3u8\""), "{media}");
     assert!(media.contains("#EXT-X-RENDITION-REPORT:URI=\"audio.m3u8\""), "{media}");
 }
+
+/// Waiters for playlists wake at part and segment boundaries: the layout
+/// fingerprint moves when a part starts or closes, not at every frame.
+#[test]
+fn the_layout_changes_at_boundaries_not_at_every_frame() {
+    let mut p = Segmenter::new(cfg().segmenter());
+    let (mut fed, mut changes) = (0, 0);
+    for e in events(6, 50) {
+        let before = p.layout();
+        p.on_event(e);
+        fed += 1;
+        changes += u32::from(p.layout() != before);
+    }
+    let video_parts: usize = p.rendition("video").unwrap().segments.iter().map(|s| s.parts.len()).sum();
+    assert!(changes as usize >= video_parts, "every video part moved it: {changes} changes, {video_parts} parts");
+    assert!(changes * 2 < fed, "{changes} changes for {fed} events");
+}
