@@ -1,5 +1,6 @@
 //! Cost per frame of the ingest-to-LL-HLS path: RTMP de-chunking, FLV
-//! parsing, the stream ring and CMAF/LL-HLS packaging, and playlist rendering.
+//! parsing, the stream ring and CMAF packaging (one and three renditions),
+//! and LL-HLS playlist and LL-DASH MPD rendering.
 
 use bytes::{Bytes, BytesMut};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
@@ -138,6 +139,35 @@ fn rtmp_to_cmaf(c: &mut Criterion) {
             BatchSize::LargeInput,
         )
     });
+    // Three renditions: a second video track (a ladder's lower rung, the
+    // same frames under another id) cut at the lead's boundaries, and audio.
+    let mut ladder = Vec::with_capacity(events.len() * 2);
+    let mut second = tidecast_bench::tracks()[0].clone();
+    second.id = 2;
+    let mut tracks = tidecast_bench::tracks();
+    tracks.push(second);
+    ladder.push(Event::Tracks(tracks.into()));
+    for f in tidecast_bench::frames(10) {
+        if f.track == 0 {
+            ladder.push(Event::Frame(tidecast_media::Frame { track: 2, ..f.clone() }));
+        }
+        ladder.push(Event::Frame(f));
+    }
+    g.throughput(Throughput::Elements(ladder.len() as u64 - 1));
+    g.bench_function("per_frame_three_renditions", |b| {
+        b.iter_batched(
+            || ladder.clone(),
+            |evs| {
+                let mut p = Segmenter::new(SegmenterConfig::default());
+                for e in evs {
+                    p.on_event(e);
+                }
+                assert_eq!(p.renditions.len(), 3);
+                p
+            },
+            BatchSize::LargeInput,
+        )
+    });
     g.finish();
 
     let mut p = Segmenter::new(SegmenterConfig::default());
@@ -151,6 +181,15 @@ fn rtmp_to_cmaf(c: &mut Criterion) {
     let video = p.rendition("video").unwrap();
     g.bench_function("media_full", |b| b.iter(|| playlist::media(&cfg, &p, video, "run", Skip::No)));
     g.bench_function("media_delta", |b| b.iter(|| playlist::media(&cfg, &p, video, "run", Skip::Yes)));
+    let ctx = tidecast_protocols::dash::mpd::MpdContext {
+        run: "run",
+        now_ms: 1_795_000_000_000,
+        utc_url: "http://127.0.0.1:8080/dash/utc",
+        latency_target: None,
+        carry: "sid=0123456789abcdef0123456789abcdef",
+    };
+    p.anchor(1_795_000_000_000);
+    g.bench_function("dash_mpd", |b| b.iter(|| tidecast_protocols::dash::mpd::render(&p, &ctx)));
     g.finish();
 }
 
