@@ -149,6 +149,13 @@ async fn live_mpd_matches_its_segments_and_ll_hls() {
         let (status, dash) = get(&segment_url(n)).await;
         assert_eq!(status, 200, "segment {n}");
         assert_eq!(tfdt(&dash), *t, "segment {n}: tfdt = S@t");
+        assert_eq!(&dash[4..8], b"prft", "segment {n} starts with a producer reference time");
+        let media_time = if dash[8] == 1 {
+            u64::from_be_bytes(dash[24..32].try_into().expect("8 bytes"))
+        } else {
+            u64::from(u32::from_be_bytes(dash[24..28].try_into().expect("4 bytes")))
+        };
+        assert_eq!(media_time, *t, "segment {n}: the prft's media time is its first frame's");
         let (_, hls) = get(&server.hls_url("cam", &format!("video-{run}-{n}.m4s"))).await;
         assert_eq!(dash, hls, "segment {n}: the same bytes as LL-HLS");
         let part_names: Vec<String> = hls_playlist

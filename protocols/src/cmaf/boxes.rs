@@ -9,8 +9,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 use mp4_atom::esds::{DecoderConfig, DecoderSpecific, EsDescriptor, SLConfig};
 use mp4_atom::{
     Atom, Audio, Av01, Av1c, Avc1, Avcc, Codec as Mp4Codec, Dinf, Dops, Dref, Encode, Esds, Ftyp, Hdlr, Hvc1, Hvcc,
-    Mdhd, Mdia, Mfhd, Minf, Moof, Moov, Mp4a, Mvex, Mvhd, Opus, Smhd, Stbl, Stco, Stsc, Stsd, Stsz, Stts, Tfdt, Tfhd,
-    Tkhd, Traf, Trak, Trex, Trun, TrunEntry, TrunSamples, Url, Visual, Vmhd, Vp08, Vp09, VpcC,
+    Mdhd, Mdia, Mfhd, Minf, Moof, Moov, Mp4a, Mvex, Mvhd, Opus, Prft, Smhd, Stbl, Stco, Stsc, Stsd, Stsz, Stts, Tfdt,
+    Tfhd, Tkhd, Traf, Trak, Trex, Trun, TrunEntry, TrunSamples, Url, Visual, Vmhd, Vp08, Vp09, VpcC,
 };
 use tidecast_media::{rescale, Codec, Frame, MediaKind, Track, TIMESCALE};
 
@@ -241,6 +241,29 @@ impl Sample {
 
 const FLAGS_SYNC: u32 = 0x0200_0000;
 const FLAGS_NON_SYNC: u32 = 0x0101_0000;
+
+/// Seconds from the NTP epoch (1900) to the Unix epoch (1970).
+const NTP_UNIX_OFFSET: u64 = 2_208_988_800;
+
+/// A `prft` box (ISO/IEC 14496-12 8.16.5, version 1) tying `media_time` (in
+/// the track's timescale) to `unix_ms`, the wall clock at which that frame
+/// came in: written before a segment's first fragment, so a player can tell
+/// its latency from the segments alone.
+pub fn prft(media_time: u64, unix_ms: i64) -> Result<Bytes, CmafError> {
+    let ms = u64::try_from(unix_ms).unwrap_or(0);
+    let seconds = ms / 1000 + NTP_UNIX_OFFSET;
+    let fraction = ((ms % 1000) << 32) / 1000;
+    let atom = Prft {
+        reference_track_id: TRACK_ID,
+        ntp_timestamp: (seconds << 32) | fraction,
+        media_time,
+        // The default semantics: the time the frame came in (to us).
+        ..Default::default()
+    };
+    let mut out = Vec::with_capacity(32);
+    enc("prft", &atom, &mut out)?;
+    Ok(Bytes::from(out))
+}
 
 /// Builds one fragment: returns the `moof` + `mdat` header; the sample
 /// payloads follow it on the wire, in order, untouched.

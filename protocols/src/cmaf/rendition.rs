@@ -90,6 +90,9 @@ pub struct Rendition {
     pub longest_segment: f64,
     /// Peak bits per second over complete segments.
     pub peak_bitrate: u64,
+    /// Wall clock (Unix ms) of media time 0, once known: each segment then
+    /// starts with a `prft` box.
+    epoch_ms: Option<i64>,
 }
 
 impl Rendition {
@@ -117,7 +120,14 @@ impl Rendition {
             next_discontinuity: false,
             longest_segment: 0.0,
             peak_bitrate: 0,
+            epoch_ms: None,
         })
+    }
+
+    /// Ties media time to the wall clock (Unix ms of media time 0), for the
+    /// `prft` box at the start of each later segment.
+    pub fn set_epoch(&mut self, epoch_ms: Option<i64>) {
+        self.epoch_ms = epoch_ms;
     }
 
     /// Replaces the track (new codec configuration): a new init segment, and
@@ -206,12 +216,23 @@ impl Rendition {
         }
         let header = cmaf::fragment_header(self.fragment_seq, &self.ready)?;
         self.fragment_seq = self.fragment_seq.wrapping_add(1);
-        let Some(part) = self.segments.back_mut().filter(|s| !s.complete).and_then(|s| s.parts.last_mut()) else {
+        let Some(seg) = self.segments.back_mut().filter(|s| !s.complete) else {
+            self.ready.clear();
+            return Ok(());
+        };
+        let first_of_segment = seg.parts.len() == 1 && seg.parts[0].chunks.is_empty();
+        let Some(part) = seg.parts.last_mut() else {
             self.ready.clear();
             return Ok(());
         };
         if part.chunks.is_empty() {
             part.independent = self.ready[0].frame.keyframe;
+        }
+        if let (true, Some(epoch)) = (first_of_segment, self.epoch_ms) {
+            let first = &self.ready[0];
+            let prft = cmaf::prft(first.dts, epoch.saturating_add(first.frame.dts / 1000))?;
+            part.bytes += prft.len();
+            part.chunks.push(prft);
         }
         part.bytes += header.len();
         part.chunks.push(header);

@@ -126,6 +126,9 @@ impl Segmenter {
         if self.epoch_ms.is_none() {
             if let Some(origin) = self.origin_us {
                 self.epoch_ms = Some(now_ms - origin / 1000);
+                for r in &mut self.renditions {
+                    r.set_epoch(self.epoch_ms);
+                }
             }
         }
     }
@@ -156,6 +159,7 @@ impl Segmenter {
             let name = if n == 0 { kind.to_owned() } else { format!("{kind}{n}") };
             match Rendition::new(name, t.clone()) {
                 Ok(mut r) => {
+                    r.set_epoch(self.epoch_ms);
                     // A late track joins at the lead's current segment.
                     let lead_msn = self.renditions.first().and_then(|l| l.open()).map(|s| s.msn);
                     let lead_is_video = self.renditions.first().is_some_and(|l| l.track.kind() == MediaKind::Video);
