@@ -74,6 +74,13 @@ pub struct Rendition {
     timescale: u32,
     /// Init segments still referenced, by version.
     pub inits: BTreeMap<u32, Bytes>,
+    /// The track each of those init segments describes (its codec string and
+    /// picture size, for a manifest that still lists segments of an older
+    /// configuration).
+    pub init_tracks: BTreeMap<u32, Track>,
+    /// Where the first segment of each of those configurations started
+    /// (µs): a DASH Period's start, constant while the Period is listed.
+    pub init_starts: BTreeMap<u32, i64>,
     /// Current init version.
     pub init_version: u32,
     /// Complete segments, oldest first, then the open one (if any).
@@ -100,6 +107,7 @@ impl Rendition {
     pub fn new(name: String, track: Track) -> Result<Rendition, CmafError> {
         let init = cmaf::init_segment(&track)?;
         let timescale = cmaf::timescale(&track);
+        let first_track = track.clone();
         let last_duration_us = match track.kind() {
             MediaKind::Video => 33_333,
             MediaKind::Audio => 1024 * i64::from(TIMESCALE) / i64::from(track.info.sample_rate.max(1)),
@@ -109,6 +117,8 @@ impl Rendition {
             track,
             timescale,
             inits: BTreeMap::from([(0, init)]),
+            init_tracks: BTreeMap::from([(0, first_track)]),
+            init_starts: BTreeMap::new(),
             init_version: 0,
             segments: VecDeque::new(),
             discontinuity_sequence: 0,
@@ -134,6 +144,7 @@ impl Rendition {
     /// the next segment starts with a discontinuity.
     pub fn update_track(&mut self, track: Track) -> Result<(), CmafError> {
         if track.config == self.track.config && track.codec == self.track.codec {
+            self.init_tracks.insert(self.init_version, track.clone());
             self.track = track;
             return Ok(());
         }
@@ -142,6 +153,7 @@ impl Rendition {
         self.track = track;
         self.init_version += 1;
         self.inits.insert(self.init_version, init);
+        self.init_tracks.insert(self.init_version, self.track.clone());
         self.discontinuity(None);
         Ok(())
     }
@@ -179,6 +191,7 @@ impl Rendition {
 
     /// Opens the first segment (or the one after a discontinuity) at `msn`.
     pub fn start(&mut self, msn: u64, at_us: i64) {
+        self.init_starts.entry(self.init_version).or_insert(at_us);
         self.segments.push_back(Segment {
             msn,
             parts: vec![Part::new(at_us)],
@@ -329,6 +342,8 @@ impl Rendition {
         }
         let oldest = self.segments.front().map_or(self.init_version, |s| s.init_version);
         self.inits.retain(|&v, _| v >= oldest);
+        self.init_tracks.retain(|&v, _| v >= oldest);
+        self.init_starts.retain(|&v, _| v >= oldest);
     }
 
     /// Drops the oldest complete segments while the window holds more than

@@ -68,6 +68,11 @@ pub struct Segmenter {
     pub epoch_ms: Option<i64>,
     /// Media time (µs) at which the first segment started.
     origin_us: Option<i64>,
+    /// Segment numbers where some rendition's configuration changed (a new
+    /// init segment), with the media time the lead's segment of that number
+    /// started: where a DASH Period starts. Kept while listed, plus the last
+    /// one before the window.
+    cuts: std::collections::BTreeMap<u64, i64>,
     /// True once the stream ended.
     pub ended: bool,
     pending_discontinuity: bool,
@@ -87,6 +92,7 @@ impl Segmenter {
             followers: Vec::new(),
             epoch_ms: None,
             origin_us: None,
+            cuts: std::collections::BTreeMap::new(),
             ended: false,
             pending_discontinuity: false,
         }
@@ -137,9 +143,42 @@ impl Segmenter {
     pub fn on_event(&mut self, ev: Event) {
         match ev {
             Event::Tracks(tracks) => self.on_tracks(&tracks),
-            Event::Frame(f) => self.on_frame(f),
+            Event::Frame(f) => {
+                self.on_frame(f);
+                self.note_cuts();
+            }
             Event::Discontinuity => self.pending_discontinuity = true,
         }
+    }
+
+    /// Records where a rendition's newest segment starts a new configuration.
+    fn note_cuts(&mut self) {
+        for r in &self.renditions {
+            let n = r.segments.len();
+            if n < 2 || r.segments[n - 1].init_version == r.segments[n - 2].init_version {
+                continue;
+            }
+            let m = r.segments[n - 1].msn;
+            if !self.cuts.contains_key(&m) {
+                let lead = self.renditions.first().and_then(|l| l.segment(m));
+                self.cuts.insert(m, lead.map_or(r.segments[n - 1].start_us, |s| s.start_us));
+            }
+        }
+        let first = self.renditions.iter().filter_map(|r| r.segments.front().map(|s| s.msn)).min();
+        if let Some(keep) = first.and_then(|f| self.cuts.range(..=f).next_back().map(|(&m, _)| m)) {
+            self.cuts.retain(|&m, _| m >= keep);
+        }
+    }
+
+    /// The configuration changes in force over the window: segment number
+    /// and media time (µs) of each, oldest first, starting with the one in
+    /// force at the window's first segment (the stream's start if none).
+    pub fn cuts(&self) -> Vec<(u64, i64)> {
+        let first = self.renditions.iter().filter_map(|r| r.segments.front().map(|s| s.msn)).min().unwrap_or(0);
+        let before = self.cuts.range(..=first).next_back().map(|(_, &t)| t);
+        let mut out = vec![(first, before.or(self.origin_us).unwrap_or(0))];
+        out.extend(self.cuts.range(first + 1..).map(|(&m, &t)| (m, t)));
+        out
     }
 
     fn on_tracks(&mut self, tracks: &[Track]) {

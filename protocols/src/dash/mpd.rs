@@ -101,8 +101,10 @@ pub fn render(p: &Segmenter, ctx: &MpdContext<'_>) -> Option<String> {
         xs_datetime(ctx.now_ms),
     );
     if p.ended {
-        let total: f64 = lead.segments.iter().map(|s| s.duration).sum();
-        let _ = write!(out, "mediaPresentationDuration=\"{}\" ", xs_duration(total));
+        // Periods start where their media starts, so the presentation runs
+        // from 0 to the end of the last segment.
+        let end = lead.segments.back().map_or(0.0, |s| s.start_us as f64 / 1e6 + s.duration);
+        let _ = write!(out, "mediaPresentationDuration=\"{}\" ", xs_duration(end));
     } else {
         let _ = write!(
             out,
@@ -120,36 +122,43 @@ pub fn render(p: &Segmenter, ctx: &MpdContext<'_>) -> Option<String> {
         target * 3 / 4,
         target * 2
     );
-    let _ = writeln!(out, "  <Period id=\"0\" start=\"PT0S\">");
-    let mut set = 0;
-    for kind in [MediaKind::Video, MediaKind::Audio] {
-        let reps: Vec<&Rendition> = p.renditions.iter().filter(|r| r.track.kind() == kind).collect();
-        if reps.is_empty() {
-            continue;
-        }
-        let (content, mime) = match kind {
-            MediaKind::Video => ("video", "video/mp4"),
-            MediaKind::Audio => ("audio", "audio/mp4"),
-        };
-        let _ = writeln!(
-            out,
-            "    <AdaptationSet id=\"{set}\" contentType=\"{content}\" mimeType=\"{mime}\" segmentAlignment=\"true\" startWithSAP=\"1\">"
-        );
-        set += 1;
-        if stable.is_some() {
+    let spans = periods(p);
+    for (k, span) in spans.iter().enumerate() {
+        let last = k + 1 == spans.len();
+        let _ = writeln!(out, "  <Period id=\"{}\" start=\"{}\">", span.id, xs_duration(span.start_us as f64 / 1e6));
+        let mut set = 0;
+        for kind in [MediaKind::Video, MediaKind::Audio] {
+            let reps: Vec<&Rendition> = p.renditions.iter().filter(|r| r.track.kind() == kind).collect();
+            if reps.is_empty() {
+                continue;
+            }
+            let (content, mime) = match kind {
+                MediaKind::Video => ("video", "video/mp4"),
+                MediaKind::Audio => ("audio", "audio/mp4"),
+            };
             let _ = writeln!(
                 out,
-                "      <ProducerReferenceTime id=\"0\" type=\"encoder\" presentationTime=\"0\" wallClockTime=\"{ast}\">\n        \
-                 <UTCTiming schemeIdUri=\"urn:mpeg:dash:utc:http-xsdate:2014\" value=\"{}\"/>\n      </ProducerReferenceTime>",
-                escape(ctx.utc_url)
+                "    <AdaptationSet id=\"{set}\" contentType=\"{content}\" mimeType=\"{mime}\" segmentAlignment=\"true\" startWithSAP=\"1\">"
             );
+            set += 1;
+            if stable.is_some() && last {
+                // presentationTime 0 is the Period's start (the template's
+                // presentationTimeOffset).
+                let _ = writeln!(
+                    out,
+                    "      <ProducerReferenceTime id=\"0\" type=\"encoder\" presentationTime=\"0\" wallClockTime=\"{}\">\n        \
+                     <UTCTiming schemeIdUri=\"urn:mpeg:dash:utc:http-xsdate:2014\" value=\"{}\"/>\n      </ProducerReferenceTime>",
+                    xs_datetime(epoch + span.start_us / 1000),
+                    escape(ctx.utc_url)
+                );
+            }
+            for r in reps {
+                representation(&mut out, r, ctx, span, if last { stable } else { None }, part);
+            }
+            out.push_str("    </AdaptationSet>\n");
         }
-        for r in reps {
-            representation(&mut out, r, ctx, stable, part);
-        }
-        out.push_str("    </AdaptationSet>\n");
+        out.push_str("  </Period>\n");
     }
-    out.push_str("  </Period>\n");
     let _ = writeln!(
         out,
         "  <UTCTiming schemeIdUri=\"urn:mpeg:dash:utc:http-xsdate:2014\" value=\"{}\"/>\n</MPD>",
@@ -158,16 +167,56 @@ pub fn render(p: &Segmenter, ctx: &MpdContext<'_>) -> Option<String> {
     Some(out)
 }
 
-fn representation(out: &mut String, r: &Rendition, ctx: &MpdContext<'_>, stable: Option<f64>, part: f64) {
-    let info = &r.track.info;
-    let bandwidth = r.peak_bitrate.max(if r.track.kind() == MediaKind::Video { 1_000_000 } else { 128_000 });
+/// A run of segments with one configuration per rendition: a DASH Period.
+/// A codec or configuration change in any rendition starts the next one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Span {
+    /// Stable while listed: the renditions' init versions.
+    pub id: String,
+    /// The first segment number in it, and the first after it (if any).
+    pub msns: (u64, Option<u64>),
+    /// Media time (µs) at which it starts: where its configurations' first
+    /// segments started, so it stays put as the window slides.
+    pub start_us: i64,
+}
+
+/// The Periods of the window, oldest first: one per run of segments with
+/// the same configurations (the segmenter's cuts).
+pub fn periods(p: &Segmenter) -> Vec<Span> {
+    let cuts = p.cuts();
+    let version_at = |r: &Rendition, msn: u64| {
+        r.segments.iter().rev().find(|s| s.msn <= msn).or(r.segments.front()).map_or(r.init_version, |s| s.init_version)
+    };
+    cuts.iter()
+        .enumerate()
+        .map(|(i, &(m, start_us))| {
+            let versions: Vec<String> = p.renditions.iter().map(|r| version_at(r, m).to_string()).collect();
+            Span {
+                id: format!("p{}", versions.join("-")),
+                msns: (m, cuts.get(i + 1).map(|c| c.0)),
+                start_us: start_us.max(0),
+            }
+        })
+        .collect()
+}
+
+fn representation(out: &mut String, r: &Rendition, ctx: &MpdContext<'_>, span: &Span, stable: Option<f64>, part: f64) {
+    let inside = |msn: u64| msn >= span.msns.0 && span.msns.1.is_none_or(|end| msn < end);
+    let listed: Vec<&Segment> = r.segments.iter().filter(|s| s.complete && inside(s.msn)).collect();
+    let forming = stable.and_then(|d| r.open().filter(|s| !s.parts.is_empty() && inside(s.msn)).map(|s| (s, d)));
+    let first = listed.first().copied().or(forming.map(|f| f.0));
+    let Some(first) = first else { return };
+    let init = first.init_version;
+    let track = r.init_tracks.get(&init).unwrap_or(&r.track);
+    let info = &track.info;
+    let bandwidth = r.peak_bitrate.max(if track.kind() == MediaKind::Video { 1_000_000 } else { 128_000 });
     let _ = write!(
         out,
         "      <Representation id=\"{}\" codecs=\"{}\" bandwidth=\"{bandwidth}\"",
         r.name,
-        escape(&info.codec_string)
+        escape(&info.codec_string),
     );
-    match r.track.kind() {
+    match track.kind() {
         MediaKind::Video => {
             if info.width > 0 {
                 let _ = write!(out, " width=\"{}\" height=\"{}\"", info.width, info.height);
@@ -186,20 +235,17 @@ fn representation(out: &mut String, r: &Rendition, ctx: &MpdContext<'_>, stable:
             );
         }
     }
-    let ts = cmaf::timescale(&r.track);
+    let ts = cmaf::timescale(track);
     let at = |us: i64| rescale(us, TIMESCALE, ts).max(0);
     let q = if ctx.carry.is_empty() { String::new() } else { format!("?{}", escape(ctx.carry)) };
-    let listed: Vec<&Segment> = r.segments.iter().filter(|s| s.complete).collect();
-    let forming = stable.and_then(|d| r.open().filter(|s| !s.parts.is_empty()).map(|s| (s, d)));
-    let first = listed.first().copied().or(forming.map(|f| f.0));
-    let init = first.map_or(r.init_version, |s| s.init_version);
     let _ = write!(
         out,
-        "        <SegmentTemplate timescale=\"{ts}\" initialization=\"{}{q}\" media=\"{}-{}-$Number$.m4s{q}\" startNumber=\"{}\"",
+        "        <SegmentTemplate timescale=\"{ts}\" presentationTimeOffset=\"{}\" initialization=\"{}{q}\" media=\"{}-{}-$Number$.m4s{q}\" startNumber=\"{}\"",
+        at(span.start_us),
         crate::hls::playlist::init_uri(ctx.run, &r.name, init),
         r.name,
         ctx.run,
-        first.map_or(0, |s| s.msn)
+        first.msn
     );
     if let Some((_, d)) = forming {
         // Requestable one part after a segment starts: its chunks stream as
@@ -208,13 +254,12 @@ fn representation(out: &mut String, r: &Rendition, ctx: &MpdContext<'_>, stable:
             write!(out, " availabilityTimeOffset=\"{:.3}\" availabilityTimeComplete=\"false\"", (d - part).max(0.0));
     }
     out.push_str(">\n          <SegmentTimeline>\n");
-    for (i, s) in listed.iter().enumerate() {
-        // `listed` is the front of `segments` (only the last one is open).
-        // Each segment ends where the next begins, so the timeline has no gaps.
+    for s in &listed {
+        // Each segment ends where the next begins (within a Period), so the
+        // timeline has no gaps.
         let end = r
-            .segments
-            .get(i + 1)
-            .filter(|n| n.msn == s.msn + 1)
+            .segment(s.msn + 1)
+            .filter(|n| inside(n.msn))
             .map_or(s.start_us + (s.duration * 1e6).round() as i64, |n| n.start_us);
         let _ = writeln!(out, "            <S t=\"{}\" d=\"{}\"/>", at(s.start_us), at(end) - at(s.start_us));
     }

@@ -342,3 +342,64 @@ fn the_layout_changes_at_boundaries_not_at_every_frame() {
     assert!(changes as usize >= video_parts, "every video part moved it: {changes} changes, {video_parts} parts");
     assert!(changes * 2 < fed, "{changes} changes for {fed} events");
 }
+
+/// A codec configuration change mid-stream: LL-HLS gets a new init section
+/// behind a discontinuity, LL-DASH a new Period whose start stays put as the
+/// window slides.
+#[test]
+fn a_configuration_change_starts_a_new_dash_period() {
+    let sps = [
+        0x67, 0xf4, 0x00, 0x0d, 0x91, 0x9b, 0x28, 0x28, 0x3f, 0x60, 0x22, 0x00, 0x00, 0x03, 0x00, 0x02, 0x00, 0x00,
+        0x03, 0x00, 0x64, 0x1e, 0x28, 0x53, 0x2c,
+    ];
+    let other = tidecast_codecs::h264::build_config(&sps, &[0x68, 0xee, 0x3c, 0x80]).unwrap();
+    let mut changed: Vec<Track> = tracks().to_vec();
+    changed[0].config = other.into();
+    let mut p = Segmenter::new(SegmenterConfig { window: 4, ..cfg().segmenter() });
+    for e in events(6, 50) {
+        p.on_event(e);
+    }
+    p.anchor(1_795_000_000_000);
+    p.on_event(Event::Tracks(Arc::from(changed)));
+    // The next six seconds, on the same timeline.
+    for e in events(12, 50).into_iter().skip(1) {
+        if let Event::Frame(f) = &e {
+            if f.dts < 6_000_000 {
+                continue;
+            }
+        }
+        p.on_event(e);
+    }
+    let video = p.rendition("video").unwrap();
+    assert!(video.segments.iter().any(|s| s.init_version == 0) && video.segments.iter().any(|s| s.init_version == 1));
+    let ctx = crate::dash::mpd::MpdContext {
+        run: "r",
+        now_ms: 1_795_000_012_000,
+        utc_url: "http://h/dash/utc",
+        latency_target: None,
+        carry: "",
+    };
+    let spans = crate::dash::mpd::periods(&p);
+    assert_eq!(spans.len(), 2, "{spans:?}");
+    assert_eq!((spans[0].id.as_str(), spans[1].id.as_str()), ("p0-0", "p1-0"));
+    let cut = video.segments.iter().find(|s| s.init_version == 1).unwrap();
+    assert_eq!(spans[1].msns.0, cut.msn);
+    assert_eq!(spans[1].start_us, cut.start_us, "the new Period starts with its first segment");
+    let mpd = crate::dash::mpd::render(&p, &ctx).unwrap();
+    assert_eq!(mpd.matches("<Period ").count(), 2, "{mpd}");
+    assert!(mpd.contains("video-r-i0.mp4") && mpd.contains("video-r-i1.mp4"), "{mpd}");
+    // Sliding the window past the cut leaves one Period, with the same id and start.
+    for e in events(30, 50).into_iter().skip(1) {
+        if let Event::Frame(f) = &e {
+            if f.dts < 12_000_000 {
+                continue;
+            }
+        }
+        p.on_event(e);
+    }
+    let later = crate::dash::mpd::periods(&p);
+    assert_eq!(later.len(), 1, "{later:?}");
+    assert_eq!((later[0].id.as_str(), later[0].start_us), (spans[1].id.as_str(), spans[1].start_us));
+    let text = playlist::media(&cfg(), &p, p.rendition("video").unwrap(), "r", Skip::No);
+    assert!(text.contains("video-r-i1.mp4"), "{text}");
+}
