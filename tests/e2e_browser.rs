@@ -122,3 +122,46 @@ async fn dashjs_plays_ll_dash_in_chromium() {
         .collect();
     assert!(outside.is_empty(), "dash.js asked hosts other than the server: {outside:?}");
 }
+
+/// hls.js plays a source with two video renditions (an MPEG-TS over SRT whose
+/// PMT carries two H.264 streams): it sees two levels and plays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hlsjs_plays_a_two_rendition_source() {
+    let browser_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser");
+    let server = Server::start(&["--hls-segment", "1"]);
+    let mut args: Vec<String> = ["-hide_banner", "-loglevel", "error", "-nostdin", "-re"].map(String::from).to_vec();
+    for input in
+        ["testsrc=size=640x360:rate=25", "testsrc=size=320x180:rate=25", "sine=frequency=440:sample_rate=48000"]
+    {
+        args.extend(["-f", "lavfi", "-i", input].map(String::from));
+    }
+    args.extend(["-map", "0:v", "-map", "1:v", "-map", "2:a", "-t", "40", "-pix_fmt", "yuv420p"].map(String::from));
+    args.extend(
+        ["-c:v", "libx264", "-preset", "veryfast", "-g", "25", "-sc_threshold", "0", "-bf", "0"].map(String::from),
+    );
+    args.extend(["-c:a", "aac", "-f", "mpegts"].map(String::from));
+    args.push(format!("srt://{}?streamid=ladder", server.srt));
+    let mut publisher = ffmpeg_spawn(&args);
+    wait_for_segment(&server, "ladder", "video1", 1).await;
+
+    let url = server.hls_url("ladder", "index.m3u8");
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("node").arg(format!("{browser_dir}/hlsjs.mjs")).arg(url).arg("6").output()
+    })
+    .await
+    .unwrap()
+    .expect("node is installed");
+    let _ = publisher.kill();
+    let _ = publisher.wait();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "player script failed: {}\n{stdout}", String::from_utf8_lossy(&out.stderr));
+    let seen: serde_json::Value = serde_json::from_str(stdout.trim()).expect("the player script prints JSON");
+    let levels: Vec<&str> = seen["levels"].as_array().into_iter().flatten().filter_map(|l| l.as_str()).collect();
+    assert_eq!(levels.len(), 2, "two variants: {stdout}");
+    assert!(levels.contains(&"640x360") && levels.contains(&"320x180"), "{stdout}");
+    let fatal = seen["errors"].as_array().into_iter().flatten().filter(|e| e["fatal"] == true).count();
+    assert_eq!(fatal, 0, "no fatal error: {stdout}");
+    assert!(seen["decodedFrames"].as_f64().unwrap_or(0.0) > 30.0, "frames were decoded: {stdout}");
+    let advanced = seen["currentTime"].as_f64().unwrap_or(0.0) - seen["firstTime"].as_f64().unwrap_or(f64::NAN);
+    assert!(advanced > 2.0, "playback advanced: {stdout}");
+}

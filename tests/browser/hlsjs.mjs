@@ -69,6 +69,7 @@ try {
         width: video.videoWidth,
         height: video.videoHeight,
         latency: hls.latency,
+        levels: hls.levels.map((l) => `${l.width}x${l.height}`),
         parts,
         fragments,
         errors,
