@@ -1,4 +1,5 @@
-//! LL-HLS request parameters and file names from viewers, and media
+//! LL-HLS request parameters and file names from viewers (LL-DASH serves
+//! the same file names, parsed by the same `Resource::parse`), and media
 //! playlists as the load generator's players read them.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
