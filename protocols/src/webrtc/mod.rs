@@ -45,7 +45,7 @@ pub use session::EndReason;
 use assemble::Assembler;
 use net::Net;
 use playout::Playouts;
-use session::{Control, Ctx, PlayRole, PublishRole, Role};
+use session::{Control, Ctx, PlayRole, PublishRole, Role, RtxWindow};
 
 /// A STUN or TURN server handed to clients (WHIP/WHEP `Link` headers).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -453,7 +453,8 @@ impl WebRtcHub {
         let name = stream.name().to_owned();
         let upstream = self.publishers.lock().get(&name).map(|(_, tx)| tx.clone());
         let admitted = Some(hooks.session.id().to_owned());
-        let role = Role::Play(Box::new(PlayRole::new(playout, hooks, upstream, carried.h264_profile, mids)));
+        let rtx = RtxWindow::new(self.cfg.ledger.gauge(&name, "whep-rtx"));
+        let role = Role::Play(Box::new(PlayRole::new(playout, rtx, hooks, upstream, carried.h264_profile, mids)));
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         for note in &notes {
             warn!(stream = %name, %peer, "whep: {note}");

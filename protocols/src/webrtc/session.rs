@@ -103,8 +103,48 @@ pub(crate) struct PublishRole {
     pub last_request: Option<Instant>,
 }
 
+/// Packets str0m keeps per sender for NACK resends, and for how long.
+const RTX_PACKETS: usize = 1024;
+const RTX_AGE: Duration = Duration::from_secs(3);
+
+/// What a viewer's NACK resend caches hold, as the node's ledger sees it
+/// (holder `whep-rtx`): the payloads sent in the last [`RTX_AGE`], at most
+/// [`RTX_PACKETS`] per sender. The payloads are shared with the playout's
+/// ring while it still has them, so this is an upper bound of what the
+/// caches alone keep alive.
+pub(crate) struct RtxWindow {
+    sent: [std::collections::VecDeque<(Instant, usize)>; 2],
+    bytes: usize,
+    gauge: tidecast_media::Gauge,
+}
+
+impl RtxWindow {
+    pub fn new(gauge: tidecast_media::Gauge) -> RtxWindow {
+        RtxWindow { sent: Default::default(), bytes: 0, gauge }
+    }
+
+    /// Records a packet of `len` payload bytes sent on the video (or audio) sender.
+    fn record(&mut self, video: bool, now: Instant, len: usize) {
+        self.sent[usize::from(video)].push_back((now, len));
+        self.bytes += len;
+        for (i, q) in self.sent.iter_mut().enumerate() {
+            let cap = if i == usize::from(video) { RTX_PACKETS } else { usize::MAX };
+            while q.len() > cap || q.front().is_some_and(|(at, _)| now.duration_since(*at) > RTX_AGE) {
+                if let Some((_, n)) = q.pop_front() {
+                    self.bytes -= n;
+                }
+            }
+        }
+    }
+
+    fn publish(&self) {
+        self.gauge.set(self.bytes);
+    }
+}
+
 pub(crate) struct PlayRole {
     pub playout: Arc<Playout>,
+    pub rtx: RtxWindow,
     pub hooks: ViewerHooks,
     pub upstream_keyframe: Option<mpsc::Sender<()>>,
     pub profile: Option<(u8, u8)>,
@@ -121,6 +161,7 @@ pub(crate) struct PlayRole {
 impl PlayRole {
     pub fn new(
         playout: Arc<Playout>,
+        rtx: RtxWindow,
         hooks: ViewerHooks,
         upstream_keyframe: Option<mpsc::Sender<()>>,
         profile: Option<(u8, u8)>,
@@ -128,6 +169,7 @@ impl PlayRole {
     ) -> PlayRole {
         PlayRole {
             playout,
+            rtx,
             hooks,
             upstream_keyframe,
             profile,
@@ -531,7 +573,7 @@ fn setup_senders(rtc: &mut Rtc, play: &mut PlayRole) {
     for (kind, mid, pt) in found {
         let mut api = rtc.direct_api();
         let Some(stream) = api.stream_tx_by_mid(mid, None) else { continue };
-        stream.set_rtx_cache(1024, Duration::from_secs(3), None);
+        stream.set_rtx_cache(RTX_PACKETS, RTX_AGE, None);
         let tx = Tx { ssrc: stream.ssrc(), pt, seq: u64::from(rand::random::<u16>() & 0x7fff) };
         match kind {
             MediaKind::Video => play.video = Some(tx),
@@ -554,6 +596,7 @@ fn send_frame(rtc: &mut Rtc, play: &mut PlayRole, frame: &RtpFrame, ctx: &Ctx) -
     let wallclock = play.playout.epoch + Duration::from_micros(u64::try_from(frame.pts_us).unwrap_or(0));
     let last = frame.packets.len().saturating_sub(1);
     let mut sent = 0usize;
+    let now = Instant::now();
     for (i, payload) in frame.packets.iter().enumerate() {
         let mut api = rtc.direct_api();
         let Some(stream) = api.stream_tx(&tx.ssrc) else { return Ok(()) };
@@ -563,6 +606,7 @@ fn send_frame(rtc: &mut Rtc, play: &mut PlayRole, frame: &RtpFrame, ctx: &Ctx) -
         stream.write_rtp(write);
         tx.seq += 1;
         sent += payload.len();
+        play.rtx.record(frame.video, now, payload.len());
         loop {
             match rtc.poll_output().map_err(classify)? {
                 Output::Timeout(_) => break,
@@ -571,6 +615,7 @@ fn send_frame(rtc: &mut Rtc, play: &mut PlayRole, frame: &RtpFrame, ctx: &Ctx) -
             }
         }
     }
+    play.rtx.publish();
     (play.hooks.sent)(sent);
     Ok(())
 }
@@ -582,5 +627,33 @@ pub(crate) fn log_end(id: u64, kind: &str, stream: &str, reason: &EndReason) {
             info!(session = id, kind, stream, reason = %reason, "webrtc session closed")
         }
         _ => warn!(session = id, kind, stream, reason = %reason, "webrtc session closed"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_resend_window_counts_what_str0m_may_still_hold() {
+        let ledger = tidecast_media::Ledger::new();
+        let mut w = RtxWindow::new(ledger.gauge("cam", "whep-rtx"));
+        let t0 = Instant::now();
+        // More packets than a sender keeps: only the newest 1024 count.
+        for i in 0..1500u32 {
+            w.record(true, t0 + Duration::from_micros(u64::from(i)), 1000);
+        }
+        w.record(false, t0, 100);
+        w.publish();
+        assert_eq!(ledger.total(), 1024 * 1000 + 100);
+        // Three seconds later the old ones have aged out of str0m's cache.
+        w.record(true, t0 + RTX_AGE + Duration::from_millis(10), 500);
+        w.publish();
+        assert_eq!(ledger.total(), 500);
+        w.record(false, t0 + RTX_AGE + Duration::from_millis(20), 100);
+        w.publish();
+        assert_eq!(ledger.total(), 600);
+        drop(w);
+        assert_eq!(ledger.total(), 0, "the viewer's gauge goes with it");
     }
 }
