@@ -14,6 +14,7 @@ run: ## install what is missing, build, and start the server on embedded default
 	./target/release/tidecast serve $(ARGS)
 
 build:
+	./scripts/install-deps.sh run
 	$(CARGO) build --release --bin tidecast
 
 test: ## the whole suite: unit, end to end, benches in test mode, fuzz smoke runs
@@ -25,6 +26,7 @@ test: ## the whole suite: unit, end to end, benches in test mode, fuzz smoke run
 	$(MAKE) fuzz-smoke
 
 test-unit: ## fast: library unit tests only
+	./scripts/install-deps.sh run
 	$(CARGO) test --workspace --lib
 
 test-e2e: ## slow: the end-to-end tests with real ffmpeg peers

@@ -29,12 +29,17 @@ apt_install() {
 
 command -v cargo >/dev/null || { echo "cargo not found: install Rust from https://rustup.rs" >&2; exit 1; }
 
+# What building Tidecast needs: FFmpeg's libraries and headers (the
+# transcoder links them through ffmpeg-next) and clang for their bindings.
+BUILD_PKGS=(ca-certificates pkg-config clang libclang-dev libavcodec-dev libavformat-dev libavfilter-dev
+    libavdevice-dev libavutil-dev libswscale-dev libswresample-dev)
+
 case "$what" in
     run)
-        apt_install ca-certificates pkg-config
+        apt_install "${BUILD_PKGS[@]}"
         ;;
     test)
-        apt_install ca-certificates pkg-config ffmpeg srt-tools chromium
+        apt_install "${BUILD_PKGS[@]}" ffmpeg srt-tools chromium
         command -v npm >/dev/null || apt_install nodejs npm
         root="$(cd "$(dirname "$0")/.." && pwd)"
         if [ ! -d "$root/tests/browser/node_modules/playwright-core" ] || [ ! -d "$root/tests/browser/node_modules/dashjs" ]; then
@@ -60,7 +65,7 @@ case "$what" in
         ;;
     bench)
         # libopus-dev: xiu links Opus (audiopus_sys) for its WebRTC side.
-        apt_install ca-certificates pkg-config ffmpeg nginx libnginx-mod-rtmp python3 libopus-dev curl
+        apt_install "${BUILD_PKGS[@]}" ffmpeg nginx libnginx-mod-rtmp python3 libopus-dev curl
         root="$(cd "$(dirname "$0")/.." && pwd)"
         # Pinned: the results in docs/benchmarks.md name this version.
         if [ ! -x "$root/bench/.peers/bin/xiu" ]; then

@@ -271,12 +271,39 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     });
     let srt_task = tokio::spawn(tidecast_protocols::srt::driver::serve(srt_socket, srt_ctx, shutdown.clone()));
 
+    // Which H.264 encoders work here, probed once off the runtime (opening
+    // an encoder may load a driver): logged, and in the load report.
+    let encoders: Arc<std::sync::OnceLock<Vec<tidecast_control::load::EncoderStatus>>> = Arc::default();
+    {
+        let encoders = encoders.clone();
+        tokio::task::spawn_blocking(move || {
+            let found = tidecast_transcode::probe::probe_h264();
+            for p in &found {
+                match &p.reason {
+                    None => info!(encoder = %p.name, hardware = p.hardware, micros = p.micros, "encoder available"),
+                    Some(why) => info!(encoder = %p.name, hardware = p.hardware, "encoder unavailable: {why}"),
+                }
+            }
+            let _ = encoders.set(
+                found
+                    .into_iter()
+                    .map(|p| tidecast_control::load::EncoderStatus {
+                        name: p.name,
+                        works: p.works,
+                        hardware: p.hardware,
+                        reason: p.reason,
+                    })
+                    .collect(),
+            );
+        });
+    }
     let sources = Sources {
         registry: registry.clone(),
         ingest: vec![("rtmp", rtmp_stats), ("srt", srt_stats)],
         srt: Some(srt_sessions.clone()),
         sessions: plane.sessions.clone(),
         traffic: traffic.clone(),
+        encoders,
     };
     let monitor_task = tokio::spawn(plane.clone().monitor(sources, shutdown.clone()));
 

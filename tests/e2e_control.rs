@@ -280,6 +280,22 @@ async fn stream_keys_rotate_and_playback_tokens_gate_viewers() {
     assert!(load["bandwidth_in_bps"].as_u64().unwrap() > 0 || load["bytes_in_total"]["rtmp"].as_u64().unwrap() > 0);
     let score = load["score"].as_f64().unwrap();
     assert!((0.0..=1.0).contains(&score));
+    // The start-up encoder probe: x264 always works; every other candidate
+    // either works or says why not (a hardware encoder without its GPU).
+    let encoders = until("the encoder probe in the load report", 30, || {
+        let url = server.api("/load");
+        async move {
+            let load = api_ok("GET", &url, ADMIN_KEY, None, 200).await;
+            load["encoders"].as_array().filter(|e| e.len() == 4).cloned()
+        }
+    })
+    .await;
+    let x264 = encoders.iter().find(|e| e["name"] == "libx264").expect("libx264 probed");
+    assert_eq!((x264["works"].as_bool(), x264["hardware"].as_bool()), (Some(true), Some(false)), "{x264}");
+    for e in &encoders {
+        assert!(e["works"] == true || e["reason"].as_str().is_some_and(|r| !r.is_empty()), "{e}");
+    }
+    assert!(server.log().contains("encoder available") && server.log().contains("libx264"), "the probe is logged");
     let metrics = reqwest::get(format!("http://{}/metrics", server.admin)).await.unwrap().text().await.unwrap();
     for m in [
         "tidecast_streams 1",

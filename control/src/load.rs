@@ -101,6 +101,22 @@ pub struct LoadReport {
     pub publish_refused_total: BTreeMap<String, u64>,
     /// Frames skipped for slow viewers since start.
     pub frames_skipped_total: u64,
+    /// The H.264 encoders probed at start-up (empty until the probe is done).
+    pub encoders: Vec<EncoderStatus>,
+}
+
+/// What the start-up probe found of one H.264 encoder.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, ToSchema)]
+pub struct EncoderStatus {
+    /// FFmpeg's encoder name: `h264_nvenc`, `h264_qsv`, `h264_vaapi`, `libx264`.
+    pub name: String,
+    /// Whether it encoded a test frame on this machine.
+    pub works: bool,
+    /// A hardware encoder.
+    pub hardware: bool,
+    /// Why not, in FFmpeg's words.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 pub use tidecast_protocols::http::Traffic;
@@ -118,6 +134,8 @@ pub struct Sources {
     pub sessions: Sessions,
     /// HTTP outputs' bytes.
     pub traffic: Arc<Traffic>,
+    /// The encoder probe's findings, once it has run.
+    pub encoders: Arc<std::sync::OnceLock<Vec<EncoderStatus>>>,
 }
 
 /// Keeps the previous readings so rates can be computed.
@@ -155,7 +173,8 @@ impl Sampler {
         let secs = now.duration_since(self.at).as_secs_f64().max(0.001);
         self.at = now;
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let mut r = LoadReport::default();
+        let mut r =
+            LoadReport { encoders: self.sources.encoders.get().cloned().unwrap_or_default(), ..Default::default() };
 
         // CPU from /proc (Linux); zeros elsewhere.
         let ticks = proc_ticks().unwrap_or(self.proc_ticks);
@@ -304,6 +323,7 @@ mod tests {
             srt: None,
             sessions: Sessions::new(),
             traffic: Arc::new(Traffic::default()),
+            encoders: Arc::default(),
         };
         let mut s = Sampler::new(sources.clone());
         let _p = registry.publish("cam").unwrap();
