@@ -79,7 +79,9 @@ async fn dashjs_plays_ll_dash_in_chromium() {
         std::path::Path::new(browser_dir).join("node_modules/dashjs").exists(),
         "run `make test` (or `npm ci --prefix tests/browser`) to install the browser test peers"
     );
-    let server = Server::start(&["--hls-segment", "1"]);
+    // A 2 s latency target on 1 s segments: low latency, with room for a
+    // 2-core machine running the encoder, the server and Chromium at once.
+    let server = Server::start_with_config(Some("[dash]\nlatency_target_seconds = 2.0\n"), &["--hls-segment", "1"]);
     let mut publisher = ffmpeg_spawn(&rtmp_publish_args(&server.rtmp_url("web"), 40));
     wait_for_segment(&server, "web", "video", 3).await;
 
@@ -113,6 +115,10 @@ async fn dashjs_plays_ll_dash_in_chromium() {
     assert!(num("audioTracks") >= 1.0, "the audio track is offered: {stdout}");
     assert!(num("latency") > 0.0, "dash.js measured a live latency against the server's clock: {stdout}");
     assert_eq!(num("stalls"), 0.0, "no stall after start-up: {stdout}");
+    // One player, one session, however often it reloads the MPD.
+    let sessions = api_ok("GET", &server.api("/sessions"), ADMIN_KEY, None, 200).await;
+    let dash: Vec<_> = sessions["items"].as_array().into_iter().flatten().filter(|s| s["protocol"] == "dash").collect();
+    assert_eq!(dash.len(), 1, "dash.js is one viewer session: {sessions}");
     let outside: Vec<&str> = seen["requests"]
         .as_array()
         .into_iter()

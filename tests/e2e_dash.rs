@@ -174,32 +174,35 @@ async fn live_mpd_matches_its_segments_and_ll_hls() {
     }
     assert!(compared_parts > 0, "some segment's parts were still listed: {hls_playlist}");
 
-    // The forming segment streams: its first chunk arrives while LL-HLS
-    // still lists it as open, the rest as it is written.
-    let forming = start + complete as u64;
-    let mut response = reqwest::get(segment_url(forming)).await.expect("the forming segment");
+    // A segment being formed streams: ask for the one after the forming one
+    // (held until it starts, so this does not race its completion); its
+    // first chunk arrives while LL-HLS still lists it as open, the rest as
+    // it is written.
+    let target = start + complete as u64 + 1;
+    let mut response = reqwest::get(segment_url(target)).await.expect("the next segment");
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers().get("cache-control").and_then(|v| v.to_str().ok()), Some("no-store"));
     let first_chunk = response.chunk().await.expect("bytes").expect("a first chunk");
     let at_first = Instant::now();
     let listed = get_text(&server.hls_url("cam", "video.m3u8")).await;
-    let whole = format!("video-{run}-{forming}.m4s");
+    let whole = format!("video-{run}-{target}.m4s");
     assert!(
         !listed.lines().any(|l| l.starts_with(&whole)),
-        "the first chunk came before segment {forming} was complete:\n{listed}"
+        "the first chunk came before segment {target} was complete:\n{listed}"
     );
     let mut bytes = first_chunk.to_vec();
     while let Some(chunk) = response.chunk().await.expect("bytes") {
         bytes.extend_from_slice(&chunk);
     }
-    eprintln!("segment {forming}: first chunk {:?} before the last", at_first.elapsed());
+    eprintln!("segment {target}: first chunk {:?} before the last", at_first.elapsed());
     let (_, hls) = get(&server.hls_url("cam", &whole)).await;
     assert_eq!(bytes, hls.to_vec(), "streamed, it is the same segment");
 
-    // The segment after the forming one is held, not refused, until it starts.
-    let (status, _) = get(&segment_url(forming + 2)).await;
+    // Now the one after it is forming; the one after that is held, not
+    // refused, until it starts.
+    let (status, _) = get(&segment_url(target + 2)).await;
     assert_eq!(status, 200, "a request inside the availability window is held until the segment exists");
-    let (status, _) = get(&segment_url(forming + 40)).await;
+    let (status, _) = get(&segment_url(target + 40)).await;
     assert_eq!(status, 404, "far ahead is unknown");
     let _ = publisher.kill();
     let _ = publisher.wait();

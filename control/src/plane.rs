@@ -423,16 +423,19 @@ impl ControlPlane {
         Ok(self.sessions.open(new, Some(slot)))
     }
 
-    /// The session id of an HLS request: a new signed `sid` for a new
-    /// player (`fresh`), the `sid` it carries if this node signed it, or,
-    /// for a player without a valid one, a keyed hash of its address, user
-    /// agent and token (players behind one NAT with the same agent then
-    /// count as one). A client cannot choose its own ids, so it cannot take
+    /// The session id of an HLS or DASH request: a new signed `sid` for a
+    /// new player (`fresh`), the `sid` it carries if this node signed it,
+    /// or, for a player without a valid one, a keyed hash of the protocol,
+    /// its address, user agent and token (players behind one NAT with the
+    /// same agent then count as one; one client playing both formats is two
+    /// sessions). A client cannot choose its own ids, so it cannot take
     /// another's session or fill a quota with made-up ones.
+    #[allow(clippy::too_many_arguments)]
     fn hls_session_id(
         &self,
         sid: Option<&str>,
         fresh: bool,
+        protocol: &str,
         stream: &str,
         ip: IpAddr,
         agent: &str,
@@ -446,7 +449,7 @@ impl ControlPlane {
         match sid {
             Some(s) if s.len() == 32 && s.is_char_boundary(16) && sign(&s[..16]) == s => s.to_owned(),
             _ => {
-                let h = self.hls_ids.hash_one((stream, ip, agent, token.unwrap_or("")));
+                let h = self.hls_ids.hash_one((protocol, stream, ip, agent, token.unwrap_or("")));
                 format!("h{h:016x}")
             }
         }
@@ -465,7 +468,7 @@ impl ControlPlane {
         fresh: bool,
         agent: &str,
     ) -> Result<Arc<SessionInfo>, Refusal> {
-        let id = self.hls_session_id(sid, fresh, req.stream, req.peer.ip(), agent, req.token);
+        let id = self.hls_session_id(sid, fresh, req.protocol, req.stream, req.peer.ip(), agent, req.token);
         let id = id.as_str();
         if let Some(info) = self.sessions.get(id) {
             // A sid is a bearer of a slot: only its own HLS session's.

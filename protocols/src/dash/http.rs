@@ -2,9 +2,11 @@
 //! and `GET /dash/utc`, the server's clock for the MPD's `UTCTiming`.
 //!
 //! Admission works as for LL-HLS (a DASH player holds no connection
-//! either): the per-request credential check, then a session named by the
-//! `sid` the MPD hands out in every segment URL (with the token of a
-//! token-protected stream). A finished segment is served whole and
+//! either): the per-request credential check, then a session. A DASH player
+//! reloads the MPD from its original URL, so its session is named by its
+//! address, user agent and token (a `sid` in the MPD URL is honoured and
+//! carried into every segment URL, as is the token of a token-protected
+//! stream). A finished segment is served whole and
 //! cacheable; the one being produced is streamed chunk by chunk (each a
 //! `moof` + `mdat` pair) as the segmenter writes it and is not cacheable; a
 //! request for the segment after it is held until it starts.
@@ -82,19 +84,22 @@ async fn dash_file(
         return error(HlsError::NotFound);
     }
     let Some(cmaf) = out.hls.get(&stream) else { return error(HlsError::NotFound) };
+    // A DASH player reloads the MPD from the URL it was given, without a
+    // sid, every second or so: handing each reload a fresh sid would open a
+    // session per reload. A player without a sid is named by its address,
+    // user agent and token instead (as an HLS player that drops its sid is).
     let sid = param(query.as_deref(), "sid");
-    let fresh = sid.is_none() && manifest;
     let agent = headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or("");
     let url = format!("/dash/{stream}/{file}");
     let req = PlayRequest { protocol: "dash", stream: &stream, token, peer, url: &url };
-    let session = match out.gate.hls_viewer(req, sid, fresh, agent).await {
+    let session = match out.gate.hls_viewer(req, sid, false, agent).await {
         Ok(s) => s,
         Err(e) => return denied(e),
     };
     match resource {
         None => {
             let mut carry = Vec::new();
-            if sid.is_some() || fresh {
+            if sid.is_some() {
                 carry.push(format!("sid={}", session.id));
             }
             if let Some(t) = token.filter(|_| settings.as_ref().is_some_and(|s| s.playback_token_required)) {
