@@ -21,7 +21,8 @@
 //
 // With a third argument `hls,dash` the same WHIP publisher is played back
 // over LL-HLS (hls.js, lowLatencyMode) and LL-DASH (dash.js, low-latency
-// mode from the MPD) instead: the clock in the picture measures the HTTP
+// mode from the MPD) instead (`hls-catchup`: hls.js allowed to play 4 %
+// fast to catch up): the clock in the picture measures the HTTP
 // formats' glass-to-glass latency. Their warm-up is longer (8 s), so each
 // player's start-up and catch-up have settled before frames count.
 import { launch, pageAt } from '../tests/browser/chromium.mjs';
@@ -37,7 +38,7 @@ const runs = (runsArg || 'direct,tidecast').split(',');
 const browser = await launch();
 const page = await pageAt(browser, origin, '/tidecast-latency-bench');
 await page.addScriptTag({ path: new URL('../tests/browser/signaling.js', import.meta.url).pathname });
-if (runs.includes('hls')) {
+if (runs.some((r) => r.startsWith('hls'))) {
   await page.addScriptTag({ path: new URL('../tests/browser/node_modules/hls.js/dist/hls.min.js', import.meta.url).pathname });
 }
 if (runs.includes('dash')) {
@@ -61,7 +62,7 @@ async function measure(run, seconds) {
       const CELL = 24;
       const X0 = (W - BITS * CELL) / 2;
       const Y0 = 24;
-      const http = run === 'hls' || run === 'dash';
+      const http = run.startsWith('hls') || run === 'dash';
       const WARMUP_MS = http ? 8000 : 3000;
 
       // The source: a moving box (so the encoder has work) and the time.
@@ -121,8 +122,11 @@ async function measure(run, seconds) {
         await sender.setRemoteDescription({ type: 'answer', sdp: pub.answer });
         resources.push(pub.location);
         if (!(await window.tidecast.connected(sender, 15000))) return { run, error: 'WHIP did not connect' };
-        if (run === 'hls') {
-          const hls = new Hls({ lowLatencyMode: true });
+        if (run.startsWith('hls')) {
+          // `hls-catchup`: what a player page would set to let hls.js play
+          // up to 4 % fast until it is back at its target latency.
+          const catchup = run === 'hls-catchup' ? { maxLiveSyncPlaybackRate: 1.04 } : {};
+          const hls = new Hls({ lowLatencyMode: true, ...catchup });
           hls.loadSource(`/hls/${stream}/index.m3u8`);
           hls.attachMedia(video);
           player = () => hls.destroy();
