@@ -19,8 +19,8 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Path, RawQuery, State};
-use axum::http::{header, HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::{header, HeaderMap};
+use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
 use bytes::Bytes;
@@ -28,6 +28,7 @@ use futures_util::StreamExt;
 
 use super::mpd::{self, MpdContext};
 use crate::access::{AccessGate, PlayRequest, SessionInfo};
+use crate::hls::http::error;
 use crate::hls::{HlsError, HlsHub, Resource};
 use crate::http::{body, denied, param, token, Traffic};
 
@@ -55,15 +56,6 @@ pub fn router(state: DashHttp) -> Router {
 /// The server's clock as `xs:dateTime` with milliseconds (`http-xsdate`).
 async fn utc() -> Response {
     body("text/plain", "no-store", Body::from(mpd::xs_datetime(crate::hls::unix_ms())))
-}
-
-fn error(e: HlsError) -> Response {
-    let status = match e {
-        HlsError::NotFound => StatusCode::NOT_FOUND,
-        HlsError::BadRequest(_) => StatusCode::BAD_REQUEST,
-        HlsError::Timeout => StatusCode::SERVICE_UNAVAILABLE,
-    };
-    (status, [(header::CACHE_CONTROL, "no-cache")], format!("{e}\n")).into_response()
 }
 
 async fn dash_file(
@@ -138,15 +130,12 @@ async fn dash_file(
             Err(e) => error(e),
         },
         Some(Resource::Segment(r, run, n)) => {
-            if cmaf.segment_complete(&r, n) {
-                return match cmaf.segment(&r, &run, n) {
-                    Ok(chunks) => {
-                        count(&out, &session, chunks.iter().map(Bytes::len).sum());
-                        let s = futures_util::stream::iter(chunks.into_iter().map(Ok::<_, Infallible>));
-                        body("video/mp4", "max-age=3600", Body::from_stream(s))
-                    }
-                    Err(e) => error(e),
-                };
+            // A complete segment is served whole; otherwise it is forming
+            // (or about to start) and streams.
+            if let Ok(chunks) = cmaf.segment(&r, &run, n) {
+                count(&out, &session, chunks.iter().map(Bytes::len).sum());
+                let s = futures_util::stream::iter(chunks.into_iter().map(Ok::<_, Infallible>));
+                return body("video/mp4", "max-age=3600", Body::from_stream(s));
             }
             match cmaf.forming_segment(&r, &run, n).await {
                 Ok(s) => {

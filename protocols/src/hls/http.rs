@@ -44,7 +44,8 @@ pub fn router(state: HlsHttp) -> Router {
     Router::new().route("/hls/{stream}/{file}", get(hls_file)).with_state(state)
 }
 
-fn error(e: HlsError) -> Response {
+/// The HTTP answer to an LL-HLS or LL-DASH request that cannot be served.
+pub(crate) fn error(e: HlsError) -> Response {
     let status = match e {
         HlsError::NotFound => StatusCode::NOT_FOUND,
         HlsError::BadRequest(_) => StatusCode::BAD_REQUEST,

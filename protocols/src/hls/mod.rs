@@ -512,11 +512,6 @@ impl HlsStream {
         }))
     }
 
-    /// Whether segment `msn` of `rendition` is complete.
-    pub fn segment_complete(&self, rendition: &str, msn: u64) -> bool {
-        self.read(|p| p.rendition(rendition).and_then(|r| r.segment(msn)).is_some_and(|s| s.complete))
-    }
-
     /// The wall clock (Unix ms) of media time 0, once the first segment started.
     pub fn epoch_ms(&self) -> Option<i64> {
         self.read(|p| p.epoch_ms)
