@@ -99,7 +99,13 @@ struct Ring<F> {
     first_seq: u64,
     keypoints: VecDeque<KeyPoint>,
     bytes: usize,
+    /// What readers see: the publisher's tracks, then every derived set.
     tracks: Arc<[Track]>,
+    /// The publisher's own tracks.
+    source: Vec<Track>,
+    /// Tracks added by [`TrackWriter`]s, by writer.
+    derived: Vec<(u64, Vec<Track>)>,
+    next_writer: u64,
     lead: Option<TrackId>,
     ended: bool,
     /// Added to every incoming dts so a resumed publisher continues the timeline.
@@ -170,6 +176,8 @@ pub struct StreamStats {
     pub subscribers: AtomicU64,
     /// Times a publisher resumed the stream within the grace period.
     pub resumes: AtomicU64,
+    /// Frames added by [`TrackWriter`]s (not counted in `frames_in`).
+    pub derived_frames: AtomicU64,
 }
 
 pub(crate) struct PublisherSlot {
@@ -210,6 +218,9 @@ impl<F: Entry> Stream<F> {
                 keypoints: VecDeque::new(),
                 bytes: 0,
                 tracks: empty,
+                source: Vec::new(),
+                derived: Vec::new(),
+                next_writer: 0,
                 lead: None,
                 ended: false,
                 offset: 0,
@@ -298,14 +309,76 @@ impl<F: Entry> Stream<F> {
 
     fn set_tracks(&self, tracks: Vec<Track>) {
         let mut ring = self.ring.write();
-        if *ring.tracks == *tracks {
+        ring.source = tracks;
+        self.publish_tracks(ring);
+    }
+
+    /// Recomputes what readers see from the publisher's and the writers'
+    /// tracks, and announces it if it changed.
+    fn publish_tracks(&self, mut ring: parking_lot::RwLockWriteGuard<'_, Ring<F>>) {
+        let mut all = ring.source.clone();
+        for (_, d) in &ring.derived {
+            all.extend(d.iter().cloned());
+        }
+        if *ring.tracks == *all {
             return;
         }
-        let lead = tracks.iter().find(|t| t.kind() == MediaKind::Video).or_else(|| tracks.first()).map(|t| t.id);
-        let tracks: Arc<[Track]> = Arc::from(tracks);
-        ring.lead = lead;
+        let lead = ring
+            .source
+            .iter()
+            .find(|t| t.kind() == MediaKind::Video)
+            .or_else(|| ring.source.first())
+            .map(|t| t.id);
+        let tracks: Arc<[Track]> = Arc::from(all);
+        ring.lead = lead.or(ring.lead);
         ring.tracks = tracks.clone();
         ring.push(Item::Tracks(tracks));
+        let next = ring.next_seq();
+        drop(ring);
+        self.next_seq.send_replace(next);
+    }
+
+    /// A writer of tracks derived from this stream (the renditions of a
+    /// ladder, a bridged audio track), published into the same ring beside
+    /// the publisher's: one clock, one keyframe index (the publisher's lead
+    /// track keeps deciding where readers start), one bound.
+    pub fn derive_tracks(self: &Arc<Self>) -> TrackWriter<F> {
+        let mut ring = self.ring.write();
+        let id = ring.next_writer;
+        ring.next_writer += 1;
+        ring.derived.push((id, Vec::new()));
+        TrackWriter { stream: self.clone(), id }
+    }
+
+    fn set_derived(&self, writer: u64, tracks: Vec<Track>) {
+        let mut ring = self.ring.write();
+        match ring.derived.iter_mut().find(|(w, _)| *w == writer) {
+            Some((_, d)) => *d = tracks,
+            None => return,
+        }
+        self.publish_tracks(ring);
+    }
+
+    fn drop_writer(&self, writer: u64) {
+        let mut ring = self.ring.write();
+        ring.derived.retain(|(w, _)| *w != writer);
+        self.publish_tracks(ring);
+    }
+
+    /// Appends a derived frame: already on the stream's timeline (it was
+    /// made from frames read out of this ring), so no resume offset applies,
+    /// and it never starts a reader.
+    fn push_derived(&self, frame: F) {
+        let mut ring = self.ring.write();
+        if ring.ended {
+            return;
+        }
+        self.stats.derived_frames.fetch_add(1, Ordering::Relaxed);
+        let dts = frame.dts();
+        ring.newest_dts = Some(ring.newest_dts.map_or(dts, |d| d.max(dts)));
+        ring.push(Item::Frame(frame));
+        ring.evict(&self.cfg);
+        self.gauge.set(ring.bytes);
         let next = ring.next_seq();
         drop(ring);
         self.next_seq.send_replace(next);
@@ -452,6 +525,49 @@ impl<F: Entry> Drop for Publisher<F> {
         if let Some(f) = self.on_drop.take() {
             f(&self.stream, self.generation);
         }
+    }
+}
+
+/// First track id for derived tracks ([`Stream::derive_tracks`]); ingests
+/// number their tracks from 0, far below it.
+pub const DERIVED_TRACK_BASE: TrackId = 1 << 20;
+
+/// Adds tracks made from a stream to the same stream (see
+/// [`Stream::derive_tracks`]). Dropping it withdraws its tracks; frames it
+/// pushed stay in the ring until they age out.
+pub struct TrackWriter<F: Entry = Frame> {
+    stream: Arc<Stream<F>>,
+    id: u64,
+}
+
+impl<F: Entry> std::fmt::Debug for TrackWriter<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TrackWriter").field("stream", &self.stream.name).field("id", &self.id).finish()
+    }
+}
+
+impl<F: Entry> TrackWriter<F> {
+    /// Declares (or replaces) this writer's tracks. Their ids should be at
+    /// or above [`DERIVED_TRACK_BASE`] and unique within the stream.
+    pub fn set_tracks(&self, tracks: Vec<Track>) {
+        self.stream.set_derived(self.id, tracks);
+    }
+
+    /// Appends one frame of one of this writer's tracks. Never waits; does
+    /// nothing once the stream has ended.
+    pub fn push(&self, frame: F) {
+        self.stream.push_derived(frame);
+    }
+
+    /// The stream written to.
+    pub fn stream(&self) -> &Arc<Stream<F>> {
+        &self.stream
+    }
+}
+
+impl<F: Entry> Drop for TrackWriter<F> {
+    fn drop(&mut self) {
+        self.stream.drop_writer(self.id);
     }
 }
 
@@ -625,6 +741,59 @@ mod tests {
             Some(Event::Frame(f)) => assert_eq!((f.dts, f.keyframe), (200_000, true)),
             other => panic!("expected the keyframe at 200 ms, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn derived_tracks_join_the_stream_and_leave_with_their_writer() {
+        let p = publisher(StreamConfig::default());
+        p.set_tracks(tracks()).unwrap();
+        p.push(frame(0, 0, true, 10)).unwrap();
+        let mut s = p.stream().subscribe();
+        assert!(matches!(s.try_recv(), Some(Event::Tracks(t)) if t.len() == 2));
+        let w = p.stream().derive_tracks();
+        let rung = Track { id: DERIVED_TRACK_BASE, codec: Codec::H264, config: Bytes::new(), info: TrackInfo::default() };
+        w.set_tracks(vec![rung.clone()]);
+        assert_eq!(p.stream().tracks().len(), 3);
+        // The publisher changing its own tracks keeps the derived ones.
+        p.set_tracks(tracks()[..1].to_vec()).unwrap();
+        assert_eq!(p.stream().tracks().iter().map(|t| t.id).collect::<Vec<_>>(), [0, DERIVED_TRACK_BASE]);
+        // A derived keyframe is not where readers start; the publisher's is.
+        w.push(frame(DERIVED_TRACK_BASE, 0, true, 10));
+        p.push(frame(0, 40, false, 10)).unwrap();
+        let late = p.stream().subscribe();
+        assert_eq!(late.st.cursor, 1, "a late reader starts at the publisher's keyframe");
+        let mut seen = Vec::new();
+        while let Some(ev) = s.try_recv() {
+            match ev {
+                Event::Tracks(t) => seen.push(format!("tracks {}", t.len())),
+                Event::Frame(f) => seen.push(format!("frame {} {}", f.track, f.dts)),
+                Event::Discontinuity => seen.push("discontinuity".into()),
+            }
+        }
+        assert_eq!(seen, ["frame 0 0", "tracks 3", "tracks 2", "frame 1048576 0", "frame 0 40000"]);
+        assert_eq!(p.stream().stats().derived_frames.load(Ordering::Relaxed), 1);
+        drop(w);
+        assert_eq!(p.stream().tracks().len(), 1, "a dropped writer withdraws its tracks");
+    }
+
+    #[test]
+    fn derived_frames_keep_their_timestamps_across_a_resume() {
+        let p = publisher(StreamConfig::default());
+        p.set_tracks(tracks()).unwrap();
+        p.push(frame(0, 5_000, true, 10)).unwrap();
+        let w = p.stream().derive_tracks();
+        p.stream().mark_resume();
+        // Made from ring frames, which are already on the stream's timeline.
+        w.push(frame(DERIVED_TRACK_BASE, 5_000, true, 10));
+        p.push(frame(0, 0, true, 10)).unwrap();
+        let mut s = p.stream().subscribe_from_oldest();
+        let mut dts = Vec::new();
+        while let Some(ev) = s.try_recv() {
+            if let Event::Frame(f) = ev {
+                dts.push((f.track, f.dts));
+            }
+        }
+        assert_eq!(dts, [(0, 5_000_000), (DERIVED_TRACK_BASE, 5_000_000), (0, 5_033_333)]);
     }
 
     #[test]
