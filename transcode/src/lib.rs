@@ -2,20 +2,30 @@
 //! Tidecast makes is in this crate, and the work runs on OS threads, never
 //! on the async runtime.
 //!
-//! Built so far:
 //! * [`probe`]: which H.264 encoders work on this machine (NVENC, QSV,
 //!   VAAPI, x264), found once at start-up by opening each and encoding one
 //!   frame, with FFmpeg's own reason when one does not.
+//! * [`profile`]: named ladders and how a rung is sized for a source.
+//! * [`policy`]: which encoders a ladder tries, from its `hw` setting and
+//!   the probe.
+//! * [`ladder`]: one decode of a stream's video, each rung encoded on its
+//!   own thread and published as a track of the same stream, keyframes on
+//!   the source's.
 //!
-//! Next (issue 12): the ladder (one decode per source track, rungs
-//! published as tracks of the same stream, keyframes aligned to the
-//! source's) and the AAC <-> Opus audio bridge.
+//! Not built yet: the AAC <-> Opus audio bridge.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
+mod encoder;
+pub mod ladder;
 pub mod log;
+pub mod policy;
 pub mod probe;
+pub mod profile;
+
+pub use ladder::{Ladder, LadderReport, LadderSpec, LadderStats};
+pub use profile::{HwPolicy, Profile};
 
 use std::sync::Once;
 
