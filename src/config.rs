@@ -35,6 +35,8 @@ pub struct Config {
     pub dash: Dash,
     /// WHIP and WHEP.
     pub webrtc: WebRtc,
+    /// Transcoding ladders.
+    pub transcode: Transcode,
     /// Stream keys; none means open development mode.
     pub streams: Vec<StreamEntry>,
 }
@@ -176,6 +178,20 @@ impl Default for WebRtc {
     }
 }
 
+/// Transcoding: named ladder profiles, and the one streams get when they
+/// select none.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Transcode {
+    /// The profile of streams that select none (unset: such streams are
+    /// not transcoded). `default` is built in: 720p, 480p, 360p, 240p.
+    pub default_profile: Option<String>,
+    /// `[transcode.profiles.NAME]`: rungs, H.264 profile, x264 preset and
+    /// the hardware policy (`hw = "auto" | "require" | "off"`). A profile
+    /// named `default` replaces the built-in one.
+    pub profiles: std::collections::HashMap<String, tidecast_transcode::Profile>,
+}
+
 /// One ICE server for clients.
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -195,6 +211,9 @@ pub struct StreamEntry {
     pub key: String,
     /// AES passphrase for this stream's SRT links (publish and play).
     pub srt_passphrase: Option<String>,
+    /// The transcode profile this stream uses (else `transcode.default_profile`).
+    #[serde(default)]
+    pub transcode_profile: Option<String>,
 }
 
 impl Default for Config {
@@ -211,6 +230,7 @@ impl Default for Config {
             hls: Hls::default(),
             dash: Dash::default(),
             webrtc: WebRtc::default(),
+            transcode: Transcode::default(),
             streams: Vec::new(),
         }
     }
@@ -324,7 +344,21 @@ impl Config {
         if !(20..=10_000).contains(&self.srt.latency_ms) {
             bail!("srt.latency_ms must be between 20 and 10000");
         }
+        for (name, p) in &self.transcode.profiles {
+            if let Err(e) = p.validate() {
+                bail!("transcode.profiles.{name}: {e}");
+            }
+        }
+        let known = |n: &str| n == "default" || self.transcode.profiles.contains_key(n);
+        if let Some(d) = &self.transcode.default_profile {
+            if !known(d) {
+                bail!("transcode.default_profile {d:?} is not a configured profile");
+            }
+        }
         for s in &self.streams {
+            if let Some(p) = s.transcode_profile.as_deref().filter(|p| !known(p)) {
+                bail!("stream {:?}: transcode_profile {p:?} is not a configured profile", s.name);
+            }
             if !passphrase_ok(&s.srt_passphrase) {
                 bail!("the srt_passphrase of stream {:?} must be 10 to 79 characters long", s.name);
             }
@@ -340,6 +374,7 @@ impl Config {
 }
 
 /// Durations checked by [`Config::validate`].
+#[derive(Debug)]
 pub struct Validated {
     pub buffer: Duration,
     pub grace: Duration,
@@ -384,7 +419,29 @@ mod tests {
         c.hls.part_seconds = 3.0;
         assert!(c.validate().is_err());
         let mut c = Config::default();
-        c.streams.push(StreamEntry { name: "a/b".into(), key: "0123456789".into(), srt_passphrase: None });
+        c.streams.push(StreamEntry {
+            name: "a/b".into(),
+            key: "0123456789".into(),
+            srt_passphrase: None,
+            transcode_profile: None,
+        });
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn transcode_profiles_are_read_and_checked() {
+        let c: Config = toml::from_str(
+            "[transcode]\ndefault_profile = \"small\"\n[transcode.profiles.small]\nhw = \"off\"\nrungs = [{ height = 360, bitrate_kbps = 800 }, { height = 240, bitrate_kbps = 400, max_fps = 15 }]\n",
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.transcode.profiles["small"].rungs.len(), 2);
+        let unknown: Config = toml::from_str("[transcode]\ndefault_profile = \"nope\"\n").unwrap();
+        assert!(unknown.validate().unwrap_err().to_string().contains("nope"));
+        let bad: Config = toml::from_str(
+            "[transcode.profiles.x]\nrungs = [{ height = 360, bitrate_kbps = 800 }]\npreset = \"placebo\"\n",
+        )
+        .unwrap();
+        assert!(bad.validate().unwrap_err().to_string().contains("preset"));
     }
 }

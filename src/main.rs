@@ -2,6 +2,7 @@
 //! and protocol logic lives in the workspace crates.
 
 mod config;
+mod transcoding;
 mod trim;
 
 #[cfg(feature = "jemalloc")]
@@ -42,6 +43,7 @@ use tidecast_protocols::webrtc::http::Signaling;
 use tidecast_protocols::webrtc::{IceServer, WebRtcConfig, WebRtcHub};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
+use transcoding::Transcoders;
 
 use crate::config::Config;
 
@@ -272,8 +274,10 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     let srt_task = tokio::spawn(tidecast_protocols::srt::driver::serve(srt_socket, srt_ctx, shutdown.clone()));
 
     // Which H.264 encoders work here, probed once off the runtime (opening
-    // an encoder may load a driver): logged, and in the load report.
+    // an encoder may load a driver): logged, in the load report, and what
+    // the ladders' hardware policy is resolved against.
     let encoders: Arc<std::sync::OnceLock<Vec<tidecast_control::load::EncoderStatus>>> = Arc::default();
+    let (probed_tx, probed) = tokio::sync::watch::channel(None);
     {
         let encoders = encoders.clone();
         tokio::task::spawn_blocking(move || {
@@ -286,16 +290,35 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
             }
             let _ = encoders.set(
                 found
-                    .into_iter()
+                    .iter()
                     .map(|p| tidecast_control::load::EncoderStatus {
-                        name: p.name,
+                        name: p.name.clone(),
                         works: p.works,
                         hardware: p.hardware,
-                        reason: p.reason,
+                        reason: p.reason.clone(),
                     })
                     .collect(),
             );
+            let _ = probed_tx.send(Some(Arc::new(found)));
         });
+    }
+    // Ladders for streams that select a transcode profile (src/transcoding.rs).
+    let transcoders = Transcoders::new(cfg.transcode.profiles.clone());
+    {
+        let by_config: HashMap<String, String> =
+            cfg.streams.iter().filter_map(|s| Some((s.name.clone(), s.transcode_profile.clone()?))).collect();
+        let fallback = cfg.transcode.default_profile.clone();
+        let plane = plane.clone();
+        let profile_of: transcoding::ProfileOf = Arc::new(move |name: &str| {
+            plane
+                .owned(name)
+                .ok()
+                .flatten()
+                .and_then(|o| o.settings.transcode_profile.clone())
+                .or_else(|| by_config.get(name).cloned())
+                .or_else(|| fallback.clone())
+        });
+        tokio::spawn(transcoders.clone().run(registry.clone(), profile_of, probed, shutdown.clone()));
     }
     let sources = Sources {
         registry: registry.clone(),
@@ -304,6 +327,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         sessions: plane.sessions.clone(),
         traffic: traffic.clone(),
         encoders,
+        transcode: Some(transcoders.clone()),
     };
     let monitor_task = tokio::spawn(plane.clone().monitor(sources, shutdown.clone()));
 

@@ -9,6 +9,12 @@
 //! in every arena to the kernel. It runs once after a stream ends and its
 //! outputs' linger has passed, at most once per that delay however many
 //! streams end, never on a hot path. Elsewhere than glibc it does nothing.
+//!
+//! It also runs once a minute while streams are live. A heap profile of a
+//! 9-minute soak (10 streams, 200 viewers) showed the live heap flat
+//! (138-139 MB at every low point of the clip's cycle) while RSS crept up by
+//! a few MiB per 10 minutes: free pages left inside the arenas as windows
+//! slide. Returning them each minute keeps RSS on the live heap.
 
 use std::time::Duration;
 
@@ -16,9 +22,15 @@ use tidecast_media::{Registry, RegistryEvent};
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
-/// Trims the heap `after` the last of a burst of stream ends, until `shutdown`.
+/// How often the heap is trimmed while any stream is live.
+pub const WHILE_LIVE: Duration = Duration::from_secs(60);
+
+/// Trims the heap `after` the last of a burst of stream ends, and every
+/// [`WHILE_LIVE`] while streams are live, until `shutdown`.
 pub async fn run(registry: Registry, after: Duration, shutdown: CancellationToken) {
     let mut events = registry.events();
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + WHILE_LIVE, WHILE_LIVE);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut due: Option<tokio::time::Instant> = None;
     // A stream ended while a trim was already due: its memory goes after
     // that trim, so another one follows.
@@ -42,6 +54,13 @@ pub async fn run(registry: Registry, after: Duration, shutdown: CancellationToke
                 Ok(RegistryEvent::Started(_)) => {}
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
             },
+            _ = tick.tick() => {
+                if !registry.streams().is_empty() {
+                    let started = std::time::Instant::now();
+                    let released = tokio::task::spawn_blocking(release).await.unwrap_or(false);
+                    debug!(released, micros = started.elapsed().as_micros() as u64, "heap trimmed while streams are live");
+                }
+            }
             _ = wait => {
                 due = std::mem::take(&mut again).then(|| tokio::time::Instant::now() + after);
                 let released = tokio::task::spawn_blocking(release).await.unwrap_or(false);

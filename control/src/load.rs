@@ -103,6 +103,79 @@ pub struct LoadReport {
     pub frames_skipped_total: u64,
     /// The H.264 encoders probed at start-up (empty until the probe is done).
     pub encoders: Vec<EncoderStatus>,
+    /// Transcoding ladders.
+    pub transcode: TranscodeLoad,
+}
+
+/// The node's transcoding.
+#[derive(Debug, Clone, Default, Serialize, ToSchema)]
+pub struct TranscodeLoad {
+    /// Each stream's ladder.
+    pub ladders: Vec<LadderStatus>,
+    /// Ladders started on software because `hw = "auto"` found no working
+    /// hardware encoder, since start.
+    pub hw_fallbacks_total: u64,
+    /// Ladders refused (unknown profile, `hw = "require"` without
+    /// hardware), since start.
+    pub refused_total: u64,
+}
+
+/// One stream's ladder.
+#[derive(Debug, Clone, Default, Serialize, ToSchema)]
+pub struct LadderStatus {
+    /// The stream.
+    pub stream: String,
+    /// The profile.
+    pub profile: String,
+    /// Whether it is transcoding now (false while it waits to retry).
+    pub running: bool,
+    /// Source frames handed to the decoder.
+    pub frames_in: u64,
+    /// Pictures decoded.
+    pub frames_decoded: u64,
+    /// Source frames the decoder rejected.
+    pub decode_errors: u64,
+    /// Runs that ended in an error or a panic (each retried after a pause).
+    pub failures: u64,
+    /// Seconds of one core spent decoding.
+    pub decode_cpu_seconds: f64,
+    /// Why the last run failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// The rungs, largest first.
+    pub rungs: Vec<RungStatus>,
+}
+
+/// One rung of a ladder.
+#[derive(Debug, Clone, Default, Serialize, ToSchema)]
+pub struct RungStatus {
+    /// Its track id in the stream.
+    pub track: u32,
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+    /// Target bitrate, kbit/s.
+    pub bitrate_kbps: u32,
+    /// The encoder in use.
+    pub encoder: String,
+    /// Frames published.
+    pub frames_out: u64,
+    /// Bytes published.
+    pub bytes_out: u64,
+    /// Frames left out because the rung fell behind (to its next keyframe).
+    pub dropped: u64,
+    /// Seconds of one core spent scaling and encoding.
+    pub encode_cpu_seconds: f64,
+    /// Encoder failures that moved it to the next candidate.
+    pub encoder_switches: u64,
+}
+
+/// The transcoders as the load report sees them (the binary provides them;
+/// this crate does not link FFmpeg).
+pub trait TranscodeSource: Send + Sync {
+    /// The current figures.
+    fn load(&self) -> TranscodeLoad;
 }
 
 /// What the start-up probe found of one H.264 encoder.
@@ -136,6 +209,8 @@ pub struct Sources {
     pub traffic: Arc<Traffic>,
     /// The encoder probe's findings, once it has run.
     pub encoders: Arc<std::sync::OnceLock<Vec<EncoderStatus>>>,
+    /// The transcoders, when there are any.
+    pub transcode: Option<Arc<dyn TranscodeSource>>,
 }
 
 /// Keeps the previous readings so rates can be computed.
@@ -173,8 +248,11 @@ impl Sampler {
         let secs = now.duration_since(self.at).as_secs_f64().max(0.001);
         self.at = now;
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let mut r =
-            LoadReport { encoders: self.sources.encoders.get().cloned().unwrap_or_default(), ..Default::default() };
+        let mut r = LoadReport {
+            encoders: self.sources.encoders.get().cloned().unwrap_or_default(),
+            transcode: self.sources.transcode.as_ref().map(|t| t.load()).unwrap_or_default(),
+            ..Default::default()
+        };
 
         // CPU from /proc (Linux); zeros elsewhere.
         let ticks = proc_ticks().unwrap_or(self.proc_ticks);
@@ -324,6 +402,7 @@ mod tests {
             sessions: Sessions::new(),
             traffic: Arc::new(Traffic::default()),
             encoders: Arc::default(),
+            transcode: None,
         };
         let mut s = Sampler::new(sources.clone());
         let _p = registry.publish("cam").unwrap();

@@ -43,6 +43,12 @@ pub struct Metrics {
     webrtc_unrouted: IntCounter,
     webrtc_dropped: IntCounter,
     session_ends_dropped: IntCounter,
+    transcode_ladders: IntGauge,
+    transcode_rung: IntGaugeVec,
+    transcode_rung_cpu: prometheus::GaugeVec,
+    transcode_ladder: IntGaugeVec,
+    transcode_hw_fallbacks: IntCounter,
+    transcode_refused: IntCounter,
 }
 
 fn must<T>(r: prometheus::Result<T>) -> T {
@@ -111,7 +117,36 @@ impl Metrics {
             "Media payload bytes held for a stream, by holder (ring, cmaf, ts, whep); gone when the holder is",
             &["stream", "holder"],
         );
+        let transcode_rung = gv(
+            "transcode_rung_frames",
+            "Frames of each running rung by what happened to them (out: published; dropped: left out on overload), since its ladder started",
+            &["stream", "rung", "encoder", "what"],
+        );
+        let transcode_rung_cpu = must(prometheus::GaugeVec::new(
+            Opts::new("transcode_rung_cpu_seconds", "Seconds of one core each running rung spent scaling and encoding"),
+            &["stream", "rung", "encoder"],
+        ));
+        must(registry.register(Box::new(transcode_rung_cpu.clone())));
+        let transcode_ladder = gv(
+            "transcode_ladder_events",
+            "Per running ladder: source frames in, decode errors, failed runs (each retried)",
+            &["stream", "what"],
+        );
+        let transcode_ladders = must(IntGauge::new("transcode_ladders", "Streams with a transcoding ladder"));
+        must(registry.register(Box::new(transcode_ladders.clone())));
         Metrics {
+            transcode_ladders,
+            transcode_rung,
+            transcode_rung_cpu,
+            transcode_ladder,
+            transcode_hw_fallbacks: c(
+                "transcode_hw_fallbacks_total",
+                "Ladders started on software because hw = auto found no working hardware encoder",
+            ),
+            transcode_refused: c(
+                "transcode_refused_total",
+                "Ladders refused: unknown profile, or hw = require without a hardware encoder",
+            ),
             auth_failures: cv("auth_failures_total", "Failed authentications by kind", &["kind"]),
             rate_limited: c("rate_limited_total", "Requests refused by the per-IP auth failure limit"),
             trigger_failures: cv("trigger_failures_total", "Failed trigger deliveries", &["trigger"]),
@@ -201,6 +236,27 @@ impl Metrics {
             self.stream_buffers.with_label_values(&[h.stream.as_str(), h.holder.as_str()]).set(h.bytes as i64);
         }
         self.load_score.set(report.score);
+        let t = &report.transcode;
+        self.transcode_ladders.set(t.ladders.len() as i64);
+        catch_up(&self.transcode_hw_fallbacks, t.hw_fallbacks_total);
+        catch_up(&self.transcode_refused, t.refused_total);
+        self.transcode_rung.reset();
+        self.transcode_rung_cpu.reset();
+        self.transcode_ladder.reset();
+        for l in &t.ladders {
+            let s = l.stream.as_str();
+            for (what, v) in [("frames_in", l.frames_in), ("decode_errors", l.decode_errors), ("failures", l.failures)]
+            {
+                self.transcode_ladder.with_label_values(&[s, what]).set(v as i64);
+            }
+            for r in &l.rungs {
+                let rung = format!("{}p", r.height);
+                let labels = [s, rung.as_str(), r.encoder.as_str()];
+                self.transcode_rung.with_label_values(&[s, &rung, &r.encoder, "out"]).set(r.frames_out as i64);
+                self.transcode_rung.with_label_values(&[s, &rung, &r.encoder, "dropped"]).set(r.dropped as i64);
+                self.transcode_rung_cpu.with_label_values(&labels).set(r.encode_cpu_seconds);
+            }
+        }
         let mut out = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
         String::from_utf8(out).unwrap_or_default()

@@ -32,6 +32,9 @@ pub struct Tenant {
     /// Limits.
     #[serde(default)]
     pub quotas: Quotas,
+    /// The transcode profile of its streams that select none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transcode_profile: Option<String>,
     /// Creation time, Unix milliseconds.
     pub created_ms: i64,
 }
@@ -71,7 +74,9 @@ pub struct StreamConfig {
     /// Restream targets (accepted and stored; pushing out is not built yet).
     #[serde(default)]
     pub push_targets: Vec<String>,
-    /// Transcode profile name (accepted and stored; transcoding is not built yet).
+    /// Transcode profile name (`[transcode.profiles]` of the config file, or
+    /// the built-in `default`); unset: the tenant's, else the server's
+    /// `transcode.default_profile`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transcode_profile: Option<String>,
     /// Creation time, Unix milliseconds.

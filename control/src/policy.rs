@@ -31,7 +31,10 @@ impl Owned {
         let settings = Arc::new(tidecast_protocols::access::StreamSettings {
             tenant: Some(stream.tenant.clone()),
             tags: stream.tags.clone(),
-            transcode_profile: stream.transcode_profile.clone(),
+            transcode_profile: stream
+                .transcode_profile
+                .clone()
+                .or_else(|| tenant.as_ref().and_then(|t| t.transcode_profile.clone())),
             playback_token_required: stream.playback_token_required,
         });
         Owned { stream, tenant, settings }

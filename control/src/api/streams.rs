@@ -188,6 +188,10 @@ pub struct StreamLive {
     pub buffers: BTreeMap<String, u64>,
     /// The sum of `buffers` (holders may share bytes: an upper bound).
     pub buffered_bytes: u64,
+    /// Its transcoding ladder, when it has one: rungs, encoder in use,
+    /// frames in and out, drops, CPU.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transcode: Option<crate::load::LadderStatus>,
 }
 
 /// A stream's live state: ingest, viewers and the memory its media holds.
@@ -223,6 +227,7 @@ async fn stream_live(
         frames_skipped: now.map_or(0, |s| s.frames_skipped),
         buffered_bytes: buffers.values().sum(),
         buffers,
+        transcode: report.transcode.ladders.iter().find(|l| l.stream == name).cloned(),
         name,
     }))
 }

@@ -39,6 +39,9 @@ pub struct NewTenant {
     /// Limits.
     #[serde(default)]
     pub quotas: Quotas,
+    /// The transcode profile of its streams that select none.
+    #[serde(default)]
+    pub transcode_profile: Option<String>,
 }
 
 /// Changes to a tenant.
@@ -51,6 +54,9 @@ pub struct TenantUpdate {
     /// New limits (replace the old ones).
     #[serde(default)]
     pub quotas: Option<Quotas>,
+    /// New default transcode profile of its streams (`""` clears it).
+    #[serde(default)]
+    pub transcode_profile: Option<String>,
 }
 
 /// Creates a tenant.
@@ -70,6 +76,7 @@ async fn create_tenant(
         name: new.name.unwrap_or_else(|| new.id.clone()),
         id: new.id,
         quotas: new.quotas,
+        transcode_profile: new.transcode_profile.filter(|p| !p.is_empty()),
         created_ms: now_ms(),
     };
     let db = api.plane.db.clone();
@@ -137,6 +144,9 @@ async fn update_tenant(
         }
         if let Some(q) = up.quotas {
             t.quotas = q;
+        }
+        if let Some(p) = up.transcode_profile {
+            t.transcode_profile = Some(p).filter(|p| !p.is_empty());
         }
         db.commit(vec![put(Table::Tenants, &t.id, &t), audit_op(&caller.who(), "update", "tenant", &t.id)])?;
         Ok(Json(t))

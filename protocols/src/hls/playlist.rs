@@ -74,8 +74,12 @@ pub fn multivariant(p: &Segmenter) -> String {
     let of = |kind| p.renditions.iter().filter(move |r| r.track.kind() == kind);
     let videos: Vec<&Rendition> = of(MediaKind::Video).collect();
     let audios: Vec<&Rendition> = of(MediaKind::Audio).collect();
-    let bitrate =
-        |r: &Rendition| r.peak_bitrate.max(if r.track.kind() == MediaKind::Video { 1_000_000 } else { 128_000 });
+    // The measured peak, or at least the declared bitrate (a ladder's
+    // rungs declare theirs), or a floor by kind.
+    let bitrate = |r: &Rendition| {
+        let floor = if r.track.kind() == MediaKind::Video { 1_000_000 } else { 128_000 };
+        r.peak_bitrate.max(r.track.info.bitrate.map_or(floor, u64::from))
+    };
     if !videos.is_empty() {
         for (i, a) in audios.iter().enumerate() {
             let (name, default) = if i == 0 { ("main", "YES") } else { (a.name.as_str(), "NO") };

@@ -8,7 +8,9 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use tidecast_media::outputs::{OutputTask, Outputs, Start, StartOutput};
-use tidecast_media::{Event, Frame, MediaKind, Publisher, Registry, Stream, StreamConfig, Subscriber};
+use tidecast_media::{
+    Event, Frame, MediaKind, Publisher, Registry, Stream, StreamConfig, Subscriber, Track, DERIVED_TRACK_BASE,
+};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
@@ -77,6 +79,9 @@ async fn mux(source: Arc<Stream>, out: Publisher, shutdown: CancellationToken) -
         };
         match ev {
             Some(Event::Tracks(tracks)) => {
+                // The publisher's own tracks: a ladder's renditions would
+                // multiply every TS viewer's bandwidth.
+                let tracks: Vec<Track> = tracks.iter().filter(|t| t.id < DERIVED_TRACK_BASE).cloned().collect();
                 let m = TsMuxer::new(&tracks);
                 for (track, why) in m.skipped() {
                     info!(stream = source.name(), track, "mpeg-ts output leaves a track out: {why}");

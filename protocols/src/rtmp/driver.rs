@@ -400,7 +400,8 @@ impl TagWriter {
                     |kind: MediaKind| tracks.iter().find(|t| t.kind() == kind && flv::config_tag(t).is_some()).cloned();
                 (self.video, self.audio) = (pick(MediaKind::Video), pick(MediaKind::Audio));
                 let kept = usize::from(self.video.is_some()) + usize::from(self.audio.is_some());
-                if !self.warned && tracks.len() > kept {
+                let own = tracks.iter().filter(|t| t.id < tidecast_media::DERIVED_TRACK_BASE).count();
+                if !self.warned && own > kept {
                     self.warned = true;
                     warn!(%peer, stream = %name, "rtmp play: FLV carries one H.264/HEVC/AV1/VP9 and one AAC track; others are left out");
                 }

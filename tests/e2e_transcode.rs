@@ -1,0 +1,170 @@
+//! End to end: ffmpeg publishes 720p30 H.264 + AAC over RTMP to a stream
+//! whose profile has three rungs; the ladder's renditions come out of
+//! LL-HLS and LL-DASH beside the source, aligned to it, and ffprobe decodes
+//! each at its size. The hardware policy refuses `require` where no
+//! hardware encoder works.
+
+mod common;
+
+use common::*;
+
+const PROFILE: &str = r#"
+[transcode]
+default_profile = "three"
+[transcode.profiles.three]
+hw = "off"
+preset = "ultrafast"
+rungs = [
+  { height = 480, bitrate_kbps = 900 },
+  { height = 360, bitrate_kbps = 600 },
+  { height = 240, bitrate_kbps = 300, max_fps = 15 },
+]
+"#;
+
+/// `EXTINF` durations by media sequence number, complete segments only.
+fn segments(playlist: &str) -> std::collections::BTreeMap<u64, String> {
+    let mut msn: u64 = playlist
+        .lines()
+        .find_map(|l| l.strip_prefix("#EXT-X-MEDIA-SEQUENCE:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("a media sequence");
+    let mut out = std::collections::BTreeMap::new();
+    for l in playlist.lines() {
+        if let Some(d) = l.strip_prefix("#EXTINF:") {
+            out.insert(msn, d.trim_end_matches(',').to_owned());
+            msn += 1;
+        }
+    }
+    out
+}
+
+/// The init segment and the first complete segment of a rendition, joined
+/// into one file ffprobe can read.
+async fn first_segment_file(server: &Server, rendition: &str, playlist: &str, dir: &std::path::Path) -> String {
+    let map = playlist.lines().find(|l| l.starts_with("#EXT-X-MAP")).and_then(|l| attr(l, "URI")).expect("a map");
+    let seg = playlist.lines().skip_while(|l| !l.starts_with("#EXTINF")).nth(1).expect("a segment URI").to_owned();
+    let (s1, init) = get(&server.hls_url("cam", map)).await;
+    let (s2, body) = get(&server.hls_url("cam", &seg)).await;
+    assert_eq!((s1, s2), (200, 200), "{rendition}: {map} and {seg}");
+    let path = dir.join(format!("{rendition}.mp4"));
+    std::fs::write(&path, [init.as_ref(), body.as_ref()].concat()).expect("write");
+    path.display().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_three_rung_ladder_is_listed_aligned_and_decodable() {
+    let server = Server::start_with_config(Some(PROFILE), &["--hls-segment", "1"]);
+    let mut args = vec!["-re".to_string()];
+    args.extend(lavfi_h264_aac(30, "1280x720", 30, 48000));
+    args.extend(["-f".into(), "flv".into(), server.rtmp_url("cam")]);
+    let mut publisher = ffmpeg_spawn(&args);
+
+    // The smallest rung's third segment: every rung is running by then.
+    wait_for_segment(&server, "cam", "video3", 3).await;
+    let multivariant = get_text(&server.hls_url("cam", "index.m3u8")).await;
+    let variants: Vec<(&str, &str)> = multivariant
+        .lines()
+        .zip(multivariant.lines().skip(1))
+        .filter(|(l, _)| l.starts_with("#EXT-X-STREAM-INF"))
+        .collect();
+    let sizes: Vec<&str> = variants.iter().filter_map(|(l, _)| attr(l, "RESOLUTION")).collect();
+    assert_eq!(sizes, ["1280x720", "854x480", "640x360", "426x240"], "{multivariant}");
+    let uris: Vec<&str> = variants.iter().map(|(_, u)| u.split('?').next().unwrap_or(u)).collect();
+    assert_eq!(uris, ["video.m3u8", "video1.m3u8", "video2.m3u8", "video3.m3u8"]);
+    for ((line, _), kbps) in variants.iter().skip(1).zip([900u64, 600, 300]) {
+        let bandwidth: u64 = attr(line, "BANDWIDTH").and_then(|b| b.parse().ok()).expect("BANDWIDTH");
+        assert!(bandwidth >= kbps * 1000, "BANDWIDTH at least the rung's bitrate: {line}");
+        let codecs = attr(line, "CODECS").expect("CODECS");
+        assert!(codecs.starts_with("avc1.") && codecs.contains("mp4a.40.2"), "{line}");
+    }
+    assert!(variants[3].0.contains("FRAME-RATE=15.000"), "the capped rung: {}", variants[3].0);
+
+    // Same segment numbers and durations in every rendition.
+    let msn = 3;
+    let mut lists = Vec::new();
+    for r in ["video", "video1", "video2", "video3"] {
+        lists.push((r, wait_for_segment(&server, "cam", r, msn).await));
+    }
+    let reference = segments(&lists[0].1);
+    for (r, p) in &lists[1..] {
+        let mine = segments(p);
+        for (n, d) in &mine {
+            if let Some(theirs) = reference.get(n) {
+                assert_eq!(d, theirs, "{r}: segment {n} lasts what the source's does\n{p}\n{}", lists[0].1);
+            }
+        }
+        assert!(mine.keys().filter(|n| reference.contains_key(n)).count() >= 2, "{r} shares segments: {p}");
+    }
+
+    // ffprobe decodes each rung at its size, and its segments start with an IDR.
+    for ((r, p), size) in lists.iter().zip(["1280x720", "854x480", "640x360", "426x240"]) {
+        let file = first_segment_file(&server, r, p, server.dir.path()).await;
+        let probe =
+            ffprobe(&file, &["-count_frames", "-show_entries", "stream=codec_name,width,height,nb_read_frames"]);
+        let v = probe.iter().find(|s| s.get("codec_name").map(String::as_str) == Some("h264")).expect("a video stream");
+        assert_eq!(format!("{}x{}", v["width"], v["height"]), size, "{r}");
+        let frames: u32 = v["nb_read_frames"].parse().expect("frames");
+        assert!(frames >= 10, "{r} decodes: {frames} frames");
+        let keys = ffprobe(&file, &["-select_streams", "v", "-show_entries", "packet=flags"]);
+        assert!(keys.first().is_some_and(|k| k["flags"].starts_with('K')), "{r} segment starts with a keyframe");
+    }
+
+    // The MPD lists the same ladder.
+    let mpd = get_text(&format!("http://{}/dash/cam/index.mpd", server.http)).await;
+    for w in ["width=\"1280\"", "width=\"854\"", "width=\"640\"", "width=\"426\""] {
+        assert!(mpd.contains(w), "{w} in the MPD: {mpd}");
+    }
+
+    // The API and /metrics show the ladder.
+    let live = api_ok("GET", &server.api("/streams/cam/live"), ADMIN_KEY, None, 200).await;
+    let t = &live["transcode"];
+    assert_eq!(t["profile"], "three", "{live}");
+    let rungs = t["rungs"].as_array().expect("rungs");
+    assert_eq!(rungs.len(), 3);
+    for r in rungs {
+        assert_eq!(r["encoder"], "libx264");
+        assert!(r["frames_out"].as_u64().unwrap_or(0) > 0, "{r}");
+    }
+    let (_, metrics) = get(&format!("http://{}/metrics", server.admin)).await;
+    let metrics = String::from_utf8_lossy(&metrics);
+    assert!(
+        metrics
+            .contains("tidecast_transcode_rung_frames{encoder=\"libx264\",rung=\"480p\",stream=\"cam\",what=\"out\"}"),
+        "{metrics}"
+    );
+    let _ = publisher.kill();
+    let _ = publisher.wait();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hw_require_without_hardware_refuses_the_ladder_and_the_source_plays() {
+    let config = PROFILE.replace("hw = \"off\"", "hw = \"require\"");
+    let server = Server::start_with_config(Some(&config), &["--hls-segment", "1"]);
+    // The probe runs at start-up; its result decides what to expect.
+    let encoders = until("the encoder probe", 60, || async {
+        let load = api_ok("GET", &server.api("/load"), ADMIN_KEY, None, 200).await;
+        let e = load["encoders"].as_array().cloned().unwrap_or_default();
+        (!e.is_empty()).then_some(e)
+    })
+    .await;
+    let hardware = encoders
+        .iter()
+        .any(|e| e["works"] == true && ["h264_nvenc", "h264_qsv"].contains(&e["name"].as_str().unwrap_or("")));
+    let mut args = vec!["-re".to_string()];
+    args.extend(lavfi_h264_aac(20, "640x360", 30, 48000));
+    args.extend(["-f".into(), "flv".into(), server.rtmp_url("cam")]);
+    let mut publisher = ffmpeg_spawn(&args);
+    wait_for_segment(&server, "cam", "video", 2).await;
+    let multivariant = get_text(&server.hls_url("cam", "index.m3u8")).await;
+    if hardware {
+        eprintln!("a hardware encoder works here: the require policy is satisfied");
+    } else {
+        assert_eq!(multivariant.matches("#EXT-X-STREAM-INF").count(), 1, "the source alone: {multivariant}");
+        let load = api_ok("GET", &server.api("/load"), ADMIN_KEY, None, 200).await;
+        assert_eq!(load["transcode"]["refused_total"], 1, "{load}");
+        let log = server.log();
+        assert!(log.contains("ladder refused") && log.contains("require"), "a clear reason in the log");
+    }
+    let _ = publisher.kill();
+    let _ = publisher.wait();
+}
