@@ -180,9 +180,13 @@ impl Default for WebRtc {
 
 /// Transcoding: named ladder profiles, and the one streams get when they
 /// select none.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Transcode {
+    /// Every stream's audio gets the other codec as a second track: AAC
+    /// sources get Opus (WebRTC viewers hear them), Opus sources get AAC
+    /// (LL-HLS, DASH and RTMP players hear them).
+    pub audio_bridge: bool,
     /// The profile of streams that select none (unset: such streams are
     /// not transcoded). `default` is built in: 720p, 480p, 360p, 240p.
     pub default_profile: Option<String>,
@@ -190,6 +194,12 @@ pub struct Transcode {
     /// the hardware policy (`hw = "auto" | "require" | "off"`). A profile
     /// named `default` replaces the built-in one.
     pub profiles: std::collections::HashMap<String, tidecast_transcode::Profile>,
+}
+
+impl Default for Transcode {
+    fn default() -> Self {
+        Transcode { audio_bridge: true, default_profile: None, profiles: std::collections::HashMap::new() }
+    }
 }
 
 /// One ICE server for clients.

@@ -303,7 +303,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         });
     }
     // Ladders for streams that select a transcode profile (src/transcoding.rs).
-    let transcoders = Transcoders::new(cfg.transcode.profiles.clone());
+    let transcoders = Transcoders::new(cfg.transcode.profiles.clone(), cfg.transcode.audio_bridge);
     {
         let by_config: HashMap<String, String> =
             cfg.streams.iter().filter_map(|s| Some((s.name.clone(), s.transcode_profile.clone()?))).collect();

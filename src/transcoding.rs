@@ -14,7 +14,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use tidecast_media::{Registry, RegistryEvent};
 use tidecast_transcode::probe::EncoderProbe;
-use tidecast_transcode::{policy, Ladder, LadderReport, LadderSpec, Profile};
+use tidecast_transcode::{policy, AudioBridge, Ladder, LadderReport, LadderSpec, Profile};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -26,6 +26,9 @@ pub type ProfileOf = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
 pub struct Transcoders {
     profiles: HashMap<String, Profile>,
     ladders: Mutex<HashMap<String, Ladder>>,
+    /// Whether every stream gets the audio bridge.
+    audio_bridge: bool,
+    bridges: Mutex<HashMap<String, AudioBridge>>,
     /// Ladders started with software because `auto` found no hardware.
     pub hw_fallbacks: AtomicU64,
     /// Ladders refused (unknown profile, `require` without hardware).
@@ -35,11 +38,13 @@ pub struct Transcoders {
 impl Transcoders {
     /// Ladders from `profiles` (the built-in `default` included unless the
     /// file replaces it).
-    pub fn new(mut profiles: HashMap<String, Profile>) -> Arc<Transcoders> {
+    pub fn new(mut profiles: HashMap<String, Profile>, audio_bridge: bool) -> Arc<Transcoders> {
         profiles.entry("default".to_owned()).or_insert_with(Profile::standard);
         Arc::new(Transcoders {
             profiles,
             ladders: Mutex::new(HashMap::new()),
+            audio_bridge,
+            bridges: Mutex::new(HashMap::new()),
             hw_fallbacks: AtomicU64::new(0),
             refused: AtomicU64::new(0),
         })
@@ -72,8 +77,21 @@ impl Transcoders {
             {
                 match next {
                     Ok(RegistryEvent::Started(stream)) => {
-                        if self.ladders.lock().contains_key(stream.name()) {
+                        if self.ladders.lock().contains_key(stream.name())
+                            || self.bridges.lock().contains_key(stream.name())
+                        {
                             continue;
+                        }
+                        if self.audio_bridge {
+                            // Waits for the stream's tracks: AAC gets Opus, Opus gets AAC.
+                            match AudioBridge::start(stream.clone(), tokio::runtime::Handle::current()) {
+                                Ok(b) => {
+                                    self.bridges.lock().insert(stream.name().to_owned(), b);
+                                }
+                                Err(e) => {
+                                    warn!(stream = stream.name(), error = %e, "transcode: cannot start the audio bridge's thread")
+                                }
+                            }
                         }
                         let Some(name) = profile_of(stream.name()) else { continue };
                         // The probe runs once at start-up; a stream that starts
@@ -89,6 +107,7 @@ impl Transcoders {
                         self.start(stream, &name, &found);
                     }
                     Ok(RegistryEvent::Ended(name)) => {
+                        self.bridges.lock().remove(&name);
                         if self.ladders.lock().remove(&name).is_some() {
                             info!(stream = %name, "transcode: ladder stopped (the stream ended)");
                         }
@@ -97,12 +116,14 @@ impl Transcoders {
                         let live: std::collections::HashSet<String> =
                             registry.streams().iter().map(|s| s.name().to_owned()).collect();
                         self.ladders.lock().retain(|n, _| live.contains(n));
+                        self.bridges.lock().retain(|n, _| live.contains(n));
                     }
                     Err(_) => break,
                 }
             }
         }
         self.ladders.lock().clear();
+        self.bridges.lock().clear();
     }
 
     fn start(&self, stream: Arc<tidecast_media::Stream>, name: &str, probes: &[EncoderProbe]) {
@@ -145,7 +166,7 @@ impl Transcoders {
 
 impl tidecast_control::load::TranscodeSource for Transcoders {
     fn load(&self) -> tidecast_control::load::TranscodeLoad {
-        use tidecast_control::load::{LadderStatus, RungStatus, TranscodeLoad};
+        use tidecast_control::load::{BridgeStatus, LadderStatus, RungStatus, TranscodeLoad};
         let mut ladders: Vec<LadderStatus> = self
             .reports()
             .into_iter()
@@ -178,8 +199,29 @@ impl tidecast_control::load::TranscodeSource for Transcoders {
             })
             .collect();
         ladders.sort_by(|a, b| a.stream.cmp(&b.stream));
+        let mut audio_bridges: Vec<BridgeStatus> = self
+            .bridges
+            .lock()
+            .iter()
+            .map(|(stream, b)| {
+                let s = b.stats();
+                let n = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+                BridgeStatus {
+                    stream: stream.clone(),
+                    running: s.runs.running.load(Ordering::Relaxed),
+                    frames_in: n(&s.frames_in),
+                    frames_out: n(&s.frames_out),
+                    decode_errors: n(&s.decode_errors),
+                    resyncs: n(&s.resyncs),
+                    failures: n(&s.runs.failures),
+                    last_error: s.runs.last_error.lock().clone(),
+                }
+            })
+            .collect();
+        audio_bridges.sort_by(|a, b| a.stream.cmp(&b.stream));
         TranscodeLoad {
             ladders,
+            audio_bridges,
             hw_fallbacks_total: self.hw_fallbacks.load(Ordering::Relaxed),
             refused_total: self.refused.load(Ordering::Relaxed),
         }

@@ -122,9 +122,21 @@ async fn chromium_whip_reaches_ll_hls_and_whep() {
 
     // The same stream over LL-HLS, read by ffprobe.
     wait_for_segment(&server, "cam", "video", 1).await;
-    let streams = ffprobe(&server.hls_url("cam", "index.m3u8"), &["-show_streams"]);
+    // The audio bridge gives the Opus source an AAC track, which HLS lists
+    // (every HLS player decodes AAC); ffprobe decodes it.
+    let aac = until("the bridged AAC track in the multivariant playlist", 30, || async {
+        let (_, body) = get(&server.hls_url("cam", "index.m3u8")).await;
+        String::from_utf8_lossy(&body).contains("mp4a.40.2").then_some(())
+    });
+    aac.await;
+    let streams = ffprobe(&server.hls_url("cam", "index.m3u8"), &["-count_frames", "-show_streams"]);
     let codecs: Vec<&str> = streams.iter().filter_map(|s| s.get("codec_name").map(String::as_str)).collect();
-    assert!(codecs.contains(&"h264") && codecs.contains(&"opus"), "HLS carries the WHIP tracks: {codecs:?}");
+    assert!(codecs.contains(&"h264") && codecs.contains(&"aac"), "HLS carries video and AAC: {codecs:?}");
+    let decoded = streams
+        .iter()
+        .find(|s| s.get("codec_name").map(String::as_str) == Some("aac"))
+        .and_then(|s| s.get("nb_read_frames")?.parse::<u64>().ok());
+    assert!(decoded.unwrap_or(0) > 10, "ffprobe decodes the AAC track: {streams:?}");
 
     // A second Chromium plays it over WHEP.
     let seen = play(&server, "cam", "-").await;
@@ -177,7 +189,9 @@ async fn chromium_whip_av1_vp9_and_vp8_reach_ll_hls() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rtmp_h264_plays_over_whep_video_only() {
+/// An RTMP (H.264 + AAC) source over WHEP: the audio bridge gives it an
+/// Opus track, and Chromium hears the test tone.
+async fn rtmp_h264_aac_plays_over_whep_with_opus_audio() {
     check_browser_peers();
     let server = Server::start(&[]);
     let mut args = vec!["-re".to_string()];
@@ -193,8 +207,10 @@ async fn rtmp_h264_plays_over_whep_video_only() {
     let _ = ffmpeg.wait();
     assert_eq!(seen["status"], 201, "{seen}");
     assert!(seen["framesDecoded"].as_u64().unwrap_or(0) >= 30, "frames decoded: {seen}");
-    assert_eq!(seen["audioPackets"], 0, "AAC is not sent: {seen}");
-    assert!(seen["notes"].as_str().is_some_and(|n| n.contains("AAC")), "the answer says why: {seen}");
+    assert!(seen["audioPackets"].as_u64().unwrap_or(0) >= 50, "Opus audio arrives: {seen}");
+    assert_eq!(seen["audioCodec"], "audio/opus", "{seen}");
+    assert!(seen["audioEnergy"].as_f64().unwrap_or(0.0) > 0.0, "the 440 Hz tone is heard: {seen}");
+    assert!(!seen["notes"].as_str().unwrap_or("").contains("AAC"), "no video-only note: {seen}");
     wait_no_live_sessions(&server).await;
 }
 

@@ -112,6 +112,8 @@ pub struct LoadReport {
 pub struct TranscodeLoad {
     /// Each stream's ladder.
     pub ladders: Vec<LadderStatus>,
+    /// Each stream's audio bridge (AAC to Opus, Opus to AAC).
+    pub audio_bridges: Vec<BridgeStatus>,
     /// Ladders started on software because `hw = "auto"` found no working
     /// hardware encoder, since start.
     pub hw_fallbacks_total: u64,
@@ -144,6 +146,28 @@ pub struct LadderStatus {
     pub last_error: Option<String>,
     /// The rungs, largest first.
     pub rungs: Vec<RungStatus>,
+}
+
+/// One stream's audio bridge.
+#[derive(Debug, Clone, Default, Serialize, ToSchema)]
+pub struct BridgeStatus {
+    /// The stream.
+    pub stream: String,
+    /// Whether it is running (false while it waits to retry).
+    pub running: bool,
+    /// Source audio frames decoded.
+    pub frames_in: u64,
+    /// Bridged frames published.
+    pub frames_out: u64,
+    /// Source frames the decoder rejected.
+    pub decode_errors: u64,
+    /// Times its timeline started again at the source's (a gap in the source).
+    pub resyncs: u64,
+    /// Runs that failed (each retried).
+    pub failures: u64,
+    /// Why the last run failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
 }
 
 /// One rung of a ladder.

@@ -146,10 +146,17 @@ if (mode === 'caps') {
             const c = report.get(s.codecId);
             out.codec = c && c.mimeType;
           }
-          if (s.type === 'inbound-rtp' && s.kind === 'audio') out.audioPackets = s.packetsReceived || 0;
+          if (s.type === 'inbound-rtp' && s.kind === 'audio') {
+            out.audioPackets = s.packetsReceived || 0;
+            out.audioEnergy = s.totalAudioEnergy || 0;
+            out.audioLevel = Math.max(out.audioLevel || 0, s.audioLevel || 0);
+            const c = report.get(s.codecId);
+            out.audioCodec = c && c.mimeType;
+          }
         });
         if (out.framesDecoded > 0 && out.firstFrameMs === null) out.firstFrameMs = performance.now() - started;
-        if (out.framesDecoded >= 30 && (out.audioPackets > 0 || notes)) break;
+        const heard = out.audioPackets >= 50 && out.audioEnergy > 0;
+        if (out.framesDecoded >= 30 && (heard || (notes && out.audioPackets === 0 && performance.now() - started > 5000))) break;
       }
       out.connectionState = pc.connectionState;
       out.deleteStatus = await window.tidecast.remove(location, token);

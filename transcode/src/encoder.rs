@@ -34,7 +34,8 @@ pub const TIME_BASE: ff::Rational = ff::Rational(1, 1_000_000);
 /// (rate control needs a nominal one).
 pub fn open(name: &'static str, rung: &PlannedRung, profile: &Profile, fps: f64) -> Result<OpenedEncoder, String> {
     let codec = ff::encoder::find_by_name(name).ok_or_else(|| format!("{name} is not in this FFmpeg build"))?;
-    let format = if name == "h264_qsv" || name == "h264_vaapi" { ff::format::Pixel::NV12 } else { ff::format::Pixel::YUV420P };
+    let format =
+        if name == "h264_qsv" || name == "h264_vaapi" { ff::format::Pixel::NV12 } else { ff::format::Pixel::YUV420P };
     let mut enc = ff::codec::context::Context::new_with_codec(codec).encoder().video().map_err(|e| e.to_string())?;
     let fps = rung.max_fps.map_or(fps, |m| m.min(fps)).clamp(1.0, 240.0);
     let kbps = rung.bitrate_kbps as usize;

@@ -17,12 +17,11 @@
 //! supervisor starts it again after a growing pause.
 
 use std::collections::VecDeque;
-use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use ffmpeg_next as ff;
 use parking_lot::Mutex;
@@ -35,11 +34,10 @@ use tracing::{info, warn};
 
 use crate::encoder::{self, OpenedEncoder};
 use crate::profile::{PlannedRung, Profile};
+use crate::supervise::{supervise, RunEnd, RunStats, Stop};
 
 /// Frames a rung's queue holds before it starts leaving frames out.
 pub const RUNG_QUEUE: usize = 8;
-/// The longest pause between two attempts after failures.
-pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// Counters of one rung.
 #[derive(Debug, Default)]
@@ -71,20 +69,16 @@ pub struct RungStats {
 pub struct LadderStats {
     /// The profile's name.
     pub profile: String,
-    /// Whether a run is going (false while it waits to retry, or after the end).
-    pub running: AtomicBool,
+    /// Runs, failures and the last error.
+    pub runs: RunStats,
     /// Source frames handed to the decoder.
     pub frames_in: AtomicU64,
     /// Pictures the decoder produced.
     pub frames_decoded: AtomicU64,
     /// Source frames the decoder rejected.
     pub decode_errors: AtomicU64,
-    /// Runs that ended in an error or a panic.
-    pub failures: AtomicU64,
     /// Microseconds spent decoding.
     pub decode_micros: AtomicU64,
-    /// Why the last run failed.
-    pub last_error: Mutex<Option<String>>,
     /// The rungs of the current run.
     pub rungs: Mutex<Vec<Arc<RungStats>>>,
 }
@@ -144,13 +138,13 @@ impl LadderStats {
         let secs = |a: &AtomicU64| a.load(Ordering::Relaxed) as f64 / 1e6;
         LadderReport {
             profile: self.profile.clone(),
-            running: self.running.load(Ordering::Relaxed),
+            running: self.runs.running.load(Ordering::Relaxed),
             frames_in: self.frames_in.load(Ordering::Relaxed),
             frames_decoded: self.frames_decoded.load(Ordering::Relaxed),
             decode_errors: self.decode_errors.load(Ordering::Relaxed),
-            failures: self.failures.load(Ordering::Relaxed),
+            failures: self.runs.failures.load(Ordering::Relaxed),
             decode_cpu_seconds: secs(&self.decode_micros),
-            last_error: self.last_error.lock().clone(),
+            last_error: self.runs.last_error.lock().clone(),
             rungs: self
                 .rungs
                 .lock()
@@ -175,9 +169,7 @@ impl LadderStats {
 /// A running ladder; dropping it stops it and withdraws its tracks.
 pub struct Ladder {
     stats: Arc<LadderStats>,
-    stop: Arc<AtomicBool>,
-    wake: Arc<tokio::sync::Notify>,
-    thread: Option<JoinHandle<()>>,
+    stop: Stop,
 }
 
 impl std::fmt::Debug for Ladder {
@@ -213,8 +205,7 @@ impl Ladder {
     pub fn start(stream: Arc<Stream>, spec: LadderSpec, rt: tokio::runtime::Handle) -> std::io::Result<Ladder> {
         crate::init();
         let stats = Arc::new(LadderStats { profile: spec.name.clone(), ..LadderStats::default() });
-        let stop = Arc::new(AtomicBool::new(false));
-        let wake = Arc::new(tokio::sync::Notify::new());
+        let stop = Stop::default();
         let first = stream.subscribe();
         let job = Job {
             stream: stream.clone(),
@@ -224,12 +215,17 @@ impl Ladder {
             rt,
             stats: stats.clone(),
             stop: stop.clone(),
-            wake: wake.clone(),
         };
-        let thread = std::thread::Builder::new()
-            .name(format!("ladder-{}", short(stream.name())))
-            .spawn(move || job.supervise(first))?;
-        Ok(Ladder { stats, stop, wake, thread: Some(thread) })
+        std::thread::Builder::new().name(format!("ladder-{}", short(stream.name()))).spawn(move || {
+            supervise(&job.stream, &job.rt, &job.stop, &job.stats.runs, "ladder", first, |sub| {
+                // A run's rungs are withdrawn with its writer.
+                let writer = Arc::new(job.stream.derive_tracks());
+                let end = job.run(sub, &writer);
+                job.stats.rungs.lock().clear();
+                end
+            })
+        })?;
+        Ok(Ladder { stats, stop })
     }
 
     /// The ladder's counters.
@@ -240,15 +236,13 @@ impl Ladder {
 
 impl Drop for Ladder {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        self.wake.notify_one();
         // The thread notices within one frame or one wake-up; it is not
-        // joined here so that dropping never blocks an async task.
-        drop(self.thread.take());
+        // joined, so that dropping never blocks an async task.
+        self.stop.stop();
     }
 }
 
-fn short(name: &str) -> String {
+pub(crate) fn short(name: &str) -> String {
     name.chars().take(8).collect()
 }
 
@@ -259,94 +253,16 @@ struct Job {
     queue: usize,
     rt: tokio::runtime::Handle,
     stats: Arc<LadderStats>,
-    stop: Arc<AtomicBool>,
-    wake: Arc<tokio::sync::Notify>,
-}
-
-enum RunEnd {
-    /// The stream ended or the ladder was stopped.
-    Done,
-    /// Something failed; try again later.
-    Failed(String),
+    stop: Stop,
 }
 
 impl Job {
-    fn supervise(self, first: Subscriber) {
-        let mut backoff = Duration::from_secs(1);
-        let mut first = Some(first);
-        loop {
-            let sub = first.take().unwrap_or_else(|| self.stream.subscribe());
-            let writer = Arc::new(self.stream.derive_tracks());
-            self.stats.running.store(true, Ordering::Relaxed);
-            let started = Instant::now();
-            let end = match std::panic::catch_unwind(AssertUnwindSafe(|| self.run(sub, &writer))) {
-                Ok(end) => end,
-                Err(panic) => {
-                    let what = panic
-                        .downcast_ref::<&str>()
-                        .map(|s| (*s).to_owned())
-                        .or_else(|| panic.downcast_ref::<String>().cloned())
-                        .unwrap_or_else(|| "unknown".into());
-                    RunEnd::Failed(format!("panic: {what}"))
-                }
-            };
-            self.stats.running.store(false, Ordering::Relaxed);
-            self.stats.rungs.lock().clear();
-            drop(writer); // withdraws the rung tracks
-            match end {
-                RunEnd::Done => return,
-                RunEnd::Failed(why) => {
-                    self.stats.failures.fetch_add(1, Ordering::Relaxed);
-                    warn!(stream = self.stream.name(), profile = %self.stats.profile, error = %why,
-                        retry_in_ms = backoff.as_millis() as u64, "transcode: ladder failed; the source keeps playing");
-                    *self.stats.last_error.lock() = Some(why);
-                }
-            }
-            if started.elapsed() > MAX_BACKOFF * 2 {
-                backoff = Duration::from_secs(1);
-            }
-            let stream = self.stream.clone();
-            let wake = self.wake.clone();
-            let ended = self.rt.block_on(async {
-                let mut sub = stream.subscribe();
-                let until = tokio::time::sleep(backoff);
-                tokio::pin!(until);
-                loop {
-                    tokio::select! {
-                        _ = &mut until => return false,
-                        _ = wake.notified() => return true,
-                        ev = sub.recv() => if ev.is_none() { return true },
-                    }
-                }
-            });
-            if ended || self.stop.load(Ordering::Relaxed) {
-                return;
-            }
-            backoff = (backoff * 2).min(MAX_BACKOFF);
-        }
-    }
-
     fn run(&self, mut sub: Subscriber, writer: &Arc<TrackWriter>) -> RunEnd {
         let mut source: Option<Track> = None;
         let mut decoder: Option<Decoder> = None;
         let mut rungs: Vec<RungLink> = Vec::new();
         let tracks = Arc::new(Mutex::new(Vec::<Track>::new()));
-        loop {
-            if self.stop.load(Ordering::Relaxed) {
-                return RunEnd::Done;
-            }
-            let wake = self.wake.clone();
-            let ev = self.rt.block_on(async {
-                tokio::select! {
-                    ev = sub.recv() => Some(ev),
-                    _ = wake.notified() => None,
-                }
-            });
-            let ev = match ev {
-                None => return RunEnd::Done,
-                Some(None) => return RunEnd::Done,
-                Some(Some(ev)) => ev,
-            };
+        while let Some(ev) = self.stop.next(&self.rt, &mut sub) {
             match ev {
                 Event::Tracks(ts) => {
                     let next = ts.iter().find(|t| t.id < DERIVED_TRACK_BASE && t.kind() == MediaKind::Video).cloned();
@@ -408,6 +324,7 @@ impl Job {
                 }
             }
         }
+        RunEnd::Done
     }
 
     fn open_rungs(
@@ -437,8 +354,14 @@ impl Job {
                 encoder: Mutex::new(opened.name.to_owned()),
                 ..RungStats::default()
             });
-            info!(stream = self.stream.name(), width = rung.width, height = rung.height, kbps = rung.bitrate_kbps,
-                encoder = opened.name, "transcode: rung started");
+            info!(
+                stream = self.stream.name(),
+                width = rung.width,
+                height = rung.height,
+                kbps = rung.bitrate_kbps,
+                encoder = opened.name,
+                "transcode: rung started"
+            );
             new_tracks.push(track);
             stats.push(rs.clone());
             let (tx, rx) = sync_channel(self.queue);
@@ -523,14 +446,18 @@ impl Decoder {
             Codec::Vp9 => ff::codec::Id::VP9,
             other => return Err(format!("cannot decode {} video", other.name())),
         };
-        let codec = ff::decoder::find(id).ok_or_else(|| format!("no {} decoder in this FFmpeg build", track.codec.name()))?;
+        let codec =
+            ff::decoder::find(id).ok_or_else(|| format!("no {} decoder in this FFmpeg build", track.codec.name()))?;
         let mut ctx = ff::codec::context::Context::new_with_codec(codec);
         if !track.config.is_empty() {
             set_extradata(&mut ctx, &track.config)?;
         }
         let mut dec = ctx.decoder();
         dec.set_packet_time_base(encoder::TIME_BASE);
-        let dec = dec.open_as(codec).and_then(|o| o.video()).map_err(|e| format!("cannot open the {} decoder: {e}", track.codec.name()))?;
+        let dec = dec
+            .open_as(codec)
+            .and_then(|o| o.video())
+            .map_err(|e| format!("cannot open the {} decoder: {e}", track.codec.name()))?;
         Ok(Decoder { dec, times: DecodeTimes::default(), size: None })
     }
 
@@ -572,7 +499,7 @@ impl Decoder {
     }
 }
 
-fn set_extradata(ctx: &mut ff::codec::context::Context, data: &[u8]) -> Result<(), String> {
+pub(crate) fn set_extradata(ctx: &mut ff::codec::context::Context, data: &[u8]) -> Result<(), String> {
     let len = i32::try_from(data.len()).map_err(|_| "codec configuration too large".to_owned())?;
     // SAFETY: FFmpeg owns `extradata` once set and frees it with the
     // context; it must come from av_malloc and carry zeroed padding, which
@@ -857,7 +784,15 @@ mod tests {
     fn decode_times_give_keyframes_their_own_and_never_pass_presentation() {
         // IBBP-like: decode order I(0) P(3) B(1) B(2) P(6) B(4) B(5), 10 µs a frame,
         // each shown 10 µs after decoding at the earliest.
-        let frames = [(10, 0, true), (40, 10, false), (20, 20, false), (30, 30, false), (70, 40, false), (50, 50, false), (60, 60, false)];
+        let frames = [
+            (10, 0, true),
+            (40, 10, false),
+            (20, 20, false),
+            (30, 30, false),
+            (70, 40, false),
+            (50, 50, false),
+            (60, 60, false),
+        ];
         let mut t = DecodeTimes::default();
         for (pts, dts, key) in frames {
             t.input(pts, dts, key);

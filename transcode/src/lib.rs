@@ -12,20 +12,25 @@
 //!   own thread and published as a track of the same stream, keyframes on
 //!   the source's.
 //!
-//! Not built yet: the AAC <-> Opus audio bridge.
+//! * [`audio`]: the audio bridge, AAC to Opus for WebRTC and Opus to AAC
+//!   for everything else, as a track of the same stream.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
+pub mod audio;
 mod encoder;
 pub mod ladder;
 pub mod log;
 pub mod policy;
 pub mod probe;
 pub mod profile;
+mod supervise;
 
+pub use audio::AudioBridge;
 pub use ladder::{Ladder, LadderReport, LadderSpec, LadderStats};
 pub use profile::{HwPolicy, Profile};
+pub use supervise::{RunStats, MAX_BACKOFF};
 
 use std::sync::Once;
 

@@ -30,7 +30,17 @@ pub fn choose(policy: HwPolicy, probes: &[EncoderProbe]) -> Result<Choice, Strin
         let reasons: Vec<String> = probes
             .iter()
             .filter(|p| p.hardware)
-            .map(|p| format!("{}: {}", p.name, p.reason.as_deref().unwrap_or(if p.works { "works, but the ladder cannot feed it yet" } else { "failed" })))
+            .map(|p| {
+                format!(
+                    "{}: {}",
+                    p.name,
+                    p.reason.as_deref().unwrap_or(if p.works {
+                        "works, but the ladder cannot feed it yet"
+                    } else {
+                        "failed"
+                    })
+                )
+            })
             .collect();
         if reasons.is_empty() {
             "not probed".to_owned()

@@ -125,7 +125,11 @@ async fn rungs_are_tracks_of_the_stream_with_idrs_on_the_source_keyframes() {
     .await
     .unwrap_or_else(|_| {
         let keys: Vec<(u32, i64)> = rung_frames.iter().filter(|f| f.keyframe).map(|f| (f.track, f.dts)).collect();
-        panic!("the rungs did not arrive: {} rung frames, keys {keys:?}, tracks {tracks:?}, {:?}", rung_frames.len(), ladder.stats().report())
+        panic!(
+            "the rungs did not arrive: {} rung frames, keys {keys:?}, tracks {tracks:?}, {:?}",
+            rung_frames.len(),
+            ladder.stats().report()
+        )
     });
     assert!(done(&rung_frames), "every rung reached the end of the source");
 

@@ -5,7 +5,7 @@
 
 use std::fmt::Write;
 
-use tidecast_media::MediaKind;
+use tidecast_media::{Codec, MediaKind};
 
 use super::HlsConfig;
 use crate::cmaf::{Rendition, Segmenter};
@@ -73,7 +73,12 @@ pub fn multivariant(p: &Segmenter) -> String {
     let mut out = String::from("#EXTM3U\n#EXT-X-VERSION:9\n#EXT-X-INDEPENDENT-SEGMENTS\n");
     let of = |kind| p.renditions.iter().filter(move |r| r.track.kind() == kind);
     let videos: Vec<&Rendition> = of(MediaKind::Video).collect();
-    let audios: Vec<&Rendition> = of(MediaKind::Audio).collect();
+    let mut audios: Vec<&Rendition> = of(MediaKind::Audio).collect();
+    // Every HLS player decodes AAC, not every one Opus (Safari): where a
+    // stream has both (the audio bridge made one of them), only AAC is listed.
+    if audios.iter().any(|a| a.track.codec == Codec::Aac) {
+        audios.retain(|a| a.track.codec != Codec::Opus);
+    }
     // The measured peak, or at least the declared bitrate (a ladder's
     // rungs declare theirs), or a floor by kind.
     let bitrate = |r: &Rendition| {

@@ -403,3 +403,33 @@ fn a_configuration_change_starts_a_new_dash_period() {
     let text = playlist::media(&cfg(), &p, p.rendition("video").unwrap(), "r", Skip::No);
     assert!(text.contains("video-r-i1.mp4"), "{text}");
 }
+
+/// A stream with Opus and (bridged) AAC audio lists only AAC in the
+/// multivariant playlist: every HLS player decodes it.
+#[test]
+fn with_opus_and_aac_the_multivariant_playlist_lists_aac() {
+    let opus_head = tidecast_codecs::opus::build_head(2, 312);
+    let opus = Track {
+        id: 1,
+        codec: Codec::Opus,
+        info: tidecast_codecs::describe(Codec::Opus, &opus_head).unwrap(),
+        config: Bytes::from(opus_head),
+    };
+    let mut aac = tracks()[1].clone();
+    aac.id = tidecast_media::DERIVED_TRACK_BASE;
+    let all: Arc<[Track]> = Arc::from(vec![tracks()[0].clone(), opus, aac]);
+    let mut p = Segmenter::new(cfg().segmenter());
+    for e in events(5, 50) {
+        match e {
+            Event::Tracks(_) => p.on_event(Event::Tracks(all.clone())),
+            Event::Frame(f) if f.track == 1 => {
+                p.on_event(Event::Frame(f.clone()));
+                p.on_event(Event::Frame(Frame { track: tidecast_media::DERIVED_TRACK_BASE, ..f }));
+            }
+            other => p.on_event(other),
+        }
+    }
+    let text = playlist::multivariant(&p);
+    assert_eq!(text.matches("#EXT-X-MEDIA:TYPE=AUDIO").count(), 1, "{text}");
+    assert!(text.contains("URI=\"audio1.m3u8\"") && text.contains("mp4a.40.2") && !text.contains("opus"), "{text}");
+}

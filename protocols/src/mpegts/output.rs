@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tidecast_media::outputs::{OutputTask, Outputs, Start, StartOutput};
 use tidecast_media::{
-    Event, Frame, MediaKind, Publisher, Registry, Stream, StreamConfig, Subscriber, Track, DERIVED_TRACK_BASE,
+    Codec, Event, Frame, MediaKind, Publisher, Registry, Stream, StreamConfig, Subscriber, Track, DERIVED_TRACK_BASE,
 };
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
@@ -79,9 +79,15 @@ async fn mux(source: Arc<Stream>, out: Publisher, shutdown: CancellationToken) -
         };
         match ev {
             Some(Event::Tracks(tracks)) => {
-                // The publisher's own tracks: a ladder's renditions would
-                // multiply every TS viewer's bandwidth.
-                let tracks: Vec<Track> = tracks.iter().filter(|t| t.id < DERIVED_TRACK_BASE).cloned().collect();
+                // The publisher's own tracks (a ladder's renditions would
+                // multiply every TS viewer's bandwidth), plus a bridged AAC
+                // track when the source's audio is Opus, which TS cannot carry.
+                let own_aac = tracks.iter().any(|t| t.id < DERIVED_TRACK_BASE && t.codec == Codec::Aac);
+                let tracks: Vec<Track> = tracks
+                    .iter()
+                    .filter(|t| t.id < DERIVED_TRACK_BASE || (!own_aac && t.codec == Codec::Aac))
+                    .cloned()
+                    .collect();
                 let m = TsMuxer::new(&tracks);
                 for (track, why) in m.skipped() {
                     info!(stream = source.name(), track, "mpeg-ts output leaves a track out: {why}");

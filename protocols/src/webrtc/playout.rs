@@ -83,25 +83,30 @@ pub struct Carried {
     pub h264_profile: Option<(u8, u8)>,
 }
 
-/// Decides what of `tracks` WebRTC carries.
+/// Decides what of `tracks` WebRTC carries: the first H.264 and the first
+/// Opus track (a ladder's rung or the audio bridge's track when the
+/// source's own cannot be carried).
 pub fn carried(tracks: &[Track]) -> Carried {
     let mut c = Carried::default();
-    for t in tracks {
+    if let Some(t) = tracks.iter().find(|t| t.codec == Codec::H264) {
+        c.video = true;
+        if let Ok(cfg) = h264::parse_config(&t.config) {
+            c.h264_profile = cfg.sps.first().and_then(|s| Some((*s.get(1)?, *s.get(2)?)));
+        }
+    }
+    c.audio = tracks.iter().any(|t| t.codec == Codec::Opus);
+    for t in tracks.iter().filter(|t| t.id < tidecast_media::DERIVED_TRACK_BASE) {
         match t.codec {
-            Codec::H264 if !c.video => {
-                c.video = true;
-                if let Ok(cfg) = h264::parse_config(&t.config) {
-                    c.h264_profile = cfg.sps.first().and_then(|s| Some((*s.get(1)?, *s.get(2)?)));
-                }
-            }
-            Codec::Opus if !c.audio => c.audio = true,
-            Codec::Aac => c.notes.push(
-                "audio is AAC, which WebRTC cannot carry: playing video only (transcoding to Opus is not built yet)"
+            Codec::H264 | Codec::Opus => {}
+            Codec::Aac if !c.audio => c.notes.push(
+                "audio is AAC, which WebRTC cannot carry: playing video only (the audio bridge to Opus is off or has not started)"
                     .into(),
             ),
+            Codec::Aac => {}
             other if other.kind() == tidecast_media::MediaKind::Video && !c.video => {
                 c.notes.push(format!("video is {}, which WHEP does not send yet (H.264 only)", other.name()))
             }
+            other if other.kind() == tidecast_media::MediaKind::Video => {}
             other => c.notes.push(format!("track {} ({}) is not sent", t.id, other.name())),
         }
     }

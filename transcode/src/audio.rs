@@ -1,0 +1,374 @@
+//! The audio bridge: an AAC source gets an Opus track (48 kHz) for WebRTC
+//! viewers, an Opus source (WHIP) an AAC track for LL-HLS players that
+//! cannot decode Opus, RTMP players and DASH. The new track joins the same
+//! stream, on its timeline.
+//!
+//! Timing: the bridged track starts at the first decoded frame's time and
+//! then advances by the samples it encodes, so it is gapless; when the
+//! source's time runs away from it by more than [`RESYNC_US`] (a gap, a
+//! reconnect) it starts again at the source's time.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use ffmpeg_next as ff;
+use tidecast_media::{Codec, Event, Frame, MediaKind, Stream, Subscriber, Track, TrackWriter, DERIVED_TRACK_BASE};
+use tracing::info;
+
+use crate::supervise::{supervise, RunEnd, RunStats, Stop};
+
+/// The bridged track's id.
+pub const BRIDGE_TRACK: u32 = DERIVED_TRACK_BASE + 0x100;
+/// How far the source's time may drift from the samples counted before the
+/// bridge starts its timeline again, microseconds.
+pub const RESYNC_US: i64 = 100_000;
+
+/// Counters of one stream's bridge.
+#[derive(Debug, Default)]
+pub struct BridgeStats {
+    /// Runs, failures and the last error.
+    pub runs: RunStats,
+    /// Source audio frames decoded.
+    pub frames_in: AtomicU64,
+    /// Bridged frames published.
+    pub frames_out: AtomicU64,
+    /// Source frames the decoder rejected.
+    pub decode_errors: AtomicU64,
+    /// Times the timeline started again at the source's time.
+    pub resyncs: AtomicU64,
+}
+
+/// A running bridge; dropping it stops it and withdraws its track.
+pub struct AudioBridge {
+    stats: Arc<BridgeStats>,
+    stop: Stop,
+}
+
+impl std::fmt::Debug for AudioBridge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AudioBridge").finish_non_exhaustive()
+    }
+}
+
+impl AudioBridge {
+    /// Starts bridging `stream`'s audio: AAC to Opus, Opus to AAC, nothing
+    /// for other codecs or a stream that already carries both.
+    pub fn start(stream: Arc<Stream>, rt: tokio::runtime::Handle) -> std::io::Result<AudioBridge> {
+        crate::init();
+        let stats = Arc::new(BridgeStats::default());
+        let stop = Stop::default();
+        let first = stream.subscribe();
+        let (st, sp) = (stats.clone(), stop.clone());
+        std::thread::Builder::new().name(format!("audio-{}", crate::ladder::short(stream.name()))).spawn(
+            move || {
+                supervise(&stream, &rt, &sp, &st.runs, "audio bridge", first, |sub| {
+                    let writer = stream.derive_tracks();
+                    run(sub, &writer, &rt, &sp, &st)
+                })
+            },
+        )?;
+        Ok(AudioBridge { stats, stop })
+    }
+
+    /// The bridge's counters.
+    pub fn stats(&self) -> &Arc<BridgeStats> {
+        &self.stats
+    }
+}
+
+impl Drop for AudioBridge {
+    fn drop(&mut self) {
+        self.stop.stop();
+    }
+}
+
+/// Which source track to bridge, and to what.
+fn pick(tracks: &[Track]) -> Option<(Track, Codec)> {
+    let own = || tracks.iter().filter(|t| t.id < DERIVED_TRACK_BASE && t.kind() == MediaKind::Audio);
+    let has = |c: Codec| tracks.iter().any(|t| t.codec == c);
+    let src = own().next()?;
+    match src.codec {
+        Codec::Aac if !has(Codec::Opus) => Some((src.clone(), Codec::Opus)),
+        Codec::Opus if !has(Codec::Aac) => Some((src.clone(), Codec::Aac)),
+        _ => None,
+    }
+}
+
+fn run(
+    mut sub: Subscriber,
+    writer: &TrackWriter,
+    rt: &tokio::runtime::Handle,
+    stop: &Stop,
+    stats: &BridgeStats,
+) -> RunEnd {
+    let mut source: Option<Track> = None;
+    let mut pipe: Option<Pipe> = None;
+    while let Some(ev) = stop.next(rt, &mut sub) {
+        match ev {
+            Event::Tracks(ts) => {
+                // Our own track is among them once published: pick from the others.
+                let others: Vec<Track> = ts.iter().filter(|t| t.id != BRIDGE_TRACK).cloned().collect();
+                let next = pick(&others);
+                if next.as_ref().map(|(t, _)| (t.id, t.codec, &t.config))
+                    == source.as_ref().map(|t| (t.id, t.codec, &t.config))
+                {
+                    continue;
+                }
+                pipe = None;
+                writer.set_tracks(Vec::new());
+                source = None;
+                if let Some((src, to)) = next {
+                    match Pipe::open(&src, to) {
+                        Ok(p) => {
+                            info!(
+                                stream = sub.stream().name(),
+                                from = src.codec.name(),
+                                to = to.name(),
+                                "transcode: audio bridge started"
+                            );
+                            writer.set_tracks(vec![p.track.clone()]);
+                            pipe = Some(p);
+                            source = Some(src);
+                        }
+                        Err(e) => return RunEnd::Failed(e),
+                    }
+                }
+            }
+            Event::Discontinuity => {
+                if let Some(p) = &mut pipe {
+                    p.restart();
+                }
+            }
+            Event::Frame(f) => {
+                let (Some(src), Some(p)) = (&source, &mut pipe) else { continue };
+                if f.track != src.id {
+                    continue;
+                }
+                stats.frames_in.fetch_add(1, Ordering::Relaxed);
+                match p.push(&f, stats) {
+                    Ok(out) => {
+                        for frame in out {
+                            stats.frames_out.fetch_add(1, Ordering::Relaxed);
+                            writer.push(frame);
+                        }
+                    }
+                    Err(e) => return RunEnd::Failed(e),
+                }
+            }
+        }
+    }
+    RunEnd::Done
+}
+
+/// Decoder, resampler, sample queue and encoder of one bridge.
+struct Pipe {
+    dec: ff::decoder::Audio,
+    enc: ff::encoder::audio::Encoder,
+    swr: Option<ff::software::resampling::Context>,
+    format: ff::format::Sample,
+    layout: ff::ChannelLayout,
+    rate: u32,
+    frame_size: usize,
+    /// Resampled samples waiting for a whole encoder frame, one byte queue
+    /// per plane.
+    queue: Vec<Vec<u8>>,
+    /// Media time (µs) of the first sample encoded since the last (re)start.
+    origin_us: Option<i64>,
+    /// Samples handed to the encoder since then.
+    samples_in: i64,
+    track: Track,
+}
+
+impl Pipe {
+    fn open(src: &Track, to: Codec) -> Result<Pipe, String> {
+        let dec_id = match src.codec {
+            Codec::Aac => ff::codec::Id::AAC,
+            Codec::Opus => ff::codec::Id::OPUS,
+            other => return Err(format!("cannot decode {} audio", other.name())),
+        };
+        let codec = ff::decoder::find(dec_id).ok_or("no decoder for the source's audio")?;
+        let mut ctx = ff::codec::context::Context::new_with_codec(codec);
+        if !src.config.is_empty() {
+            crate::ladder::set_extradata(&mut ctx, &src.config)?;
+        }
+        let channels = src.info.channels.clamp(1, 2);
+        let layout = if channels == 1 { ff::ChannelLayout::MONO } else { ff::ChannelLayout::STEREO };
+        // SAFETY: the context is not open yet; FFmpeg reads these when it opens.
+        unsafe {
+            let c = ctx.as_mut_ptr();
+            (*c).sample_rate = src.info.sample_rate.max(8000) as i32;
+            ff::ffi::av_channel_layout_default(&mut (*c).ch_layout, i32::from(channels));
+        }
+        let dec = ctx
+            .decoder()
+            .open_as(codec)
+            .and_then(|o| o.audio())
+            .map_err(|e| format!("cannot open the audio decoder: {e}"))?;
+
+        let (enc_name, rate, format, bitrate) = match to {
+            Codec::Opus => ("libopus", 48_000u32, ff::format::Sample::F32(ff::format::sample::Type::Packed), 96_000),
+            _ => ("aac", 48_000u32, ff::format::Sample::F32(ff::format::sample::Type::Planar), 128_000),
+        };
+        let codec =
+            ff::encoder::find_by_name(enc_name).ok_or_else(|| format!("{enc_name} is not in this FFmpeg build"))?;
+        let mut enc =
+            ff::codec::context::Context::new_with_codec(codec).encoder().audio().map_err(|e| e.to_string())?;
+        enc.set_rate(rate as i32);
+        enc.set_format(format);
+        enc.set_channel_layout(layout);
+        enc.set_bit_rate(bitrate);
+        enc.set_time_base(ff::Rational(1, rate as i32));
+        enc.set_flags(ff::codec::Flags::GLOBAL_HEADER);
+        let mut opts = ff::Dictionary::new();
+        if to == Codec::Opus {
+            opts.set("application", "lowdelay");
+            opts.set("frame_duration", "20");
+        }
+        let enc = enc.open_as_with(codec, opts).map_err(|e| format!("cannot open {enc_name}: {e}"))?;
+        let frame_size = (enc.frame_size() as usize).max(1);
+        // SAFETY: the encoder is open and owns its extradata.
+        let extradata = unsafe {
+            let c = enc.as_ptr();
+            if (*c).extradata.is_null() || (*c).extradata_size <= 0 {
+                Vec::new()
+            } else {
+                std::slice::from_raw_parts((*c).extradata, (*c).extradata_size as usize).to_vec()
+            }
+        };
+        let config = match to {
+            Codec::Opus if extradata.starts_with(b"OpusHead") => Bytes::from(extradata),
+            Codec::Opus => Bytes::from(tidecast_codecs::opus::build_head(channels, 312)),
+            _ if !extradata.is_empty() => Bytes::from(extradata),
+            _ => return Err("the AAC encoder gave no AudioSpecificConfig".into()),
+        };
+        let info = tidecast_codecs::describe(to, &config).map_err(|e| format!("bridged track: {e}"))?;
+        let track = Track { id: BRIDGE_TRACK, codec: to, config, info };
+        let planes = if format.is_planar() { usize::from(channels) } else { 1 };
+        Ok(Pipe {
+            dec,
+            enc,
+            swr: None,
+            format,
+            layout,
+            rate,
+            frame_size,
+            queue: vec![Vec::new(); planes],
+            origin_us: None,
+            samples_in: 0,
+            track,
+        })
+    }
+
+    /// Starts the timeline again at the next frame's time.
+    fn restart(&mut self) {
+        for q in &mut self.queue {
+            q.clear();
+        }
+        self.origin_us = None;
+        self.samples_in = 0;
+        self.dec.flush();
+    }
+
+    fn bytes_per_sample(&self) -> usize {
+        let b = self.format.bytes();
+        if self.format.is_planar() {
+            b
+        } else {
+            b * usize::from(self.layout.channels().max(1) as u16)
+        }
+    }
+
+    fn push(&mut self, f: &Frame, stats: &BridgeStats) -> Result<Vec<Frame>, String> {
+        let mut packet = ff::Packet::copy(&f.payload);
+        packet.set_pts(Some(f.pts()));
+        if self.dec.send_packet(&packet).is_err() {
+            stats.decode_errors.fetch_add(1, Ordering::Relaxed);
+            return Ok(Vec::new());
+        }
+        let mut out = Vec::new();
+        let mut decoded = ff::frame::Audio::empty();
+        while self.dec.receive_frame(&mut decoded).is_ok() {
+            // Where the samples counted so far say this frame should be,
+            // against where the source says it is.
+            let expected =
+                self.origin_us.map(|o| o + (self.samples_in + self.queued() as i64) * 1_000_000 / i64::from(self.rate));
+            if expected.is_none_or(|e| (e - f.pts()).abs() > RESYNC_US) {
+                if expected.is_some() {
+                    stats.resyncs.fetch_add(1, Ordering::Relaxed);
+                }
+                for q in &mut self.queue {
+                    q.clear();
+                }
+                self.origin_us = Some(f.pts());
+                self.samples_in = 0;
+                self.swr = None;
+            }
+            self.resample(&decoded)?;
+            while self.queued() >= self.frame_size {
+                out.extend(self.encode_one()?);
+            }
+        }
+        Ok(out)
+    }
+
+    fn queued(&self) -> usize {
+        self.queue.first().map_or(0, |q| q.len() / self.bytes_per_sample().max(1))
+    }
+
+    fn resample(&mut self, input: &ff::frame::Audio) -> Result<(), String> {
+        if self.swr.is_none() {
+            let mut layout = input.channel_layout();
+            if layout.channels() == 0 {
+                layout = ff::ChannelLayout::default(i32::from(input.channels().max(1)));
+            }
+            let swr = ff::software::resampling::Context::get(
+                input.format(),
+                layout,
+                input.rate(),
+                self.format,
+                self.layout,
+                self.rate,
+            )
+            .map_err(|e| format!("cannot resample: {e}"))?;
+            self.swr = Some(swr);
+        }
+        let Some(swr) = self.swr.as_mut() else { return Ok(()) };
+        // Room for everything this input makes at the output rate, plus what
+        // the resampler held back last time: it keeps whatever does not fit.
+        let room = input.samples() * self.rate as usize / input.rate().max(1) as usize + 256;
+        let mut converted = ff::frame::Audio::new(self.format, room, self.layout);
+        swr.run(input, &mut converted).map_err(|e| format!("resampling failed: {e}"))?;
+        let n = converted.samples();
+        let per = self.bytes_per_sample();
+        for (i, q) in self.queue.iter_mut().enumerate() {
+            let data = converted.data(i);
+            q.extend_from_slice(&data[..(n * per).min(data.len())]);
+        }
+        Ok(())
+    }
+
+    fn encode_one(&mut self) -> Result<Vec<Frame>, String> {
+        let per = self.bytes_per_sample();
+        let take = self.frame_size * per;
+        let mut frame = ff::frame::Audio::new(self.format, self.frame_size, self.layout);
+        frame.set_rate(self.rate);
+        for (i, q) in self.queue.iter_mut().enumerate() {
+            frame.data_mut(i)[..take].copy_from_slice(&q[..take]);
+            q.drain(..take);
+        }
+        frame.set_pts(Some(self.samples_in));
+        self.samples_in += self.frame_size as i64;
+        self.enc.send_frame(&frame).map_err(|e| format!("audio encoding failed: {e}"))?;
+        let mut out = Vec::new();
+        let mut packet = ff::Packet::empty();
+        let origin = self.origin_us.unwrap_or(0);
+        while self.enc.receive_packet(&mut packet).is_ok() {
+            let Some(data) = packet.data() else { continue };
+            let at = packet.pts().unwrap_or(0);
+            let dts = origin + at * 1_000_000 / i64::from(self.rate);
+            out.push(Frame { track: BRIDGE_TRACK, dts, cts: 0, keyframe: true, payload: Bytes::copy_from_slice(data) });
+        }
+        Ok(out)
+    }
+}
