@@ -38,19 +38,6 @@ fn segments(playlist: &str) -> std::collections::BTreeMap<u64, String> {
     out
 }
 
-/// The init segment and the first complete segment of a rendition, joined
-/// into one file ffprobe can read.
-async fn first_segment_file(server: &Server, rendition: &str, playlist: &str, dir: &std::path::Path) -> String {
-    let map = playlist.lines().find(|l| l.starts_with("#EXT-X-MAP")).and_then(|l| attr(l, "URI")).expect("a map");
-    let seg = playlist.lines().skip_while(|l| !l.starts_with("#EXTINF")).nth(1).expect("a segment URI").to_owned();
-    let (s1, init) = get(&server.hls_url("cam", map)).await;
-    let (s2, body) = get(&server.hls_url("cam", &seg)).await;
-    assert_eq!((s1, s2), (200, 200), "{rendition}: {map} and {seg}");
-    let path = dir.join(format!("{rendition}.mp4"));
-    std::fs::write(&path, [init.as_ref(), body.as_ref()].concat()).expect("write");
-    path.display().to_string()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_three_rung_ladder_is_listed_aligned_and_decodable() {
     let server = Server::start_with_config(Some(PROFILE), &["--hls-segment", "1"]);
@@ -98,7 +85,7 @@ async fn a_three_rung_ladder_is_listed_aligned_and_decodable() {
 
     // ffprobe decodes each rung at its size, and its segments start with an IDR.
     for ((r, p), size) in lists.iter().zip(["1280x720", "854x480", "640x360", "426x240"]) {
-        let file = first_segment_file(&server, r, p, server.dir.path()).await;
+        let file = first_segment_file(&server, "cam", r, p).await;
         let probe =
             ffprobe(&file, &["-count_frames", "-show_entries", "stream=codec_name,width,height,nb_read_frames"]);
         let v = probe.iter().find(|s| s.get("codec_name").map(String::as_str) == Some("h264")).expect("a video stream");

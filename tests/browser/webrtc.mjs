@@ -123,8 +123,16 @@ if (mode === 'caps') {
       video.muted = true;
       video.autoplay = true;
       document.body.appendChild(video);
+      // The received audio, measured through WebAudio: headless Chromium
+      // has no output device, so the inbound-rtp audio level stays 0.
+      let analyser = null;
       pc.ontrack = (e) => {
         video.srcObject = e.streams[0] || new MediaStream([e.track]);
+        if (e.track.kind === 'audio') {
+          const ctx = new AudioContext();
+          analyser = ctx.createAnalyser();
+          ctx.createMediaStreamSource(new MediaStream([e.track])).connect(analyser);
+        }
       };
       const started = performance.now();
       const offered = await window.tidecast.offer(pc, `/whep/${stream}`, token);
@@ -154,8 +162,14 @@ if (mode === 'caps') {
             out.audioCodec = c && c.mimeType;
           }
         });
+        if (analyser) {
+          const buf = new Float32Array(analyser.fftSize);
+          analyser.getFloatTimeDomainData(buf);
+          const rms = Math.sqrt(buf.reduce((a, v) => a + v * v, 0) / buf.length);
+          out.audioRms = Math.max(out.audioRms || 0, rms);
+        }
         if (out.framesDecoded > 0 && out.firstFrameMs === null) out.firstFrameMs = performance.now() - started;
-        const heard = out.audioPackets >= 50 && out.audioEnergy > 0;
+        const heard = out.audioPackets >= 50 && (out.audioEnergy > 0 || out.audioRms > 0.01);
         if (out.framesDecoded >= 30 && (heard || (notes && out.audioPackets === 0 && performance.now() - started > 5000))) break;
       }
       out.connectionState = pc.connectionState;

@@ -339,3 +339,16 @@ pub fn rtmp_publish_args(url: &str, seconds: u32) -> Vec<String> {
     args.extend(["-f".into(), "flv".into(), url.into()]);
     args
 }
+
+/// The init segment and the first complete segment of a rendition, joined
+/// into one file ffprobe can read (a live playlist never ends for it).
+pub async fn first_segment_file(server: &Server, stream: &str, rendition: &str, playlist: &str) -> String {
+    let map = playlist.lines().find(|l| l.starts_with("#EXT-X-MAP")).and_then(|l| attr(l, "URI")).expect("a map");
+    let seg = playlist.lines().skip_while(|l| !l.starts_with("#EXTINF")).nth(1).expect("a segment URI").to_owned();
+    let (s1, init) = get(&server.hls_url(stream, map)).await;
+    let (s2, body) = get(&server.hls_url(stream, &seg)).await;
+    assert_eq!((s1, s2), (200, 200), "{rendition}: {map} and {seg}");
+    let path = server.dir.path().join(format!("{stream}-{rendition}.mp4"));
+    std::fs::write(&path, [init.as_ref(), body.as_ref()].concat()).expect("write");
+    path.display().to_string()
+}
