@@ -323,12 +323,8 @@ impl<F: Entry> Stream<F> {
         if *ring.tracks == *all {
             return;
         }
-        let lead = ring
-            .source
-            .iter()
-            .find(|t| t.kind() == MediaKind::Video)
-            .or_else(|| ring.source.first())
-            .map(|t| t.id);
+        let lead =
+            ring.source.iter().find(|t| t.kind() == MediaKind::Video).or_else(|| ring.source.first()).map(|t| t.id);
         let tracks: Arc<[Track]> = Arc::from(all);
         ring.lead = lead.or(ring.lead);
         ring.tracks = tracks.clone();
@@ -751,7 +747,8 @@ mod tests {
         let mut s = p.stream().subscribe();
         assert!(matches!(s.try_recv(), Some(Event::Tracks(t)) if t.len() == 2));
         let w = p.stream().derive_tracks();
-        let rung = Track { id: DERIVED_TRACK_BASE, codec: Codec::H264, config: Bytes::new(), info: TrackInfo::default() };
+        let rung =
+            Track { id: DERIVED_TRACK_BASE, codec: Codec::H264, config: Bytes::new(), info: TrackInfo::default() };
         w.set_tracks(vec![rung.clone()]);
         assert_eq!(p.stream().tracks().len(), 3);
         // The publisher changing its own tracks keeps the derived ones.
