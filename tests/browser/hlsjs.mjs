@@ -1,10 +1,12 @@
 // Plays an LL-HLS URL with hls.js in headless Chromium and prints what the
 // player saw as JSON: position, decoded frames, errors, which LL-HLS
-// features it used. Usage: node hlsjs.mjs URL SECONDS
+// features it used. Usage: node hlsjs.mjs URL SECONDS [switch]
+// With `switch`, it asks for the next level (hls.nextLevel) every 1.5 s
+// once playing, and reports the levels it switched to and any stall.
 import { launch } from './chromium.mjs';
 import { readFileSync } from 'node:fs';
 
-const [, , src, secondsArg] = process.argv;
+const [, , src, secondsArg, mode] = process.argv;
 const seconds = Number(secondsArg || 8);
 const hlsjs = readFileSync(new URL('./node_modules/hls.js/dist/hls.min.js', import.meta.url), 'utf8');
 
@@ -23,7 +25,7 @@ try {
   );
   await page.goto(`${origin}/__player`);
   const result = await page.evaluate(
-    async ({ src, seconds }) => {
+    async ({ src, seconds, mode }) => {
       const video = document.getElementById('v');
       const ranges = (r) => Array.from({ length: r.length }, (_, i) => [r.start(i), r.end(i)]);
       const hls = new Hls({ lowLatencyMode: true });
@@ -51,14 +53,32 @@ try {
         if (d.part) parts++;
         else fragments++;
       });
+      const switched = [];
+      hls.on(Hls.Events.LEVEL_SWITCHED, (_, d) => switched.push(d.level));
+      // A stall: playback waited after it had started; a dry one had
+      // nothing buffered ahead of the playhead.
+      let stalls = 0;
+      let dryStalls = 0;
+      video.addEventListener('waiting', () => {
+        if (firstTime === null) return;
+        stalls++;
+        const t = video.currentTime;
+        const ahead = ranges(video.buffered).reduce((a, [s, e]) => (s <= t + 0.05 && e > t ? Math.max(a, e - t) : a), 0);
+        if (ahead < 0.1) dryStalls++;
+      });
       hls.loadSource(src);
       hls.attachMedia(video);
       video.play().catch(() => {});
       const start = performance.now();
       let firstTime = null;
+      let lastSwitch = 0;
       while (performance.now() - start < seconds * 1000) {
         await new Promise((r) => setTimeout(r, 250));
         if (firstTime === null && video.currentTime > 0) firstTime = video.currentTime;
+        if (mode === 'switch' && firstTime !== null && hls.levels.length > 1 && performance.now() - lastSwitch > 1500) {
+          lastSwitch = performance.now();
+          hls.nextLevel = (hls.currentLevel + 1) % hls.levels.length;
+        }
       }
       const q = video.getVideoPlaybackQuality();
       return {
@@ -74,9 +94,12 @@ try {
         fragments,
         errors,
         buffered: ranges(video.buffered),
+        switched,
+        stalls,
+        dryStalls,
       };
     },
-    { src, seconds },
+    { src, seconds, mode },
   );
   result.blockingReloads = requests.filter((u) => u.includes('_HLS_msn=')).length;
   result.deltaUpdates = requests.filter((u) => u.includes('_HLS_skip=')).length;
