@@ -206,3 +206,55 @@ async fn a_corrupt_source_fails_the_ladder_not_the_stream() {
     let report = ladder.stats().report();
     assert!(report.decode_errors > 0 || report.frames_decoded == 0, "{report:?}");
 }
+
+/// A rung that cannot keep up (a one-picture queue, a source fed all at
+/// once) leaves pictures out until the next keyframe and counts them; what
+/// it does publish still starts at source keyframes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_overloaded_rung_drops_to_the_next_keyframe_and_counts() {
+    let (track, frames) = source(90);
+    let source_keys: std::collections::HashSet<i64> = frames.iter().filter(|f| f.keyframe).map(|f| f.dts).collect();
+    let publisher: Publisher = Publisher::standalone("ladder-overload", StreamConfig::default());
+    let stream = publisher.stream().clone();
+    let mut reader = stream.subscribe_from_oldest();
+    let spec = LadderSpec { queue: 1, ..LadderSpec::new("test", profile(), vec!["libx264"]) };
+    let ladder = Ladder::start(stream.clone(), spec, tokio::runtime::Handle::current()).unwrap();
+    publisher.set_tracks(vec![track]).unwrap();
+    for f in &frames {
+        publisher.push(f.clone()).unwrap();
+    }
+    // No event says the rung is done, so poll its counters (bounded): every
+    // picture the decoder gave (it holds the last two back) was either
+    // published or left out.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let r = ladder.stats().report();
+        if let Some(g) = r.rungs.first() {
+            if r.frames_decoded + 2 >= frames.len() as u64 && g.frames_out + g.dropped >= r.frames_decoded {
+                break;
+            }
+        }
+        assert!(std::time::Instant::now() < deadline, "the ladder finishes the burst: {r:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut rung: Vec<Frame> = Vec::new();
+    while let Some(ev) = reader.try_recv() {
+        if let Event::Frame(f) = ev {
+            if f.track == DERIVED_TRACK_BASE {
+                rung.push(f);
+            }
+        }
+    }
+    let report = ladder.stats().report();
+    let dropped: u64 = report.rungs.iter().map(|r| r.dropped).sum();
+    assert!(dropped > 0, "the burst overflowed a one-picture queue: {report:?}");
+    assert!(!rung.is_empty(), "the rung published something");
+    assert!(rung[0].keyframe, "it starts at a keyframe");
+    // After every gap (a left-out stretch) the rung resumes on a source keyframe.
+    let step = 1_000_000 / FPS + 1;
+    for w in rung.windows(2) {
+        if w[1].pts() - w[0].pts() > step {
+            assert!(w[1].keyframe && source_keys.contains(&w[1].dts), "resumed at a source keyframe: {:?}", w[1].dts);
+        }
+    }
+}
