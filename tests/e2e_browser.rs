@@ -14,7 +14,12 @@ use common::*;
 /// Runs `tests/browser/hlsjs.mjs` on `url` with `args`; what it saw, and
 /// its output for messages.
 async fn hlsjs(browser_dir: &str, url: String, args: &[&str]) -> (serde_json::Value, String) {
-    let script = format!("{browser_dir}/hlsjs.mjs");
+    player("hlsjs.mjs", browser_dir, url, args).await
+}
+
+/// Runs the player script `script` of `tests/browser` on `url` with `args`.
+async fn player(script: &str, browser_dir: &str, url: String, args: &[&str]) -> (serde_json::Value, String) {
+    let script = format!("{browser_dir}/{script}");
     let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
     let out = tokio::task::spawn_blocking(move || Command::new("node").arg(script).arg(url).args(args).output())
         .await
@@ -93,17 +98,9 @@ async fn dashjs_plays_ll_dash_in_chromium() {
     wait_for_segment(&server, "web", "video", 3).await;
 
     let url = format!("http://{}/dash/web/index.mpd", server.http);
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new("node").arg(format!("{browser_dir}/dashjs.mjs")).arg(url).arg("10").output()
-    })
-    .await
-    .unwrap()
-    .expect("node is installed");
+    let (seen, stdout) = player("dashjs.mjs", browser_dir, url, &["10"]).await;
     let _ = publisher.kill();
     let _ = publisher.wait();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "player script failed: {}\n{stdout}", String::from_utf8_lossy(&out.stderr));
-    let seen: serde_json::Value = serde_json::from_str(stdout.trim()).expect("the player script prints JSON");
     let num = |name: &str| seen[name].as_f64().unwrap_or(f64::NAN);
     eprintln!(
         "dash.js: low latency {}, target {} s, latency {} s (median {}), stalls {}, frames {}",
@@ -171,21 +168,30 @@ async fn hlsjs_plays_a_two_rendition_source() {
     assert!(advanced > 2.0, "playback advanced: {stdout}");
 }
 
+/// A server whose streams get a two-rung ladder (240p, 180p; `extra` is
+/// more of its config), and ffmpeg publishing 640x360 H.264 + AAC to
+/// `ladder` over RTMP; returns once the smallest rung has a segment.
+async fn ladder_source(extra: &str) -> (Server, std::process::Child) {
+    let config = format!(
+        "{extra}[transcode]\ndefault_profile = \"two\"\n[transcode.profiles.two]\nhw = \"off\"\npreset = \"ultrafast\"\n\
+         rungs = [{{ height = 240, bitrate_kbps = 500 }}, {{ height = 180, bitrate_kbps = 300 }}]\n"
+    );
+    let server = Server::start_with_config(Some(&config), &["--hls-segment", "1"]);
+    let mut args = vec!["-re".to_string()];
+    args.extend(lavfi_h264_aac(40, "640x360", 25, 48000));
+    args.extend(["-f".into(), "flv".into(), server.rtmp_url("ladder")]);
+    let publisher = ffmpeg_spawn(&args);
+    wait_for_segment(&server, "ladder", "video2", 1).await;
+    (server, publisher)
+}
+
 /// A transcoding ladder in hls.js: three levels (the source and two rungs),
 /// switched through with `hls.nextLevel`; the rungs' segments line up with
 /// the source's, so every switch is seamless.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hlsjs_switches_between_ladder_rungs_without_a_stall() {
     let browser_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser");
-    let config =
-        "[transcode]\ndefault_profile = \"two\"\n[transcode.profiles.two]\nhw = \"off\"\npreset = \"ultrafast\"\n\
-                  rungs = [{ height = 240, bitrate_kbps = 500 }, { height = 180, bitrate_kbps = 300 }]\n";
-    let server = Server::start_with_config(Some(config), &["--hls-segment", "1"]);
-    let mut args = vec!["-re".to_string()];
-    args.extend(lavfi_h264_aac(40, "640x360", 25, 48000));
-    args.extend(["-f".into(), "flv".into(), server.rtmp_url("ladder")]);
-    let mut publisher = ffmpeg_spawn(&args);
-    wait_for_segment(&server, "ladder", "video2", 1).await;
+    let (server, mut publisher) = ladder_source("").await;
 
     let url = server.hls_url("ladder", "index.m3u8");
     let (seen, stdout) = hlsjs(browser_dir, url, &["10", "switch"]).await;
@@ -207,4 +213,27 @@ async fn hlsjs_switches_between_ladder_rungs_without_a_stall() {
     assert_eq!(holes, 0, "no hole between rungs: {stdout}");
     let advanced = seen["currentTime"].as_f64().unwrap_or(0.0) - seen["firstTime"].as_f64().unwrap_or(f64::NAN);
     assert!(advanced > 4.0, "playback advanced: {stdout}");
+}
+
+/// dash.js plays a transcoding ladder: the source and two rungs as
+/// Representations of one AdaptationSet, in low-latency mode, no stall.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashjs_plays_a_transcoding_ladder() {
+    let browser_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser");
+    let (server, mut publisher) = ladder_source("[dash]\nlatency_target_seconds = 2.0\n").await;
+    wait_for_segment(&server, "ladder", "video2", 3).await;
+
+    let url = format!("http://{}/dash/ladder/index.mpd", server.http);
+    let (seen, stdout) = player("dashjs.mjs", browser_dir, url, &["10"]).await;
+    let _ = publisher.kill();
+    let _ = publisher.wait();
+    let mut sizes: Vec<&str> =
+        seen["videoRepresentations"].as_array().into_iter().flatten().filter_map(|r| r.as_str()).collect();
+    sizes.sort_unstable();
+    assert_eq!(sizes, ["320x180", "426x240", "640x360"], "{stdout}");
+    assert_eq!(seen["errors"].as_array().map(Vec::len), Some(0), "dash.js reported errors: {stdout}");
+    assert_eq!(seen["lowLatency"], true, "{stdout}");
+    let num = |name: &str| seen[name].as_f64().unwrap_or(f64::NAN);
+    assert!(num("currentTime") - num("firstTime") > 3.0, "playback advanced: {stdout}");
+    assert_eq!(num("stalls"), 0.0, "no stall after start-up: {stdout}");
 }

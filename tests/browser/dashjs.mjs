@@ -60,6 +60,7 @@ try {
         latency: latencies.length ? latencies[latencies.length - 1] : null,
         latencyMedian: latencies.length ? latencies.sort((a, b) => a - b)[Math.floor(latencies.length / 2)] : null,
         audioTracks: player.getTracksFor('audio').length,
+        videoRepresentations: player.getRepresentationsByType('video').map((r) => `${r.width}x${r.height}`),
         stalls,
         errors,
       };
