@@ -10,7 +10,8 @@
 #
 # Tidecast's ladder CPU = server CPU with the ladder - server CPU without
 # it (same publish); ffmpeg's = the whole ffmpeg process reading the clip
-# (decode included). CPU is read from /proc/PID/stat over SECONDS after a
+# (decode included). The audio bridge's cost is measured the same way
+# (AAC to Opus, no ladder). CPU is read from /proc/PID/stat over SECONDS after a
 # WARMUP, in cores (1.0 = one core busy). Environment: SECONDS_MEASURED
 # [30], WARMUP [8], NO_BUILD=1.
 set -euo pipefail
@@ -67,6 +68,11 @@ publish "rtmp://$rtmp/live/cam"
 plain=$(cpu "$server")
 kill "$server"
 
+serve bridge '[transcode]\naudio_bridge = true\n'
+publish "rtmp://$rtmp/live/cam"
+bridged=$(cpu "$server")
+kill "$server"
+
 serve ladder "$base$profile"
 publish "rtmp://$rtmp/live/cam"
 with=$(cpu "$server")
@@ -100,5 +106,6 @@ kill "$cli"
 ladder=$(awk -v a="$with" -v b="$plain" 'BEGIN { printf "%.3f", a - b }')
 echo "tidecast without a ladder: $plain cores; with: $with cores; the ladder: $ladder cores"
 echo "ffmpeg CLI, same ladder: $ffcpu cores"
+awk -v a="$bridged" -v b="$plain" 'BEGIN { printf "audio bridge (AAC to Opus) alone: %.3f cores\n", a - b }'
 awk -v l="$ladder" -v f="$ffcpu" 'BEGIN { printf "ratio tidecast/ffmpeg: %.2fx; ladders per core: %.1f\n", l / f, 1 / l }'
 echo "smallest rung's part after the source's (ms, per try): ${delays[*]:-none}"
