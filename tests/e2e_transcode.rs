@@ -119,6 +119,12 @@ async fn a_three_rung_ladder_is_listed_aligned_and_decodable() {
             .contains("tidecast_transcode_rung_frames{encoder=\"libx264\",rung=\"480p\",stream=\"cam\",what=\"out\"}"),
         "{metrics}"
     );
+
+    // An RTMP player asks for a rung by its height.
+    let url = format!("{}?rendition=360p", server.rtmp_url("cam"));
+    let probe = ffprobe(&url, &["-show_entries", "stream=codec_name,width,height"]);
+    let v = probe.iter().find(|s| s.get("codec_name").map(String::as_str) == Some("h264")).expect("video");
+    assert_eq!((v["width"].as_str(), v["height"].as_str()), ("640", "360"), "{probe:?}");
     let _ = publisher.kill();
     let _ = publisher.wait();
 }

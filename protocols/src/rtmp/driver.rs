@@ -89,7 +89,7 @@ async fn connection(mut sock: TcpStream, peer: SocketAddr, ctx: &RtmpContext, sh
     let mut publishing: Option<Deliverer> = None;
     let mut ingest = FlvIngest::new();
     let mut stream_name = String::new();
-    let mut playing: Option<(Arc<Stream>, Session)> = None;
+    let mut playing: Option<(Arc<Stream>, Session, Option<u32>)> = None;
     debug!(%peer, "rtmp connection");
     loop {
         rb.make_room();
@@ -186,6 +186,11 @@ async fn connection(mut sock: TcpStream, peer: SocketAddr, ctx: &RtmpContext, sh
                     SessionEvent::PlayRequested { app, name } => {
                         let (wanted, query) = name.split_once('?').unwrap_or((&name, ""));
                         let token = query.split('&').find_map(|kv| kv.strip_prefix("token="));
+                        // `?rendition=480p`: a ladder's rung by its height (else the source).
+                        let rendition = query
+                            .split('&')
+                            .find_map(|kv| kv.strip_prefix("rendition="))
+                            .and_then(|r| r.strip_suffix('p')?.parse::<u32>().ok());
                         // Only a live stream is worth the triggers.
                         let Some(stream) = ctx.registry.get(wanted).filter(|s| !s.is_ended()) else {
                             info!(%peer, name = wanted, "rtmp play refused: no such live stream");
@@ -203,7 +208,7 @@ async fn connection(mut sock: TcpStream, peer: SocketAddr, ctx: &RtmpContext, sh
                             }
                             Ok(viewer) => {
                                 session.accept_play();
-                                playing = Some((stream, viewer));
+                                playing = Some((stream, viewer, rendition));
                             }
                         }
                     }
@@ -249,8 +254,8 @@ async fn connection(mut sock: TcpStream, peer: SocketAddr, ctx: &RtmpContext, sh
         if close {
             break;
         }
-        if let Some((stream, viewer)) = playing.take() {
-            play(&mut sock, &mut session, rb.into_inner(), stream, &viewer, ctx, shutdown).await;
+        if let Some((stream, viewer, rendition)) = playing.take() {
+            play(&mut sock, &mut session, rb.into_inner(), stream, &viewer, rendition, ctx, shutdown).await;
             break;
         }
     }
@@ -283,12 +288,14 @@ fn publish_status(r: &Refusal) -> &'static str {
 /// Media is written in batches, at most `play_flush` after it was queued:
 /// the kernel's send path is most of what a player costs, and one write per
 /// frame (about 75 a second) costs several times one per batch.
+#[allow(clippy::too_many_arguments)]
 async fn play(
     sock: &mut TcpStream,
     session: &mut ServerSession,
     mut buf: BytesMut,
     stream: Arc<Stream>,
     viewer: &Session,
+    rendition: Option<u32>,
     ctx: &RtmpContext,
     shutdown: CancellationToken,
 ) {
@@ -296,7 +303,7 @@ async fn play(
     let name = stream.name().to_owned();
     let mut sub = stream.subscribe();
     let started = Instant::now();
-    let mut tags = TagWriter::default();
+    let mut tags = TagWriter { want_height: rendition, ..TagWriter::default() };
     // When the oldest media still queued was queued: it goes out once it
     // has waited `play_flush` (or at once if a lot piles up). Meanwhile the
     // player does not wake for each new frame: the frames that came in the
@@ -375,6 +382,11 @@ const FLUSH_BYTES: usize = 256 * 1024;
 /// A player's FLV tag state: the tracks it plays and the clock.
 #[derive(Default)]
 struct TagWriter {
+    /// The height of the ladder rung asked for (`?rendition=480p`).
+    want_height: Option<u32>,
+    /// The video track is a rung that has not had a keyframe yet (the
+    /// stream's readers start at the source's keyframes).
+    video_wait_key: bool,
     video: Option<Track>,
     audio: Option<Track>,
     base: Option<i64>,
@@ -396,9 +408,15 @@ impl TagWriter {
     fn event(&mut self, ev: Event, session: &mut ServerSession, peer: SocketAddr, name: &str) {
         match ev {
             Event::Tracks(tracks) => {
-                let pick =
-                    |kind: MediaKind| tracks.iter().find(|t| t.kind() == kind && flv::config_tag(t).is_some()).cloned();
-                (self.video, self.audio) = (pick(MediaKind::Video), pick(MediaKind::Audio));
+                let fits = |t: &&Track| flv::config_tag(t).is_some();
+                let videos: Vec<&Track> = tracks.iter().filter(|t| t.kind() == MediaKind::Video).filter(fits).collect();
+                let wanted = self.want_height.and_then(|h| videos.iter().find(|t| t.info.height == h));
+                let video = wanted.or(videos.first()).map(|t| (*t).clone());
+                if video.as_ref().map(|t| t.id) != self.video.as_ref().map(|t| t.id) {
+                    self.video_wait_key = video.as_ref().is_some_and(|t| t.id >= tidecast_media::DERIVED_TRACK_BASE);
+                }
+                self.video = video;
+                self.audio = tracks.iter().filter(|t| t.kind() == MediaKind::Audio).find(fits).cloned();
                 let kept = usize::from(self.video.is_some()) + usize::from(self.audio.is_some());
                 let own = tracks.iter().filter(|t| t.id < tidecast_media::DERIVED_TRACK_BASE).count();
                 if !self.warned && own > kept {
@@ -416,6 +434,12 @@ impl TagWriter {
                 let Some(track) = [&self.video, &self.audio].into_iter().flatten().find(|t| t.id == f.track) else {
                     return;
                 };
+                if track.kind() == MediaKind::Video && self.video_wait_key {
+                    if !f.keyframe {
+                        return;
+                    }
+                    self.video_wait_key = false;
+                }
                 let Some((kind, header)) = flv::frame_tag_header(track.codec, &f) else { return };
                 // Start the clock a little before the first frame, so
                 // audio that precedes the first keyframe stays positive.
