@@ -178,6 +178,9 @@ pub struct StreamStats {
     pub resumes: AtomicU64,
     /// Frames added by [`TrackWriter`]s (not counted in `frames_in`).
     pub derived_frames: AtomicU64,
+    /// Derived frames refused for being further than
+    /// [`DERIVED_LEAD_LIMIT_US`] ahead of the stream's newest frame.
+    pub derived_refused: AtomicU64,
 }
 
 pub(crate) struct PublisherSlot {
@@ -369,8 +372,15 @@ impl<F: Entry> Stream<F> {
         if ring.ended {
             return;
         }
-        self.stats.derived_frames.fetch_add(1, Ordering::Relaxed);
         let dts = frame.dts();
+        // Made from frames already here, a derived frame is never far
+        // ahead of the stream; one that is (a writer's bug) would hold
+        // eviction back behind it, so it is refused and counted.
+        if ring.newest_dts.is_some_and(|n| dts > n.saturating_add(DERIVED_LEAD_LIMIT_US)) {
+            self.stats.derived_refused.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        self.stats.derived_frames.fetch_add(1, Ordering::Relaxed);
         ring.newest_dts = Some(ring.newest_dts.map_or(dts, |d| d.max(dts)));
         ring.push(Item::Frame(frame));
         ring.evict(&self.cfg);
@@ -523,6 +533,9 @@ impl<F: Entry> Drop for Publisher<F> {
         }
     }
 }
+
+/// How far (µs) a derived frame may be ahead of the stream's newest frame.
+pub const DERIVED_LEAD_LIMIT_US: i64 = 1_000_000;
 
 /// First track id for derived tracks ([`Stream::derive_tracks`]); ingests
 /// number their tracks from 0, far below it.
@@ -771,6 +784,23 @@ mod tests {
         assert_eq!(p.stream().stats().derived_frames.load(Ordering::Relaxed), 1);
         drop(w);
         assert_eq!(p.stream().tracks().len(), 1, "a dropped writer withdraws its tracks");
+    }
+
+    #[test]
+    fn a_derived_frame_far_ahead_of_the_stream_is_refused() {
+        let cfg = StreamConfig { buffer: Duration::from_secs(1), max_bytes: usize::MAX };
+        let p = publisher(cfg);
+        p.set_tracks(tracks()).unwrap();
+        let w = p.stream().derive_tracks();
+        p.push(frame(0, 0, true, 10)).unwrap();
+        // 80 s ahead: it would sit at the ring's front and hold every
+        // older frame in.
+        w.push(frame(DERIVED_TRACK_BASE, 80_000, true, 10));
+        for i in 1..100 {
+            p.push(frame(0, i * 40, i % 25 == 0, 10)).unwrap();
+        }
+        assert_eq!(p.stream().stats().derived_refused.load(Ordering::Relaxed), 1);
+        assert!(p.stream().buffered_span_us() <= 2_000_000, "the ring still slides: {}", p.stream().buffered_span_us());
     }
 
     #[test]

@@ -173,10 +173,18 @@ struct Pipe {
     /// Resampled samples waiting for a whole encoder frame, one byte queue
     /// per plane.
     queue: Vec<Vec<u8>>,
-    /// Media time (µs) of the first sample encoded since the last (re)start.
-    origin_us: Option<i64>,
-    /// Samples handed to the encoder since then.
-    samples_in: i64,
+    /// The encoder's own clock: samples handed to it so far. It never goes
+    /// back (the encoder holds a few frames, whose packets come out after a
+    /// resync with the times they were given).
+    next_pts: i64,
+    /// Where the encoder's clock meets media time: from encoder sample
+    /// `.0` on, sample `n` is at `.1 + (n - .0) / rate` (µs). A resync
+    /// starts a new entry; the oldest go once nothing can refer to them.
+    anchors: std::collections::VecDeque<(i64, i64)>,
+    /// The next frame starts a new anchor at its source time.
+    resync: bool,
+    /// The newest decode time published: the track never goes back.
+    last_dts: Option<i64>,
     track: Track,
 }
 
@@ -254,8 +262,10 @@ impl Pipe {
             rate,
             frame_size,
             queue: vec![Vec::new(); planes],
-            origin_us: None,
-            samples_in: 0,
+            next_pts: 0,
+            anchors: std::collections::VecDeque::new(),
+            resync: true,
+            last_dts: None,
             track,
         })
     }
@@ -265,8 +275,7 @@ impl Pipe {
         for q in &mut self.queue {
             q.clear();
         }
-        self.origin_us = None;
-        self.samples_in = 0;
+        self.resync = true;
         self.dec.flush();
     }
 
@@ -292,16 +301,19 @@ impl Pipe {
             // Where the samples counted so far say this frame should be,
             // against where the source says it is.
             let expected =
-                self.origin_us.map(|o| o + (self.samples_in + self.queued() as i64) * 1_000_000 / i64::from(self.rate));
-            if expected.is_none_or(|e| (e - f.pts()).abs() > RESYNC_US) {
-                if expected.is_some() {
+                self.anchors.back().map(|&(at, us)| self.media_us(at, us, self.next_pts + self.queued() as i64));
+            if self.resync || expected.is_none_or(|e| (e - f.pts()).abs() > RESYNC_US) {
+                if !self.resync {
                     stats.resyncs.fetch_add(1, Ordering::Relaxed);
                 }
+                self.resync = false;
                 for q in &mut self.queue {
                     q.clear();
                 }
-                self.origin_us = Some(f.pts());
-                self.samples_in = 0;
+                self.anchors.push_back((self.next_pts, f.pts()));
+                while self.anchors.len() > 8 {
+                    self.anchors.pop_front();
+                }
                 self.swr = None;
             }
             self.resample(&decoded)?;
@@ -310,6 +322,18 @@ impl Pipe {
             }
         }
         Ok(out)
+    }
+
+    /// Media time (µs) of encoder sample `n` under the anchor `(at, us)`.
+    fn media_us(&self, at: i64, us: i64, n: i64) -> i64 {
+        us + (n - at) * 1_000_000 / i64::from(self.rate)
+    }
+
+    /// Media time of encoder sample `n`: under the newest anchor at or
+    /// before it (the first one for the encoder's priming samples).
+    fn time_of(&self, n: i64) -> i64 {
+        let anchor = self.anchors.iter().rev().find(|&&(at, _)| at <= n).or(self.anchors.front());
+        anchor.map_or(0, |&(at, us)| self.media_us(at, us, n))
     }
 
     fn queued(&self) -> usize {
@@ -357,16 +381,26 @@ impl Pipe {
             frame.data_mut(i)[..take].copy_from_slice(&q[..take]);
             q.drain(..take);
         }
-        frame.set_pts(Some(self.samples_in));
-        self.samples_in += self.frame_size as i64;
+        frame.set_pts(Some(self.next_pts));
+        self.next_pts += self.frame_size as i64;
         self.enc.send_frame(&frame).map_err(|e| format!("audio encoding failed: {e}"))?;
         let mut out = Vec::new();
         let mut packet = ff::Packet::empty();
-        let origin = self.origin_us.unwrap_or(0);
         while self.enc.receive_packet(&mut packet).is_ok() {
             let Some(data) = packet.data() else { continue };
-            let at = packet.pts().unwrap_or(0);
-            let dts = origin + at * 1_000_000 / i64::from(self.rate);
+            let dts = self.time_of(packet.pts().unwrap_or(0));
+            // A packet the encoder held across a resync that lands at or
+            // after the new timeline's start, or anything that would go
+            // back in time, is left out: the track only moves forward.
+            if self.last_dts.is_some_and(|l| dts <= l) {
+                continue;
+            }
+            if let Some(&(at, us)) = self.anchors.back() {
+                if packet.pts().unwrap_or(0) < at && dts >= us {
+                    continue;
+                }
+            }
+            self.last_dts = Some(dts);
             out.push(Frame { track: BRIDGE_TRACK, dts, cts: 0, keyframe: true, payload: Bytes::copy_from_slice(data) });
         }
         Ok(out)

@@ -143,3 +143,49 @@ async fn an_opus_source_gets_an_aac_track_that_sounds() {
     let rms = loudness(&aac, &out);
     assert!(rms > 0.05, "the tone is audible: rms {rms}");
 }
+
+/// The source's clock jumps (forward 5 s, later back 300 ms): the bridged
+/// track follows it, never moves backwards, and never runs ahead of the
+/// source (a frame far ahead would hold the stream's ring open).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bridge_follows_jumps_in_the_source_clock() {
+    let (track, mut frames) = source("aac", "tone.m4a", 48_000);
+    let n = frames.len();
+    for (i, f) in frames.iter_mut().enumerate() {
+        if i >= n / 3 {
+            f.dts += 5_000_000;
+        }
+        if i >= 2 * n / 3 {
+            f.dts -= 300_000;
+        }
+    }
+    let newest = frames.iter().map(|f| f.dts).max().unwrap();
+    let last = frames.last().unwrap().dts;
+    let publisher: Publisher = Publisher::standalone("bridge-jumps", StreamConfig::default());
+    let stream = publisher.stream().clone();
+    let mut reader = stream.subscribe_from_oldest();
+    let bridge = AudioBridge::start(stream.clone(), tokio::runtime::Handle::current()).unwrap();
+    publisher.set_tracks(vec![track]).unwrap();
+    for f in frames {
+        publisher.push(f).unwrap();
+    }
+    let mut out: Vec<Frame> = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), async {
+        // The encoder holds its last frames back: wait for 200 ms before the end.
+        while out.last().is_none_or(|l| l.dts < last - 200_000) {
+            match reader.recv().await {
+                Some(Event::Frame(f)) if f.track == BRIDGE_TRACK => out.push(f),
+                Some(_) => {}
+                None => break,
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("bridged frames: {:?}", out.iter().map(|f| f.dts).collect::<Vec<_>>()));
+    assert!(out.windows(2).all(|w| w[1].dts > w[0].dts), "never backwards");
+    assert!(out.iter().all(|f| f.dts <= newest + 100_000), "never ahead of the source");
+    let jumped = out.windows(2).filter(|w| w[1].dts - w[0].dts > 1_000_000).count();
+    assert_eq!(jumped, 1, "one gap: the source's own jump forward");
+    assert!(bridge.stats().resyncs.load(std::sync::atomic::Ordering::Relaxed) >= 2, "both jumps resynced");
+    assert_eq!(stream.stats().derived_refused.load(std::sync::atomic::Ordering::Relaxed), 0);
+}
