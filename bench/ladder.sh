@@ -54,7 +54,8 @@ serve() { # config-text: starts a server, sets $server and $rtmp, $http
     http=$(tr ' ' '\n' <"$dir/stdout" | sed -n 's/^http=//p')
 }
 publish() { # url
-    ffmpeg -hide_banner -loglevel error -re -stream_loop -1 -i "$clip" -c copy -f flv "$1" &
+    # Killed with its server: its broken-pipe complaint is noise.
+    ffmpeg -hide_banner -loglevel error -re -stream_loop -1 -i "$clip" -c copy -f flv "$1" 2>/dev/null &
     pids+=("$!")
 }
 
