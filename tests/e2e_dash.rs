@@ -74,7 +74,11 @@ async fn rtmp_h264_aac_comes_out_as_dash_with_every_frame() {
     let mpd = get_text(&url).await;
     assert!(mpd.contains("type=\"static\""), "an ended stream's MPD is static: {mpd}");
     let mp4 = server.dir.path().join("readback.mp4");
-    let remux: Vec<String> = ["-v", "error", "-i", url.as_str(), "-map", "0", "-c", "copy", "-y"]
+    // The publisher's two tracks. The audio bridge's Opus track ends a frame
+    // or two before them (its encoder still holds those when the stream
+    // ends), and ffmpeg's DASH demuxer then leaves out the other tracks'
+    // last frames too (seen in 1 of 4 runs under load).
+    let remux: Vec<String> = ["-v", "error", "-i", url.as_str(), "-map", "0:v:0", "-map", "0:a:0", "-c", "copy", "-y"]
         .into_iter()
         .map(String::from)
         .chain([mp4.display().to_string()])
