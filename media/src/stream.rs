@@ -381,6 +381,12 @@ impl<F: Entry> Stream<F> {
             return;
         }
         self.stats.derived_frames.fetch_add(1, Ordering::Relaxed);
+        self.append(ring, frame);
+    }
+
+    /// Appends `frame`, evicts what the bounds say, and wakes readers.
+    fn append(&self, mut ring: parking_lot::RwLockWriteGuard<'_, Ring<F>>, frame: F) {
+        let dts = frame.dts();
         ring.newest_dts = Some(ring.newest_dts.map_or(dts, |d| d.max(dts)));
         ring.push(Item::Frame(frame));
         ring.evict(&self.cfg);
@@ -402,8 +408,6 @@ impl<F: Entry> Stream<F> {
             ring.push(Item::Discontinuity);
         }
         frame.shift_dts(ring.offset);
-        let dts = frame.dts();
-        ring.newest_dts = Some(ring.newest_dts.map_or(dts, |d| d.max(dts)));
         if ring.lead.is_none() {
             ring.lead = Some(frame.track());
         }
@@ -412,12 +416,7 @@ impl<F: Entry> Stream<F> {
             let tracks = ring.tracks.clone();
             ring.keypoints.push_back(KeyPoint { seq, tracks });
         }
-        ring.push(Item::Frame(frame));
-        ring.evict(&self.cfg);
-        self.gauge.set(ring.bytes);
-        let next = ring.next_seq();
-        drop(ring);
-        self.next_seq.send_replace(next);
+        self.append(ring, frame);
     }
 
     /// The next frame continues the timeline after a break, behind a

@@ -235,15 +235,7 @@ impl Pipe {
         }
         let enc = enc.open_as_with(codec, opts).map_err(|e| format!("cannot open {enc_name}: {e}"))?;
         let frame_size = (enc.frame_size() as usize).max(1);
-        // SAFETY: the encoder is open and owns its extradata.
-        let extradata = unsafe {
-            let c = enc.as_ptr();
-            if (*c).extradata.is_null() || (*c).extradata_size <= 0 {
-                Vec::new()
-            } else {
-                std::slice::from_raw_parts((*c).extradata, (*c).extradata_size as usize).to_vec()
-            }
-        };
+        let extradata = crate::encoder::extradata(&enc);
         let config = match to {
             Codec::Opus if extradata.starts_with(b"OpusHead") => Bytes::from(extradata),
             Codec::Opus => Bytes::from(tidecast_codecs::opus::build_head(channels, 312)),

@@ -91,13 +91,16 @@ pub fn open(name: &'static str, rung: &PlannedRung, profile: &Profile, fps: f64)
     Ok(OpenedEncoder { encoder, format, config, name })
 }
 
-fn extradata(enc: &ff::encoder::video::Encoder) -> Vec<u8> {
-    // SAFETY: the context is open and owned by `enc`; FFmpeg sets
-    // `extradata`/`extradata_size` together when it opens an encoder with
-    // GLOBAL_HEADER, and a null pointer or non-positive size means none.
+/// The codec configuration an open encoder (video or audio) wrote with
+/// GLOBAL_HEADER: avcC or Annex B parameter sets, an AudioSpecificConfig,
+/// an OpusHead; empty if none.
+pub(crate) fn extradata(ctx: &ff::codec::context::Context) -> Vec<u8> {
+    // SAFETY: the context is open and owned by the caller's encoder; FFmpeg
+    // sets `extradata`/`extradata_size` together when it opens an encoder
+    // with GLOBAL_HEADER, and a null pointer or non-positive size means none.
     unsafe {
-        let ctx = enc.as_ptr();
-        let (data, size) = ((*ctx).extradata, (*ctx).extradata_size);
+        let c = ctx.as_ptr();
+        let (data, size) = ((*c).extradata, (*c).extradata_size);
         if data.is_null() || size <= 0 {
             return Vec::new();
         }
