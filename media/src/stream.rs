@@ -368,7 +368,7 @@ impl<F: Entry> Stream<F> {
     /// made from frames read out of this ring), so no resume offset applies,
     /// and it never starts a reader.
     fn push_derived(&self, frame: F) {
-        let mut ring = self.ring.write();
+        let ring = self.ring.write();
         if ring.ended {
             return;
         }
