@@ -44,7 +44,7 @@ pub use frame::{rescale, Frame, TrackId, TIMESCALE};
 pub use memory::{Gauge, Holding, Ledger};
 pub use registry::{PublishError, PublishMode, Registry, RegistryConfig, RegistryEvent};
 pub use stream::{
-    Entry, Event, Publisher, Revoked, Stream, StreamConfig, StreamStats, Subscriber, TrackWriter,
+    Demand, Entry, Event, Publisher, Revoked, Stream, StreamConfig, StreamStats, Subscriber, TrackWriter,
     DERIVED_LEAD_LIMIT_US, DERIVED_TRACK_BASE,
 };
 pub use track::{Codec, MediaKind, Track, TrackInfo};

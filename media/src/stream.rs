@@ -201,6 +201,27 @@ pub struct Stream<F: Entry = Frame> {
     stats: StreamStats,
     /// The ring's payload bytes, as the node's ledger sees them.
     gauge: Gauge,
+    /// [`Demand`]s raised by viewers (low four bits) and promised by
+    /// transcoders (high four), one bit each.
+    demands: std::sync::atomic::AtomicU8,
+}
+
+/// Something a viewer needs that the publisher's own tracks may not carry.
+/// Outputs raise it; a transcoder that watches the stream acts on it (the
+/// audio bridge starts making Opus on the first WebRTC viewer).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Demand {
+    /// Audio as Opus (a WebRTC viewer).
+    OpusAudio,
+}
+
+impl Demand {
+    fn bit(self) -> u8 {
+        match self {
+            Demand::OpusAudio => 1,
+        }
+    }
 }
 
 impl<F: Entry> std::fmt::Debug for Stream<F> {
@@ -235,7 +256,29 @@ impl<F: Entry> Stream<F> {
             revoked: watch::channel(0).0,
             stats: StreamStats::default(),
             gauge,
+            demands: std::sync::atomic::AtomicU8::new(0),
         })
+    }
+
+    /// Raises `d` for the rest of the stream's life.
+    pub fn demand(&self, d: Demand) {
+        self.demands.fetch_or(d.bit(), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether a viewer has raised `d`.
+    pub fn is_demanded(&self, d: Demand) -> bool {
+        self.demands.load(std::sync::atomic::Ordering::Relaxed) & d.bit() != 0
+    }
+
+    /// A transcoder watching the stream will meet `d` once it is raised
+    /// (outputs need not tell their viewers it is missing).
+    pub fn promise(&self, d: Demand) {
+        self.demands.fetch_or(d.bit() << 4, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether a transcoder has promised to meet `d`.
+    pub fn is_promised(&self, d: Demand) -> bool {
+        self.demands.load(std::sync::atomic::Ordering::Relaxed) & (d.bit() << 4) != 0
     }
 
     /// The stream's name.

@@ -1,7 +1,10 @@
 //! The audio bridge: an AAC source gets an Opus track (48 kHz) for WebRTC
 //! viewers, an Opus source (WHIP) an AAC track for LL-HLS players that
 //! cannot decode Opus, RTMP players and DASH. The new track joins the same
-//! stream, on its timeline.
+//! stream, on its timeline. [`BridgeMode`] says when: by default the AAC
+//! track from the start (HLS and DASH package every track as it comes)
+//! and the Opus track once a WebRTC viewer raises
+//! [`Demand::OpusAudio`](tidecast_media::Demand).
 //!
 //! Timing: the bridged track starts at the first decoded frame's time and
 //! then advances by the samples it encodes, so it is gapless; when the
@@ -13,7 +16,10 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use ffmpeg_next as ff;
-use tidecast_media::{Codec, Event, Frame, MediaKind, Stream, Subscriber, Track, TrackWriter, DERIVED_TRACK_BASE};
+use serde::{Deserialize, Serialize};
+use tidecast_media::{
+    Codec, Demand, Event, Frame, MediaKind, Stream, Subscriber, Track, TrackWriter, DERIVED_TRACK_BASE,
+};
 use tracing::info;
 
 use crate::supervise::{supervise, RunEnd, RunStats, Stop};
@@ -23,6 +29,31 @@ pub const BRIDGE_TRACK: u32 = DERIVED_TRACK_BASE + 0x100;
 /// How far the source's time may drift from the samples counted before the
 /// bridge starts its timeline again, microseconds.
 pub const RESYNC_US: i64 = 100_000;
+
+/// When the bridge makes its track.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BridgeMode {
+    /// Opus sources get AAC from the start; AAC sources get Opus once a
+    /// WebRTC viewer asks for it (and from then on, for the stream's life).
+    #[default]
+    Auto,
+    /// Both directions from the start.
+    Always,
+    /// No bridge.
+    Off,
+}
+
+impl BridgeMode {
+    /// Whether a bridge to `to` starts now on `stream`.
+    fn starts(self, to: Codec, stream: &Stream) -> bool {
+        match self {
+            BridgeMode::Off => false,
+            BridgeMode::Always => true,
+            BridgeMode::Auto => to != Codec::Opus || stream.is_demanded(Demand::OpusAudio),
+        }
+    }
+}
 
 /// Counters of one stream's bridge.
 #[derive(Debug, Default)]
@@ -37,6 +68,9 @@ pub struct BridgeStats {
     pub decode_errors: AtomicU64,
     /// Times the timeline started again at the source's time.
     pub resyncs: AtomicU64,
+    /// Whether the bridged track is being made (false while it waits for
+    /// a viewer's demand, or for audio it can bridge).
+    pub active: std::sync::atomic::AtomicBool,
 }
 
 /// A running bridge; dropping it stops it and withdraws its track.
@@ -53,8 +87,9 @@ impl std::fmt::Debug for AudioBridge {
 
 impl AudioBridge {
     /// Starts bridging `stream`'s audio: AAC to Opus, Opus to AAC, nothing
-    /// for other codecs or a stream that already carries both.
-    pub fn start(stream: Arc<Stream>, rt: tokio::runtime::Handle) -> std::io::Result<AudioBridge> {
+    /// for other codecs or a stream that already carries both; `mode` says
+    /// when each direction starts.
+    pub fn start(stream: Arc<Stream>, mode: BridgeMode, rt: tokio::runtime::Handle) -> std::io::Result<AudioBridge> {
         crate::init();
         let stats = Arc::new(BridgeStats::default());
         let stop = Stop::default();
@@ -64,7 +99,7 @@ impl AudioBridge {
             move || {
                 supervise(&stream, &rt, &sp, &st.runs, "audio bridge", first, |sub| {
                     let writer = stream.derive_tracks();
-                    run(sub, &writer, &rt, &sp, &st)
+                    run(sub, &writer, mode, &rt, &sp, &st)
                 })
             },
         )?;
@@ -98,11 +133,14 @@ fn pick(tracks: &[Track]) -> Option<(Track, Codec)> {
 fn run(
     mut sub: Subscriber,
     writer: &TrackWriter,
+    mode: BridgeMode,
     rt: &tokio::runtime::Handle,
     stop: &Stop,
     stats: &BridgeStats,
 ) -> RunEnd {
-    let mut source: Option<Track> = None;
+    // What to bridge, to what; its pipe opens at the first source frame
+    // once the mode lets it start.
+    let mut source: Option<(Track, Codec)> = None;
     let mut pipe: Option<Pipe> = None;
     while let Some(ev) = stop.next(rt, &mut sub) {
         match ev {
@@ -110,16 +148,34 @@ fn run(
                 // Our own track is among them once published: pick from the others.
                 let others: Vec<Track> = ts.iter().filter(|t| t.id != BRIDGE_TRACK).cloned().collect();
                 let next = pick(&others);
-                if next.as_ref().map(|(t, _)| (t.id, t.codec, &t.config))
-                    == source.as_ref().map(|t| (t.id, t.codec, &t.config))
+                if next.as_ref().map(|(t, to)| (t.id, t.codec, &t.config, *to))
+                    == source.as_ref().map(|(t, to)| (t.id, t.codec, &t.config, *to))
                 {
                     continue;
                 }
                 pipe = None;
+                stats.active.store(false, Ordering::Relaxed);
                 writer.set_tracks(Vec::new());
-                source = None;
-                if let Some((src, to)) = next {
-                    match Pipe::open(&src, to) {
+                if next.as_ref().is_some_and(|(_, to)| *to == Codec::Opus) {
+                    sub.stream().promise(Demand::OpusAudio);
+                }
+                source = next;
+            }
+            Event::Discontinuity => {
+                if let Some(p) = &mut pipe {
+                    p.restart();
+                }
+            }
+            Event::Frame(f) => {
+                let Some((src, to)) = &source else { continue };
+                if f.track != src.id {
+                    continue;
+                }
+                if pipe.is_none() {
+                    if !mode.starts(*to, sub.stream()) {
+                        continue;
+                    }
+                    match Pipe::open(src, *to) {
                         Ok(p) => {
                             info!(
                                 stream = sub.stream().name(),
@@ -128,23 +184,13 @@ fn run(
                                 "transcode: audio bridge started"
                             );
                             writer.set_tracks(vec![p.track.clone()]);
+                            stats.active.store(true, Ordering::Relaxed);
                             pipe = Some(p);
-                            source = Some(src);
                         }
                         Err(e) => return RunEnd::Failed(e),
                     }
                 }
-            }
-            Event::Discontinuity => {
-                if let Some(p) = &mut pipe {
-                    p.restart();
-                }
-            }
-            Event::Frame(f) => {
-                let (Some(src), Some(p)) = (&source, &mut pipe) else { continue };
-                if f.track != src.id {
-                    continue;
-                }
+                let Some(p) = &mut pipe else { continue };
                 stats.frames_in.fetch_add(1, Ordering::Relaxed);
                 match p.push(&f, stats) {
                     Ok(out) => {
@@ -396,5 +442,24 @@ impl Pipe {
             out.push(Frame { track: BRIDGE_TRACK, dts, cts: 0, keyframe: true, payload: Bytes::copy_from_slice(data) });
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auto_makes_opus_only_on_demand_and_aac_always() {
+        let publisher: tidecast_media::Publisher =
+            tidecast_media::Publisher::standalone("modes", tidecast_media::StreamConfig::default());
+        let stream = publisher.stream();
+        assert!(!BridgeMode::Auto.starts(Codec::Opus, stream), "no WebRTC viewer yet");
+        assert!(BridgeMode::Auto.starts(Codec::Aac, stream));
+        assert!(BridgeMode::Always.starts(Codec::Opus, stream));
+        assert!(!BridgeMode::Off.starts(Codec::Aac, stream));
+        stream.demand(Demand::OpusAudio);
+        assert!(BridgeMode::Auto.starts(Codec::Opus, stream), "a viewer asked");
+        assert!(!BridgeMode::Off.starts(Codec::Opus, stream));
     }
 }

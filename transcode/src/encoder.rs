@@ -6,14 +6,18 @@ use ffmpeg_next as ff;
 use tidecast_codecs::access_unit;
 use tidecast_media::Codec;
 
+use crate::hwframes::HwFrames;
 use crate::profile::{PlannedRung, Profile};
 
 /// An opened encoder and what it needs to be fed.
 pub struct OpenedEncoder {
     /// The FFmpeg encoder.
     pub encoder: ff::encoder::video::Encoder,
-    /// The pixel format it takes.
+    /// The pixel format it takes (for VAAPI, the format uploaded to its
+    /// surfaces).
     pub format: ff::format::Pixel,
+    /// The device surfaces it reads, for an encoder that reads only those.
+    pub surfaces: Option<HwFrames>,
     /// Its avcC (AVCDecoderConfigurationRecord).
     pub config: Bytes,
     /// FFmpeg's encoder name.
@@ -77,6 +81,13 @@ pub fn open(name: &'static str, rung: &PlannedRung, profile: &Profile, fps: f64)
         }
         _ => {}
     }
+    let surfaces = if name == "h264_vaapi" {
+        let pool = HwFrames::vaapi(rung.width, rung.height)?;
+        pool.attach(&mut enc)?;
+        Some(pool)
+    } else {
+        None
+    };
     let encoder = enc.open_as_with(codec, opts).map_err(|e| format!("cannot open {name}: {e}"))?;
     let extradata = extradata(&encoder);
     let config = if extradata.first() == Some(&1) {
@@ -88,7 +99,22 @@ pub fn open(name: &'static str, rung: &PlannedRung, profile: &Profile, fps: f64)
                 .ok_or_else(|| format!("{name} gave no usable SPS/PPS"))?,
         )
     };
-    Ok(OpenedEncoder { encoder, format, config, name })
+    Ok(OpenedEncoder { encoder, format, surfaces, config, name })
+}
+
+impl OpenedEncoder {
+    /// Hands the encoder a picture in [`OpenedEncoder::format`] at the
+    /// rung's size, uploading it first where the encoder reads device
+    /// surfaces.
+    pub fn send(&mut self, picture: &ff::frame::Video) -> Result<(), String> {
+        match &self.surfaces {
+            Some(pool) => {
+                let surface = pool.upload(picture)?;
+                self.encoder.send_frame(&surface).map_err(|e| e.to_string())
+            }
+            None => self.encoder.send_frame(picture).map_err(|e| e.to_string()),
+        }
+    }
 }
 
 /// The codec configuration an open encoder (video or audio) wrote with

@@ -1,6 +1,7 @@
-//! The ladder: the source's video track decoded once, each rung scaled and
-//! encoded on a thread of its own, the results published as tracks of the
-//! same stream (one clock, one keyframe index).
+//! The ladder: the source's video track decoded once, each rung scaled
+//! from the next larger picture (the source's, or the rung above's) on the
+//! decode thread and encoded on a thread of its own, the results published
+//! as tracks of the same stream (one clock, one keyframe index).
 //!
 //! Alignment: a rung's frame carries the source frame's presentation time,
 //! and every source keyframe becomes a forced IDR in every rung. Decode
@@ -315,9 +316,20 @@ impl Job {
                                 continue;
                             }
                         }
+                        // Each rung scales from the previous (larger) rung's
+                        // picture when it has one: fewer pixels to read.
+                        let mut larger: Option<ff::frame::Video> = None;
                         for r in &mut rungs {
-                            if let Err(e) = r.offer(&pic) {
-                                return RunEnd::Failed(e);
+                            if !r.wants(&pic) {
+                                continue;
+                            }
+                            let from = larger
+                                .as_ref()
+                                .filter(|f| f.width() >= r.stats.width && f.height() >= r.stats.height)
+                                .unwrap_or(&pic.frame);
+                            match r.scale_and_send(&pic, from) {
+                                Ok(scaled) => larger = Some(scaled),
+                                Err(e) => return RunEnd::Failed(e),
                             }
                         }
                     }
@@ -365,6 +377,7 @@ impl Job {
             new_tracks.push(track);
             stats.push(rs.clone());
             let (tx, rx) = sync_channel(self.queue);
+            let format = opened.format;
             let worker = RungWorker {
                 index: i,
                 rung: *rung,
@@ -381,6 +394,7 @@ impl Job {
                 .spawn(move || worker.run(rx))
                 .map_err(|e| format!("cannot start a rung thread: {e}"))?;
             links.push(RungLink {
+                scaler: Scaler::new(rung.width, rung.height, format),
                 tx: Some(tx),
                 thread: Some(thread),
                 need_key: true,
@@ -572,8 +586,10 @@ impl DecodeTimes {
     }
 }
 
-/// The decode side's end of one rung.
+/// The decode side's end of one rung: it scales the pictures the rung
+/// takes and queues them for the rung's encoder thread.
 struct RungLink {
+    scaler: Scaler,
     tx: Option<SyncSender<RungInput>>,
     thread: Option<JoinHandle<()>>,
     need_key: bool,
@@ -583,35 +599,82 @@ struct RungLink {
 }
 
 impl RungLink {
-    /// Queues a picture unless the rung's frame-rate cap leaves it out, or
-    /// its queue is full (then it waits for the next keyframe).
-    fn offer(&mut self, pic: &Picture) -> Result<(), String> {
-        if !pic.key {
-            if self.need_key {
-                self.stats.dropped.fetch_add(1, Ordering::Relaxed);
-                return Ok(());
-            }
-            if let (Some(gap), Some(last)) = (self.min_gap_us, self.last_pts) {
-                if pic.pts - last < gap {
-                    return Ok(());
-                }
-            }
+    /// Whether the rung takes this picture: after a drop it waits for the
+    /// next keyframe (counting what it leaves out), and its frame-rate cap
+    /// leaves some out.
+    fn wants(&mut self, pic: &Picture) -> bool {
+        if pic.key || self.tx.is_none() {
+            return self.tx.is_some();
         }
-        let Some(tx) = &self.tx else { return Ok(()) };
-        let frame = share(&pic.frame).ok_or("cannot reference a decoded picture")?;
+        if self.need_key {
+            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        match (self.min_gap_us, self.last_pts) {
+            (Some(gap), Some(last)) => pic.pts - last >= gap,
+            _ => true,
+        }
+    }
+
+    /// Scales `from` (the decoded picture or a larger rung's) to the rung's
+    /// size and queues it; when the queue is full the rung waits for the
+    /// next keyframe. Returns the scaled picture for the next rung down.
+    fn scale_and_send(&mut self, pic: &Picture, from: &ff::frame::Video) -> Result<ff::frame::Video, String> {
+        let t0 = Instant::now();
+        let scaled = self.scaler.run(from)?;
+        self.stats.busy_micros.fetch_add(t0.elapsed().as_micros() as u64, Ordering::Relaxed);
+        let frame = share(&scaled).ok_or("cannot reference a scaled picture")?;
+        let Some(tx) = &self.tx else { return Ok(scaled) };
         match tx.try_send(RungInput { frame, pts: pic.pts, dts: pic.dts, key: pic.key }) {
             Ok(()) => {
                 self.need_key = false;
                 self.last_pts = Some(pic.pts);
-                Ok(())
+                Ok(scaled)
             }
             Err(TrySendError::Full(_)) => {
                 self.need_key = true;
                 self.stats.dropped.fetch_add(1, Ordering::Relaxed);
-                Ok(())
+                Ok(scaled)
             }
             Err(TrySendError::Disconnected(_)) => Err(format!("the {}p rung stopped", self.stats.height)),
         }
+    }
+}
+
+/// A software scaler to one output size and pixel format that rebuilds
+/// itself when its input's size or format changes. Every call returns a
+/// new picture, so the previous one may still be in an encoder's hands.
+struct Scaler {
+    out: (u32, u32, ff::format::Pixel),
+    ctx: Option<(ff::software::scaling::Context, (u32, u32, ff::format::Pixel))>,
+}
+
+impl Scaler {
+    fn new(width: u32, height: u32, format: ff::format::Pixel) -> Scaler {
+        Scaler { out: (width, height, format), ctx: None }
+    }
+
+    fn run(&mut self, input: &ff::frame::Video) -> Result<ff::frame::Video, String> {
+        let def = (input.width(), input.height(), input.format());
+        if self.ctx.as_ref().is_none_or(|(_, d)| *d != def) {
+            let (w, h, f) = self.out;
+            let ctx = ff::software::scaling::Context::get(
+                def.2,
+                def.0,
+                def.1,
+                f,
+                w,
+                h,
+                ff::software::scaling::Flags::BILINEAR,
+            )
+            .map_err(|e| format!("cannot scale {}x{} to {w}x{h}: {e}", def.0, def.1))?;
+            self.ctx = Some((ctx, def));
+        }
+        let Some((ctx, _)) = self.ctx.as_mut() else { return Err("no scaler".into()) };
+        let (w, h, f) = self.out;
+        let mut out = ff::frame::Video::new(f, w, h);
+        ctx.run(input, &mut out).map_err(|e| format!("scaling failed: {e}"))?;
+        Ok(out)
     }
 }
 
@@ -654,8 +717,9 @@ struct RungWorker {
 
 impl RungWorker {
     fn run(mut self, rx: Receiver<RungInput>) {
-        let mut scaler: Option<(ff::software::scaling::Context, (u32, u32, ff::format::Pixel))> = None;
-        let mut out = ff::frame::Video::new(self.enc.format, self.rung.width, self.rung.height);
+        // Pictures arrive scaled for the encoder the rung opened with; one
+        // opened after a failure may want another pixel format.
+        let mut convert = Scaler::new(self.rung.width, self.rung.height, self.enc.format);
         let mut times: VecDeque<(i64, i64)> = VecDeque::new();
         let mut wait_key = false;
         let mut packet = ff::Packet::empty();
@@ -666,42 +730,26 @@ impl RungWorker {
             }
             wait_key = false;
             let t0 = Instant::now();
-            let def = (input.frame.width(), input.frame.height(), input.frame.format());
-            if scaler.as_ref().is_none_or(|(_, d)| *d != def) {
-                match ff::software::scaling::Context::get(
-                    def.2,
-                    def.0,
-                    def.1,
-                    self.enc.format,
-                    self.rung.width,
-                    self.rung.height,
-                    ff::software::scaling::Flags::BILINEAR,
-                ) {
-                    Ok(s) => scaler = Some((s, def)),
+            let mut frame = input.frame;
+            let want = (self.rung.width, self.rung.height, self.enc.format);
+            if (frame.width(), frame.height(), frame.format()) != want {
+                convert.out = want;
+                frame = match convert.run(&frame) {
+                    Ok(f) => f,
                     Err(e) => {
-                        warn!(error = %e, "transcode: cannot scale; the rung stops");
+                        warn!(error = %e, "transcode: the rung stops");
                         return;
                     }
-                }
+                };
             }
-            // SAFETY: `out` is a valid frame with buffers; this makes sure no
-            // encoder still holds a reference to them before they are overwritten.
-            if unsafe { ff::ffi::av_frame_make_writable(out.as_mut_ptr()) } < 0 {
-                out = ff::frame::Video::new(self.enc.format, self.rung.width, self.rung.height);
-            }
-            let Some((s, _)) = scaler.as_mut() else { return };
-            if let Err(e) = s.run(&input.frame, &mut out) {
-                warn!(error = %e, "transcode: scaling failed; the rung stops");
-                return;
-            }
-            out.set_pts(Some(input.pts));
-            out.set_kind(if input.key { ff::picture::Type::I } else { ff::picture::Type::None });
+            frame.set_pts(Some(input.pts));
+            frame.set_kind(if input.key { ff::picture::Type::I } else { ff::picture::Type::None });
             times.push_back((input.pts, input.dts));
             if times.len() > 256 {
                 times.pop_front();
             }
-            if let Err(e) = self.enc.encoder.send_frame(&out) {
-                if !self.switch_encoder(&e.to_string()) {
+            if let Err(e) = self.enc.send(&frame) {
+                if !self.switch_encoder(&e) {
                     return;
                 }
                 times.clear();
@@ -805,6 +853,42 @@ mod tests {
         }
         assert_eq!(out[0], (0, true), "the keyframe keeps its decode time");
         assert!(out.windows(2).all(|w| w[0].0 < w[1].0), "increasing: {out:?}");
+    }
+
+    #[test]
+    fn a_failed_encoder_gives_way_to_the_next_that_opens() {
+        crate::init();
+        let publisher: tidecast_media::Publisher =
+            tidecast_media::Publisher::standalone("switch", tidecast_media::StreamConfig::default());
+        let writer = Arc::new(publisher.stream().derive_tracks());
+        let rung = PlannedRung { width: 320, height: 180, bitrate_kbps: 300, max_fps: None };
+        let profile = Profile::standard();
+        let (first, _) = open_first(&["libx264"], &rung, &profile, 30.0).expect("x264 opens");
+        let track = rung_track(DERIVED_TRACK_BASE, &first.config, &rung, 30.0).expect("a track");
+        let stats = Arc::new(RungStats { encoder: Mutex::new("libx264".into()), ..RungStats::default() });
+        let mut worker = RungWorker {
+            index: 0,
+            rung,
+            profile,
+            fps: 30.0,
+            // The middle candidate cannot open: the switch goes past it.
+            encoders: vec!["libx264", "h264_missing_for_this_test", "libx264"],
+            enc: first,
+            writer,
+            tracks: Arc::new(Mutex::new(vec![track])),
+            stats: stats.clone(),
+        };
+        assert!(worker.switch_encoder("injected failure"));
+        assert_eq!(stats.encoder_switches.load(Ordering::Relaxed), 1);
+        assert_eq!(*stats.encoder.lock(), "libx264");
+        let mut frame = ff::frame::Video::new(worker.enc.format, 320, 180);
+        frame.set_pts(Some(0));
+        frame.set_kind(ff::picture::Type::I);
+        worker.enc.send(&frame).expect("the new encoder takes pictures");
+        // Past the last candidate there is nothing left to open.
+        worker.encoders = vec!["h264_missing_for_this_test"];
+        worker.enc.name = "h264_missing_for_this_test";
+        assert!(!worker.switch_encoder("injected failure"));
     }
 
     #[test]

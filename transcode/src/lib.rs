@@ -14,12 +14,14 @@
 //!
 //! * [`audio`]: the audio bridge, AAC to Opus for WebRTC and Opus to AAC
 //!   for everything else, as a track of the same stream.
+//! * `hwframes`: device surfaces and their upload, for VAAPI.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
 pub mod audio;
 mod encoder;
+mod hwframes;
 pub mod ladder;
 pub mod log;
 pub mod policy;
@@ -27,7 +29,7 @@ pub mod probe;
 pub mod profile;
 mod supervise;
 
-pub use audio::AudioBridge;
+pub use audio::{AudioBridge, BridgeMode};
 pub use ladder::{Ladder, LadderReport, LadderSpec, LadderStats};
 pub use profile::{HwPolicy, Profile};
 pub use supervise::{RunStats, MAX_BACKOFF};

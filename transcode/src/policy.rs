@@ -4,10 +4,9 @@
 use crate::probe::EncoderProbe;
 use crate::profile::HwPolicy;
 
-/// Hardware encoders the ladder can feed today, in the order `auto` tries
-/// them. VAAPI is probed but not used yet: it needs frames uploaded to a
-/// device surface, which the ladder does not do.
-pub const LADDER_HARDWARE: [&str; 2] = ["h264_nvenc", "h264_qsv"];
+/// Hardware encoders, in the order `auto` tries them (VAAPI's pictures
+/// are uploaded to device surfaces, see `hwframes`).
+pub const LADDER_HARDWARE: [&str; 3] = ["h264_nvenc", "h264_qsv", "h264_vaapi"];
 /// The software encoder.
 pub const SOFTWARE: &str = "libx264";
 
@@ -30,17 +29,7 @@ pub fn choose(policy: HwPolicy, probes: &[EncoderProbe]) -> Result<Choice, Strin
         let reasons: Vec<String> = probes
             .iter()
             .filter(|p| p.hardware)
-            .map(|p| {
-                format!(
-                    "{}: {}",
-                    p.name,
-                    p.reason.as_deref().unwrap_or(if p.works {
-                        "works, but the ladder cannot feed it yet"
-                    } else {
-                        "failed"
-                    })
-                )
-            })
+            .map(|p| format!("{}: {}", p.name, p.reason.as_deref().unwrap_or(if p.works { "works" } else { "failed" })))
             .collect();
         if reasons.is_empty() {
             "not probed".to_owned()
@@ -86,6 +75,8 @@ mod tests {
         let nvenc = [probe("h264_nvenc", true), probe("h264_qsv", false), probe("libx264", true)];
         let c = choose(HwPolicy::Auto, &nvenc).unwrap();
         assert_eq!((c.candidates, c.fell_back), (vec!["h264_nvenc", "libx264"], None));
+        let vaapi = [probe("h264_nvenc", false), probe("h264_vaapi", true), probe("libx264", true)];
+        assert_eq!(choose(HwPolicy::Auto, &vaapi).unwrap().candidates, ["h264_vaapi", "libx264"]);
     }
 
     #[test]

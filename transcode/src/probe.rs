@@ -3,15 +3,18 @@
 //! FFmpeg's build and still not work (no GPU, no driver, no device node), so
 //! being listed proves nothing; encoding a frame does.
 //!
-//! NVENC takes system-memory frames; QSV wants NV12; VAAPI wants hardware
-//! frames uploaded to a device, which only the ladder sets up: its probe
-//! here only tells whether the encoder opens with NV12 system frames, and a
-//! failure names FFmpeg's reason.
+//! The probe opens each encoder exactly as a ladder's rung would (same
+//! settings; NVENC fed system-memory frames, QSV NV12, VAAPI NV12 uploaded
+//! to a device surface) and encodes one 256x144 picture; a failure names
+//! FFmpeg's reason.
 
 use std::time::Instant;
 
 use ffmpeg_next as ff;
 use serde::Serialize;
+
+use crate::encoder;
+use crate::profile::{PlannedRung, Profile};
 
 /// The H.264 encoders a ladder may use, in the order `hw = "auto"` tries them.
 pub const H264_CANDIDATES: [&str; 4] = ["h264_nvenc", "h264_qsv", "h264_vaapi", "libx264"];
@@ -63,28 +66,23 @@ pub fn probe(name: &str) -> EncoderProbe {
 }
 
 fn encode_one_frame(name: &str) -> Result<(), String> {
-    let codec = ff::encoder::find_by_name(name).ok_or_else(|| "not in this FFmpeg build".to_owned())?;
-    let format = if name == "libx264" { ff::format::Pixel::YUV420P } else { ff::format::Pixel::NV12 };
-    let (w, h) = (256, 144);
-    let mut enc = ff::codec::context::Context::new_with_codec(codec).encoder().video().map_err(|e| e.to_string())?;
-    enc.set_width(w);
-    enc.set_height(h);
-    enc.set_format(format);
-    enc.set_time_base(ff::Rational(1, 30));
-    enc.set_frame_rate(Some(ff::Rational(30, 1)));
-    enc.set_max_b_frames(0);
-    enc.set_gop(30);
-    let mut enc = enc.open_as(codec).map_err(|e| format!("cannot open: {e}"))?;
-    let mut frame = ff::frame::Video::new(format, w, h);
+    if ff::encoder::find_by_name(name).is_none() {
+        return Err("not in this FFmpeg build".into());
+    }
+    let &name = H264_CANDIDATES.iter().find(|n| **n == name).ok_or("not a candidate H.264 encoder")?;
+    let rung = PlannedRung { width: 256, height: 144, bitrate_kbps: 300, max_fps: None };
+    let mut enc = encoder::open(name, &rung, &Profile::standard(), 30.0)?;
+    let mut frame = ff::frame::Video::new(enc.format, rung.width, rung.height);
     for plane in 0..frame.planes() {
         frame.data_mut(plane).fill(128);
     }
     frame.set_pts(Some(0));
-    enc.send_frame(&frame).map_err(|e| format!("cannot encode: {e}"))?;
-    enc.send_eof().map_err(|e| format!("cannot flush: {e}"))?;
+    frame.set_kind(ff::picture::Type::I);
+    enc.send(&frame).map_err(|e| format!("cannot encode: {e}"))?;
+    enc.encoder.send_eof().map_err(|e| format!("cannot flush: {e}"))?;
     let mut packet = ff::Packet::empty();
     let mut bytes = 0;
-    while enc.receive_packet(&mut packet).is_ok() {
+    while enc.encoder.receive_packet(&mut packet).is_ok() {
         bytes += packet.size();
     }
     if bytes == 0 {

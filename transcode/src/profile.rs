@@ -52,6 +52,10 @@ pub struct Profile {
     /// Hardware encoder policy.
     #[serde(default)]
     pub hw: HwPolicy,
+    /// When streams of this profile get the audio bridge (unset: the
+    /// node's `[transcode] audio_bridge`).
+    #[serde(default)]
+    pub audio_bridge: Option<crate::audio::BridgeMode>,
 }
 
 fn default_h264_profile() -> String {
@@ -71,6 +75,7 @@ impl Profile {
             h264_profile: default_h264_profile(),
             preset: default_preset(),
             hw: HwPolicy::Auto,
+            audio_bridge: None,
         }
     }
 

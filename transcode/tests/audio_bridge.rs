@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use ffmpeg_next as ff;
-use tidecast_media::{Codec, Event, Frame, Publisher, StreamConfig, Track, TrackInfo};
-use tidecast_transcode::audio::BRIDGE_TRACK;
+use tidecast_media::{Codec, Demand, Event, Frame, Publisher, StreamConfig, Track, TrackInfo};
+use tidecast_transcode::audio::{BridgeMode, BRIDGE_TRACK};
 use tidecast_transcode::AudioBridge;
 
 /// Two seconds of a 440 Hz tone encoded by the ffmpeg CLI with `codec` into
@@ -59,7 +59,9 @@ async fn bridge(track: Track, frames: Vec<Frame>) -> (Track, Vec<Frame>) {
     let publisher: Publisher = Publisher::standalone("bridge-test", StreamConfig::default());
     let stream = publisher.stream().clone();
     let mut reader = stream.subscribe_from_oldest();
-    let bridge = AudioBridge::start(stream.clone(), tokio::runtime::Handle::current()).unwrap();
+    // What a WebRTC viewer raises; an Opus source's AAC track needs none.
+    stream.demand(Demand::OpusAudio);
+    let bridge = AudioBridge::start(stream.clone(), BridgeMode::Auto, tokio::runtime::Handle::current()).unwrap();
     publisher.set_tracks(vec![track]).unwrap();
     for f in frames {
         publisher.push(f).unwrap();
@@ -164,7 +166,7 @@ async fn the_bridge_follows_jumps_in_the_source_clock() {
     let publisher: Publisher = Publisher::standalone("bridge-jumps", StreamConfig::default());
     let stream = publisher.stream().clone();
     let mut reader = stream.subscribe_from_oldest();
-    let bridge = AudioBridge::start(stream.clone(), tokio::runtime::Handle::current()).unwrap();
+    let bridge = AudioBridge::start(stream.clone(), BridgeMode::Always, tokio::runtime::Handle::current()).unwrap();
     publisher.set_tracks(vec![track]).unwrap();
     for f in frames {
         publisher.push(f).unwrap();
