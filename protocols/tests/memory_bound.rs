@@ -224,7 +224,7 @@ fn live_bytes_stay_under_the_window_bound_and_come_back_after_the_end() {
 
         let mut cam = Wire::connect(&registry, "cam");
         let stream = cam.publisher.stream().clone();
-        let playout = playouts.get(&stream);
+        let playout = playouts.get(&stream, None);
         drop(stream);
         let mut viewer = playout.subscribe();
         // A TS viewer: the muxer runs from the first one on.

@@ -116,7 +116,7 @@ fn webrtc_error(e: &WebRtcError) -> Response {
         WebRtcError::Offer(OfferProblem::NoSupportedCodec(_)) => StatusCode::NOT_ACCEPTABLE,
         WebRtcError::NothingToPlay(_) => StatusCode::UNPROCESSABLE_ENTITY,
         WebRtcError::NotReady | WebRtcError::Full => StatusCode::SERVICE_UNAVAILABLE,
-        WebRtcError::NotFound => StatusCode::NOT_FOUND,
+        WebRtcError::NotFound | WebRtcError::NoSuchRendition { .. } => StatusCode::NOT_FOUND,
     };
     problem(status, e)
 }
@@ -231,6 +231,10 @@ async fn whep(
         Err((status, text)) => return problem(status, text),
     };
     let token = token(query.as_deref(), &headers);
+    let rendition = match rendition(query.as_deref()) {
+        Ok(r) => r,
+        Err(text) => return problem(StatusCode::BAD_REQUEST, text),
+    };
     // The credential first, then whether there is anything to play: only a
     // live stream is worth the quota and the triggers.
     if let Err(e) = s.gate.check_play(&stream, token, peer.ip()) {
@@ -255,7 +259,7 @@ async fn whep(
         }),
         session,
     };
-    match s.hub.play(&offer, live, peer, hooks) {
+    match s.hub.play(&offer, live, rendition, peer, hooks) {
         Ok(c) => {
             info!(%peer, stream, id = %c.id, "whep session created");
             created(&s, "whep", &stream, c, token.unwrap_or(""))
@@ -264,6 +268,18 @@ async fn whep(
             info!(%peer, stream, error = %e, "whep offer refused");
             webrtc_error(&e)
         }
+    }
+}
+
+/// `?rendition=480p` (or `480`): the height of the ladder rung to play.
+fn rendition(query: Option<&str>) -> Result<Option<u32>, String> {
+    let Some(v) = query.unwrap_or("").split('&').find_map(|kv| kv.strip_prefix("rendition=")) else {
+        return Ok(None);
+    };
+    let digits = v.strip_suffix('p').unwrap_or(v);
+    match digits.parse::<u32>() {
+        Ok(h) if (1..=8640).contains(&h) => Ok(Some(h)),
+        _ => Err(format!("rendition={v:?}: expected a height such as 480p")),
     }
 }
 

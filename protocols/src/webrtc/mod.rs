@@ -190,6 +190,13 @@ pub enum WebRtcError {
     BadCandidate(String),
     /// Too many sessions.
     Full,
+    /// `?rendition=` asked for a height the stream does not have.
+    NoSuchRendition {
+        /// The height asked for.
+        asked: u32,
+        /// The heights the stream has, largest first.
+        available: Vec<u32>,
+    },
 }
 
 impl fmt::Display for WebRtcError {
@@ -204,6 +211,10 @@ impl fmt::Display for WebRtcError {
             WebRtcError::NotFound => write!(f, "no such session"),
             WebRtcError::BadCandidate(e) => write!(f, "bad candidate: {e}"),
             WebRtcError::Full => write!(f, "too many WebRTC sessions"),
+            WebRtcError::NoSuchRendition { asked, available } => {
+                let list: Vec<String> = available.iter().map(|h| format!("{h}p")).collect();
+                write!(f, "no {asked}p rendition; this stream has: {}", list.join(", "))
+            }
         }
     }
 }
@@ -423,11 +434,13 @@ impl WebRtcHub {
         Ok(self.spawn(n, rtc, role, "whip", stream, peer, answer.to_sdp_string(), Vec::new(), admitted))
     }
 
-    /// Accepts a WHEP offer: the peer plays `stream`.
+    /// Accepts a WHEP offer: the peer plays `stream`, the H.264 rendition
+    /// of height `rendition` when given (a ladder's rung, `?rendition=480p`).
     pub fn play(
         self: &Arc<Self>,
         offer: &str,
         stream: Arc<Stream>,
+        rendition: Option<u32>,
         peer: SocketAddr,
         hooks: ViewerHooks,
     ) -> Result<Created, WebRtcError> {
@@ -437,14 +450,22 @@ impl WebRtcHub {
         if tracks.is_empty() {
             return Err(WebRtcError::NotReady);
         }
-        let carried = playout::carried(&tracks);
+        if let Some(asked) = rendition {
+            let available = playout::renditions(&tracks);
+            if !available.contains(&asked) {
+                return Err(WebRtcError::NoSuchRendition { asked, available });
+            }
+        }
+        // A WebRTC viewer hears Opus: the audio bridge makes it from AAC.
+        stream.demand(tidecast_media::Demand::OpusAudio);
+        let carried = playout::carried(&tracks, rendition, stream.is_promised(tidecast_media::Demand::OpusAudio));
         if !carried.video && !carried.audio {
             return Err(WebRtcError::NothingToPlay(carried.notes));
         }
         let parsed = SdpOffer::from_sdp_string(offer).map_err(|e| OfferProblem::Malformed(e.to_string()))?;
         let mut rtc = self.rtc(true);
         let answer = rtc.sdp_api().accept_offer(parsed).map_err(|e| WebRtcError::Rejected(e.to_string()))?;
-        let playout = self.playouts.get(&stream);
+        let playout = self.playouts.get(&stream, rendition);
         let mut notes = carried.notes;
         if playout.has_bframes() {
             notes.push("the stream has B-frames, which WebRTC cannot carry: expect stutter".into());

@@ -11,6 +11,7 @@
 //! that falls out of the ring jumps to the newest keyframe, and the frames it
 //! passed over are counted in the source stream's `frames_skipped`.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
@@ -83,12 +84,33 @@ pub struct Carried {
     pub h264_profile: Option<(u8, u8)>,
 }
 
-/// Decides what of `tracks` WebRTC carries: the first H.264 and the first
-/// Opus track (a ladder's rung or the audio bridge's track when the
-/// source's own cannot be carried).
-pub fn carried(tracks: &[Track]) -> Carried {
+/// The H.264 track a WHEP viewer is sent: with `rendition` (a height, from
+/// `?rendition=480p`), the stream's H.264 track of that height (a ladder's
+/// rung, or the source's own); otherwise, or while the stream has none of
+/// that height, the first H.264 track.
+pub fn video_track(tracks: &[Track], rendition: Option<u32>) -> Option<&Track> {
+    let mut h264 = tracks.iter().filter(|t| t.codec == Codec::H264);
+    let first = h264.clone().next();
+    rendition.and_then(|h| h264.find(|t| t.info.height == h)).or(first)
+}
+
+/// The heights of the stream's H.264 tracks, largest first: the
+/// renditions a WHEP viewer can ask for.
+pub fn renditions(tracks: &[Track]) -> Vec<u32> {
+    let mut h: Vec<u32> = tracks.iter().filter(|t| t.codec == Codec::H264).map(|t| t.info.height).collect();
+    h.sort_unstable_by(|a, b| b.cmp(a));
+    h.dedup();
+    h
+}
+
+/// Decides what of `tracks` WebRTC carries: the H.264 track
+/// [`video_track`] picks and the first Opus track (a ladder's rung or the
+/// audio bridge's track when the source's own cannot be carried).
+/// `opus_coming`: the audio bridge has promised Opus, so AAC audio is not
+/// worth a note.
+pub fn carried(tracks: &[Track], rendition: Option<u32>, opus_coming: bool) -> Carried {
     let mut c = Carried::default();
-    if let Some(t) = tracks.iter().find(|t| t.codec == Codec::H264) {
+    if let Some(t) = video_track(tracks, rendition) {
         c.video = true;
         if let Ok(cfg) = h264::parse_config(&t.config) {
             c.h264_profile = cfg.sps.first().and_then(|s| Some((*s.get(1)?, *s.get(2)?)));
@@ -98,9 +120,8 @@ pub fn carried(tracks: &[Track]) -> Carried {
     for t in tracks.iter().filter(|t| t.id < tidecast_media::DERIVED_TRACK_BASE) {
         match t.codec {
             Codec::H264 | Codec::Opus => {}
-            Codec::Aac if !c.audio => c.notes.push(
-                "audio is AAC, which WebRTC cannot carry: playing video only (the audio bridge to Opus is off or has not started)"
-                    .into(),
+            Codec::Aac if !c.audio && !opus_coming => c.notes.push(
+                "audio is AAC, which WebRTC cannot carry: playing video only (the audio bridge to Opus is off)".into(),
             ),
             Codec::Aac => {}
             other if other.kind() == tidecast_media::MediaKind::Video && !c.video => {
@@ -187,11 +208,14 @@ impl Playout {
     }
 }
 
-/// Every stream's playout: an on-demand kind of the media core's
-/// [`Outputs`], started on a stream's first viewer and stopped after its
-/// last (the packetizer holds its playout only weakly).
+/// Every stream's playouts: on-demand kinds of the media core's
+/// [`Outputs`], one for the default video and one per rendition viewers
+/// asked for, each started on its first viewer and stopped after its last
+/// (the packetizer holds its playout only weakly).
 pub struct Playouts {
-    outputs: Arc<Outputs<Playout>>,
+    ledger: Ledger,
+    /// By rendition height; `None` is the default video.
+    kinds: Mutex<HashMap<Option<u32>, Arc<Outputs<Playout>>>>,
 }
 
 impl Default for Playouts {
@@ -203,6 +227,20 @@ impl Default for Playouts {
 impl Playouts {
     /// No playouts yet; their GOPs will be accounted in `ledger`.
     pub fn new(ledger: Ledger) -> Playouts {
+        Playouts { ledger, kinds: Mutex::default() }
+    }
+
+    /// The playout of `stream` sending `rendition` (see [`video_track`]),
+    /// started if needed. A playout left over from an earlier stream of the
+    /// same name is never reused. Callers pass only heights the stream has,
+    /// so there are as many kinds as distinct rung heights.
+    pub fn get(&self, stream: &Arc<Stream>, rendition: Option<u32>) -> Arc<Playout> {
+        let outputs = self.kinds.lock().entry(rendition).or_insert_with(|| self.kind(rendition)).clone();
+        outputs.get_or_start(stream)
+    }
+
+    fn kind(&self, rendition: Option<u32>) -> Arc<Outputs<Playout>> {
+        let ledger = self.ledger.clone();
         let start: StartOutput<Playout> = Box::new(move |stream: Arc<Stream>| {
             let cfg = StreamConfig { buffer: LAG_ALLOWANCE, max_bytes: MAX_BYTES };
             let publisher = Publisher::standalone_accounted(stream.name(), cfg, ledger.gauge(stream.name(), "whep"));
@@ -218,18 +256,12 @@ impl Playouts {
             // Weak: the packetizer stops once no viewer holds the playout.
             let weak = Arc::downgrade(&p);
             let task: OutputTask<Playout> = Box::pin(async move {
-                run(weak, stream).await;
+                run(weak, stream, rendition).await;
                 None
             });
             (p, task)
         });
-        Playouts { outputs: Outputs::new("whep", Start::OnDemand, std::time::Duration::ZERO, start) }
-    }
-
-    /// The playout of `stream`, started if needed. A playout left over
-    /// from an earlier stream of the same name is never reused.
-    pub fn get(&self, stream: &Arc<Stream>) -> Arc<Playout> {
-        self.outputs.get_or_start(stream)
+        Outputs::new("whep", Start::OnDemand, std::time::Duration::ZERO, start)
     }
 }
 
@@ -237,21 +269,35 @@ struct Packetizers {
     h264: H264Packetizer,
     avc: Option<h264::AvcConfig>,
     video: Option<u32>,
+    /// The video track changed (a rung came or went): its frames wait for
+    /// its next keyframe.
+    video_wait_key: bool,
     audio: Option<u32>,
     base: Option<i64>,
 }
 
-/// Packetizes a stream until it ends or nobody watches.
-async fn run(weak: Weak<Playout>, stream: Arc<Stream>) {
+/// Packetizes a stream (its `rendition`, see [`video_track`]) until it
+/// ends or nobody watches.
+async fn run(weak: Weak<Playout>, stream: Arc<Stream>, rendition: Option<u32>) {
     let mut sub = stream.subscribe();
-    let mut k = Packetizers { h264: H264Packetizer::default(), avc: None, video: None, audio: None, base: None };
-    debug!(stream = stream.name(), "whep playout started");
+    let mut k = Packetizers {
+        h264: H264Packetizer::default(),
+        avc: None,
+        video: None,
+        video_wait_key: false,
+        audio: None,
+        base: None,
+    };
+    debug!(stream = stream.name(), ?rendition, "whep playout started");
     while let Some(ev) = sub.recv().await {
         let Some(p) = weak.upgrade() else { break };
         match ev {
             Event::Tracks(tracks) => {
-                let video = tracks.iter().find(|t| t.codec == Codec::H264);
+                let video = video_track(&tracks, rendition);
                 let audio = tracks.iter().find(|t| t.codec == Codec::Opus);
+                if k.video.is_some() && k.video != video.map(|t| t.id) {
+                    k.video_wait_key = true;
+                }
                 k.video = video.map(|t| t.id);
                 k.audio = audio.map(|t| t.id);
                 k.avc = video.and_then(|t| h264::parse_config(&t.config).ok());
@@ -279,6 +325,12 @@ fn packetize(k: &mut Packetizers, p: &Playout, f: &Frame) -> Option<RtpFrame> {
     let video = Some(f.track) == k.video;
     if !video && Some(f.track) != k.audio {
         return None;
+    }
+    if video && k.video_wait_key {
+        if !f.keyframe {
+            return None;
+        }
+        k.video_wait_key = false;
     }
     let base = *k.base.get_or_insert(f.dts);
     let pts = f.pts() - base;
@@ -374,7 +426,7 @@ mod tests {
         let publisher = registry.publish("cam").expect("publish");
         publisher.set_tracks(tracks()).expect("tracks");
         let playouts = Playouts::default();
-        let playout = playouts.get(publisher.stream());
+        let playout = playouts.get(publisher.stream(), None);
         // The packetizer reads from the first frame on once it has started.
         publish(&publisher, 0, 1, 50);
         packetized(&playout, 2).await;
@@ -403,7 +455,7 @@ mod tests {
         let publisher = registry.publish("cam").expect("publish");
         publisher.set_tracks(tracks()).expect("tracks");
         let playouts = Playouts::default();
-        let playout = playouts.get(publisher.stream());
+        let playout = playouts.get(publisher.stream(), None);
         publish(&publisher, 0, 1, 25);
         packetized(&playout, 2).await;
         let mut slow = playout.subscribe();
@@ -434,7 +486,7 @@ mod tests {
         let publisher = registry.publish("cam").expect("publish");
         publisher.set_tracks(tracks()).expect("tracks");
         let playouts = Playouts::default();
-        let playout = playouts.get(publisher.stream());
+        let playout = playouts.get(publisher.stream(), None);
         publish(&publisher, 0, 1, 50);
         packetized(&playout, 2).await;
         publish(&publisher, 1, 9, 50);
