@@ -155,6 +155,9 @@ pub struct BridgeStatus {
     pub stream: String,
     /// Whether it is running (false while it waits to retry).
     pub running: bool,
+    /// Whether it is making its track (false while it waits for a WHEP
+    /// viewer to ask for Opus, or for audio it can bridge).
+    pub active: bool,
     /// Source audio frames decoded.
     pub frames_in: u64,
     /// Bridged frames published.

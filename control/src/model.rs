@@ -74,13 +74,63 @@ pub struct StreamConfig {
     /// Restream targets (accepted and stored; pushing out is not built yet).
     #[serde(default)]
     pub push_targets: Vec<String>,
-    /// Transcode profile name (`[transcode.profiles]` of the config file, or
-    /// the built-in `default`); unset: the tenant's, else the server's
-    /// `transcode.default_profile`.
+    /// Transcode profile name (`/api/v1/transcode/profiles`, the config
+    /// file's `[transcode.profiles]`, or the built-in `default`); unset: the
+    /// tenant's, else the server's `transcode.default_profile`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transcode_profile: Option<String>,
     /// Creation time, Unix milliseconds.
     pub created_ms: i64,
+}
+
+/// One rung of a ladder profile.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LadderRung {
+    /// Output height in pixels; the width follows the source's aspect
+    /// ratio, rounded to even. Rungs not smaller than the source are left out.
+    pub height: u32,
+    /// Target bitrate, kbit/s (50 to 100000).
+    pub bitrate_kbps: u32,
+    /// Frames per second at most; unset: the source's rate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_fps: Option<f64>,
+}
+
+/// A named ladder profile: the renditions a stream's video gets. Stored by
+/// name; the transcoder checks it (the same rules as the config file's
+/// `[transcode.profiles.NAME]`) before it is stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LadderProfile {
+    /// The rungs, 1 to 8, any order.
+    pub rungs: Vec<LadderRung>,
+    /// H.264 profile of every rung: `baseline`, `main` (default) or `high`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub h264_profile: Option<String>,
+    /// x264 preset, `ultrafast` to `medium` (default `veryfast`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preset: Option<String>,
+    /// Hardware encoders: `auto` (default: hardware if one works, else
+    /// x264 with a warning and a counted fallback), `require` or `off`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hw: Option<String>,
+    /// The audio bridge for streams of this profile: `auto`, `always` or
+    /// `off`; unset: the node's `transcode.audio_bridge`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audio_bridge: Option<String>,
+}
+
+/// A ladder profile as the API lists it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct NamedProfile {
+    /// The name streams and tenants select it by.
+    pub name: String,
+    /// Where it is defined: `api` (changeable here) or `config` (the
+    /// configuration file and the built-in `default`; read-only here).
+    pub source: String,
+    /// The profile.
+    pub profile: LadderProfile,
 }
 
 /// A stream key's record (keyed by the key's hash).

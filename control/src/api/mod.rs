@@ -11,6 +11,7 @@
 pub mod keys;
 mod live;
 mod problem;
+pub mod profiles;
 mod streams;
 mod tenants;
 mod triggers;
@@ -47,6 +48,9 @@ pub struct Api {
     pub srt: Option<Arc<tidecast_protocols::srt::driver::SrtSessions>>,
     /// The WebRTC edge: WHIP/WHEP sessions and their statistics.
     pub webrtc: Option<Arc<tidecast_protocols::webrtc::WebRtcHub>>,
+    /// The transcoder's profiles of the configuration file, and its check
+    /// of new ones.
+    pub profiles: Option<Arc<dyn profiles::ProfileCatalog>>,
 }
 
 /// The authenticated caller.
@@ -191,7 +195,7 @@ impl Modify for BearerAuth {
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Tidecast admin API", description = "Tenants, keys, streams, playback tokens, triggers, sessions and load of one Tidecast node."),
+    info(title = "Tidecast admin API", description = "Tenants, keys, streams, playback tokens, triggers, transcode profiles, sessions and load of one Tidecast node."),
     modifiers(&BearerAuth),
     security(("api_key" = [])),
     components(schemas(Problem))
@@ -205,6 +209,7 @@ fn documented() -> OpenApiRouter<Api> {
         .merge(streams::routes())
         .merge(triggers::routes())
         .merge(live::routes())
+        .merge(profiles::routes())
 }
 
 /// The routes and the OpenAPI document they generate.

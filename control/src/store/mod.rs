@@ -31,12 +31,21 @@ pub enum Table {
     Triggers,
     /// Node-wide values: schema version, token signing secret.
     Meta,
+    /// Transcode ladder profiles made through the API, by name.
+    Profiles,
 }
 
 impl Table {
     /// Every table, for backends that create them up front.
-    pub const ALL: [Table; 6] =
-        [Table::Tenants, Table::ApiKeys, Table::Streams, Table::StreamKeys, Table::Triggers, Table::Meta];
+    pub const ALL: [Table; 7] = [
+        Table::Tenants,
+        Table::ApiKeys,
+        Table::Streams,
+        Table::StreamKeys,
+        Table::Triggers,
+        Table::Meta,
+        Table::Profiles,
+    ];
 
     /// The table's name in the backend.
     pub fn name(self) -> &'static str {
@@ -47,6 +56,7 @@ impl Table {
             Table::StreamKeys => "stream_keys",
             Table::Triggers => "triggers",
             Table::Meta => "meta",
+            Table::Profiles => "transcode_profiles",
         }
     }
 }

@@ -18,7 +18,7 @@ const SCHEMA_KEY: &str = "schema_version";
 type Migration = fn(&WriteTransaction) -> Result<(), redb::Error>;
 
 /// Migration `i` takes a file from schema version `i` to `i + 1`.
-const MIGRATIONS: &[Migration] = &[create_tables_v1];
+const MIGRATIONS: &[Migration] = &[create_tables_v1, add_profiles_v2];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
@@ -28,10 +28,16 @@ fn def(table: Table) -> TableDefinition<'static, &'static str, &'static [u8]> {
 }
 
 fn create_tables_v1(txn: &WriteTransaction) -> Result<(), redb::Error> {
-    for t in Table::ALL {
+    for t in [Table::Tenants, Table::ApiKeys, Table::Streams, Table::StreamKeys, Table::Triggers, Table::Meta] {
         txn.open_table(def(t))?;
     }
     txn.open_table(AUDIT)?;
+    Ok(())
+}
+
+/// Version 2: ladder profiles made through the API.
+fn add_profiles_v2(txn: &WriteTransaction) -> Result<(), redb::Error> {
+    txn.open_table(def(Table::Profiles))?;
     Ok(())
 }
 
