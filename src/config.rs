@@ -183,10 +183,13 @@ impl Default for WebRtc {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Transcode {
-    /// Every stream's audio gets the other codec as a second track: AAC
-    /// sources get Opus (WebRTC viewers hear them), Opus sources get AAC
-    /// (LL-HLS, DASH and RTMP players hear them).
-    pub audio_bridge: bool,
+    /// The audio bridge: AAC sources get an Opus track (WebRTC viewers hear
+    /// them), Opus sources an AAC track (LL-HLS, DASH and RTMP players hear
+    /// them). `"auto"` (the default): AAC from the start, Opus once a WHEP
+    /// viewer asks; `"always"`: both from the start; `"off"`. `true` and
+    /// `false` are read as `"always"` and `"off"`. A profile may set its own.
+    #[serde(deserialize_with = "bridge_mode")]
+    pub audio_bridge: tidecast_transcode::BridgeMode,
     /// The profile of streams that select none (unset: such streams are
     /// not transcoded). `default` is built in: 720p, 480p, 360p, 240p.
     pub default_profile: Option<String>,
@@ -198,8 +201,27 @@ pub struct Transcode {
 
 impl Default for Transcode {
     fn default() -> Self {
-        Transcode { audio_bridge: true, default_profile: None, profiles: std::collections::HashMap::new() }
+        Transcode {
+            audio_bridge: tidecast_transcode::BridgeMode::Auto,
+            default_profile: None,
+            profiles: std::collections::HashMap::new(),
+        }
     }
+}
+
+/// `audio_bridge`: a mode, or the boolean of earlier versions.
+fn bridge_mode<'de, D: serde::Deserializer<'de>>(d: D) -> Result<tidecast_transcode::BridgeMode, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Setting {
+        Flag(bool),
+        Mode(tidecast_transcode::BridgeMode),
+    }
+    Ok(match Setting::deserialize(d)? {
+        Setting::Flag(true) => tidecast_transcode::BridgeMode::Always,
+        Setting::Flag(false) => tidecast_transcode::BridgeMode::Off,
+        Setting::Mode(m) => m,
+    })
 }
 
 /// One ICE server for clients.
@@ -453,5 +475,19 @@ mod tests {
         )
         .unwrap();
         assert!(bad.validate().unwrap_err().to_string().contains("preset"));
+    }
+
+    #[test]
+    fn audio_bridge_takes_a_mode_or_the_old_boolean() {
+        use tidecast_transcode::BridgeMode;
+        let read = |v: &str| {
+            toml::from_str::<Config>(&format!("[transcode]\naudio_bridge = {v}\n")).map(|c| c.transcode.audio_bridge)
+        };
+        assert_eq!(Config::default().transcode.audio_bridge, BridgeMode::Auto);
+        assert_eq!(read("\"always\"").unwrap(), BridgeMode::Always);
+        assert_eq!(read("\"off\"").unwrap(), BridgeMode::Off);
+        assert_eq!(read("true").unwrap(), BridgeMode::Always);
+        assert_eq!(read("false").unwrap(), BridgeMode::Off);
+        assert!(read("\"sometimes\"").is_err());
     }
 }

@@ -303,7 +303,24 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         });
     }
     // Ladders for streams that select a transcode profile (src/transcoding.rs).
-    let transcoders = Transcoders::new(cfg.transcode.profiles.clone(), cfg.transcode.audio_bridge);
+    let stored: transcoding::StoredProfile = {
+        let plane = plane.clone();
+        Arc::new(move |name: &str| {
+            let p =
+                plane.db.get::<tidecast_control::model::LadderProfile>(tidecast_control::store::Table::Profiles, name);
+            match p {
+                Ok(Some(p)) => transcoding::from_api(&p)
+                    .inspect_err(|e| tracing::warn!(profile = name, error = %e, "transcode: stored profile unreadable"))
+                    .ok(),
+                Ok(None) => None,
+                Err(e) => {
+                    tracing::warn!(profile = name, error = %e, "transcode: cannot read stored profiles");
+                    None
+                }
+            }
+        })
+    };
+    let transcoders = Transcoders::new(cfg.transcode.profiles.clone(), cfg.transcode.audio_bridge, stored);
     {
         let by_config: HashMap<String, String> =
             cfg.streams.iter().filter_map(|s| Some((s.name.clone(), s.transcode_profile.clone()?))).collect();
@@ -359,6 +376,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         plane: plane.clone(),
         srt: Some(srt_sessions.clone()),
         webrtc: Some(webrtc.clone()),
+        profiles: Some(transcoders.clone()),
     });
     let admin_shutdown = shutdown.clone();
     let admin_task = tokio::spawn(async move {

@@ -2,9 +2,11 @@
 //! profile, and stops it when the stream ends.
 //!
 //! Which profile: the stream's own `transcode_profile` (admin API, or the
-//! config file's `[[streams]]` entry), else `[transcode] default_profile`.
-//! A name that is not configured is refused with a warning (the source
-//! plays untouched). The hardware policy is resolved against the start-up
+//! config file's `[[streams]]` entry), else its tenant's, else
+//! `[transcode] default_profile`. Names resolve to the config file's
+//! profiles (and the built-in `default`), then to those made through
+//! `/api/v1/transcode/profiles`. A name found in neither is refused with a
+//! warning (the source plays untouched). The hardware policy is resolved against the start-up
 //! probe, which every ladder waits for.
 
 use std::collections::HashMap;
@@ -14,7 +16,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use tidecast_media::{Registry, RegistryEvent};
 use tidecast_transcode::probe::EncoderProbe;
-use tidecast_transcode::{policy, AudioBridge, Ladder, LadderReport, LadderSpec, Profile};
+use tidecast_transcode::{policy, AudioBridge, BridgeMode, Ladder, LadderReport, LadderSpec, Profile};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -22,12 +24,29 @@ use tracing::{info, warn};
 /// Finds the profile name a stream selects, if any.
 pub type ProfileOf = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
 
+/// Finds a profile made through the admin API, by name.
+pub type StoredProfile = Arc<dyn Fn(&str) -> Option<Profile> + Send + Sync>;
+
+/// A profile of the admin API as the transcoder reads it (the same field
+/// names; unset fields take the transcoder's defaults).
+pub fn from_api(p: &tidecast_control::model::LadderProfile) -> Result<Profile, String> {
+    let value = serde_json::to_value(p).map_err(|e| e.to_string())?;
+    serde_json::from_value(value).map_err(|e| e.to_string())
+}
+
+fn to_api(p: &Profile) -> Option<tidecast_control::model::LadderProfile> {
+    serde_json::from_value(serde_json::to_value(p).ok()?).ok()
+}
+
 /// The running ladders and their node-wide counters.
 pub struct Transcoders {
+    /// The config file's profiles and the built-in `default`.
     profiles: HashMap<String, Profile>,
+    /// Those made through the admin API.
+    stored: StoredProfile,
     ladders: Mutex<HashMap<String, Ladder>>,
-    /// Whether every stream gets the audio bridge.
-    audio_bridge: bool,
+    /// When streams get the audio bridge, unless their profile says.
+    audio_bridge: BridgeMode,
     bridges: Mutex<HashMap<String, AudioBridge>>,
     /// Ladders started with software because `auto` found no hardware.
     pub hw_fallbacks: AtomicU64,
@@ -38,16 +57,26 @@ pub struct Transcoders {
 impl Transcoders {
     /// Ladders from `profiles` (the built-in `default` included unless the
     /// file replaces it).
-    pub fn new(mut profiles: HashMap<String, Profile>, audio_bridge: bool) -> Arc<Transcoders> {
+    pub fn new(
+        mut profiles: HashMap<String, Profile>,
+        audio_bridge: BridgeMode,
+        stored: StoredProfile,
+    ) -> Arc<Transcoders> {
         profiles.entry("default".to_owned()).or_insert_with(Profile::standard);
         Arc::new(Transcoders {
             profiles,
+            stored,
             ladders: Mutex::new(HashMap::new()),
             audio_bridge,
             bridges: Mutex::new(HashMap::new()),
             hw_fallbacks: AtomicU64::new(0),
             refused: AtomicU64::new(0),
         })
+    }
+
+    /// The profile called `name`: the config file's, else the API's.
+    fn profile(&self, name: &str) -> Option<Profile> {
+        self.profiles.get(name).cloned().or_else(|| (self.stored)(name))
     }
 
     /// Every ladder, by stream.
@@ -82,9 +111,15 @@ impl Transcoders {
                         {
                             continue;
                         }
-                        if self.audio_bridge {
+                        let profile = profile_of(stream.name());
+                        let mode = profile
+                            .as_deref()
+                            .and_then(|p| self.profile(p))
+                            .and_then(|p| p.audio_bridge)
+                            .unwrap_or(self.audio_bridge);
+                        if mode != BridgeMode::Off {
                             // Waits for the stream's tracks: AAC gets Opus, Opus gets AAC.
-                            match AudioBridge::start(stream.clone(), tokio::runtime::Handle::current()) {
+                            match AudioBridge::start(stream.clone(), mode, tokio::runtime::Handle::current()) {
                                 Ok(b) => {
                                     self.bridges.lock().insert(stream.name().to_owned(), b);
                                 }
@@ -93,7 +128,7 @@ impl Transcoders {
                                 }
                             }
                         }
-                        let Some(name) = profile_of(stream.name()) else { continue };
+                        let Some(name) = profile else { continue };
                         // The probe runs once at start-up; a stream that starts
                         // before it finishes waits for it.
                         let found = loop {
@@ -127,7 +162,7 @@ impl Transcoders {
     }
 
     fn start(&self, stream: Arc<tidecast_media::Stream>, name: &str, probes: &[EncoderProbe]) {
-        let Some(profile) = self.profiles.get(name) else {
+        let Some(profile) = self.profile(name) else {
             self.refused.fetch_add(1, Ordering::Relaxed);
             warn!(stream = stream.name(), profile = name, "transcode: no such profile; the source plays untranscoded");
             return;
@@ -152,7 +187,7 @@ impl Transcoders {
                 "transcode: no hardware encoder works ({why}); using libx264"
             );
         }
-        let spec = LadderSpec::new(name, profile.clone(), choice.candidates);
+        let spec = LadderSpec::new(name, profile, choice.candidates);
         let stream_name = stream.name().to_owned();
         match Ladder::start(stream, spec, tokio::runtime::Handle::current()) {
             Ok(l) => {
@@ -161,6 +196,16 @@ impl Transcoders {
             }
             Err(e) => warn!(stream = %stream_name, error = %e, "transcode: cannot start the ladder's thread"),
         }
+    }
+}
+
+impl tidecast_control::api::profiles::ProfileCatalog for Transcoders {
+    fn configured(&self) -> Vec<(String, tidecast_control::model::LadderProfile)> {
+        self.profiles.iter().filter_map(|(n, p)| Some((n.clone(), to_api(p)?))).collect()
+    }
+
+    fn check(&self, profile: &tidecast_control::model::LadderProfile) -> Result<(), String> {
+        from_api(profile)?.validate()
     }
 }
 
@@ -209,6 +254,7 @@ impl tidecast_control::load::TranscodeSource for Transcoders {
                 BridgeStatus {
                     stream: stream.clone(),
                     running: s.runs.running.load(Ordering::Relaxed),
+                    active: s.active.load(Ordering::Relaxed),
                     frames_in: n(&s.frames_in),
                     frames_out: n(&s.frames_out),
                     decode_errors: n(&s.decode_errors),
