@@ -2,9 +2,13 @@
 //! whose profile has three rungs; the ladder's renditions come out of
 //! LL-HLS and LL-DASH beside the source, aligned to it, and ffprobe decodes
 //! each at its size. The hardware policy refuses `require` where no
-//! hardware encoder works.
+//! hardware encoder works. A profile made through the admin API drives a
+//! stream's ladder. A corrupt source (sent by the test's own RTMP client)
+//! fails the ladder's decoding, visibly, while its own viewers play on.
 
 mod common;
+#[path = "common/erpublish.rs"]
+mod erpublish;
 
 use common::*;
 
@@ -160,4 +164,118 @@ async fn hw_require_without_hardware_refuses_the_ladder_and_the_source_plays() {
     }
     let _ = publisher.kill();
     let _ = publisher.wait();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_profile_made_through_the_api_drives_a_ladder() {
+    let server = Server::start_with_config(Some(PROFILE), &["--hls-segment", "1"]);
+    let a = ADMIN_KEY;
+    let url = |name: &str| server.api(&format!("/transcode/profiles/{name}"));
+
+    // The config file's profiles are listed, read-only.
+    let list = api_ok("GET", &server.api("/transcode/profiles"), a, None, 200).await;
+    let names: Vec<(&str, &str)> = list["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|p| (p["name"].as_str().unwrap_or(""), p["source"].as_str().unwrap_or("")))
+        .collect();
+    assert_eq!(names, [("default", "config"), ("three", "config")], "{list}");
+    let tiny = serde_json::json!({"rungs": [{"height": 144, "bitrate_kbps": 200}], "hw": "off", "preset": "ultrafast"});
+    let (status, body, _) = api_call("PUT", &url("three"), a, Some(tiny.clone())).await;
+    assert_eq!(status, 409, "defined in the config file: {body}");
+    let mut bad = tiny.clone();
+    bad["preset"] = "placebo".into();
+    let (status, body, _) = api_call("PUT", &url("tiny"), a, Some(bad)).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["detail"].as_str().unwrap_or("").contains("placebo"), "the reason: {body}");
+    api_ok("PUT", &url("tiny"), a, Some(tiny.clone()), 201).await;
+    let again = api_ok("PUT", &url("tiny"), a, Some(tiny), 200).await;
+    assert_eq!(again["source"], "api");
+
+    // A tenant reads profiles but cannot change them.
+    api_ok("POST", &server.api("/tenants"), a, Some(serde_json::json!({"id": "acme"})), 201).await;
+    let tkey = api_ok("POST", &server.api("/keys"), a, Some(serde_json::json!({"tenant": "acme"})), 201).await;
+    let tkey = tkey["secret"].as_str().expect("tenant key").to_owned();
+    api_ok("GET", &url("tiny"), &tkey, None, 200).await;
+    let (status, _, _) = api_call("DELETE", &url("tiny"), &tkey, None).await;
+    assert_eq!(status, 403);
+
+    // A stream of the tenant selects it: its ladder has the one 144p rung.
+    let stream = serde_json::json!({"name": "apicam", "tenant": "acme", "transcode_profile": "tiny"});
+    api_ok("POST", &server.api("/streams"), a, Some(stream), 201).await;
+    let key = api_ok("POST", &server.api("/streams/apicam/keys"), a, Some(serde_json::json!({})), 201).await;
+    let mut args = vec!["-re".to_string()];
+    args.extend(lavfi_h264_aac(20, "640x360", 30, 48000));
+    args.extend(["-f".into(), "flv".into(), server.rtmp_url(key["key"].as_str().expect("stream key"))]);
+    let mut publisher = ffmpeg_spawn(&args);
+    wait_for_segment(&server, "apicam", "video1", 1).await;
+    let multivariant = get_text(&server.hls_url("apicam", "index.m3u8")).await;
+    let _ = publisher.kill();
+    let _ = publisher.wait();
+    let sizes: Vec<&str> = multivariant.lines().filter_map(|l| attr(l, "RESOLUTION")).collect();
+    assert_eq!(sizes, ["640x360", "256x144"], "{multivariant}");
+
+    api_ok("DELETE", &url("tiny"), a, None, 204).await;
+    let (status, _, _) = api_call("GET", &url("tiny"), a, None).await;
+    assert_eq!(status, 404);
+}
+
+/// A corrupt H.264 source through the server: a real configuration record
+/// (from an x264 encode), junk where the pictures should be. The source
+/// still segments for its own viewers, and the ladder's decode errors show
+/// in the stream's live state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_source_shows_in_the_api_and_its_viewers_play_on() {
+    let server = Server::start_with_config(Some(PROFILE), &["--hls-segment", "1"]);
+    let file = server.dir.path().join("one.h264");
+    let out = ffmpeg(&[
+        "-v".into(),
+        "error".into(),
+        "-f".into(),
+        "lavfi".into(),
+        "-i".into(),
+        "testsrc=size=640x360:rate=30".into(),
+        "-frames:v".into(),
+        "1".into(),
+        "-c:v".into(),
+        "libx264".into(),
+        "-f".into(),
+        "h264".into(),
+        "-y".into(),
+        file.to_string_lossy().into_owned(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let es = std::fs::read(&file).expect("the encode");
+    let units: Vec<&[u8]> = tidecast_codecs::nal::annexb(&es).collect();
+    let sps = units.iter().find(|u| u[0] & 0x1f == 7).expect("an SPS");
+    let pps = units.iter().find(|u| u[0] & 0x1f == 8).expect("a PPS");
+    let record = tidecast_codecs::h264::build_config(sps, pps).expect("avcC");
+    // Ten seconds at 30 fps, a keyframe a second: slices of noise.
+    let pictures: Vec<erpublish::Picture> = (0..300u32)
+        .map(|i| {
+            let key = i % 30 == 0;
+            let mut nal = vec![if key { 0x65 } else { 0x41 }];
+            nal.extend((0..2000u32).map(|j| (j.wrapping_mul(2654435761).wrapping_add(i * 7919) >> 13) as u8));
+            let mut sample = (nal.len() as u32).to_be_bytes().to_vec();
+            sample.extend(nal);
+            (key, sample)
+        })
+        .collect();
+    let rtmp = server.rtmp;
+    let publisher =
+        tokio::spawn(async move { erpublish::publish_live(rtmp, "broken", b"avc1", &record, &pictures, 30).await });
+
+    wait_for_segment(&server, "broken", "video", 2).await;
+    let live = until("the ladder's decode errors in the API", 30, || async {
+        let live = api_ok("GET", &server.api("/streams/broken/live"), ADMIN_KEY, None, 200).await;
+        (live["transcode"]["decode_errors"].as_u64().unwrap_or(0) > 0).then_some(live)
+    })
+    .await;
+    assert_eq!(live["transcode"]["rungs"].as_array().map_or(0, |r| r.len()), 0, "nothing to scale: {live}");
+    let later = wait_for_segment(&server, "broken", "video", 5).await;
+    assert!(later.contains("#EXTINF"), "the source's own viewers keep getting segments");
+    let multivariant = get_text(&server.hls_url("broken", "index.m3u8")).await;
+    assert_eq!(multivariant.matches("#EXT-X-STREAM-INF").count(), 1, "the source alone: {multivariant}");
+    publisher.await.expect("the publisher ran");
 }

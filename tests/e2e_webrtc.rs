@@ -1,7 +1,8 @@
 //! WHIP and WHEP end to end: headless Chromium (Debian's `chromium`, driven
 //! by playwright-core, fake camera and microphone) publishes over WHIP and a
 //! second Chromium plays over WHEP; ffprobe reads the same stream back over
-//! LL-HLS; an RTMP publish by ffmpeg plays over WHEP; ICE-TCP carries a
+//! LL-HLS; an RTMP publish by ffmpeg plays over WHEP, with its audio
+//! bridged to Opus and, with `?rendition=`, a ladder's rung; ICE-TCP carries a
 //! session when the answer offers only TCP. The bad-input tests need no
 //! browser: they post a real Chromium offer (a fixture) with curl-like HTTP.
 
@@ -223,6 +224,49 @@ async fn rtmp_h264_aac_plays_over_whep_with_opus_audio() {
     assert_eq!(seen["audioCodec"], "audio/opus", "{seen}");
     assert!(seen["audioRms"].as_f64().unwrap_or(0.0) > 0.01, "the 440 Hz tone is heard: {seen}");
     assert!(!seen["notes"].as_str().unwrap_or("").contains("AAC"), "no video-only note: {seen}");
+    wait_no_live_sessions(&server).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// `?rendition=180p` plays a ladder's rung over WHEP: Chromium decodes it at
+/// the rung's size. A height the stream lacks is refused, naming those it has.
+async fn whep_plays_a_ladder_rung_by_rendition() {
+    check_browser_peers();
+    let profile = r#"
+[transcode]
+default_profile = "small"
+[transcode.profiles.small]
+hw = "off"
+preset = "ultrafast"
+h264_profile = "baseline"
+rungs = [{ height = 180, bitrate_kbps = 300 }]
+"#;
+    let server = Server::start_with_config(Some(profile), &[]);
+    let mut args = vec!["-re".to_string()];
+    let mut input = lavfi_h264_aac(40, "320x240", 25, 44100);
+    let at = input.iter().position(|a| a == "libx264").expect("x264") + 1;
+    input.splice(at..at, ["-profile:v".to_string(), "baseline".to_string()]);
+    args.extend(input);
+    args.extend(["-f".into(), "flv".into(), server.rtmp_url("rtmpcam")]);
+    let mut ffmpeg = ffmpeg_spawn(&args);
+    // The rung's first segment: the ladder runs.
+    wait_for_segment(&server, "rtmpcam", "video1", 0).await;
+
+    let recv = OFFER.replace("a=sendonly", "a=recvonly");
+    let missing = format!("http://{}/whep/rtmpcam?rendition=1080p", server.http);
+    let r = post(&missing, "application/sdp", None, &recv).await;
+    assert_eq!(r.status(), 404, "no such rendition");
+    let text = r.text().await.unwrap_or_default();
+    assert!(text.contains("240p") && text.contains("180p"), "the renditions it has: {text}");
+    let bad = format!("http://{}/whep/rtmpcam?rendition=tall", server.http);
+    assert_eq!(post(&bad, "application/sdp", None, &recv).await.status(), 400);
+
+    let seen = play(&server, "rtmpcam?rendition=180p", "-").await;
+    let _ = ffmpeg.kill();
+    let _ = ffmpeg.wait();
+    assert_eq!(seen["status"], 201, "{seen}");
+    assert!(seen["framesDecoded"].as_u64().unwrap_or(0) >= 30, "frames decoded: {seen}");
+    assert_eq!((seen["width"].as_u64(), seen["height"].as_u64()), (Some(240), Some(180)), "the rung's size: {seen}");
     wait_no_live_sessions(&server).await;
 }
 

@@ -3,6 +3,9 @@
 //! raw elementary stream ffmpeg encoded and publishes it with ex-header FLV
 //! video tags through Tidecast's own client session.
 
+// Each test binary that includes this file uses part of it.
+#![allow(dead_code)]
+
 use std::net::SocketAddr;
 
 use bytes::BytesMut;
@@ -73,6 +76,31 @@ pub fn av1_pictures(obu_stream: &[u8]) -> (Vec<u8>, Vec<Picture>) {
 
 /// Publishes `pictures` at `fps` as fast as the socket takes them, then unpublishes.
 pub async fn publish(addr: SocketAddr, name: &str, fourcc: &[u8; 4], record: &[u8], pictures: &[Picture], fps: u32) {
+    send(addr, name, fourcc, record, pictures, fps, false).await
+}
+
+/// As [`publish`], but paced: each picture goes out at its own time, as
+/// a live encoder would send it.
+pub async fn publish_live(
+    addr: SocketAddr,
+    name: &str,
+    fourcc: &[u8; 4],
+    record: &[u8],
+    pictures: &[Picture],
+    fps: u32,
+) {
+    send(addr, name, fourcc, record, pictures, fps, true).await
+}
+
+async fn send(
+    addr: SocketAddr,
+    name: &str,
+    fourcc: &[u8; 4],
+    record: &[u8],
+    pictures: &[Picture],
+    fps: u32,
+    paced: bool,
+) {
     let mut sock = TcpStream::connect(addr).await.expect("connect");
     let mut session = ClientSession::publish(&format!("rtmp://{addr}/live"), "live", name);
     let mut buf = BytesMut::with_capacity(64 * 1024);
@@ -88,8 +116,12 @@ pub async fn publish(addr: SocketAddr, name: &str, fourcc: &[u8; 4], record: &[u
         session.handle_input(&mut buf).expect("server refused the publish");
     }
     session.send_video(0, ex_video_tag(fourcc, 0, true, 0, record));
+    let start = tokio::time::Instant::now();
     for (i, (key, data)) in pictures.iter().enumerate() {
         let ts = (i as u64 * 1000 / u64::from(fps)) as u32;
+        if paced {
+            tokio::time::sleep_until(start + std::time::Duration::from_millis(u64::from(ts))).await;
+        }
         session.send_video(ts, ex_video_tag(fourcc, 3, *key, 0, data));
         if let Some(out) = session.poll_transmit() {
             sock.write_all(&out).await.expect("write media");
