@@ -9,6 +9,8 @@
 //! * [`mpegts`]: MPEG-TS demuxer and muxer, and the per-stream TS output.
 //! * [`srt`]: SRT publish and play on one UDP port.
 //! * [`webrtc`]: WHIP ingest and WHEP playback on one UDP port.
+//! * [`livepeer`]: transcoding offloaded to a Livepeer gateway (its wire
+//!   contract and sans-IO pieces).
 //! * [`access`]: the one admission path and session type of every protocol.
 //! * [`ingest`]: the delivery path and counters every ingest shares.
 //! * [`http`]: what the HTTP protocols share (credentials, refusals, CORS).
@@ -34,6 +36,7 @@ pub mod flv;
 pub mod hls;
 pub mod http;
 pub mod ingest;
+pub mod livepeer;
 pub mod mpegts;
 pub mod rtmp;
 pub mod srt;
