@@ -197,6 +197,39 @@ pub struct Transcode {
     /// the hardware policy (`hw = "auto" | "require" | "off"`). A profile
     /// named `default` replaces the built-in one.
     pub profiles: std::collections::HashMap<String, tidecast_transcode::Profile>,
+    /// `[transcode.livepeer]`: the gateways of profiles with
+    /// `backend = "livepeer"`.
+    pub livepeer: LivepeerConfig,
+}
+
+/// Livepeer gateways (go-livepeer broadcasters with HTTP ingest).
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LivepeerConfig {
+    /// Gateway base URLs, tried in order (`http://127.0.0.1:9935`; 9935 is
+    /// go-livepeer's default HTTP port).
+    pub gateways: Vec<String>,
+    /// When every gateway fails: `"local"` (the profile's rungs on this
+    /// node's encoders) or `"none"` (the source alone).
+    pub fallback: LivepeerFallback,
+    /// Segment uploads in flight per stream.
+    pub in_flight: usize,
+}
+
+impl Default for LivepeerConfig {
+    fn default() -> Self {
+        LivepeerConfig { gateways: Vec::new(), fallback: LivepeerFallback::Local, in_flight: 2 }
+    }
+}
+
+/// What a Livepeer profile does when every gateway fails.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LivepeerFallback {
+    /// Run the profile's rungs locally.
+    Local,
+    /// Play the source alone.
+    None,
 }
 
 impl Default for Transcode {
@@ -205,6 +238,7 @@ impl Default for Transcode {
             audio_bridge: tidecast_transcode::BridgeMode::Auto,
             default_profile: None,
             profiles: std::collections::HashMap::new(),
+            livepeer: LivepeerConfig::default(),
         }
     }
 }
@@ -380,6 +414,17 @@ impl Config {
             if let Err(e) = p.validate() {
                 bail!("transcode.profiles.{name}: {e}");
             }
+            if p.backend == tidecast_transcode::Backend::Livepeer && self.transcode.livepeer.gateways.is_empty() {
+                bail!("transcode.profiles.{name} uses Livepeer, but transcode.livepeer.gateways is empty");
+            }
+        }
+        for g in &self.transcode.livepeer.gateways {
+            if !(g.starts_with("http://") || g.starts_with("https://")) {
+                bail!("transcode.livepeer.gateways: {g:?} is not an http:// or https:// URL");
+            }
+        }
+        if !(1..=8).contains(&self.transcode.livepeer.in_flight) {
+            bail!("transcode.livepeer.in_flight must be between 1 and 8");
         }
         let known = |n: &str| n == "default" || self.transcode.profiles.contains_key(n);
         if let Some(d) = &self.transcode.default_profile {

@@ -320,7 +320,17 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
             }
         })
     };
-    let transcoders = Transcoders::new(cfg.transcode.profiles.clone(), cfg.transcode.audio_bridge, stored);
+    let livepeer_notify: transcoding::LivepeerNotify = {
+        let plane = plane.clone();
+        Arc::new(move |ev| transcoding::livepeer_trigger(&plane, ev))
+    };
+    let transcoders = Transcoders::new(
+        cfg.transcode.profiles.clone(),
+        cfg.transcode.audio_bridge,
+        stored,
+        cfg.transcode.livepeer.clone(),
+        livepeer_notify,
+    );
     {
         let by_config: HashMap<String, String> =
             cfg.streams.iter().filter_map(|s| Some((s.name.clone(), s.transcode_profile.clone()?))).collect();

@@ -15,14 +15,69 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 use tidecast_media::{Registry, RegistryEvent};
+use tidecast_protocols::livepeer::{LivepeerEvent, LivepeerJob, LivepeerSpec, LivepeerStats, Rendition};
 use tidecast_transcode::probe::EncoderProbe;
-use tidecast_transcode::{policy, AudioBridge, BridgeMode, Ladder, LadderReport, LadderSpec, Profile};
+use tidecast_transcode::{policy, AudioBridge, Backend, BridgeMode, Ladder, LadderReport, LadderSpec, Profile};
+
+use crate::config::{LivepeerConfig, LivepeerFallback};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 /// Finds the profile name a stream selects, if any.
 pub type ProfileOf = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
+/// Hears what Livepeer offloads report (completed and rejected segments).
+pub type LivepeerNotify = Arc<dyn Fn(LivepeerEvent) + Send + Sync>;
+
+/// A stream's Livepeer offload: its counters, and whether it fell back to
+/// a local ladder.
+struct Offload {
+    profile: String,
+    job: Option<LivepeerJob>,
+    stats: Arc<LivepeerStats>,
+    fell_back: bool,
+}
+
+/// Fires MistServer's `LIVEPEER_SEGMENT_REJECTED` and the FrameWorks
+/// fork's `LIVEPEER_SEGMENT_COMPLETE` for what an offload reports.
+pub fn livepeer_trigger(plane: &tidecast_control::plane::ControlPlane, ev: LivepeerEvent) {
+    use tidecast_control::triggers::Trigger;
+    match ev {
+        LivepeerEvent::Complete(r) => {
+            let speed = if r.turnaround_ms == 0 { 0.0 } else { r.duration_ms as f64 / r.turnaround_ms as f64 };
+            let fields = vec![
+                r.stream.clone(),
+                r.manifest,
+                r.seq.to_string(),
+                r.start_ms.to_string(),
+                r.duration_ms.to_string(),
+                r.width.to_string(),
+                r.height.to_string(),
+                r.bytes_in.to_string(),
+                r.bytes_out.to_string(),
+                r.renditions.len().to_string(),
+                r.attempts.to_string(),
+                r.gateway,
+                r.turnaround_ms.to_string(),
+                format!("{speed:.3}"),
+                serde_json::to_string(&r.renditions).unwrap_or_default(),
+            ];
+            plane.notify_stream(Trigger::LivepeerSegmentComplete, &r.stream, fields);
+        }
+        LivepeerEvent::Rejected { stream, configuration, segment, track, gateway, other } => {
+            use base64::Engine;
+            let fields = vec![
+                configuration,
+                base64::engine::general_purpose::STANDARD.encode(&segment),
+                track,
+                gateway,
+                other.unwrap_or_else(|| "N/A".to_owned()),
+            ];
+            plane.notify_stream(Trigger::LivepeerSegmentRejected, &stream, fields);
+        }
+    }
+}
 
 /// Finds a profile made through the admin API, by name.
 pub type StoredProfile = Arc<dyn Fn(&str) -> Option<Profile> + Send + Sync>;
@@ -52,6 +107,10 @@ pub struct Transcoders {
     pub hw_fallbacks: AtomicU64,
     /// Ladders refused (unknown profile, `require` without hardware).
     pub refused: AtomicU64,
+    /// Gateways and fallback of `backend = "livepeer"` profiles.
+    livepeer: LivepeerConfig,
+    offloads: Mutex<HashMap<String, Offload>>,
+    notify: LivepeerNotify,
 }
 
 impl Transcoders {
@@ -61,6 +120,8 @@ impl Transcoders {
         mut profiles: HashMap<String, Profile>,
         audio_bridge: BridgeMode,
         stored: StoredProfile,
+        livepeer: LivepeerConfig,
+        notify: LivepeerNotify,
     ) -> Arc<Transcoders> {
         profiles.entry("default".to_owned()).or_insert_with(Profile::standard);
         Arc::new(Transcoders {
@@ -71,6 +132,9 @@ impl Transcoders {
             bridges: Mutex::new(HashMap::new()),
             hw_fallbacks: AtomicU64::new(0),
             refused: AtomicU64::new(0),
+            livepeer,
+            offloads: Mutex::new(HashMap::new()),
+            notify,
         })
     }
 
@@ -108,6 +172,7 @@ impl Transcoders {
                     Ok(RegistryEvent::Started(stream)) => {
                         if self.ladders.lock().contains_key(stream.name())
                             || self.bridges.lock().contains_key(stream.name())
+                            || self.offloads.lock().contains_key(stream.name())
                         {
                             continue;
                         }
@@ -143,6 +208,7 @@ impl Transcoders {
                     }
                     Ok(RegistryEvent::Ended(name)) => {
                         self.bridges.lock().remove(&name);
+                        self.offloads.lock().remove(&name);
                         if self.ladders.lock().remove(&name).is_some() {
                             info!(stream = %name, "transcode: ladder stopped (the stream ended)");
                         }
@@ -152,6 +218,7 @@ impl Transcoders {
                             registry.streams().iter().map(|s| s.name().to_owned()).collect();
                         self.ladders.lock().retain(|n, _| live.contains(n));
                         self.bridges.lock().retain(|n, _| live.contains(n));
+                        self.offloads.lock().retain(|n, _| live.contains(n));
                     }
                     Err(_) => break,
                 }
@@ -159,14 +226,90 @@ impl Transcoders {
         }
         self.ladders.lock().clear();
         self.bridges.lock().clear();
+        self.offloads.lock().clear();
     }
 
-    fn start(&self, stream: Arc<tidecast_media::Stream>, name: &str, probes: &[EncoderProbe]) {
+    fn start(self: &Arc<Self>, stream: Arc<tidecast_media::Stream>, name: &str, probes: &Arc<Vec<EncoderProbe>>) {
         let Some(profile) = self.profile(name) else {
             self.refused.fetch_add(1, Ordering::Relaxed);
             warn!(stream = stream.name(), profile = name, "transcode: no such profile; the source plays untranscoded");
             return;
         };
+        match profile.backend {
+            Backend::Local => self.start_local(stream, name, profile, probes),
+            Backend::Livepeer => self.start_livepeer(stream, name, profile, probes.clone()),
+        }
+    }
+
+    /// Offloads the profile's rungs to the Livepeer gateways; with
+    /// `fallback = "local"`, a watcher starts the local ladder instead once
+    /// every gateway is failing.
+    fn start_livepeer(
+        self: &Arc<Self>,
+        stream: Arc<tidecast_media::Stream>,
+        name: &str,
+        profile: Profile,
+        probes: Arc<Vec<EncoderProbe>>,
+    ) {
+        let planning = profile.clone();
+        let plan = Box::new(move |w: u32, h: u32, fps: f64| {
+            planning
+                .plan(w, h)
+                .into_iter()
+                .map(|r| Rendition {
+                    name: format!("{}p", r.height),
+                    width: r.width,
+                    height: r.height,
+                    bitrate_kbps: r.bitrate_kbps,
+                    fps: r.max_fps.map_or(fps, |m| m.min(fps)),
+                    h264_profile: planning.h264_profile.clone(),
+                })
+                .collect()
+        });
+        let spec = LivepeerSpec {
+            profile: name.to_owned(),
+            plan,
+            gateways: self.livepeer.gateways.clone(),
+            in_flight: self.livepeer.in_flight,
+        };
+        let job = LivepeerJob::start(stream.clone(), spec, self.notify.clone());
+        let stats = job.stats().clone();
+        let stream_name = stream.name().to_owned();
+        info!(stream = %stream_name, profile = name, gateways = ?self.livepeer.gateways, "transcode: offloading to Livepeer");
+        self.offloads.lock().insert(
+            stream_name.clone(),
+            Offload { profile: name.to_owned(), job: Some(job), stats: stats.clone(), fell_back: false },
+        );
+        if self.livepeer.fallback != LivepeerFallback::Local {
+            return;
+        }
+        let me = Arc::downgrade(self);
+        let name = name.to_owned();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                let Some(me) = me.upgrade() else { return };
+                if stream.is_ended() {
+                    return;
+                }
+                if !stats.down.load(Ordering::Relaxed) {
+                    continue;
+                }
+                {
+                    let mut offloads = me.offloads.lock();
+                    let Some(o) = offloads.get_mut(&stream_name).filter(|o| !o.fell_back) else { return };
+                    o.job = None; // withdraws the Livepeer renditions
+                    o.fell_back = true;
+                }
+                warn!(stream = %stream_name, profile = %name, "transcode: every Livepeer gateway is failing; the local ladder takes over");
+                me.start_local(stream, &name, profile, &probes);
+                return;
+            }
+        });
+    }
+
+    fn start_local(&self, stream: Arc<tidecast_media::Stream>, name: &str, profile: Profile, probes: &[EncoderProbe]) {
         let choice = match policy::choose(profile.hw, probes) {
             Ok(c) => c,
             Err(why) => {
@@ -211,7 +354,7 @@ impl tidecast_control::api::profiles::ProfileCatalog for Transcoders {
 
 impl tidecast_control::load::TranscodeSource for Transcoders {
     fn load(&self) -> tidecast_control::load::TranscodeLoad {
-        use tidecast_control::load::{BridgeStatus, LadderStatus, RungStatus, TranscodeLoad};
+        use tidecast_control::load::{BridgeStatus, LadderStatus, LivepeerStatus, RungStatus, TranscodeLoad};
         let mut ladders: Vec<LadderStatus> = self
             .reports()
             .into_iter()
@@ -265,7 +408,35 @@ impl tidecast_control::load::TranscodeSource for Transcoders {
             })
             .collect();
         audio_bridges.sort_by(|a, b| a.stream.cmp(&b.stream));
+        let mut livepeer: Vec<LivepeerStatus> = self
+            .offloads
+            .lock()
+            .iter()
+            .map(|(stream, o)| {
+                let s = &o.stats;
+                let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
+                LivepeerStatus {
+                    stream: stream.clone(),
+                    profile: o.profile.clone(),
+                    gateway: s.gateway.lock().clone(),
+                    segments_sent: n(&s.segments_sent),
+                    segments_done: n(&s.segments_done),
+                    segments_failed: n(&s.segments_failed),
+                    segments_skipped: n(&s.segments_skipped),
+                    rejected: n(&s.rejected),
+                    gateway_switches: n(&s.gateway_switches),
+                    bad_parts: n(&s.bad_parts),
+                    last_turnaround_ms: n(&s.last_turnaround_ms),
+                    speed_factor: n(&s.last_speed_milli) as f64 / 1000.0,
+                    down: s.down.load(Ordering::Relaxed),
+                    fell_back_to_local: o.fell_back,
+                    last_error: s.last_error.lock().clone(),
+                }
+            })
+            .collect();
+        livepeer.sort_by(|a, b| a.stream.cmp(&b.stream));
         TranscodeLoad {
+            livepeer,
             ladders,
             audio_bridges,
             hw_fallbacks_total: self.hw_fallbacks.load(Ordering::Relaxed),

@@ -2,64 +2,18 @@
 //! it, with real publishers (ffmpeg) and a real webhook receiver.
 
 mod common;
+#[path = "common/webhooks.rs"]
+mod webhooks;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::http::{HeaderMap, StatusCode};
-use axum::routing::post;
+use axum::http::StatusCode;
 use common::*;
+use webhooks::{next_hook, receiver, Hook};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
-
-/// A webhook delivery the receiver saw.
-#[derive(Debug, Clone)]
-struct Hook {
-    #[allow(dead_code)]
-    path: String,
-    headers: HeaderMap,
-    body: String,
-}
-
-type Answer = Arc<dyn Fn(&str, &str, usize) -> Option<(StatusCode, String)> + Send + Sync>;
-
-/// A real HTTP receiver on loopback. `answer(path, body, nth)` returns the
-/// reply, or `None` to hold the request open forever (a hanging endpoint).
-async fn receiver(answer: Answer) -> (String, mpsc::UnboundedReceiver<Hook>) {
-    let (tx, rx) = mpsc::unbounded_channel();
-    let count = Arc::new(AtomicUsize::new(0));
-    let app = axum::Router::new().route(
-        "/{*path}",
-        post(move |axum::extract::Path(path): axum::extract::Path<String>, headers: HeaderMap, body: String| {
-            let (tx, answer, count) = (tx.clone(), answer.clone(), count.clone());
-            async move {
-                let nth = count.fetch_add(1, Ordering::SeqCst);
-                let _ = tx.send(Hook { path: path.clone(), headers, body: body.clone() });
-                match answer(&path, &body, nth) {
-                    Some(r) => r,
-                    None => std::future::pending().await,
-                }
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (format!("http://{addr}"), rx)
-}
-
-async fn next_hook(rx: &mut mpsc::UnboundedReceiver<Hook>, trigger: &str) -> Hook {
-    loop {
-        let h = tokio::time::timeout(Duration::from_secs(60), rx.recv())
-            .await
-            .unwrap_or_else(|_| panic!("no {trigger} delivery"))
-            .expect("receiver open");
-        if h.headers.get("x-trigger").and_then(|v| v.to_str().ok()) == Some(trigger) {
-            return h;
-        }
-    }
-}
 
 /// HMAC-SHA256 as the receiver would compute it (RFC 2104, by hand, so the
 /// test does not share code with the server it checks).

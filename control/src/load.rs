@@ -120,6 +120,47 @@ pub struct TranscodeLoad {
     /// Ladders refused (unknown profile, `hw = "require"` without
     /// hardware), since start.
     pub refused_total: u64,
+    /// Each stream offloaded to Livepeer.
+    #[serde(default)]
+    pub livepeer: Vec<LivepeerStatus>,
+}
+
+/// One stream's Livepeer offload.
+#[derive(Debug, Clone, Default, Serialize, ToSchema)]
+pub struct LivepeerStatus {
+    /// The stream.
+    pub stream: String,
+    /// Its profile.
+    pub profile: String,
+    /// The gateway in use.
+    pub gateway: String,
+    /// Segments posted.
+    pub segments_sent: u64,
+    /// Segments whose renditions were published.
+    pub segments_done: u64,
+    /// Segments lost (every gateway failed, refused, a garbled answer).
+    pub segments_failed: u64,
+    /// Segments not sent (uploads in flight at the limit) or given up at
+    /// their deadline.
+    pub segments_skipped: u64,
+    /// 422 answers.
+    pub rejected: u64,
+    /// Moves to another gateway.
+    pub gateway_switches: u64,
+    /// Answer parts left out (unknown rendition, not MPEG-TS, no video).
+    pub bad_parts: u64,
+    /// The last segment's turnaround, ms.
+    pub last_turnaround_ms: u64,
+    /// The last segment's duration over its turnaround (above 1: faster
+    /// than real time).
+    pub speed_factor: f64,
+    /// Every gateway is failing.
+    pub down: bool,
+    /// The local ladder took over (`fallback = "local"`).
+    pub fell_back_to_local: bool,
+    /// Why the last segment failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
 }
 
 /// One stream's ladder.

@@ -115,6 +115,10 @@ pub struct LadderProfile {
     /// x264 with a warning and a counted fallback), `require` or `off`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hw: Option<String>,
+    /// Where the renditions are made: `local` (default) or `livepeer` (the
+    /// node's `transcode.livepeer` gateways).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<String>,
     /// The audio bridge for streams of this profile: `auto`, `always` or
     /// `off`; unset: the node's `transcode.audio_bridge`.
     #[serde(default, skip_serializing_if = "Option::is_none")]

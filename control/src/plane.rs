@@ -529,7 +529,9 @@ impl ControlPlane {
         Ok(())
     }
 
-    fn notify_stream(&self, trigger: Trigger, stream: &str, fields: Vec<String>) {
+    /// Fires a notification trigger in `stream`'s scope (its tenant and
+    /// tags decide which handlers hear it).
+    pub fn notify_stream(&self, trigger: Trigger, stream: &str, fields: Vec<String>) {
         let owned = self.owned(stream).ok().flatten();
         self.triggers.notify(trigger, Some(&scope_of(stream, &owned)), fields);
     }

@@ -31,7 +31,7 @@ mod supervise;
 
 pub use audio::{AudioBridge, BridgeMode};
 pub use ladder::{Ladder, LadderReport, LadderSpec, LadderStats};
-pub use profile::{HwPolicy, Profile};
+pub use profile::{Backend, HwPolicy, Profile};
 pub use supervise::{RunStats, MAX_BACKOFF};
 
 use std::sync::Once;

@@ -22,6 +22,17 @@ pub enum HwPolicy {
     Off,
 }
 
+/// Where a profile's renditions are made.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// In this process (the ladder).
+    #[default]
+    Local,
+    /// By a Livepeer gateway (`[transcode.livepeer]`).
+    Livepeer,
+}
+
 /// One rung of a ladder, as configured.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -49,9 +60,13 @@ pub struct Profile {
     /// own fastest low-latency preset.
     #[serde(default = "default_preset")]
     pub preset: String,
-    /// Hardware encoder policy.
+    /// Hardware encoder policy (local ladders, and a Livepeer profile's
+    /// local fallback).
     #[serde(default)]
     pub hw: HwPolicy,
+    /// Where the renditions are made.
+    #[serde(default)]
+    pub backend: Backend,
     /// When streams of this profile get the audio bridge (unset: the
     /// node's `[transcode] audio_bridge`).
     #[serde(default)]
@@ -75,6 +90,7 @@ impl Profile {
             h264_profile: default_h264_profile(),
             preset: default_preset(),
             hw: HwPolicy::Auto,
+            backend: Backend::Local,
             audio_bridge: None,
         }
     }

@@ -80,6 +80,7 @@ fn profile() -> Profile {
         h264_profile: "main".into(),
         preset: "veryfast".into(),
         hw: HwPolicy::Off,
+        backend: Default::default(),
         audio_bridge: None,
     }
 }

@@ -88,7 +88,8 @@ catalogue! {
     LiveBandwidth = "LIVE_BANDWIDTH", Gate, stream: true, fires: false, ["stream", "bytes_per_second"];
     DefaultStream = "DEFAULT_STREAM", Rewrite, stream: true, fires: false, ["default", "stream", "host", "output", "url"];
     PushEnd = "PUSH_END", Notify, stream: true, fires: false, ["push_id", "stream", "target", "target_after", "log", "status"];
-    LivepeerSegmentRejected = "LIVEPEER_SEGMENT_REJECTED", Notify, stream: true, fires: false, ["options", "segment", "tracks", "broadcaster", "broadcaster2"];
+    LivepeerSegmentRejected = "LIVEPEER_SEGMENT_REJECTED", Notify, stream: true, fires: true, ["options", "segment", "tracks", "broadcaster", "broadcaster2"];
+    LivepeerSegmentComplete = "LIVEPEER_SEGMENT_COMPLETE", Notify, stream: true, fires: true, ["stream", "session", "seq", "start_ms", "duration_ms", "width", "height", "bytes_in", "bytes_out", "renditions_count", "attempts", "url", "turnaround_ms", "speed_factor", "renditions"];
 }
 
 /// MistServer's reading of a gate answer: true when it starts with `1`,
@@ -104,7 +105,8 @@ mod tests {
 
     #[test]
     fn every_name_round_trips_and_the_catalogue_is_complete() {
-        assert_eq!(Trigger::ALL.len(), 31);
+        // MistServer's 31 and the FrameWorks fork's LIVEPEER_SEGMENT_COMPLETE.
+        assert_eq!(Trigger::ALL.len(), 32);
         for t in Trigger::ALL {
             assert_eq!(Trigger::parse(t.name()), Some(*t));
         }

@@ -18,7 +18,7 @@ pub fn signature(secret: &str, t_ms: i64, body: &[u8]) -> String {
 }
 
 /// Payload fields that hold JSON documents: embedded as JSON in the JSON format.
-const JSON_FIELDS: &[&str] = &["config", "tracks", "health", "connector", "log", "status", "options"];
+const JSON_FIELDS: &[&str] = &["config", "tracks", "health", "connector", "log", "status", "options", "renditions"];
 
 fn body(h: &TriggerHandler, trigger: Trigger, fields: &[String]) -> (&'static str, Vec<u8>) {
     match h.format {

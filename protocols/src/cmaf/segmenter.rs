@@ -331,11 +331,28 @@ impl Segmenter {
         if f.dts < lead_start {
             return;
         }
-        let r = &mut self.renditions[idx];
-        if r.open().is_none() {
+        if self.renditions[idx].open().is_none() {
+            let r = &mut self.renditions[idx];
             let msn = r.pending_msn().unwrap_or_else(|| Self::next_msn(r));
+            // Kept for the next frame if this one does not start the segment.
+            r.start_pending(msn);
+            // A track that joins late (a ladder's rung, Livepeer's renditions,
+            // a bridged audio track) starts at the lead's segment of that
+            // number: its frames from before that segment's start belong to
+            // segments already cut without it. A video track starts at a
+            // keyframe.
+            let joins_at = self.renditions[0].segments.iter().find(|s| s.msn == msn).map(|s| s.start_us);
+            if joins_at.is_some_and(|start| f.dts < start) {
+                return;
+            }
+            let r = &mut self.renditions[idx];
+            if r.track.kind() == MediaKind::Video && !f.keyframe {
+                return;
+            }
+            let _ = r.pending_msn();
             r.start(msn, f.dts);
         }
+        let r = &mut self.renditions[idx];
         while let Some(b) = self.followers[idx].queue.front().copied() {
             if f.dts < b.at_us {
                 break;

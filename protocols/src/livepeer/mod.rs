@@ -10,15 +10,18 @@
 //! uploads are in flight; [`order`] puts their answers back in segment
 //! order and gives up on one that misses its deadline.
 //!
-//! Sans-IO pieces here; the driver that runs them against gateways, and
-//! publishes the renditions as tracks of the stream, is not built yet.
+//! [`driver`] runs them against gateways and publishes the renditions as
+//! tracks of the stream, like the local ladder's.
 
+pub mod answer;
 pub mod cutter;
+pub mod driver;
 pub mod multipart;
 pub mod order;
 pub mod profile;
 
 pub use cutter::{Cutter, Segment};
+pub use driver::{LivepeerEvent, LivepeerJob, LivepeerSpec, LivepeerStats, SegmentReport};
 pub use multipart::{MultipartError, Part};
 pub use order::{InOrder, Turn};
 pub use profile::{JsonProfile, Rendition, TranscodeConfiguration};

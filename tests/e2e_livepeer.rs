@@ -1,0 +1,173 @@
+//! Livepeer offload end to end. go-livepeer cannot be installed on these
+//! machines, so the gateways are a stand-in written in the test
+//! (`common/livepeer_gateway.rs`): the same HTTP contract, lpms's profile
+//! rules, renditions made for real by the ffmpeg CLI, the multipart answer
+//! as go-livepeer writes it. ffmpeg publishes over RTMP to a stream whose
+//! profile has `backend = "livepeer"`; triggers go to a real webhook
+//! receiver.
+
+mod common;
+#[path = "common/livepeer_gateway.rs"]
+mod livepeer_gateway;
+#[path = "common/webhooks.rs"]
+mod webhooks;
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use base64::Engine;
+use common::*;
+use livepeer_gateway::{Gateway, Mode};
+use webhooks::{next_hook, receiver};
+
+fn config(gateways: &[String], fallback: &str) -> String {
+    let list: Vec<String> = gateways.iter().map(|g| format!("\"{g}\"")).collect();
+    format!(
+        r#"
+[transcode]
+default_profile = "lp"
+audio_bridge = "off"
+[transcode.livepeer]
+gateways = [{}]
+fallback = "{fallback}"
+[transcode.profiles.lp]
+backend = "livepeer"
+hw = "off"
+preset = "ultrafast"
+rungs = [{{ height = 240, bitrate_kbps = 400 }}, {{ height = 180, bitrate_kbps = 250 }}]
+"#,
+        list.join(", ")
+    )
+}
+
+fn publish(server: &Server, seconds: u32) -> std::process::Child {
+    let mut args = vec!["-re".to_string()];
+    args.extend(lavfi_h264_aac(seconds, "640x360", 30, 48000));
+    args.extend(["-f".into(), "flv".into(), server.rtmp_url("cam")]);
+    ffmpeg_spawn(&args)
+}
+
+async fn livepeer_status(server: &Server) -> serde_json::Value {
+    let load = api_ok("GET", &server.api("/load"), ADMIN_KEY, None, 200).await;
+    load["transcode"]["livepeer"][0].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renditions_come_back_from_the_gateway_and_a_503_fails_over() {
+    let busy = Gateway::start(Mode::Unavailable).await;
+    let good = Gateway::start(Mode::Normal).await;
+    let server = Server::start_with_config(Some(&config(&[busy.url(), good.url()], "none")), &["--hls-segment", "1"]);
+    let mut publisher = publish(&server, 40);
+
+    // The smaller rendition's third segment: several segments came back.
+    let last = wait_for_segment(&server, "cam", "video2", 3).await;
+    let multivariant = get_text(&server.hls_url("cam", "index.m3u8")).await;
+    let sizes: Vec<&str> = multivariant.lines().filter_map(|l| attr(l, "RESOLUTION")).collect();
+    // lpms sizes: multiples of 16 (MistServer's rounding).
+    assert_eq!(sizes, ["640x360", "416x240", "320x176"], "{multivariant}");
+
+    // Each rendition decodes at its size.
+    for (r, size) in [("video1", ("416", "240")), ("video2", ("320", "176"))] {
+        let list = wait_for_segment(&server, "cam", r, 2).await;
+        let file = first_segment_file(&server, "cam", r, &list).await;
+        let v = ffprobe(&file, &["-select_streams", "v:0", "-show_entries", "stream=width,height"]);
+        assert_eq!(
+            (v[0].get("width").map(String::as_str), v[0].get("height").map(String::as_str)),
+            (Some(size.0), Some(size.1)),
+            "{r}: {v:?}"
+        );
+    }
+    // Continuous and aligned: the rendition's segments carry the source's
+    // numbers and about its durations.
+    let source = get_text(&server.hls_url("cam", "video.m3u8")).await;
+    let dur = |list: &str, msn: u64| -> Option<f64> {
+        let first: u64 = list.lines().find_map(|l| l.strip_prefix("#EXT-X-MEDIA-SEQUENCE:"))?.trim().parse().ok()?;
+        let d: Vec<f64> = list
+            .lines()
+            .filter_map(|l| l.strip_prefix("#EXTINF:"))
+            .filter_map(|d| d.trim_end_matches(',').parse().ok())
+            .collect();
+        d.get(usize::try_from(msn.checked_sub(first)?).ok()?).copied()
+    };
+    for msn in 1..=2 {
+        let (a, b) = (dur(&source, msn), dur(&last, msn));
+        assert!(
+            a.zip(b).is_some_and(|(a, b)| (a - b).abs() < 0.05),
+            "segment {msn}: source {a:?}, rendition {b:?}\n{source}\n{last}\n{}",
+            livepeer_status(&server).await
+        );
+    }
+
+    let lp = livepeer_status(&server).await;
+    let _ = publisher.kill();
+    let _ = publisher.wait();
+    assert_eq!(lp["gateway"], good.url(), "moved to the working gateway: {lp}");
+    assert!(lp["gateway_switches"].as_u64() >= Some(1), "{lp}");
+    assert!(lp["segments_done"].as_u64() >= Some(3), "{lp}");
+    assert_eq!(lp["bad_parts"], 0, "{lp}");
+    assert_eq!(busy.bad_requests.load(Ordering::Relaxed), 0, "headers as go-livepeer wants them");
+    assert_eq!(good.bad_requests.load(Ordering::Relaxed), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_every_gateway_down_the_local_ladder_takes_over() {
+    let a = Gateway::start(Mode::Unavailable).await;
+    let b = Gateway::start(Mode::Garbled).await;
+    let server = Server::start_with_config(Some(&config(&[a.url(), b.url()], "local")), &["--hls-segment", "1"]);
+    let mut publisher = publish(&server, 40);
+    let lp = until("the fallback to the local ladder", 60, || async {
+        let lp = livepeer_status(&server).await;
+        (lp["fell_back_to_local"] == true).then_some(lp)
+    })
+    .await;
+    assert!(lp["segments_failed"].as_u64() >= Some(3), "{lp}");
+    // The local ladder's renditions (even sizes, not lpms's).
+    wait_for_segment(&server, "cam", "video2", 1).await;
+    let multivariant = get_text(&server.hls_url("cam", "index.m3u8")).await;
+    let _ = publisher.kill();
+    let _ = publisher.wait();
+    let sizes: Vec<&str> = multivariant.lines().filter_map(|l| attr(l, "RESOLUTION")).collect();
+    assert_eq!(sizes, ["640x360", "426x240", "320x180"], "{multivariant}");
+    let load = api_ok("GET", &server.api("/load"), ADMIN_KEY, None, 200).await;
+    assert_eq!(load["transcode"]["ladders"][0]["stream"], "cam", "{load}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_refusals_fire_the_rejected_trigger_and_completions_are_reported() {
+    let gw = Gateway::start(Mode::Reject).await;
+    let server = Server::start_with_config(Some(&config(&[gw.url()], "none")), &["--hls-segment", "1"]);
+    let (url, mut hooks) = receiver(Arc::new(|_: &str, _: &str, _| Some((axum::http::StatusCode::OK, String::new())))).await;
+    for t in ["LIVEPEER_SEGMENT_REJECTED", "LIVEPEER_SEGMENT_COMPLETE"] {
+        let handler = serde_json::json!({"trigger": t, "url": format!("{url}/{t}")});
+        api_ok("POST", &server.api("/triggers"), ADMIN_KEY, Some(handler), 201).await;
+    }
+    let mut publisher = publish(&server, 40);
+
+    // MistServer's payload: options, the segment (base64), the source
+    // track, the gateway, and the other gateway or "N/A".
+    let hook = next_hook(&mut hooks, "LIVEPEER_SEGMENT_REJECTED").await;
+    let lines: Vec<&str> = hook.body.split('\n').collect();
+    assert_eq!(lines.len(), 5, "{}", hook.body);
+    let options: serde_json::Value = serde_json::from_str(lines[0]).expect("options JSON");
+    assert_eq!(options["profiles"][0]["name"], "240p", "{options}");
+    let segment = base64::engine::general_purpose::STANDARD.decode(lines[1]).expect("base64");
+    assert!(segment.len() >= 188 && segment[0] == 0x47, "an MPEG-TS segment");
+    assert!(lines[2].contains("h264") && lines[2].contains("640"), "the source track: {}", lines[2]);
+    assert_eq!((lines[3], lines[4]), (gw.url().as_str(), "N/A"));
+
+    // The gateway recovers: segments complete and are reported.
+    gw.set_mode(Mode::Normal);
+    let hook = next_hook(&mut hooks, "LIVEPEER_SEGMENT_COMPLETE").await;
+    let lines: Vec<&str> = hook.body.split('\n').collect();
+    let _ = publisher.kill();
+    let _ = publisher.wait();
+    assert_eq!(lines.len(), 15, "{}", hook.body);
+    assert_eq!(lines[0], "cam");
+    assert_eq!((lines[5], lines[6]), ("640", "360"), "the source size");
+    assert_eq!((lines[9], lines[11]), ("2", gw.url().as_str()), "two renditions from the gateway");
+    let renditions: serde_json::Value = serde_json::from_str(lines[14]).expect("renditions JSON");
+    assert_eq!(renditions, serde_json::json!(["240p", "180p"]));
+    assert!(gw.transcoded.load(Ordering::Relaxed) >= 1);
+    let lp = livepeer_status(&server).await;
+    assert!(lp["rejected"].as_u64() >= Some(2), "{lp}");
+}
