@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use axum::http::StatusCode;
 use common::*;
-use webhooks::{next_hook, receiver, Hook};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
+use webhooks::{next_hook, receiver, Hook};
 
 /// HMAC-SHA256 as the receiver would compute it (RFC 2104, by hand, so the
 /// test does not share code with the server it checks).

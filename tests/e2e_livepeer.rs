@@ -99,8 +99,11 @@ async fn renditions_come_back_from_the_gateway_and_a_503_fails_over() {
     }
 
     let lp = livepeer_status(&server).await;
+    let metrics = reqwest::get(format!("http://{}/metrics", server.admin)).await.unwrap().text().await.unwrap();
     let _ = publisher.kill();
     let _ = publisher.wait();
+    assert!(metrics.contains("tidecast_livepeer_segments{stream=\"cam\",what=\"done\"}"), "{metrics}");
+    assert!(metrics.contains(&format!("tidecast_livepeer_speed_factor{{gateway=\"{}\",stream=\"cam\"}}", good.url())));
     assert_eq!(lp["gateway"], good.url(), "moved to the working gateway: {lp}");
     assert!(lp["gateway_switches"].as_u64() >= Some(1), "{lp}");
     assert!(lp["segments_done"].as_u64() >= Some(3), "{lp}");
@@ -136,7 +139,8 @@ async fn with_every_gateway_down_the_local_ladder_takes_over() {
 async fn two_refusals_fire_the_rejected_trigger_and_completions_are_reported() {
     let gw = Gateway::start(Mode::Reject).await;
     let server = Server::start_with_config(Some(&config(&[gw.url()], "none")), &["--hls-segment", "1"]);
-    let (url, mut hooks) = receiver(Arc::new(|_: &str, _: &str, _| Some((axum::http::StatusCode::OK, String::new())))).await;
+    let (url, mut hooks) =
+        receiver(Arc::new(|_: &str, _: &str, _| Some((axum::http::StatusCode::OK, String::new())))).await;
     for t in ["LIVEPEER_SEGMENT_REJECTED", "LIVEPEER_SEGMENT_COMPLETE"] {
         let handler = serde_json::json!({"trigger": t, "url": format!("{url}/{t}")});
         api_ok("POST", &server.api("/triggers"), ADMIN_KEY, Some(handler), 201).await;

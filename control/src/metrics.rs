@@ -49,6 +49,9 @@ pub struct Metrics {
     transcode_ladder: IntGaugeVec,
     transcode_hw_fallbacks: IntCounter,
     transcode_refused: IntCounter,
+    livepeer_segments: IntGaugeVec,
+    livepeer_turnaround: IntGaugeVec,
+    livepeer_speed: prometheus::GaugeVec,
 }
 
 fn must<T>(r: prometheus::Result<T>) -> T {
@@ -132,9 +135,30 @@ impl Metrics {
             "Per running ladder: source frames in, decode errors, failed runs (each retried)",
             &["stream", "what"],
         );
+        let livepeer_segments = gv(
+            "livepeer_segments",
+            "Per stream offloaded to Livepeer, segments by outcome (sent, done, failed, skipped, rejected) and gateway switches, since the offload started",
+            &["stream", "what"],
+        );
+        let livepeer_turnaround = gv(
+            "livepeer_turnaround_ms",
+            "Per stream offloaded to Livepeer, the last segment's time from upload to answer",
+            &["stream", "gateway"],
+        );
+        let livepeer_speed = must(prometheus::GaugeVec::new(
+            Opts::new(
+                "livepeer_speed_factor",
+                "Per stream offloaded to Livepeer, the last segment's duration over its turnaround",
+            ),
+            &["stream", "gateway"],
+        ));
+        must(registry.register(Box::new(livepeer_speed.clone())));
         let transcode_ladders = must(IntGauge::new("transcode_ladders", "Streams with a transcoding ladder"));
         must(registry.register(Box::new(transcode_ladders.clone())));
         Metrics {
+            livepeer_segments,
+            livepeer_turnaround,
+            livepeer_speed,
             transcode_ladders,
             transcode_rung,
             transcode_rung_cpu,
@@ -256,6 +280,24 @@ impl Metrics {
                 self.transcode_rung.with_label_values(&[s, &rung, &r.encoder, "dropped"]).set(r.dropped as i64);
                 self.transcode_rung_cpu.with_label_values(&labels).set(r.encode_cpu_seconds);
             }
+        }
+        self.livepeer_segments.reset();
+        self.livepeer_turnaround.reset();
+        self.livepeer_speed.reset();
+        for o in &t.livepeer {
+            let s = o.stream.as_str();
+            for (what, v) in [
+                ("sent", o.segments_sent),
+                ("done", o.segments_done),
+                ("failed", o.segments_failed),
+                ("skipped", o.segments_skipped),
+                ("rejected", o.rejected),
+                ("gateway_switches", o.gateway_switches),
+            ] {
+                self.livepeer_segments.with_label_values(&[s, what]).set(v as i64);
+            }
+            self.livepeer_turnaround.with_label_values(&[s, o.gateway.as_str()]).set(o.last_turnaround_ms as i64);
+            self.livepeer_speed.with_label_values(&[s, o.gateway.as_str()]).set(o.speed_factor);
         }
         let mut out = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
