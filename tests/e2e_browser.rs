@@ -7,28 +7,12 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::*;
 
 /// Runs `tests/browser/hlsjs.mjs` on `url` with `args`; what it saw, and
 /// its output for messages.
 async fn hlsjs(browser_dir: &str, url: String, args: &[&str]) -> (serde_json::Value, String) {
     player("hlsjs.mjs", browser_dir, url, args).await
-}
-
-/// Runs the player script `script` of `tests/browser` on `url` with `args`.
-async fn player(script: &str, browser_dir: &str, url: String, args: &[&str]) -> (serde_json::Value, String) {
-    let script = format!("{browser_dir}/{script}");
-    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-    let out = tokio::task::spawn_blocking(move || Command::new("node").arg(script).arg(url).args(args).output())
-        .await
-        .unwrap()
-        .expect("node is installed");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "player script failed: {}\n{stdout}", String::from_utf8_lossy(&out.stderr));
-    let seen = serde_json::from_str(stdout.trim()).expect("the player script prints JSON");
-    (seen, stdout)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

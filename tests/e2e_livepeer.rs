@@ -4,7 +4,7 @@
 //! rules, renditions made for real by the ffmpeg CLI, the multipart answer
 //! as go-livepeer writes it. ffmpeg publishes over RTMP to a stream whose
 //! profile has `backend = "livepeer"`; triggers go to a real webhook
-//! receiver.
+//! receiver; hls.js in headless Chromium switches between the renditions.
 
 mod common;
 #[path = "common/livepeer_gateway.rs"]
@@ -174,4 +174,29 @@ async fn two_refusals_fire_the_rejected_trigger_and_completions_are_reported() {
     assert!(gw.transcoded.load(Ordering::Relaxed) >= 1);
     let lp = livepeer_status(&server).await;
     assert!(lp["rejected"].as_u64() >= Some(2), "{lp}");
+}
+
+/// hls.js in Chromium plays the source and the Livepeer renditions,
+/// switched through with `hls.nextLevel`. Stalls are not asserted: the
+/// renditions trail the source by a segment and a turnaround, more than
+/// the part hold-back, so a switch to one at the live edge can wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hlsjs_switches_between_livepeer_renditions() {
+    let browser_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser");
+    let gw = Gateway::start(Mode::Normal).await;
+    let server = Server::start_with_config(Some(&config(&[gw.url()], "none")), &["--hls-segment", "1"]);
+    let mut publisher = publish(&server, 40);
+    wait_for_segment(&server, "cam", "video2", 2).await;
+    let (seen, stdout) = player("hlsjs.mjs", browser_dir, server.hls_url("cam", "index.m3u8"), &["10", "switch"]).await;
+    let _ = publisher.kill();
+    let _ = publisher.wait();
+    let levels: Vec<&str> = seen["levels"].as_array().into_iter().flatten().filter_map(|l| l.as_str()).collect();
+    assert_eq!(levels, ["320x176", "416x240", "640x360"], "{stdout}");
+    let switched: std::collections::BTreeSet<u64> =
+        seen["switched"].as_array().into_iter().flatten().filter_map(|l| l.as_u64()).collect();
+    assert_eq!(switched.len(), 3, "every level played: {stdout}");
+    let fatal = seen["errors"].as_array().into_iter().flatten().filter(|e| e["fatal"] == true).count();
+    assert_eq!(fatal, 0, "no fatal error: {stdout}");
+    let advanced = seen["currentTime"].as_f64().unwrap_or(0.0) - seen["firstTime"].as_f64().unwrap_or(f64::NAN);
+    assert!(advanced > 4.0, "playback advanced: {stdout}");
 }

@@ -352,3 +352,19 @@ pub async fn first_segment_file(server: &Server, stream: &str, rendition: &str, 
     std::fs::write(&path, [init.as_ref(), body.as_ref()].concat()).expect("write");
     path.display().to_string()
 }
+
+/// Runs the player script `script` of `tests/browser` on `url` with `args`.
+pub async fn player(script: &str, browser_dir: &str, url: String, args: &[&str]) -> (serde_json::Value, String) {
+    let script = format!("{browser_dir}/{script}");
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("node").arg(script).arg(url).args(args).output()
+    })
+    .await
+    .unwrap()
+    .expect("node is installed");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "player script failed: {}\n{stdout}", String::from_utf8_lossy(&out.stderr));
+    let seen = serde_json::from_str(stdout.trim()).expect("the player script prints JSON");
+    (seen, stdout)
+}
