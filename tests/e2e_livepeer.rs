@@ -200,3 +200,40 @@ async fn hlsjs_switches_between_livepeer_renditions() {
     let advanced = seen["currentTime"].as_f64().unwrap_or(0.0) - seen["firstTime"].as_f64().unwrap_or(f64::NAN);
     assert!(advanced > 4.0, "playback advanced: {stdout}");
 }
+
+/// Benchmark, not a test (`make bench-livepeer`): how far a Livepeer
+/// rendition trails the source with the stand-in gateway. A part is asked
+/// for in the source's playlist and then in the smaller rendition's, each
+/// with a blocking reload; the second wait is the delay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a benchmark: run with make bench-livepeer"]
+async fn livepeer_rendition_delay() {
+    let gw = Gateway::start(Mode::Normal).await;
+    let server = Server::start_with_config(Some(&config(&[gw.url()], "none")), &["--hls-segment", "1"]);
+    let mut publisher = publish(&server, 60);
+    wait_for_segment(&server, "cam", "video2", 3).await;
+    let mut delays = Vec::new();
+    for _ in 0..8 {
+        let list = get_text(&server.hls_url("cam", "video.m3u8")).await;
+        let hint = list.lines().find(|l| l.starts_with("#EXT-X-PRELOAD-HINT")).and_then(|l| attr(l, "URI"));
+        let Some((msn, part)) = hint.and_then(|u| {
+            let stem = u.strip_suffix(".m4s")?;
+            let mut it = stem.rsplit(['-', '.']);
+            let part: u64 = it.next()?.parse().ok()?;
+            let msn: u64 = it.next()?.parse().ok()?;
+            Some((msn, part))
+        }) else {
+            continue;
+        };
+        let q = format!("?_HLS_msn={msn}&_HLS_part={part}");
+        get_text(&(server.hls_url("cam", "video.m3u8") + &q)).await;
+        let t = std::time::Instant::now();
+        get_text(&(server.hls_url("cam", "video2.m3u8") + &q)).await;
+        delays.push(t.elapsed().as_millis());
+    }
+    let lp = livepeer_status(&server).await;
+    let _ = publisher.kill();
+    let _ = publisher.wait();
+    println!("livepeer rendition part after the source's (ms, per try): {delays:?}");
+    println!("last turnaround {} ms, speed factor {}", lp["last_turnaround_ms"], lp["speed_factor"]);
+}
