@@ -9,7 +9,8 @@
 //! gateway and tries the segment there while its deadline allows; a 422
 //! skips the segment, and two in a row are reported
 //! ([`LivepeerEvent::Rejected`], MistServer's `LIVEPEER_SEGMENT_REJECTED`);
-//! a garbled answer loses that segment only. Once every gateway has failed
+//! a garbled answer, or one past [`MAX_ANSWER_BYTES`], loses that segment
+//! only. Once every gateway has failed
 //! [`GATEWAYS_DOWN_AFTER`] segments in a row, [`LivepeerStats::down`] is set
 //! so the caller can fall back (it clears at the next success).
 
@@ -28,6 +29,9 @@ use super::answer::{self, Answer};
 use super::cutter::{Cutter, Segment};
 use super::order::{InOrder, Turn};
 use super::profile::{JsonProfile, Rendition, TranscodeConfiguration};
+
+/// Largest answer read; a gateway that sends more loses the segment.
+pub const MAX_ANSWER_BYTES: usize = 64 << 20;
 
 /// Consecutive segments every gateway failed before [`LivepeerStats::down`].
 pub const GATEWAYS_DOWN_AFTER: u64 = 3;
@@ -392,6 +396,21 @@ impl Run {
     }
 }
 
+/// Reads a body of at most `cap` bytes.
+async fn read_capped(mut r: reqwest::Response, cap: usize) -> Result<Bytes, String> {
+    if r.content_length().is_some_and(|n| n > cap as u64) {
+        return Err(format!("the answer is larger than {cap} bytes"));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = r.chunk().await.map_err(|e| e.to_string())? {
+        if body.len() + chunk.len() > cap {
+            return Err(format!("the answer is larger than {cap} bytes"));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Bytes::from(body))
+}
+
 fn track_json(t: &Track) -> String {
     serde_json::json!({
         "codec": t.codec.name(),
@@ -435,7 +454,7 @@ impl Upload {
                         .and_then(|v| v.to_str().ok())
                         .unwrap_or("")
                         .to_owned();
-                    return match r.bytes().await {
+                    return match read_capped(r, MAX_ANSWER_BYTES).await {
                         Ok(body) => {
                             self.stats.bytes_received.fetch_add(body.len() as u64, Ordering::Relaxed);
                             match answer::read(seg.start_dts, &kind, &body, names) {
