@@ -176,6 +176,31 @@ async fn two_refusals_fire_the_rejected_trigger_and_completions_are_reported() {
     assert!(lp["rejected"].as_u64() >= Some(2), "{lp}");
 }
 
+/// A gateway slower than the segments' deadlines: each segment is given
+/// up (counted), at most two are ever out, and the source plays on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_gateway_costs_skipped_segments_not_a_queue() {
+    let gw = Gateway::start(Mode::Slow).await;
+    let server = Server::start_with_config(Some(&config(&[gw.url()], "none")), &["--hls-segment", "1"]);
+    let mut publisher = publish(&server, 40);
+    let lp = until("segments given up at their deadline", 60, || async {
+        let lp = livepeer_status(&server).await;
+        (lp["segments_skipped"].as_u64() >= Some(3)).then_some(lp)
+    })
+    .await;
+    let source = wait_for_segment(&server, "cam", "video", 6).await;
+    let _ = publisher.kill();
+    let _ = publisher.wait();
+    assert!(source.contains("#EXTINF"), "the source keeps its segments");
+    // Answers come ten seconds late, after their deadline: never published.
+    assert_eq!(lp["segments_done"], 0, "{lp}");
+    // Sent, then skipped at the limit or at the deadline; never more than
+    // two in flight.
+    let sent = lp["segments_sent"].as_u64().unwrap_or(0);
+    let skipped = lp["segments_skipped"].as_u64().unwrap_or(0);
+    assert!(sent >= 1 && skipped >= 3, "{lp}");
+}
+
 /// hls.js in Chromium plays the source and the Livepeer renditions,
 /// switched through with `hls.nextLevel`. Stalls are not asserted: the
 /// renditions trail the source by a segment and a turnaround, more than

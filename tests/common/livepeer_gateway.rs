@@ -6,7 +6,7 @@
 //! profiles checked by livepeer/lpms's rules (`ffmpeg/videoprofile.go`),
 //! each rendition made for real (the ffmpeg CLI scales the posted TS), and
 //! the answer written as Go's `mime/multipart` writes it. Switches make it
-//! answer 422, 503, slowly, or with a garbled body.
+//! answer 422, 503, ten seconds late, or with a garbled body.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
@@ -32,6 +32,8 @@ pub enum Mode {
     Unavailable = 2,
     /// A 200 whose multipart body breaks off.
     Garbled = 3,
+    /// Transcodes, but answers only after ten seconds.
+    Slow = 4,
 }
 
 /// A running stand-in.
@@ -177,6 +179,9 @@ async fn push(
         answer.extend_from_slice(b"\r\n");
     }
     answer.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    if s.mode.load(Ordering::Relaxed) == Mode::Slow as u8 {
+        tokio::time::sleep(std::time::Duration::from_secs(10)).await;
+    }
     if s.mode.load(Ordering::Relaxed) == Mode::Garbled as u8 {
         answer.truncate(answer.len() / 2);
     } else {
