@@ -181,8 +181,17 @@ impl Drop for LivepeerJob {
 
 /// How one upload ended.
 enum Outcome {
-    Done { answer: Answer, attempts: u32, gateway: String, turnaround: Duration },
-    Rejected { gateway: String },
+    /// `names`: the renditions asked for, in order.
+    Done {
+        answer: Answer,
+        names: Vec<String>,
+        attempts: u32,
+        gateway: String,
+        turnaround: Duration,
+    },
+    Rejected {
+        gateway: String,
+    },
     Failed(String),
 }
 
@@ -296,7 +305,13 @@ impl Run {
                     }
                 };
                 match outcome {
-                    Outcome::Done { answer, attempts, gateway, turnaround } => {
+                    Outcome::Done { answer, names, .. } if names.iter().ne(renditions.iter().map(|r| &r.name)) => {
+                        // Asked for before the source changed: its renditions
+                        // are not the tracks published now.
+                        self.stats.segments_skipped.fetch_add(1, Ordering::Relaxed);
+                        let _ = answer;
+                    }
+                    Outcome::Done { answer, names, attempts, gateway, turnaround } => {
                         rejected_in_row = 0;
                         failed_in_row = 0;
                         self.stats.down.store(false, Ordering::Relaxed);
@@ -316,7 +331,7 @@ impl Run {
                             height: seg.height,
                             bytes_in: seg.data.len(),
                             bytes_out: answer.bytes,
-                            renditions: answer.renditions.iter().map(|r| renditions[r.index].name.clone()).collect(),
+                            renditions: answer.renditions.iter().filter_map(|r| names.get(r.index).cloned()).collect(),
                             attempts,
                             gateway,
                             turnaround_ms: ms,
@@ -458,9 +473,13 @@ impl Upload {
                         Ok(body) => {
                             self.stats.bytes_received.fetch_add(body.len() as u64, Ordering::Relaxed);
                             match answer::read(seg.start_dts, &kind, &body, names) {
-                                Ok(answer) => {
-                                    Outcome::Done { answer, attempts, gateway, turnaround: started.elapsed() }
-                                }
+                                Ok(answer) => Outcome::Done {
+                                    answer,
+                                    names: names.to_vec(),
+                                    attempts,
+                                    gateway,
+                                    turnaround: started.elapsed(),
+                                },
                                 Err(e) => Outcome::Failed(format!("{gateway}: the answer is not multipart: {e}")),
                             }
                         }
