@@ -164,11 +164,23 @@ async fn push(
     }
     let boundary = format!("{:016x}", rand_u64());
     let mut answer = Vec::new();
-    for p in &profiles {
-        let ts = match scale(&body, p).await {
-            Ok(ts) => ts,
-            Err(e) => return (StatusCode::INTERNAL_SERVER_ERROR, e).into_response(),
-        };
+    // Every rendition at once, as an orchestrator makes them in one pass.
+    let jobs: Vec<_> = profiles
+        .iter()
+        .map(|p| {
+            let (body, p) = (body.clone(), Profile { name: p.name.clone(), ..*p });
+            tokio::spawn(async move { scale(&body, &p).await })
+        })
+        .collect();
+    let mut outputs = Vec::new();
+    for j in jobs {
+        match j.await {
+            Ok(Ok(ts)) => outputs.push(ts),
+            Ok(Err(e)) => return (StatusCode::INTERNAL_SERVER_ERROR, e).into_response(),
+            Err(e) => return (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+        }
+    }
+    for (p, ts) in profiles.iter().zip(outputs) {
         let file = format!("{}_{seq}.ts", p.name);
         answer.extend_from_slice(format!("--{boundary}\r\n").as_bytes());
         answer.extend_from_slice(format!("Content-Type: video/mp2t; name=\"{file}\"\r\n").as_bytes());
