@@ -54,6 +54,10 @@ pub struct Segment {
     pub init_version: u32,
     /// Complete segments are listed with EXTINF.
     pub complete: bool,
+    /// The track had no media for this segment's time (a late track that
+    /// lost a segment's worth, such as a Livepeer rendition whose segment
+    /// failed): listed with `EXT-X-GAP`, never fetched.
+    pub gap: bool,
 }
 
 impl Segment {
@@ -200,7 +204,33 @@ impl Rendition {
             discontinuity: std::mem::take(&mut self.next_discontinuity),
             init_version: self.init_version,
             complete: false,
+            gap: false,
         });
+    }
+
+    /// Whether the open segment has no media yet (nothing written, nothing
+    /// waiting).
+    pub fn open_is_empty(&self) -> bool {
+        self.pending.is_none()
+            && self.ready.is_empty()
+            && self.open().is_some_and(|s| s.parts.iter().all(|p| p.chunks.is_empty()))
+    }
+
+    /// Whether the last complete segment is a gap and the open one has no
+    /// media yet.
+    pub fn after_gap(&self) -> bool {
+        self.open_is_empty() && self.segments.iter().rev().find(|s| s.complete).is_some_and(|s| s.gap)
+    }
+
+    /// Completes the open segment, which received no media, at `end_us` as
+    /// a gap; the next opens there.
+    pub fn close_gap(&mut self, end_us: i64, window: usize) -> Result<(), CmafError> {
+        if self.open_is_empty() {
+            if let Some(seg) = self.segments.back_mut().filter(|s| !s.complete) {
+                seg.gap = true;
+            }
+        }
+        self.close_segment(end_us, window)
     }
 
     /// Adds a frame to the open part. The samples waiting are written as one

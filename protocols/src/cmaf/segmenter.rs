@@ -353,19 +353,45 @@ impl Segmenter {
             r.start(msn, f.dts);
         }
         let r = &mut self.renditions[idx];
+        // Boundaries close at this frame, as always, unless the track has a
+        // hole (a late rendition that lost a segment's worth, audio that
+        // stopped): then a segment that had media ends at its own
+        // boundary when more boundaries are due, and one without media is
+        // a gap (`EXT-X-GAP`) of the lead's duration.
+        let video = r.track.kind() == MediaKind::Video;
         while let Some(b) = self.followers[idx].queue.front().copied() {
             if f.dts < b.at_us {
                 break;
             }
             self.followers[idx].queue.pop_front();
+            let more = self.followers[idx].queue.iter().any(|n| n.segment && n.at_us <= f.dts);
+            let starts_before = r.open().is_some_and(|s| s.start_us < b.at_us);
+            let empty = r.open_is_empty();
             let res = if b.segment {
-                r.close_segment(f.dts, window).map(|()| r.trim_to(max_seconds, max_bytes))
+                let closed = if empty && starts_before {
+                    r.close_gap(b.at_us, window)
+                } else if more && starts_before {
+                    r.close_segment(b.at_us, window)
+                } else {
+                    r.close_segment(f.dts, window)
+                };
+                closed.map(|()| r.trim_to(max_seconds, max_bytes))
+            } else if starts_before && (empty || more) {
+                if empty {
+                    Ok(())
+                } else {
+                    r.close_part(b.at_us).map(|_| ())
+                }
             } else {
                 r.close_part(f.dts).map(|_| ())
             };
             if let Err(e) = res {
                 warn!(error = %e, "cmaf: packaging failed");
             }
+        }
+        // After a gap a video track starts again at a keyframe.
+        if video && !f.keyframe && r.after_gap() {
+            return;
         }
         if let Err(e) = r.push(f, chunk_us) {
             warn!(error = %e, "cmaf: packaging failed");

@@ -365,7 +365,8 @@ impl HlsStream {
             return Err(HlsError::NotFound);
         }
         self.read(|p| {
-            let seg = p.rendition(rendition)?.segment(msn).filter(|s| s.complete)?;
+            // A gap has no media: 404, as for a segment never made.
+            let seg = p.rendition(rendition)?.segment(msn).filter(|s| s.complete && !s.gap)?;
             Some(seg.parts.iter().flat_map(|p| p.chunks.iter().cloned()).collect())
         })
         .ok_or(HlsError::NotFound)

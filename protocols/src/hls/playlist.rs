@@ -189,6 +189,9 @@ pub fn media(cfg: &HlsConfig, p: &Segmenter, r: &Rendition, run: &str, skip: Ski
             }
         }
         if s.complete {
+            if s.gap {
+                out.push_str("#EXT-X-GAP\n");
+            }
             let _ = write!(out, "#EXTINF:{:.5},\n{}\n", s.duration, segment_uri(run, &r.name, s.msn));
         }
     }

@@ -433,3 +433,42 @@ fn with_opus_and_aac_the_multivariant_playlist_lists_aac() {
     assert_eq!(text.matches("#EXT-X-MEDIA:TYPE=AUDIO").count(), 1, "{text}");
     assert!(text.contains("URI=\"audio1.m3u8\"") && text.contains("mp4a.40.2") && !text.contains("opus"), "{text}");
 }
+
+/// A late video track (a Livepeer rendition) that loses a segment's worth
+/// of frames: the segment before ends at its boundary, the lost one is an
+/// `EXT-X-GAP` with the lead's duration, and numbering stays the lead's.
+#[test]
+fn a_follower_that_loses_a_segment_gets_a_gap() {
+    let mut p = Segmenter::new(cfg().segmenter());
+    let evs = events(10, 25); // 2 s segments, a keyframe a second
+    let mut rung = tracks()[0].clone();
+    rung.id = 2;
+    let mut with_rung: Vec<Track> = tracks().to_vec();
+    with_rung.push(rung);
+    for e in evs {
+        let Event::Frame(f) = e else {
+            p.on_event(Event::Tracks(Arc::from(with_rung.clone())));
+            continue;
+        };
+        // The rendition: the video's frames again, none from 3 s to 7 s
+        // (the whole segment 4-6 s is lost).
+        let copy = (f.track == 0 && !(3_000_000..7_000_000).contains(&f.dts)).then(|| Frame { track: 2, ..f.clone() });
+        p.on_event(Event::Frame(f));
+        if let Some(c) = copy {
+            p.on_event(Event::Frame(c));
+        }
+    }
+    let lead = p.rendition("video").unwrap();
+    let r = p.rendition("video1").unwrap();
+    let durations = |r: &Rendition| -> Vec<(u64, i64, bool)> {
+        r.segments.iter().filter(|s| s.complete).map(|s| (s.msn, (s.duration * 1000.0).round() as i64, s.gap)).collect()
+    };
+    let (l, g) = (durations(lead), durations(r));
+    for (a, b) in l.iter().zip(&g) {
+        assert_eq!((a.0, a.1), (b.0, b.1), "same numbers and durations: {l:?} {g:?}");
+    }
+    assert!(g.len() >= 4, "{g:?}");
+    assert_eq!(g.iter().filter(|s| s.2).map(|s| s.0).collect::<Vec<_>>(), [2], "{g:?}");
+    let text = playlist::media(&cfg(), &p, r, "r", Skip::No);
+    assert_eq!(text.matches("#EXT-X-GAP\n#EXTINF:2.00000,\nvideo1-r-2.m4s\n").count(), 1, "{text}");
+}
