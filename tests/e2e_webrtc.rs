@@ -201,19 +201,25 @@ async fn chromium_whip_av1_vp9_and_vp8_reach_ll_hls() {
     wait_no_live_sessions(&server).await;
 }
 
+/// ffmpeg publishing 40 s of 320x240 H.264 (baseline: no B-frames, which
+/// WebRTC cannot carry) and AAC to `stream` over RTMP.
+fn publish_baseline(server: &Server, stream: &str) -> std::process::Child {
+    let mut args = vec!["-re".to_string()];
+    let mut input = lavfi_h264_aac(40, "320x240", 25, 44100);
+    let at = input.iter().position(|a| a == "libx264").expect("x264") + 1;
+    input.splice(at..at, ["-profile:v".to_string(), "baseline".to_string()]);
+    args.extend(input);
+    args.extend(["-f".into(), "flv".into(), server.rtmp_url(stream)]);
+    ffmpeg_spawn(&args)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 /// An RTMP (H.264 + AAC) source over WHEP: the audio bridge gives it an
 /// Opus track, and Chromium hears the test tone.
 async fn rtmp_h264_aac_plays_over_whep_with_opus_audio() {
     check_browser_peers();
     let server = Server::start(&[]);
-    let mut args = vec!["-re".to_string()];
-    let mut input = lavfi_h264_aac(40, "320x240", 25, 44100);
-    let at = input.iter().position(|a| a == "libx264").expect("x264") + 1;
-    input.splice(at..at, ["-profile:v".to_string(), "baseline".to_string()]);
-    args.extend(input);
-    args.extend(["-f".into(), "flv".into(), server.rtmp_url("rtmpcam")]);
-    let mut ffmpeg = ffmpeg_spawn(&args);
+    let mut ffmpeg = publish_baseline(&server, "rtmpcam");
     wait_for_segment(&server, "rtmpcam", "video", 0).await;
     let seen = play(&server, "rtmpcam", "-").await;
     let _ = ffmpeg.kill();
@@ -242,13 +248,7 @@ h264_profile = "baseline"
 rungs = [{ height = 180, bitrate_kbps = 300 }]
 "#;
     let server = Server::start_with_config(Some(profile), &[]);
-    let mut args = vec!["-re".to_string()];
-    let mut input = lavfi_h264_aac(40, "320x240", 25, 44100);
-    let at = input.iter().position(|a| a == "libx264").expect("x264") + 1;
-    input.splice(at..at, ["-profile:v".to_string(), "baseline".to_string()]);
-    args.extend(input);
-    args.extend(["-f".into(), "flv".into(), server.rtmp_url("rtmpcam")]);
-    let mut ffmpeg = ffmpeg_spawn(&args);
+    let mut ffmpeg = publish_baseline(&server, "rtmpcam");
     // The rung's first segment: the ladder runs.
     wait_for_segment(&server, "rtmpcam", "video1", 0).await;
 

@@ -193,6 +193,11 @@ impl Rendition {
         self.start_msn.take()
     }
 
+    /// The msn set by [`start_pending`](Self::start_pending), left in place.
+    pub fn peek_pending_msn(&self) -> Option<u64> {
+        self.start_msn
+    }
+
     /// Opens the first segment (or the one after a discontinuity) at `msn`.
     pub fn start(&mut self, msn: u64, at_us: i64) {
         self.init_starts.entry(self.init_version).or_insert(at_us);

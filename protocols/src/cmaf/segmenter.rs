@@ -332,10 +332,9 @@ impl Segmenter {
             return;
         }
         if self.renditions[idx].open().is_none() {
-            let r = &mut self.renditions[idx];
-            let msn = r.pending_msn().unwrap_or_else(|| Self::next_msn(r));
-            // Kept for the next frame if this one does not start the segment.
-            r.start_pending(msn);
+            let r = &self.renditions[idx];
+            // Left pending until a frame starts the segment.
+            let msn = r.peek_pending_msn().unwrap_or_else(|| Self::next_msn(r));
             // A track that joins late (a ladder's rung, Livepeer's renditions,
             // a bridged audio track) starts at the lead's segment of that
             // number: its frames from before that segment's start belong to

@@ -184,7 +184,7 @@ enum Outcome {
     /// `names`: the renditions asked for, in order.
     Done {
         answer: Answer,
-        names: Vec<String>,
+        names: Arc<[String]>,
         attempts: u32,
         gateway: String,
         turnaround: Duration,
@@ -237,6 +237,10 @@ impl Run {
         });
         let mut source: Option<Track> = None;
         let mut renditions: Vec<Rendition> = Vec::new();
+        // What every upload for these renditions sends and expects back,
+        // made once per source configuration.
+        let mut names: Arc<[String]> = Arc::from(Vec::new());
+        let mut config: Arc<str> = Arc::from("");
         let mut tracks: Vec<Option<Track>> = Vec::new();
         let mut in_flight = 0usize;
         let mut rejected_in_row = 0u32;
@@ -260,6 +264,13 @@ impl Run {
                                 (self.spec.plan)(t.info.width, t.info.height, fps)
                             });
                             tracks = vec![None; renditions.len()];
+                            names = renditions.iter().map(|r| r.name.clone()).collect();
+                            config = TranscodeConfiguration {
+                                manifest_id: upload.manifest.clone(),
+                                profiles: renditions.iter().map(JsonProfile::from_rendition).collect(),
+                            }
+                            .header()
+                            .into();
                             writer.set_tracks(Vec::new());
                             cutter.set_track(video.clone().filter(|_| !renditions.is_empty()));
                             source = video;
@@ -279,17 +290,11 @@ impl Run {
                     self.stats.segments_skipped.fetch_add(1, Ordering::Relaxed);
                     continue;
                 }
-                let names: Vec<String> = renditions.iter().map(|r| r.name.clone()).collect();
-                let config = TranscodeConfiguration {
-                    manifest_id: upload.manifest.clone(),
-                    profiles: renditions.iter().map(JsonProfile::from_rendition).collect(),
-                }
-                .header();
                 let budget = Duration::from_micros(seg.duration_us.max(0) as u64) + SLACK;
                 order.sent(seg.seq, Instant::now() + budget);
                 in_flight += 1;
                 self.stats.segments_sent.fetch_add(1, Ordering::Relaxed);
-                let (up, tx) = (upload.clone(), tx.clone());
+                let (up, tx, names, config) = (upload.clone(), tx.clone(), names.clone(), config.clone());
                 tokio::spawn(async move {
                     let outcome = up.send(&seg, &config, &names, budget).await;
                     let _ = tx.send((seg.seq, seg, outcome)).await;
@@ -305,13 +310,12 @@ impl Run {
                     }
                 };
                 match outcome {
-                    Outcome::Done { answer, names, .. } if names.iter().ne(renditions.iter().map(|r| &r.name)) => {
+                    Outcome::Done { names: asked, .. } if *asked != *names => {
                         // Asked for before the source changed: its renditions
                         // are not the tracks published now.
                         self.stats.segments_skipped.fetch_add(1, Ordering::Relaxed);
-                        let _ = answer;
                     }
-                    Outcome::Done { answer, names, attempts, gateway, turnaround } => {
+                    Outcome::Done { answer, names: asked, attempts, gateway, turnaround } => {
                         rejected_in_row = 0;
                         failed_in_row = 0;
                         self.stats.down.store(false, Ordering::Relaxed);
@@ -331,7 +335,7 @@ impl Run {
                             height: seg.height,
                             bytes_in: seg.data.len(),
                             bytes_out: answer.bytes,
-                            renditions: answer.renditions.iter().filter_map(|r| names.get(r.index).cloned()).collect(),
+                            renditions: answer.renditions.iter().filter_map(|r| asked.get(r.index).cloned()).collect(),
                             attempts,
                             gateway,
                             turnaround_ms: ms,
@@ -346,11 +350,7 @@ impl Run {
                             let others = upload.gateways.iter().find(|g| **g != gateway).cloned();
                             (self.notify)(LivepeerEvent::Rejected {
                                 stream: name.clone(),
-                                configuration: TranscodeConfiguration {
-                                    manifest_id: upload.manifest.clone(),
-                                    profiles: renditions.iter().map(JsonProfile::from_rendition).collect(),
-                                }
-                                .header(),
+                                configuration: config.to_string(),
                                 segment: seg.data.clone(),
                                 track: source.as_ref().map(track_json).unwrap_or_default(),
                                 gateway,
@@ -439,7 +439,7 @@ fn track_json(t: &Track) -> String {
 impl Upload {
     /// Posts `seg`, moving to the next gateway on a 503, a timeout or a
     /// connection error while `budget` lasts.
-    async fn send(&self, seg: &Segment, config: &str, names: &[String], budget: Duration) -> Outcome {
+    async fn send(&self, seg: &Segment, config: &str, names: &Arc<[String]>, budget: Duration) -> Outcome {
         let started = Instant::now();
         let mut attempts = 0u32;
         let mut last = String::from("no gateway configured");
@@ -475,7 +475,7 @@ impl Upload {
                             match answer::read(seg.start_dts, &kind, &body, names) {
                                 Ok(answer) => Outcome::Done {
                                     answer,
-                                    names: names.to_vec(),
+                                    names: names.clone(),
                                     attempts,
                                     gateway,
                                     turnaround: started.elapsed(),
