@@ -378,7 +378,11 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     .merge(tidecast_protocols::webrtc::http::routes(signaling));
     let http_shutdown = shutdown.clone();
     let http_task = tokio::spawn(async move {
-        axum::serve(http_listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        // Connections that send complete segments and parts with sendfile
+        // (`tap_io` also makes the peer address available to handlers).
+        let listener = tidecast_protocols::http::MediaListener::new(http_listener);
+        let listener = axum::serve::ListenerExt::tap_io(listener, |_| {});
+        axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
             .with_graceful_shutdown(async move { http_shutdown.cancelled().await })
             .await
     });

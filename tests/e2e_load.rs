@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use tidecast_bench::load::{hls, publish, rtmp, srt, whep, RunTime, ViewerStats};
+use tidecast_bench::load::{get, hls, publish, rtmp, srt, whep, RunTime, ViewerStats};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_kind_of_load_viewer_plays_a_published_clip() {
@@ -56,6 +56,15 @@ async fn every_kind_of_load_viewer_plays_a_published_clip() {
             assert!(s.media_seconds > 1.0, "{kind} viewer got over a second of media: {}", s.media_seconds);
         }
     }
+    // The request hammer (`--get`): keep-alive connections fetching one
+    // complete segment, which the server sends with a Content-Length.
+    let text = reqwest::get(server.hls_url("load", "video.m3u8")).await.unwrap().text().await.unwrap();
+    let segment = text.lines().rfind(|l| !l.is_empty() && !l.starts_with('#')).expect("a complete segment").to_owned();
+    let url = server.hls_url("load", &segment);
+    let len = reqwest::get(&url).await.unwrap().bytes().await.unwrap().len() as u64;
+    let g = get::hammer(url, 4, tokio::time::Instant::now() + Duration::from_secs(1)).await;
+    assert!(g.ok > 0 && g.failed == 0, "the hammer's requests all succeed: {g:?}");
+    assert_eq!(g.bytes, g.ok * len, "every response carries the whole segment");
     publisher.abort();
     // WHEP viewers hang up with DELETE, as a browser page does.
     until("WHEP sessions closed", 10, || async {

@@ -42,6 +42,19 @@ pub struct Memory {
     pub media_buffered_bytes: u64,
     /// The same, per stream and holder.
     pub media_buffers: Vec<BufferHolding>,
+    /// Of the resident set, the part in shared memory: chiefly the packaged
+    /// segments and parts, which live in memory-backed files so that HTTP
+    /// can send them with `sendfile`.
+    pub process_rss_shmem_bytes: u64,
+    /// Packaged CMAF bytes those files hold now (written, not yet given
+    /// back), all streams and renditions.
+    pub packaged_bytes: u64,
+    /// Memory-backed files holding packaged media (one per rendition, two
+    /// for a moment when one fills up); each is an open descriptor.
+    pub packaged_files: u64,
+    /// Bytes HTTP sent straight from those files with `sendfile`, since
+    /// start (never copied by the process).
+    pub sendfile_bytes_total: u64,
 }
 
 /// Bytes one holder keeps alive for one stream.
@@ -446,8 +459,13 @@ fn memory() -> Memory {
     };
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let info = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let packaged = tidecast_memfile::stats();
     Memory {
         process_rss_bytes: kb(&status, "VmRSS:"),
+        process_rss_shmem_bytes: kb(&status, "RssShmem:"),
+        packaged_bytes: packaged.held_bytes,
+        packaged_files: packaged.logs,
+        sendfile_bytes_total: packaged.sendfile_bytes,
         host_total_bytes: kb(&info, "MemTotal:"),
         host_available_bytes: kb(&info, "MemAvailable:"),
         ..Memory::default()

@@ -35,6 +35,9 @@ pub struct Metrics {
     cpu_host: prometheus::Gauge,
     memory_rss: IntGauge,
     media_buffered: IntGauge,
+    packaged: IntGauge,
+    packaged_files: IntGauge,
+    sendfile: IntCounter,
     stream_buffers: IntGaugeVec,
     load_score: prometheus::Gauge,
     webrtc_sessions: IntGaugeVec,
@@ -115,6 +118,17 @@ impl Metrics {
             "Media payload bytes held by all streams' rings and output windows (holders may share bytes)",
         ));
         must(registry.register(Box::new(media_buffered.clone())));
+        let packaged = must(IntGauge::new(
+            "packaged_bytes",
+            "Packaged CMAF bytes held in memory-backed files (segments and parts of every rendition)",
+        ));
+        must(registry.register(Box::new(packaged.clone())));
+        let packaged_files = must(IntGauge::new(
+            "packaged_files",
+            "Memory-backed files holding packaged media (each is an open descriptor)",
+        ));
+        must(registry.register(Box::new(packaged_files.clone())));
+        let sendfile = c("sendfile_bytes_total", "Bytes HTTP sent from packaged media with sendfile (never copied)");
         let stream_buffers = gv(
             "stream_buffer_bytes",
             "Media payload bytes held for a stream, by holder (ring, cmaf, ts, whep); gone when the holder is",
@@ -191,6 +205,9 @@ impl Metrics {
             streams,
             viewers,
             memory_rss,
+            packaged,
+            packaged_files,
+            sendfile,
             media_buffered,
             stream_buffers,
             registry,
@@ -254,6 +271,9 @@ impl Metrics {
         self.cpu_host.set(report.cpu.host);
         self.memory_rss.set(report.memory.process_rss_bytes as i64);
         self.media_buffered.set(report.memory.media_buffered_bytes as i64);
+        self.packaged.set(report.memory.packaged_bytes as i64);
+        self.packaged_files.set(report.memory.packaged_files as i64);
+        catch_up(&self.sendfile, report.memory.sendfile_bytes_total);
         // Series of streams whose holders are gone disappear with them.
         self.stream_buffers.reset();
         for h in &report.memory.media_buffers {

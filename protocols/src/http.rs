@@ -85,3 +85,52 @@ mod tests {
         assert_eq!(denied(Refusal::RateLimited).status(), StatusCode::TOO_MANY_REQUESTS);
     }
 }
+
+/// The HTTP port's listener: its connections send packaged media with
+/// `sendfile` ([`SendfileStream`](tidecast_memfile::SendfileStream)).
+#[derive(Debug)]
+pub struct MediaListener(tokio::net::TcpListener);
+
+impl MediaListener {
+    /// Wraps a bound listener.
+    pub fn new(listener: tokio::net::TcpListener) -> MediaListener {
+        MediaListener(listener)
+    }
+}
+
+impl axum::serve::Listener for MediaListener {
+    type Io = tidecast_memfile::SendfileStream;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            match self.0.accept().await {
+                Ok((io, addr)) => {
+                    // No Nagle: a response head waits for its body by
+                    // itself (`MSG_MORE`), and a small answer (a playlist,
+                    // a blocking reload) leaves at once.
+                    let _ = io.set_nodelay(true);
+                    return (tidecast_memfile::SendfileStream::new(io), addr);
+                }
+                // A connection that failed before it was accepted concerns
+                // only its peer.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::ConnectionRefused
+                            | std::io::ErrorKind::ConnectionAborted
+                            | std::io::ErrorKind::ConnectionReset
+                    ) => {}
+                // Out of descriptors or memory: back off instead of spinning.
+                Err(e) => {
+                    tracing::warn!(error = %e, "HTTP accept failed; retrying in 1 s");
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.0.local_addr()
+    }
+}

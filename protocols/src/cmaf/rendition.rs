@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use bytes::Bytes;
 use tidecast_media::{Frame, MediaKind, Track, TIMESCALE};
+use tidecast_memfile::ChunkWriter;
 
 use super::boxes::{self as cmaf, CmafError, Sample};
 
@@ -29,11 +30,21 @@ pub struct Part {
     pub complete: bool,
     /// Sum of chunk lengths.
     pub bytes: usize,
+    /// Once complete: all its chunks as one view of the same memory, when
+    /// they lie back to back in the rendition's file (they do unless the
+    /// file filled up mid-part), served in one piece with `sendfile`.
+    pub whole: Option<Bytes>,
 }
 
 impl Part {
     fn new(start_us: i64) -> Part {
-        Part { chunks: Vec::new(), start_us, duration: 0.0, independent: false, complete: false, bytes: 0 }
+        Part { chunks: Vec::new(), start_us, duration: 0.0, independent: false, complete: false, bytes: 0, whole: None }
+    }
+
+    fn complete(&mut self, end_us: i64) {
+        self.complete = true;
+        self.duration = (end_us - self.start_us).max(0) as f64 / f64::from(TIMESCALE);
+        self.whole = tidecast_memfile::join(&self.chunks);
     }
 }
 
@@ -58,6 +69,8 @@ pub struct Segment {
     /// lost a segment's worth, such as a Livepeer rendition whose segment
     /// failed): listed with `EXT-X-GAP`, never fetched.
     pub gap: bool,
+    /// Once complete: all its parts as one view (see [`Part::whole`]).
+    pub whole: Option<Bytes>,
 }
 
 impl Segment {
@@ -104,6 +117,8 @@ pub struct Rendition {
     /// Wall clock (Unix ms) of media time 0, once known: each segment then
     /// starts with a `prft` box.
     epoch_ms: Option<i64>,
+    /// Where its chunks are written.
+    store: ChunkWriter,
 }
 
 impl Rendition {
@@ -112,6 +127,7 @@ impl Rendition {
         let init = cmaf::init_segment(&track)?;
         let timescale = cmaf::timescale(&track);
         let first_track = track.clone();
+        let name_for_store = name.clone();
         let last_duration_us = match track.kind() {
             MediaKind::Video => 33_333,
             MediaKind::Audio => 1024 * i64::from(TIMESCALE) / i64::from(track.info.sample_rate.max(1)),
@@ -135,6 +151,7 @@ impl Rendition {
             longest_segment: 0.0,
             peak_bitrate: 0,
             epoch_ms: None,
+            store: ChunkWriter::new(&name_for_store),
         })
     }
 
@@ -210,6 +227,7 @@ impl Rendition {
             init_version: self.init_version,
             complete: false,
             gap: false,
+            whole: None,
         });
     }
 
@@ -276,18 +294,23 @@ impl Rendition {
         if part.chunks.is_empty() {
             part.independent = self.ready[0].frame.keyframe;
         }
-        if let (true, Some(epoch)) = (first_of_segment, self.epoch_ms) {
-            let first = &self.ready[0];
-            let prft = cmaf::prft(first.dts, epoch.saturating_add(first.frame.dts / 1000))?;
-            part.bytes += prft.len();
-            part.chunks.push(prft);
-        }
-        part.bytes += header.len();
-        part.chunks.push(header);
-        for s in self.ready.drain(..) {
-            part.bytes += s.frame.payload.len();
-            part.chunks.push(s.frame.payload);
-        }
+        let prft = match (first_of_segment, self.epoch_ms) {
+            (true, Some(epoch)) => {
+                let first = &self.ready[0];
+                Some(cmaf::prft(first.dts, epoch.saturating_add(first.frame.dts / 1000))?)
+            }
+            _ => None,
+        };
+        // The chunk (`prft`, `moof`, `mdat`) is copied once into the
+        // rendition's file; every viewer is served that copy.
+        let mut pieces: Vec<&[u8]> = Vec::with_capacity(self.ready.len() + 2);
+        pieces.extend(prft.as_deref());
+        pieces.push(&header);
+        pieces.extend(self.ready.iter().map(|s| &s.frame.payload[..]));
+        let chunk = self.store.write(&pieces);
+        self.ready.clear();
+        part.bytes += chunk.len();
+        part.chunks.push(chunk);
         Ok(())
     }
 
@@ -309,8 +332,7 @@ impl Rendition {
         self.drain_until(end_us)?;
         if let Some(seg) = self.segments.back_mut().filter(|s| !s.complete) {
             if let Some(p) = seg.parts.last_mut() {
-                p.complete = true;
-                p.duration = (end_us - p.start_us).max(0) as f64 / f64::from(TIMESCALE);
+                p.complete(end_us);
             }
             seg.parts.push(Part::new(end_us));
         }
@@ -322,10 +344,11 @@ impl Rendition {
         self.drain_until(end_us)?;
         let Some(seg) = self.segments.back_mut().filter(|s| !s.complete) else { return Ok(()) };
         if let Some(p) = seg.parts.last_mut() {
-            p.complete = true;
-            p.duration = (end_us - p.start_us).max(0) as f64 / f64::from(TIMESCALE);
+            p.complete(end_us);
         }
         seg.parts.retain(|p| !p.chunks.is_empty());
+        let chunks: Vec<Bytes> = seg.parts.iter().flat_map(|p| p.chunks.iter().cloned()).collect();
+        seg.whole = tidecast_memfile::join(&chunks);
         seg.complete = true;
         seg.duration = (end_us - seg.start_us).max(0) as f64 / f64::from(TIMESCALE);
         self.longest_segment = self.longest_segment.max(seg.duration);

@@ -134,8 +134,7 @@ async fn dash_file(
             // (or about to start) and streams.
             if let Ok(chunks) = cmaf.segment(&r, &run, n) {
                 count(&out, &session, chunks.iter().map(Bytes::len).sum());
-                let s = futures_util::stream::iter(chunks.into_iter().map(Ok::<_, Infallible>));
-                return body("video/mp4", "max-age=3600", Body::from_stream(s));
+                return body("video/mp4", "max-age=3600", crate::hls::http::chunks(chunks));
             }
             match cmaf.forming_segment(&r, &run, n).await {
                 Ok(s) => {

@@ -54,7 +54,12 @@ pub(crate) fn error(e: HlsError) -> Response {
     (status, [(header::CACHE_CONTROL, "no-cache")], format!("{e}\n")).into_response()
 }
 
-fn chunks(parts: Vec<Bytes>) -> Body {
+/// A body of `parts`: one piece is sent with a `Content-Length` (and, for
+/// packaged media, with `sendfile`), several as they come.
+pub(crate) fn chunks(mut parts: Vec<Bytes>) -> Body {
+    if parts.len() == 1 {
+        return Body::from(parts.remove(0));
+    }
     Body::from_stream(futures_util::stream::iter(parts.into_iter().map(Ok::<_, Infallible>)))
 }
 
@@ -144,14 +149,22 @@ async fn hls_file(
             count(&out, &session, n);
             body("video/iso.segment", "max-age=3600", chunks(c))
         }),
-        Resource::Part(r, run, msn, part) => hls.part(&r, &run, msn, part).await.map(|s| {
-            let (out, session) = (out.clone(), session.clone());
-            let s = s.map(move |b| {
-                count(&out, &session, b.len());
-                Ok::<_, Infallible>(b)
-            });
-            body("video/iso.segment", "max-age=3600", Body::from_stream(s))
-        }),
+        // A complete part goes out in one piece; one still being made
+        // streams as its chunks are written.
+        Resource::Part(r, run, msn, part) => match hls.complete_part(&r, &run, msn, part) {
+            Some(whole) => {
+                count(&out, &session, whole.len());
+                Ok(body("video/iso.segment", "max-age=3600", Body::from(whole)))
+            }
+            None => hls.part(&r, &run, msn, part).await.map(|s| {
+                let (out, session) = (out.clone(), session.clone());
+                let s = s.map(move |b| {
+                    count(&out, &session, b.len());
+                    Ok::<_, Infallible>(b)
+                });
+                body("video/iso.segment", "max-age=3600", Body::from_stream(s))
+            }),
+        },
     };
     result.unwrap_or_else(error)
 }

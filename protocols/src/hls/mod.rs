@@ -367,9 +367,23 @@ impl HlsStream {
         self.read(|p| {
             // A gap has no media: 404, as for a segment never made.
             let seg = p.rendition(rendition)?.segment(msn).filter(|s| s.complete && !s.gap)?;
+            if let Some(whole) = &seg.whole {
+                return Some(vec![whole.clone()]);
+            }
             Some(seg.parts.iter().flat_map(|p| p.chunks.iter().cloned()).collect())
         })
         .ok_or(HlsError::NotFound)
+    }
+
+    /// A complete part in one piece, if it is complete and held as one.
+    pub fn complete_part(&self, rendition: &str, run: &str, msn: u64, part: usize) -> Option<Bytes> {
+        if run != self.run {
+            return None;
+        }
+        self.read(|p| {
+            let pt = p.rendition(rendition)?.segment(msn)?.parts.get(part)?;
+            pt.whole.clone().filter(|_| pt.complete)
+        })
     }
 
     /// A part, streamed as it is produced: the returned stream yields its
