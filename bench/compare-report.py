@@ -40,9 +40,16 @@ def figures(work, server, ramp):
         b = load(work, f"{server}-B-{n}")
         if not b:
             break
+        gen = b.get("generator") or {}
+        used = b["server"]["cores"] + gen.get("cores", 0)
+        # The machine is the limit once server and generator together use
+        # nearly all of it: a stall there says nothing about the server.
+        if gen.get("host_cores") and used >= 0.9 * gen["host_cores"]:
+            out["machine_saturated_at"] = n
         if (b.get("rtmp") or {}).get("sustained_without_stall") != n:
             break
         best = (n, b["server"]["cores"])
+        out["generator_cores_at_max"] = gen.get("cores")
     if best:
         out["max_rtmp_viewers"] = best[0]
         out["max_rtmp_cores"] = best[1]
@@ -69,6 +76,8 @@ ROWS = [
     ("rtmp_viewers_per_core", "RTMP viewers at full bitrate per server core", True),
     ("max_rtmp_viewers", "largest RTMP step sustained (viewers)", True),
     ("max_rtmp_cores", "server cores at that step", False),
+    ("generator_cores_at_max", "load generator cores at that step", None),
+    ("machine_saturated_at", "step where server + generator used 90% of the machine", None),
     ("cores_100_rtmp", "server cores with 100 RTMP viewers", False),
     ("segment_req_s", "cached segment: requests/s", True),
     ("segment_gbit_s", "cached segment: Gbit/s", True),
@@ -98,7 +107,7 @@ def fmt(v):
 
 def main():
     work, servers = sys.argv[1], sys.argv[2:]
-    ramp = [int(n) for n in os.environ.get("RAMP", "100 200 400 800 1600").split()]
+    ramp = [int(n) for n in os.environ.get("RAMP", "100 200 400 800 1600 3200 6400").split()]
     figs = {s: figures(work, s, ramp) for s in servers}
     versions = {}
     for s in servers:

@@ -306,11 +306,11 @@ impl Default for Rtmp {
     fn default() -> Self {
         Rtmp {
             listen: ([0, 0, 0, 0], 1935).into(),
-            chunk_size: 4096,
+            chunk_size: 60_000,
             max_message_bytes: 8 << 20,
             idle_timeout_seconds: 30.0,
             max_connections: 1000,
-            play_flush_ms: 50,
+            play_flush_ms: 100,
         }
     }
 }

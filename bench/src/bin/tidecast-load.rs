@@ -89,7 +89,7 @@ struct Args {
 }
 
 /// Upper bounds, so a typo cannot turn a benchmark into a flood.
-const MAX_VIEWERS: usize = 5000;
+const MAX_VIEWERS: usize = 10_000;
 const MAX_PUBLISHERS: usize = 100;
 
 fn loopback_only(url: &str) -> anyhow::Result<()> {
@@ -149,6 +149,11 @@ async fn main() -> anyhow::Result<()> {
     let run = RunTime { until, connect_timeout: Duration::from_secs(5) };
     let usage =
         watched.then(|| tokio::spawn(procstat::watch(args.server_pid.clone(), Duration::from_millis(500), until)));
+    // The generator's own CPU over the same time: where the server and the
+    // generator together use the machine's cores, the generator (the
+    // machine), not the server, is the limit.
+    let own =
+        watched.then(|| tokio::spawn(procstat::watch(vec![std::process::id()], Duration::from_millis(500), until)));
 
     let mut viewers: Vec<(&'static str, tokio::task::JoinHandle<ViewerStats>)> = Vec::new();
     let client = reqwest::Client::builder().pool_max_idle_per_host(total.max(1)).build()?;
@@ -224,6 +229,11 @@ async fn main() -> anyhow::Result<()> {
                 "rss_end_bytes": u.rss_end,
             }),
         );
+    }
+    if let Some(o) = own {
+        let o = o.await??;
+        let host = std::thread::available_parallelism().map_or(1, usize::from);
+        report.insert("generator".into(), json!({"cores": o.cores, "host_cores": host}));
     }
     let mut pubs = Vec::new();
     for p in publishers {

@@ -310,6 +310,13 @@ async fn play(
     // meantime are taken together when the time is up.
     let mut media_since: Option<tokio::time::Instant> = None;
     let mut flush_now = true;
+    // Made once, not per turn of the loop: each of these registers with
+    // its notifier or the timer wheel when made, which at thousands of
+    // players was a visible share of the CPU.
+    let stopping = shutdown.cancelled();
+    let kicked = viewer.cancelled();
+    let flush_timer = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(stopping, kicked, flush_timer);
     info!(%peer, stream = %name, "rtmp play started");
     loop {
         if flush_now {
@@ -326,13 +333,18 @@ async fn play(
             (media_since, flush_now) = (None, false);
         }
         let due = media_since.map(|t| t + ctx.play_flush);
-        buf.reserve(4096);
+        if let Some(at) = due.filter(|&at| at != flush_timer.deadline()) {
+            flush_timer.as_mut().reset(at);
+        }
+        if buf.capacity() - buf.len() < 1024 {
+            buf.reserve(4096);
+        }
         tokio::select! {
-            _ = shutdown.cancelled() => {
+            _ = &mut stopping => {
                 viewer.end_with(EndReason::Shutdown);
                 break;
             }
-            _ = viewer.cancelled() => {
+            _ = &mut kicked => {
                 info!(%peer, stream = %name, "rtmp player kicked; closing");
                 break;
             }
@@ -348,7 +360,7 @@ async fn play(
                     flush_now = true;
                 }
             },
-            _ = tokio::time::sleep_until(due.unwrap_or_else(tokio::time::Instant::now)), if due.is_some() => {
+            _ = &mut flush_timer, if due.is_some() => {
                 tags.take_ready(&mut sub, session, peer, &name);
                 flush_now = true;
             }
