@@ -133,11 +133,17 @@ async fn hls_file(
     let carry = carry.join("&");
     let playlist = |text: String| if carry.is_empty() { text } else { with_params(&text, &carry) };
     let result = match resource {
-        Resource::Multivariant => {
-            hls.multivariant().await.map(playlist).map(|t| counted(&out, &session, t.into_bytes()))
-        }
+        Resource::Multivariant => hls.multivariant().await.map(playlist).map(|t| counted(&out, &session, t)),
         Resource::Playlist(r) => match PlaylistRequest::parse(query.as_deref().unwrap_or_default()) {
-            Ok(req) => hls.media_playlist(&r, req).await.map(playlist).map(|t| counted(&out, &session, t.into_bytes())),
+            Ok(req) => hls.media_playlist_shared(&r, req).await.map(|text| {
+                // The shared text as is, unless this session's URIs carry
+                // parameters.
+                let text = match carry.is_empty() {
+                    true => text,
+                    false => Bytes::from(with_params(&String::from_utf8_lossy(&text), &carry)),
+                };
+                counted(&out, &session, text)
+            }),
             Err(e) => Err(e),
         },
         Resource::Init(r, run, v) => hls.init(&r, &run, v).map(|b| {
@@ -176,7 +182,8 @@ fn count(out: &HlsHttp, session: &SessionInfo, n: usize) {
 }
 
 /// A playlist response, counted.
-fn counted(out: &HlsHttp, session: &SessionInfo, text: Vec<u8>) -> Response {
+fn counted(out: &HlsHttp, session: &SessionInfo, text: impl Into<Bytes>) -> Response {
+    let text = text.into();
     count(out, session, text.len());
     body(M3U8, "no-cache", Body::from(text))
 }

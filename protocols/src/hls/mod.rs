@@ -10,6 +10,7 @@
 pub mod playlist;
 pub mod read;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -187,6 +188,21 @@ pub struct HlsStream {
     layout: watch::Sender<u64>,
     /// The window's bytes in the node's ledger, for as long as it lingers.
     gauge: Mutex<Option<tidecast_media::Gauge>>,
+    /// Counts changes to the segmenter, bumped under its write lock, so that
+    /// a reader holding the read lock sees the count of the state it reads.
+    changes: AtomicU64,
+    /// Media playlists rendered at a given change count: every blocked
+    /// reload that wakes for the same part gets the same text, rendered once.
+    playlists: Mutex<Vec<RenderedPlaylist>>,
+}
+
+/// A media playlist as rendered for one state of the segmenter.
+#[derive(Debug)]
+struct RenderedPlaylist {
+    rendition: String,
+    skip: Skip,
+    changes: u64,
+    text: Bytes,
 }
 
 impl std::fmt::Debug for HlsStream {
@@ -206,6 +222,8 @@ impl HlsStream {
             version: watch::channel(0).0,
             layout: watch::channel(0).0,
             gauge: Mutex::new(None),
+            changes: AtomicU64::new(0),
+            playlists: Mutex::new(Vec::new()),
         }
     }
 
@@ -235,6 +253,7 @@ impl HlsStream {
             state.anchor(unix_ms());
         }
         let moved = state.layout() != before;
+        self.changes.fetch_add(1, Ordering::Relaxed);
         drop(state);
         self.version.send_modify(|v| *v += 1);
         if moved {
@@ -306,6 +325,29 @@ impl HlsStream {
 
     /// A media playlist, blocking per `_HLS_msn` / `_HLS_part`.
     pub async fn media_playlist(&self, rendition: &str, req: PlaylistRequest) -> Result<String, HlsError> {
+        let text = self.media_playlist_shared(rendition, req).await?;
+        Ok(String::from_utf8_lossy(&text).into_owned())
+    }
+
+    /// The text of `rendition`'s playlist in the state `p` (read under the
+    /// read lock), rendered once per state and shared.
+    fn rendered(&self, p: &Segmenter, r: &Rendition, skip: Skip) -> Bytes {
+        let changes = self.changes.load(Ordering::Relaxed);
+        let mut cache = self.playlists.lock();
+        if let Some(c) = cache.iter().find(|c| c.rendition == r.name && c.skip == skip && c.changes == changes) {
+            return c.text.clone();
+        }
+        let text = Bytes::from(playlist::media(&self.cfg, p, r, &self.run, skip));
+        match cache.iter_mut().find(|c| c.rendition == r.name && c.skip == skip) {
+            Some(c) => (c.changes, c.text) = (changes, text.clone()),
+            None => cache.push(RenderedPlaylist { rendition: r.name.clone(), skip, changes, text: text.clone() }),
+        }
+        text
+    }
+
+    /// [`media_playlist`](Self::media_playlist), as the bytes every request
+    /// for the same state shares.
+    pub async fn media_playlist_shared(&self, rendition: &str, req: PlaylistRequest) -> Result<Bytes, HlsError> {
         if self.read(|p| p.rendition(rendition).is_none()) {
             // The rendition may not exist yet right after the publish starts.
             self.wait_for(|p| p.rendition(rendition).map(|_| ())).await.map_err(|_| HlsError::NotFound)?;
@@ -325,8 +367,6 @@ impl HlsStream {
             }
         }
         let name = rendition.to_owned();
-        let cfg = &self.cfg;
-        let run = &self.run;
         self.wait_for(move |p| {
             let r = p.rendition(&name)?;
             r.last_part()?;
@@ -346,7 +386,7 @@ impl HlsStream {
                     }
                 }
             }
-            Some(playlist::media(cfg, p, r, run, req.skip))
+            Some(self.rendered(p, r, req.skip))
         })
         .await
     }

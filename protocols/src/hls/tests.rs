@@ -472,3 +472,33 @@ fn a_follower_that_loses_a_segment_gets_a_gap() {
     let text = playlist::media(&cfg(), &p, r, "r", Skip::No);
     assert_eq!(text.matches("#EXT-X-GAP\n#EXTINF:2.00000,\nvideo1-r-2.m4s\n").count(), 1, "{text}");
 }
+
+/// Every reload of the same state gets the same bytes, rendered once; a
+/// change to the packager renders afresh, and a delta update is its own text.
+#[tokio::test(start_paused = true)]
+async fn a_playlist_is_rendered_once_per_state_and_shared() {
+    let hls = Arc::new(HlsStream::new("s".into(), cfg()));
+    let evs = events(4, 50);
+    let (first, rest) = evs.split_at(evs.len() / 2);
+    for e in first {
+        hls.update(|p| p.on_event(e.clone()));
+    }
+    let a = hls.media_playlist_shared("video", PlaylistRequest::default()).await.unwrap();
+    let b = hls.media_playlist_shared("video", PlaylistRequest::default()).await.unwrap();
+    assert_eq!(a.as_ptr(), b.as_ptr(), "the second request shares the first one's text");
+    let audio = hls.media_playlist_shared("audio", PlaylistRequest::default()).await.unwrap();
+    assert_ne!(audio, a, "each rendition has its own");
+    let skip = PlaylistRequest { skip: Skip::Yes, ..PlaylistRequest::default() };
+    let delta = hls.media_playlist_shared("video", skip).await.unwrap();
+    assert_ne!(delta.as_ptr(), a.as_ptr(), "a delta update is rendered apart");
+    for e in &rest[..4] {
+        hls.update(|p| p.on_event(e.clone()));
+    }
+    let c = hls.media_playlist_shared("video", PlaylistRequest::default()).await.unwrap();
+    assert_ne!(c.as_ptr(), a.as_ptr(), "a change renders afresh");
+    let fresh = hls.read(|p| {
+        let r = p.rendition("video").unwrap();
+        playlist::media(&hls.cfg, p, r, hls.run(), Skip::No)
+    });
+    assert_eq!(&c[..], fresh.as_bytes(), "and the shared text is what rendering now gives");
+}
