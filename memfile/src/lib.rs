@@ -16,9 +16,13 @@
 //! user space or into the socket. Everything else is written as usual.
 //!
 //! Memory is given back as it stops being used: a range is freed (its pages
-//! punched out of the file) once no `Bytes` views it or anything before it.
-//! The pages a socket still has queued stay valid, since the kernel holds
-//! its own reference to them, and a freed range is never written again.
+//! punched out of the file) once no `Bytes` views it. Normally that is the
+//! oldest data, as a window slides; a view held on to (a client that stopped
+//! reading) keeps only its own range, and the free ranges after it are
+//! found and given back too. Holes are punched only in whole pages of the
+//! largest size the kernel may back shared memory with, so the pages a
+//! socket still has queued stay intact (the kernel holds its own reference
+//! to them), and a freed range is never written again.
 //!
 //! Where `memfd_create` is unavailable the writer falls back to ordinary
 //! heap copies and sockets fall back to ordinary writes.

@@ -6,7 +6,7 @@ use std::fmt;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
@@ -54,22 +54,88 @@ pub fn stats() -> Stats {
     }
 }
 
-fn page_size() -> usize {
-    static PAGE: OnceLock<usize> = OnceLock::new();
-    // SAFETY: sysconf has no preconditions.
-    *PAGE.get_or_init(|| usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096).max(4096))
+/// The granularity memory is given back in: the largest page the kernel
+/// may back shared memory with. Punching part of a large page zeroes that
+/// part in place, and a socket may still hold the page; so holes are only
+/// ever punched in whole pages of the largest size in use.
+fn punch_unit() -> usize {
+    static UNIT: OnceLock<usize> = OnceLock::new();
+    *UNIT.get_or_init(|| {
+        // SAFETY: sysconf has no preconditions.
+        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096).max(4096);
+        page.max(shmem_large_page())
+    })
 }
+
+/// The largest page transparent huge pages may give a `memfd`, from
+/// `/sys/kernel/mm/transparent_hugepage`: the PMD size when
+/// `shmem_enabled` is `always`, `within_size` or `force` (this crate never
+/// asks for them, so `advise` does not count), and every multi-size size
+/// enabled for shared memory. 0 when none is.
+fn shmem_large_page() -> usize {
+    let dir = std::path::Path::new("/sys/kernel/mm/transparent_hugepage");
+    let chosen = |text: &str| {
+        text.split_whitespace()
+            .find(|w| w.starts_with('['))
+            .map(|w| w.trim_matches(|c| c == '[' || c == ']').to_owned())
+    };
+    let on = |mode: &str| matches!(mode, "always" | "within_size" | "force");
+    let top = std::fs::read_to_string(dir.join("shmem_enabled")).ok().and_then(|t| chosen(&t)).unwrap_or_default();
+    let mut largest = 0;
+    if on(&top) {
+        largest = std::fs::read_to_string(dir.join("hpage_pmd_size"))
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+            .unwrap_or(2 << 20);
+    }
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(kb) = name.strip_prefix("hugepages-").and_then(|n| n.strip_suffix("kB")) else { continue };
+        let Ok(kb) = kb.parse::<usize>() else { continue };
+        let mode = std::fs::read_to_string(entry.path().join("shmem_enabled")).ok().and_then(|t| chosen(&t));
+        if mode.as_deref().is_some_and(|m| on(m) || (m == "inherit" && on(&top))) {
+            largest = largest.max(kb * 1024);
+        }
+    }
+    largest
+}
+
+/// Once `head` is this far past what was given back, something old is still
+/// viewed (a client that stopped reading): the free ranges after it are
+/// looked for and given back too.
+const GAP_SCAN_LAG: usize = 32 << 20;
 
 struct State {
     /// Bytes written so far; nothing below is ever written again.
     head: usize,
-    /// Start offset of every live view, with how many views start there.
-    pins: BTreeMap<usize, usize>,
+    /// Every live view's range, with how many views cover exactly it.
+    pins: BTreeMap<(usize, usize), usize>,
     /// Everything below this was punched out of the file.
     punched: usize,
+    /// Ranges above `punched` punched already (free gaps behind an old
+    /// view), by start.
+    holes: BTreeMap<usize, usize>,
+    /// `head` at the last search for gaps.
+    scanned_at: usize,
 }
 
-/// One memory-backed file, mapped for its whole capacity.
+impl State {
+    fn new() -> State {
+        State { head: 0, pins: BTreeMap::new(), punched: 0, holes: BTreeMap::new(), scanned_at: 0 }
+    }
+
+    fn pin(&mut self, start: usize, end: usize) {
+        *self.pins.entry((start, end)).or_insert(0) += 1;
+    }
+
+    /// Whether `[start, end)` lies wholly in memory not given back.
+    fn readable(&self, start: usize, end: usize) -> bool {
+        start >= self.punched && end <= self.head && !self.holes.iter().any(|(&a, &b)| a < end && start < b)
+    }
+}
+
+/// One memory-backed file, mapped read-only for its whole capacity and
+/// written with `pwrite`.
 pub(crate) struct Log {
     fd: OwnedFd,
     base: NonNull<u8>,
@@ -80,7 +146,7 @@ pub(crate) struct Log {
 // SAFETY: the mapping is shared memory owned by the log. Bytes are written
 // only above `head`, under the state lock, before any view of them exists;
 // views read only below `head`, which is never written again; and a range
-// is punched only once no view covers it (see `unpin`).
+// is punched only where no live view covers it (see `unpin`).
 unsafe impl Send for Log {}
 // SAFETY: as above.
 unsafe impl Sync for Log {}
@@ -100,12 +166,13 @@ impl Log {
         if unsafe { libc::ftruncate(fd.as_raw_fd(), len) } != 0 {
             return Err(io::Error::last_os_error());
         }
-        // SAFETY: a fresh shared mapping of the whole file; checked below.
+        // SAFETY: a fresh shared, read-only mapping of the whole file;
+        // checked below.
         let base = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
                 cap,
-                libc::PROT_READ | libc::PROT_WRITE,
+                libc::PROT_READ,
                 libc::MAP_SHARED | libc::MAP_NORESERVE,
                 fd.as_raw_fd(),
                 0,
@@ -114,89 +181,154 @@ impl Log {
         if base == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
         }
-        // Large pages where the operator allows them for shared memory
-        // (`shmem_enabled` = advise): fewer pages to look up per sendfile.
+        // A core dump leaves the media out (dumping the file's holes would
+        // write a gigabyte of zeros per rendition).
         // SAFETY: the mapping just made; advice only.
-        unsafe { libc::madvise(base, cap, libc::MADV_HUGEPAGE) };
+        unsafe { libc::madvise(base, cap, libc::MADV_DONTDUMP) };
         let base = NonNull::new(base.cast::<u8>()).ok_or_else(|| io::Error::from(io::ErrorKind::Other))?;
-        let log =
-            Arc::new(Log { fd, base, cap, state: Mutex::new(State { head: 0, pins: BTreeMap::new(), punched: 0 }) });
+        let log = Arc::new(Log { fd, base, cap, state: Mutex::new(State::new()) });
         registry::insert(base.as_ptr() as usize, cap, log.fd.as_raw_fd(), Arc::downgrade(&log));
         LOGS.fetch_add(1, Ordering::Relaxed);
         Ok(log)
     }
 
-    /// Appends the concatenation of `pieces`; `None` if it does not fit.
-    fn append(self: &Arc<Self>, pieces: &[&[u8]]) -> Option<Bytes> {
-        let total: usize = pieces.iter().map(|p| p.len()).sum();
+    /// Appends the concatenation of `pieces`: `Ok(None)` if it does not fit,
+    /// an error if the kernel refused the memory.
+    fn append(self: &Arc<Self>, pieces: &[&[u8]]) -> io::Result<Option<Bytes>> {
+        let total = pieces.iter().try_fold(0usize, |n, p| n.checked_add(p.len()));
+        let Some(total) = total else { return Ok(None) };
         let start = {
             let mut s = self.state.lock();
-            if s.head.checked_add(total)? > self.cap {
-                return None;
-            }
-            let start = s.head;
-            let mut at = start;
+            let Some(end) = s.head.checked_add(total).filter(|&e| e <= self.cap) else { return Ok(None) };
+            let mut at = s.head;
             for p in pieces {
-                // SAFETY: `at + p.len() <= cap` (checked above), the range is
-                // above `head` so no view reads it, and the lock keeps other
-                // writers out.
-                unsafe { std::ptr::copy_nonoverlapping(p.as_ptr(), self.base.as_ptr().add(at), p.len()) };
+                let mut done = 0;
+                while done < p.len() {
+                    let off =
+                        libc::off_t::try_from(at + done).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+                    // SAFETY: a valid descriptor and buffer; the range is
+                    // above `head`, so no view reads it, and the lock keeps
+                    // other writers out.
+                    let n =
+                        unsafe { libc::pwrite(self.fd.as_raw_fd(), p[done..].as_ptr().cast(), p.len() - done, off) };
+                    if n < 0 {
+                        let e = io::Error::last_os_error();
+                        if e.kind() == io::ErrorKind::Interrupted {
+                            continue;
+                        }
+                        // What was written above `head` is simply written
+                        // over by the next append.
+                        return Err(e);
+                    }
+                    if n == 0 {
+                        return Err(io::Error::from(io::ErrorKind::WriteZero));
+                    }
+                    done += n as usize;
+                }
                 at += p.len();
             }
-            s.head = at;
-            *s.pins.entry(start).or_insert(0) += 1;
+            let start = s.head;
+            s.head = end;
+            s.pin(start, end);
             start
         };
         HELD.fetch_add(total as u64, Ordering::Relaxed);
         WRITTEN.fetch_add(total as u64, Ordering::Relaxed);
-        Some(Bytes::from_owner(View { log: self.clone(), start, len: total }))
+        Ok(Some(Bytes::from_owner(View { log: self.clone(), start, len: total })))
     }
 
-    /// A further view of `[start, start + len)`, which a live view covers
-    /// from `start` on.
+    /// A further view of `[start, start + len)`, which live views cover.
     fn view(self: &Arc<Self>, start: usize, len: usize) -> Option<Bytes> {
+        let end = start.checked_add(len)?;
         {
             let mut s = self.state.lock();
-            if start < s.punched || start.checked_add(len)? > s.head {
+            if !s.readable(start, end) {
                 return None;
             }
-            *s.pins.entry(start).or_insert(0) += 1;
+            s.pin(start, end);
         }
         Some(Bytes::from_owner(View { log: self.clone(), start, len }))
     }
 
-    fn unpin(&self, start: usize) {
+    fn unpin(&self, start: usize, end: usize) {
         let mut s = self.state.lock();
-        match s.pins.get_mut(&start) {
+        match s.pins.get_mut(&(start, end)) {
             Some(n) if *n > 1 => {
                 *n -= 1;
                 return;
             }
             Some(_) => {
-                s.pins.remove(&start);
+                s.pins.remove(&(start, end));
             }
             None => return,
         }
+        let unit = punch_unit();
         // Nothing below the oldest live view is read again.
-        let frontier = s.pins.keys().next().copied().unwrap_or(s.head);
-        let to = frontier / page_size() * page_size();
-        if to < s.punched + PUNCH_STEP {
-            return;
+        let frontier = s.pins.keys().next().map_or(s.head, |&(a, _)| a);
+        let to = frontier / unit * unit;
+        if to >= s.punched + PUNCH_STEP.max(unit) {
+            let from = s.punched;
+            if self.punch(from, to) {
+                // Holes inside what the frontier passed were counted already.
+                let passed: Vec<(usize, usize)> = s.holes.range(..to).map(|(&a, &b)| (a, b)).collect();
+                let mut freed = to - from;
+                for (a, b) in passed {
+                    s.holes.remove(&a);
+                    freed -= b.min(to) - a;
+                    if b > to {
+                        s.holes.insert(to, b);
+                    }
+                }
+                s.punched = to;
+                HELD.fetch_sub(freed as u64, Ordering::Relaxed);
+            }
         }
-        let (off, len) = (s.punched, to - s.punched);
-        // SAFETY: a valid descriptor; whole pages no view covers.
+        // An old view (a reader that stopped) must not keep everything
+        // written after it: give back the free gaps between live views.
+        if s.head - s.punched > GAP_SCAN_LAG && s.head - s.scanned_at > GAP_SCAN_LAG / 8 {
+            s.scanned_at = s.head;
+            let mut gaps = Vec::new();
+            let mut covered = s.punched;
+            for &(a, b) in s.pins.keys() {
+                if a > covered {
+                    gaps.push((covered, a));
+                }
+                covered = covered.max(b);
+            }
+            gaps.push((covered, s.head));
+            for (a, b) in gaps {
+                let (a, b) = (a.div_ceil(unit) * unit, b / unit * unit);
+                if b < a + PUNCH_STEP.max(unit) {
+                    continue;
+                }
+                // Punching a hole again costs nothing; only what was not a
+                // hole yet counts as given back. Overlapping holes merge.
+                let overlapping: Vec<(usize, usize)> =
+                    s.holes.iter().filter(|(&x, &y)| x < b && a < y).map(|(&x, &y)| (x, y)).collect();
+                if overlapping.iter().any(|&(x, y)| x <= a && b <= y) || !self.punch(a, b) {
+                    continue;
+                }
+                let (mut lo, mut hi, mut known) = (a, b, 0);
+                for (x, y) in overlapping {
+                    s.holes.remove(&x);
+                    known += y.min(b) - x.max(a);
+                    (lo, hi) = (lo.min(x), hi.max(y));
+                }
+                s.holes.insert(lo, hi);
+                HELD.fetch_sub((b - a - known) as u64, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Gives `[from, to)` back to the kernel.
+    fn punch(&self, from: usize, to: usize) -> bool {
+        let (Ok(off), Ok(len)) = (libc::off_t::try_from(from), libc::off_t::try_from(to - from)) else { return false };
+        // SAFETY: a valid descriptor; whole pages of the largest size in
+        // use that no live view covers.
         let r = unsafe {
-            libc::fallocate(
-                self.fd.as_raw_fd(),
-                libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
-                off as libc::off_t,
-                len as libc::off_t,
-            )
+            libc::fallocate(self.fd.as_raw_fd(), libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE, off, len)
         };
-        if r == 0 {
-            s.punched = to;
-            HELD.fetch_sub(len as u64, Ordering::Relaxed);
-        }
+        r == 0
     }
 }
 
@@ -207,7 +339,8 @@ impl Drop for Log {
         // the log alive) and the table no longer names it.
         unsafe { libc::munmap(self.base.as_ptr().cast(), self.cap) };
         let s = self.state.get_mut();
-        HELD.fetch_sub((s.head - s.punched) as u64, Ordering::Relaxed);
+        let holes: usize = s.holes.values().zip(s.holes.keys()).map(|(&b, &a)| b - a).sum();
+        HELD.fetch_sub((s.head - s.punched - holes) as u64, Ordering::Relaxed);
         LOGS.fetch_sub(1, Ordering::Relaxed);
     }
 }
@@ -229,9 +362,17 @@ impl AsRef<[u8]> for View {
 
 impl Drop for View {
     fn drop(&mut self) {
-        self.log.unpin(self.start);
+        self.log.unpin(self.start, self.start + self.len);
     }
 }
+
+/// Set once `memfd` turned out not to exist here (or to be forbidden):
+/// every writer copies to the heap from then on.
+static UNAVAILABLE: AtomicBool = AtomicBool::new(false);
+
+/// After a failure that may pass (out of descriptors or memory), a writer
+/// copies this many chunks to the heap before it tries a file again.
+const RETRY_AFTER: u32 = 256;
 
 /// One rendition's packaged bytes: each write is copied once into the
 /// current log and handed back as a `Bytes` viewing it. Consecutive writes
@@ -239,13 +380,13 @@ impl Drop for View {
 pub struct ChunkWriter {
     name: String,
     log: Option<Arc<Log>>,
-    /// `memfd` is unavailable here: heap copies from now on.
-    heap_only: bool,
+    /// Heap writes left before the next try at a file.
+    backoff: u32,
 }
 
 impl fmt::Debug for ChunkWriter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ChunkWriter").field("name", &self.name).field("heap_only", &self.heap_only).finish()
+        f.debug_struct("ChunkWriter").field("name", &self.name).field("in_file", &self.log.is_some()).finish()
     }
 }
 
@@ -253,38 +394,52 @@ impl ChunkWriter {
     /// A writer whose files are named after `name` (it shows in
     /// `/proc/PID/fd`); no file is made before the first write.
     pub fn new(name: &str) -> ChunkWriter {
-        ChunkWriter { name: name.to_owned(), log: None, heap_only: false }
+        ChunkWriter { name: name.to_owned(), log: None, backoff: 0 }
     }
 
     /// Writes the concatenation of `pieces` as one chunk.
     pub fn write(&mut self, pieces: &[&[u8]]) -> Bytes {
-        if let Some(b) = self.log.as_ref().and_then(|log| log.append(pieces)) {
-            return b;
+        if let Some(log) = &self.log {
+            match log.append(pieces) {
+                Ok(Some(b)) => return b,
+                Ok(None) => self.log = None, // full: a fresh file below
+                Err(e) => self.failed(&e),
+            }
         }
         let total: usize = pieces.iter().map(|p| p.len()).sum();
-        if !self.heap_only && total <= CAPACITY {
-            // The first write, or the log is full: a fresh one.
-            match Log::create(&self.name, CAPACITY) {
-                Ok(log) => {
-                    let b = log.append(pieces);
+        if self.log.is_none() && self.backoff == 0 && !UNAVAILABLE.load(Ordering::Relaxed) && total <= CAPACITY {
+            match Log::create(&self.name, CAPACITY).and_then(|log| Ok((log.append(pieces)?, log))) {
+                Ok((b, log)) => {
                     self.log = Some(log);
                     if let Some(b) = b {
                         return b;
                     }
                 }
-                Err(e) => {
-                    warn!(error = %e, "no memory-backed file for packaged media; copying to the heap (no sendfile)");
-                    self.heap_only = true;
-                    self.log = None;
-                }
+                Err(e) => self.failed(&e),
             }
         }
+        self.backoff = self.backoff.saturating_sub(1);
         FALLBACKS.fetch_add(1, Ordering::Relaxed);
         let mut v = Vec::with_capacity(total);
         for p in pieces {
             v.extend_from_slice(p);
         }
         Bytes::from(v)
+    }
+
+    /// A file could not be made or written: for good where the system has
+    /// no `memfd`, for a while where it ran out of something.
+    fn failed(&mut self, e: &io::Error) {
+        self.log = None;
+        let permanent = matches!(e.raw_os_error(), Some(libc::ENOSYS | libc::EPERM | libc::EACCES | libc::EINVAL));
+        if permanent {
+            if !UNAVAILABLE.swap(true, Ordering::Relaxed) {
+                warn!(error = %e, "no memory-backed files for packaged media; copying to the heap (no sendfile)");
+            }
+        } else {
+            warn!(rendition = %self.name, error = %e, "packaged media falls back to the heap for a while");
+            self.backoff = RETRY_AFTER;
+        }
     }
 }
 
@@ -348,7 +503,10 @@ mod tests {
             (s.head, s.punched)
         };
         assert_eq!(head, 64 * chunk.len());
-        assert!(punched >= head - 9 * chunk.len() - PUNCH_STEP - page_size(), "punched {punched} of {head}");
+        assert!(
+            punched >= head - 9 * chunk.len() - PUNCH_STEP.max(punch_unit()) - punch_unit(),
+            "punched {punched} of {head}"
+        );
         assert!(kept.iter().all(|c| c.iter().all(|&b| b == 7)), "what is still viewed is intact");
         // A view taken from the oldest kept chunk keeps it readable after the
         // chunks themselves are gone.
@@ -358,5 +516,26 @@ mod tests {
             w.write(&[&chunk]);
         }
         assert!(oldest.iter().all(|&b| b == 7));
+    }
+
+    #[test]
+    fn a_view_held_on_to_keeps_only_its_own_range() {
+        let mut w = ChunkWriter::new("test-stalled");
+        let chunk = vec![3u8; 256 * 1024];
+        // A reader that stopped: the first chunk stays viewed.
+        let stalled = w.write(&[&chunk]);
+        for _ in 0..(2 * GAP_SCAN_LAG / chunk.len()) {
+            w.write(&[&chunk]);
+        }
+        let log = w.log.clone().expect("a log");
+        let (head, punched, holes) = {
+            let s = log.state.lock();
+            (s.head, s.punched, s.holes.values().zip(s.holes.keys()).map(|(&b, &a)| b - a).sum::<usize>())
+        };
+        assert!(punched < chunk.len(), "the prefix cannot move past the stalled view");
+        assert!(head - punched - holes < GAP_SCAN_LAG / 4, "the gaps after it were given back: {holes} of {head}");
+        assert!(stalled.iter().all(|&b| b == 3), "the stalled view is intact");
+        // A view of given-back memory is refused.
+        assert!(log.view(head / 2, 16).is_none());
     }
 }

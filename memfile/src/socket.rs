@@ -14,9 +14,12 @@ use crate::registry;
 /// Bytes sent with `sendfile`, for [`stats`](crate::stats).
 pub(crate) static SENT: AtomicU64 = AtomicU64::new(0);
 
-/// Slices shorter than this are copied with the rest of the write: for a
-/// few kilobytes a copy costs less than another system call.
-const MIN_SENDFILE: usize = 16 * 1024;
+/// Slices up to this size are copied with the rest of the write: for a few
+/// kilobytes a copy costs less than another system call. HTTP/2 carves a
+/// body into DATA frames of 16 KiB by default, each behind its own frame
+/// header; those are written together with one `writev` instead of a
+/// `sendfile` each.
+const MAX_COPIED: usize = 16 * 1024;
 
 /// A TCP connection whose writes send slices of mapped logs with
 /// `sendfile` and everything else with ordinary (vectored) writes. An HTTP
@@ -57,7 +60,7 @@ impl SendfileStream {
 }
 
 fn mapped(slice: &[u8]) -> Option<(RawFd, u64)> {
-    if slice.len() < MIN_SENDFILE {
+    if slice.len() <= MAX_COPIED {
         return None;
     }
     registry::file_of(slice)

@@ -57,6 +57,10 @@ async fn play(url: &RtmpUrl, run: RunTime, stats: &mut ViewerStats) -> anyhow::R
     // Media time advances by the video timestamps (audio alike when there is no video).
     let mut last_ts: Option<u32> = None;
     let mut tick = tokio::time::interval(Duration::from_millis(100));
+    // Made once: a timer made on every read costs the generator a wheel
+    // registration per read, thousands of times a second at a big step.
+    let end = tokio::time::sleep_until(run.until);
+    tokio::pin!(end);
     loop {
         while let Some(out) = session.poll_transmit() {
             sock.write_all(&out).await?;
@@ -90,7 +94,7 @@ async fn play(url: &RtmpUrl, run: RunTime, stats: &mut ViewerStats) -> anyhow::R
             _ = tick.tick() => {
                 playout.check(tokio::time::Instant::now());
             }
-            _ = tokio::time::sleep_until(run.until) => break,
+            _ = &mut end => break,
         }
     }
     stats.stalls = playout.stalls;
