@@ -8,11 +8,14 @@
 # reads /proc/PID/status (RSS and its anonymous and shared-memory parts)
 # and the load report (`/api/v1/load`: the bytes each holder keeps, the
 # bytes the packaged-media files hold). It prints:
-#   - per stream: RSS added, of it anonymous and shared memory, and the
+#   - per stream: RSS added, of it anonymous, the packaged-media files'
+#     pages added, the footprint added (anonymous + file-backed RSS + all
+#     packaged-media pages: those are written with pwrite and sent with
+#     sendfile, mostly never mapped, so RSS alone leaves them out), and the
 #     window bytes (ring + CMAF window, from the ledger);
-#   - the ratio RSS added / window bytes, for the first stream (which also
-#     pays for first-use costs: threads' malloc arenas, lazily set-up state)
-#     and for the second (the marginal cost of one more stream).
+#   - the ratio footprint added / window bytes, for the first stream (which
+#     also pays for first-use costs: threads' malloc arenas, lazily set-up
+#     state) and for the second (the marginal cost of one more stream).
 # Environment: SECONDS_PER_STREAM (45), NO_BUILD=1.
 # Bounded: loopback only, two publishers, about two minutes.
 set -euo pipefail
@@ -53,8 +56,8 @@ snapshot() { # name: one JSON line of figures
     # The load report is recomputed once a second.
     sleep 1.2
     curl -sf -H "Authorization: Bearer $key" "http://$admin/api/v1/load" >"$work/$1-load.json"
-    printf '{"rss_kb": %s, "anon_kb": %s, "shmem_kb": %s}\n' "$(status VmRSS)" "$(status RssAnon)" \
-        "$(status RssShmem)" >"$work/$1-proc.json"
+    printf '{"rss_kb": %s, "anon_kb": %s, "file_kb": %s, "shmem_kb": %s}\n' "$(status VmRSS)" "$(status RssAnon)" \
+        "$(status RssFile)" "$(status RssShmem)" >"$work/$1-proc.json"
 }
 
 sleep 1
@@ -78,21 +81,25 @@ def load(name):
     proc = json.load(open(os.path.join(work, name + "-proc.json")))
     report = json.load(open(os.path.join(work, name + "-load.json")))
     return proc, report["memory"]
-def windows(mem, stream):
-    return sum(h["bytes"] for h in mem["media_buffers"] if h["stream"] == stream)
+def footprint(proc, mem):
+    # Anonymous and file-backed RSS, plus every page of the packaged-media
+    # files (mapped or not: written with pwrite and sent with sendfile, most
+    # are never mapped, so RSS alone leaves them out).
+    return (proc["anon_kb"] + proc["file_kb"]) * 1024 + mem["packaged_bytes"]
 snaps = {n: load(n) for n in ("idle", "one", "two")}
-print("| | RSS added (MB) | anonymous (MB) | shared memory (MB) | window bytes, ledger (MB) | holders (MB) | RSS added / window bytes |")
-print("|---|---|---|---|---|---|---|")
+print("| | RSS added (MB) | anonymous (MB) | packaged files (MB) | footprint added (MB) | window bytes, ledger (MB) | holders (MB) | footprint / window bytes |")
+print("|---|---|---|---|---|---|---|---|")
 for name, before, after, stream in (("first stream", "idle", "one", "mem-1"), ("second stream", "one", "two", "mem-2")):
-    (p0, _), (p1, m1) = snaps[before], snaps[after]
-    added = (p1["rss_kb"] - p0["rss_kb"]) * 1024
+    (p0, m0), (p1, m1) = snaps[before], snaps[after]
+    rss = (p1["rss_kb"] - p0["rss_kb"]) * 1024
     anon = (p1["anon_kb"] - p0["anon_kb"]) * 1024
-    shm = (p1["shmem_kb"] - p0["shmem_kb"]) * 1024
-    win = windows(m1, stream)
+    files = m1["packaged_bytes"] - m0["packaged_bytes"]
+    added = footprint(p1, m1) - footprint(p0, m0)
+    win = sum(h["bytes"] for h in m1["media_buffers"] if h["stream"] == stream)
     holders = ", ".join(f"{h['holder']} {h['bytes'] / MB:.2f}" for h in m1["media_buffers"] if h["stream"] == stream)
-    print(f"| {name} | {added / MB:.2f} | {anon / MB:.2f} | {shm / MB:.2f} | {win / MB:.2f} | {holders} | {added / win:.2f} |")
+    print(f"| {name} | {rss / MB:.2f} | {anon / MB:.2f} | {files / MB:.2f} | {added / MB:.2f} | {win / MB:.2f} | {holders} | {added / win:.2f} |")
 _, m2 = snaps["two"]
-print(f"\npackaged-media files: {m2['packaged_files']}, holding {m2['packaged_bytes'] / MB:.2f} MB; "
-      f"shared memory in RSS: {m2['process_rss_shmem_bytes'] / MB:.2f} MB")
+print(f"\npackaged-media files: {m2['packaged_files']}, holding {m2['packaged_bytes'] / MB:.2f} MB, "
+      f"of it mapped (in RSS): {m2['process_rss_shmem_bytes'] / MB:.2f} MB")
 PY
 echo "raw figures: $work" >&2

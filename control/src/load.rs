@@ -42,9 +42,11 @@ pub struct Memory {
     pub media_buffered_bytes: u64,
     /// The same, per stream and holder.
     pub media_buffers: Vec<BufferHolding>,
-    /// Of the resident set, the part in shared memory: chiefly the packaged
-    /// segments and parts, which live in memory-backed files so that HTTP
-    /// can send them with `sendfile`.
+    /// Of the resident set, the part in shared memory: the packaged segments
+    /// and parts that were read through a mapping. They live in
+    /// memory-backed files so that HTTP can send them with `sendfile`, and
+    /// most are never mapped, so the process's memory is its resident set
+    /// plus `packaged_bytes` less this.
     pub process_rss_shmem_bytes: u64,
     /// Packaged CMAF bytes those files hold now (written, not yet given
     /// back), all streams and renditions.

@@ -1,5 +1,6 @@
 //! The server's CPU time and resident memory, sampled from /proc/PID for
 //! each of its processes (nginx runs a master and workers) and added up.
+//! Memory includes in-memory files the server holds but has not mapped.
 
 use std::time::Instant;
 
@@ -10,12 +11,16 @@ pub struct Sample {
     pub at: Instant,
     /// User plus system CPU seconds used so far.
     pub cpu_seconds: f64,
-    /// Resident set size, bytes.
+    /// Resident memory, bytes: RSS plus the unmapped pages of the in-memory
+    /// files it holds ([`memfd_unmapped_bytes`]).
     pub rss_bytes: u64,
 }
 
 /// Reads /proc/PID/stat (utime, stime) and /proc/PID/status (VmRSS) of
-/// each process and adds them up.
+/// each process and adds them up. The memory figure also counts the pages
+/// of in-memory files (`memfd`) the process holds open but has not mapped:
+/// Tidecast keeps its packaged media in such files and sends it with
+/// `sendfile` without reading it, so RSS alone would leave it out.
 pub fn sample(pids: &[u32]) -> std::io::Result<Sample> {
     let mut total = Sample { at: Instant::now(), cpu_seconds: 0.0, rss_bytes: 0 };
     for pid in pids {
@@ -23,9 +28,49 @@ pub fn sample(pids: &[u32]) -> std::io::Result<Sample> {
         let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
         let one = parse(&stat, &status).ok_or_else(|| std::io::Error::other(format!("unreadable /proc/{pid}")))?;
         total.cpu_seconds += one.cpu_seconds;
-        total.rss_bytes += one.rss_bytes;
+        total.rss_bytes += one.rss_bytes + memfd_unmapped_bytes(*pid);
     }
     Ok(total)
+}
+
+/// Bytes of the process's open `memfd` files that are allocated and not
+/// mapped into it (mapped pages are in its RSS already).
+pub fn memfd_unmapped_bytes(pid: u32) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let mut seen = std::collections::HashSet::new();
+    let mut allocated = 0u64;
+    for entry in std::fs::read_dir(format!("/proc/{pid}/fd")).into_iter().flatten().flatten() {
+        let is_memfd = std::fs::read_link(entry.path()).is_ok_and(|t| t.to_string_lossy().starts_with("/memfd:"));
+        if !is_memfd {
+            continue;
+        }
+        if let Ok(m) = std::fs::metadata(entry.path()) {
+            if seen.insert(m.ino()) {
+                allocated += m.blocks() * 512;
+            }
+        }
+    }
+    if allocated == 0 {
+        return 0;
+    }
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
+    allocated.saturating_sub(memfd_mapped_bytes(&smaps))
+}
+
+/// The resident bytes of the `memfd` mappings in a /proc/PID/smaps text.
+fn memfd_mapped_bytes(smaps: &str) -> u64 {
+    let mut in_memfd = false;
+    let mut total = 0;
+    for line in smaps.lines() {
+        // A mapping's header: "start-end perms offset dev inode [path]".
+        let first = line.split_whitespace().next().unwrap_or("");
+        if first.contains('-') && !first.ends_with(':') {
+            in_memfd = line.contains("/memfd:");
+        } else if let (true, Some(v)) = (in_memfd, line.strip_prefix("Rss:")) {
+            total += v.split_whitespace().next().and_then(|k| k.parse::<u64>().ok()).unwrap_or(0) * 1024;
+        }
+    }
+    total
 }
 
 /// Clock ticks per second for /proc times. Linux reports USER_HZ, which is
@@ -78,6 +123,19 @@ pub async fn watch(pids: Vec<u32>, every: std::time::Duration, until: tokio::tim
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn mapped_memfd_pages_are_read_from_smaps() {
+        let smaps = "7f00-7f10 r--s 00000000 00:01 42 /memfd:tidecast:video (deleted)\nSize: 1048576 kB\nRss: 120 kB\n\
+                     7f20-7f30 rw-p 00000000 00:00 0 \nRss: 900 kB\n\
+                     7f40-7f50 r--s 00000000 00:01 43 /memfd:tidecast:audio (deleted)\nRss: 8 kB\n";
+        assert_eq!(super::memfd_mapped_bytes(smaps), 128 * 1024);
+    }
+
+    #[test]
+    fn this_process_has_no_unmapped_memfd() {
+        assert_eq!(super::memfd_unmapped_bytes(std::process::id()), 0);
+    }
+
     use super::*;
 
     #[test]
