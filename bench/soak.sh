@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # make soak: Tidecast under a steady mixed load for a long time, sampling
-# the server's resident memory, open file descriptors, threads and the media
-# bytes its ledger accounts (tidecast_media_buffered_bytes) every 10 s, then
+# the server's resident memory, the packaged media in its memory-backed
+# files (mostly never mapped, so not in RSS; `total` is RSS plus those
+# pages), open file descriptors, threads and the media bytes its ledger
+# accounts (tidecast_media_buffered_bytes) every 10 s, then
 # for a minute after the load, when every stream has ended and its outputs'
 # linger has passed. Prints the samples as a table and a summary: RSS after
 # warm-up, at the end of the load, its slope over the second half, and after
@@ -60,17 +62,25 @@ addr() { echo "$line" | tr ' ' '\n' | sed -n "s/^$1=//p"; }
 rtmp="$(addr rtmp)" http="$(addr http)" srt="$(addr srt)" admin="$(addr admin)"
 
 sample() { # phase: one row
-    local t rss fds threads media
+    local t rss fds threads media metrics packaged mapped total
     t=$(( $(date +%s) - start ))
     rss=$(awk '/^VmRSS:/{printf "%.1f", $2/1024}' "/proc/$server/status")
     threads=$(awk '/^Threads:/{print $2}' "/proc/$server/status")
     fds=$(find "/proc/$server/fd" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l)
-    media=$(curl -sf "http://$admin/metrics" | awk '/^tidecast_media_buffered_bytes /{printf "%.1f", $2/1048576}')
-    printf '%6s  %-6s %9s %6s %8s %10s\n' "$t" "$1" "$rss" "$fds" "$threads" "${media:-?}" | tee -a "$work/samples.txt"
+    metrics=$(curl -sf "http://$admin/metrics" || true)
+    media=$(echo "$metrics" | awk '/^tidecast_media_buffered_bytes /{printf "%.1f", $2/1048576}')
+    # Packaged media lives in memory-backed files, mostly never mapped: the
+    # process's memory is its RSS plus those pages not in it.
+    packaged=$(echo "$metrics" | awk '/^tidecast_packaged_bytes /{printf "%.1f", $2/1048576}')
+    mapped=$(awk '/^RssShmem:/{printf "%.1f", $2/1024}' "/proc/$server/status")
+    total=$(awk -v r="$rss" -v p="${packaged:-0}" -v m="${mapped:-0}" 'BEGIN{printf "%.1f", r + p - m}')
+    printf '%6s  %-6s %9s %9s %10s %6s %8s %10s\n' "$t" "$1" "$rss" "${packaged:-?}" "$total" "$fds" "$threads" \
+        "${media:-?}" | tee -a "$work/samples.txt"
 }
 
 start=$(date +%s)
-printf '%6s  %-6s %9s %6s %8s %10s\n' "t_s" "phase" "rss_mib" "fds" "threads" "media_mib" | tee "$work/samples.txt"
+printf '%6s  %-6s %9s %9s %10s %6s %8s %10s\n' "t_s" "phase" "rss_mib" "pkg_mib" "total_mib" "fds" "threads" \
+    "media_mib" | tee "$work/samples.txt"
 sleep 2
 sample idle
 idle_rss=$(awk '/^VmRSS:/{print $2}' "/proc/$server/status")
@@ -98,15 +108,15 @@ done
 
 echo
 awk -v idle="$idle_rss" -v warm=60 '
-    $2 == "load" { n++; t[n] = $1; r[n] = $3 }
-    $2 == "after" { a = $3 }
+    $2 == "load" { n++; t[n] = $1; r[n] = $5 }
+    $2 == "after" { a = $5 }
     END {
         if (n < 2) { print "too few samples"; exit }
         w = 1; while (w < n && t[w] - t[1] < warm) w++
         h = int((w + n) / 2)
         slope = (t[n] > t[h]) ? (r[n] - r[h]) / (t[n] - t[h]) * 600 : 0
         max = 0; for (i = w; i <= n; i++) if (r[i] > max) max = r[i]
-        printf "idle %.1f MiB; after warm-up %.1f MiB; end of load %.1f MiB (max %.1f); second-half slope %+.1f MiB per 10 min; after the load %.1f MiB\n", idle / 1024, r[w], r[n], max, slope, a
+        printf "memory (RSS + unmapped packaged media): idle %.1f MiB; after warm-up %.1f MiB; end of load %.1f MiB (max %.1f); second-half slope %+.1f MiB per 10 min; after the load %.1f MiB\n", idle / 1024, r[w], r[n], max, slope, a
     }' "$work/samples.txt"
 python3 - "$work/load.json" <<'PY' || true
 import json, sys
