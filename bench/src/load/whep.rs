@@ -38,7 +38,7 @@ async fn play(
     stats: &mut ViewerStats,
     resource: &mut Option<String>,
 ) -> anyhow::Result<()> {
-    let socket = UdpSocket::bind("127.0.0.1:0").await?;
+    let socket = udp_socket()?;
     let local = socket.local_addr()?;
     let mut rtc: Rtc = RtcConfig::new().clear_codecs().enable_h264(true).enable_opus(true, false).build(Instant::now());
     rtc.add_local_candidate(Candidate::host(local, "udp")?);
@@ -117,4 +117,16 @@ async fn play(
     stats.stalls = buffer.stalls;
     stats.media_seconds = buffer.received();
     Ok(())
+}
+
+/// The viewer's UDP socket, with a receive buffer a browser would have
+/// (2 MiB, as far as the host allows): the kernel's default (about 200 KiB)
+/// overflows when a keyframe's packets arrive back to back for many
+/// viewers at once, and the loss is the generator's, not the server's.
+fn udp_socket() -> std::io::Result<UdpSocket> {
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
+    let _ = s.set_recv_buffer_size(2 << 20);
+    s.bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into())?;
+    s.set_nonblocking(true)?;
+    UdpSocket::from_std(s.into())
 }
