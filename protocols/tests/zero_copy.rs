@@ -1,7 +1,9 @@
-//! The payload bytes read from a publisher's socket reach the bytes handed to
-//! the HTTP layer without being copied: the RTMP chunk decoder slices the
-//! read buffer, the FLV ingest slices the message, the stream ring and the
-//! LL-HLS part hold references to the same memory.
+//! The payload bytes read from a publisher's socket reach the stream ring
+//! without being copied: the RTMP chunk decoder slices the read buffer, the
+//! FLV ingest slices the message, and the ring holds references to the same
+//! memory (RTMP, TS and WHEP players read those). The LL-HLS packager copies
+//! each payload once, into its rendition's memory-backed file, from which
+//! every HTTP viewer is served with `sendfile` (no copy per viewer).
 //!
 //! A counting allocator also shows fan-out allocates nothing in proportion
 //! to payload size.
@@ -64,7 +66,7 @@ fn avc_tag(key: bool, packet_type: u8, body: &[u8]) -> Bytes {
 }
 
 #[test]
-fn socket_bytes_reach_the_hls_part_uncopied() {
+fn socket_bytes_reach_the_ring_uncopied_and_the_hls_part_copied_once() {
     let mut client = ClientSession::publish("rtmp://localhost/live", "live", "cam");
     let mut server = ServerSession::new(SessionConfig::default());
     let mut to_server = BytesMut::with_capacity(1 << 20);
@@ -92,7 +94,7 @@ fn socket_bytes_reach_the_hls_part_uncopied() {
     let mut ingest = FlvIngest::new();
     let config = tidecast_codecs::h264::build_config(SPS, PPS).unwrap();
 
-    let mut sent_payloads: Vec<(usize, usize)> = Vec::new();
+    let mut sent_payloads: Vec<Bytes> = Vec::new();
     for i in 0..60u32 {
         let body = if i == 0 {
             avc_tag(true, 0, &config)
@@ -120,7 +122,7 @@ fn socket_bytes_reach_the_hls_part_uncopied() {
             if let Some(frame) = frame {
                 let p = frame.payload.as_ptr() as usize;
                 assert!(p >= start && p < end, "the frame payload is a slice of the socket read buffer");
-                sent_payloads.push((p, frame.payload.len()));
+                sent_payloads.push(frame.payload.clone());
                 publisher.push(frame).unwrap();
             }
         }
@@ -131,18 +133,25 @@ fn socket_bytes_reach_the_hls_part_uncopied() {
         packager.on_event(ev);
     }
     let video = packager.rendition("video").expect("video rendition");
-    let served: Vec<(usize, usize)> = video
-        .segments
-        .iter()
-        .flat_map(|s| s.parts.iter())
-        .flat_map(|p| p.chunks.iter())
-        .map(|c| (c.as_ptr() as usize, c.len()))
-        .collect();
-    // Every frame written so far is served from the very bytes read from the socket.
+    let served: Vec<&Bytes> =
+        video.segments.iter().flat_map(|s| s.parts.iter()).flat_map(|p| p.chunks.iter()).collect();
+    // Each video chunk (one sample: `moof`, then `mdat` ending in the frame)
+    // lies in the rendition's memory-backed file, written there once.
+    for c in &served {
+        assert!(
+            tidecast_memfile::join(std::slice::from_ref(*c)).is_some(),
+            "chunk at {:#x} is in the rendition's memory-backed file",
+            c.as_ptr() as usize
+        );
+    }
     let written = sent_payloads.len() - 1; // the newest frame waits for its duration
     assert!(written > 50);
     for payload in &sent_payloads[..written] {
-        assert!(served.contains(payload), "payload at {:#x} is served without a copy", payload.0);
+        assert!(
+            served.iter().any(|c| c.ends_with(payload) && !std::ptr::eq(c.as_ptr(), payload.as_ptr())),
+            "the payload at {:#x} is served from its one packaged copy",
+            payload.as_ptr() as usize
+        );
     }
 }
 
