@@ -128,6 +128,11 @@ impl State {
         *self.pins.entry((start, end)).or_insert(0) += 1;
     }
 
+    /// Bytes in the holes above `punched`.
+    fn hole_bytes(&self) -> usize {
+        self.holes.iter().map(|(&a, &b)| b - a).sum()
+    }
+
     /// Whether `[start, end)` lies wholly in memory not given back.
     fn readable(&self, start: usize, end: usize) -> bool {
         start >= self.punched && end <= self.head && !self.holes.iter().any(|(&a, &b)| a < end && start < b)
@@ -339,7 +344,7 @@ impl Drop for Log {
         // the log alive) and the table no longer names it.
         unsafe { libc::munmap(self.base.as_ptr().cast(), self.cap) };
         let s = self.state.get_mut();
-        let holes: usize = s.holes.values().zip(s.holes.keys()).map(|(&b, &a)| b - a).sum();
+        let holes = s.hole_bytes();
         HELD.fetch_sub((s.head - s.punched - holes) as u64, Ordering::Relaxed);
         LOGS.fetch_sub(1, Ordering::Relaxed);
     }
@@ -530,7 +535,7 @@ mod tests {
         let log = w.log.clone().expect("a log");
         let (head, punched, holes) = {
             let s = log.state.lock();
-            (s.head, s.punched, s.holes.values().zip(s.holes.keys()).map(|(&b, &a)| b - a).sum::<usize>())
+            (s.head, s.punched, s.hole_bytes())
         };
         assert!(punched < chunk.len(), "the prefix cannot move past the stalled view");
         assert!(head - punched - holes < GAP_SCAN_LAG / 4, "the gaps after it were given back: {holes} of {head}");
