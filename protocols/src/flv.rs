@@ -413,22 +413,49 @@ pub enum TagKind {
     Video,
 }
 
+/// The few bytes of an FLV tag header, kept inline: a player's writer
+/// copies them next to the chunk header instead of allocating per frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TagHeader {
+    bytes: [u8; 8],
+    len: u8,
+}
+
+impl TagHeader {
+    fn new(parts: &[&[u8]]) -> TagHeader {
+        let mut h = TagHeader { bytes: [0; 8], len: 0 };
+        for p in parts {
+            for &b in *p {
+                if usize::from(h.len) < h.bytes.len() {
+                    h.bytes[usize::from(h.len)] = b;
+                    h.len += 1;
+                }
+            }
+        }
+        h
+    }
+}
+
+impl std::ops::Deref for TagHeader {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
+}
+
 /// The FLV tag header that goes before a frame's payload when a stream is
 /// played over RTMP: legacy form for H.264 and AAC (what every player
 /// reads), Enhanced RTMP for HEVC, AV1 and VP9. The payload follows
 /// untouched. `None` for codecs FLV cannot carry here (Opus, VP8, MP3).
-pub fn frame_tag_header(codec: Codec, frame: &Frame) -> Option<(TagKind, Bytes)> {
+pub fn frame_tag_header(codec: Codec, frame: &Frame) -> Option<(TagKind, TagHeader)> {
     let cts = (frame.cts / 1000).clamp(-(1 << 23), (1 << 23) - 1);
     let cts = &cts.to_be_bytes()[1..];
     let kf = frame.keyframe;
     Some(match codec {
-        Codec::H264 => {
-            let mut h = vec![if kf { 0x17 } else { 0x27 }, 1];
-            h.extend_from_slice(cts);
-            (TagKind::Video, Bytes::from(h))
-        }
+        Codec::H264 => (TagKind::Video, TagHeader::new(&[&[if kf { 0x17 } else { 0x27 }, 1], cts])),
         Codec::H265 | Codec::Av1 | Codec::Vp9 => (TagKind::Video, ex_header(codec, 1, kf, cts)?),
-        Codec::Aac => (TagKind::Audio, Bytes::from_static(&[0xaf, 1])),
+        Codec::Aac => (TagKind::Audio, TagHeader::new(&[&[0xaf, 1]])),
         _ => return None,
     })
 }
@@ -446,19 +473,16 @@ pub fn config_tag(track: &Track) -> Option<(TagKind, Bytes)> {
     Some((kind, Bytes::from(tag)))
 }
 
-fn ex_header(codec: Codec, packet_type: u8, keyframe: bool, cts: &[u8]) -> Option<Bytes> {
+fn ex_header(codec: Codec, packet_type: u8, keyframe: bool, cts: &[u8]) -> Option<TagHeader> {
     let fourcc: &[u8; 4] = match codec {
         Codec::H265 => b"hvc1",
         Codec::Av1 => b"av01",
         Codec::Vp9 => b"vp09",
         _ => return None,
     };
-    let mut h = vec![0x80 | (if keyframe { 1 } else { 2 } << 4) | packet_type];
-    h.extend_from_slice(fourcc);
-    if packet_type == 1 && codec == Codec::H265 {
-        h.extend_from_slice(cts);
-    }
-    Some(Bytes::from(h))
+    let first = [0x80 | (if keyframe { 1 } else { 2 } << 4) | packet_type];
+    let cts = if packet_type == 1 && codec == Codec::H265 { cts } else { &[] };
+    Some(TagHeader::new(&[&first, fourcc, cts]))
 }
 
 /// Builds an FLV video tag body in Enhanced RTMP form (for push targets and tests).

@@ -280,19 +280,20 @@ impl Encoder {
         }
     }
 
-    /// Writes one message whose body is `body` (pieces, in order) as
-    /// chunks, without copying the body: chunk headers go into `headers`
-    /// and are pushed to `out` as they are needed, between slices of the
-    /// body pieces.
+    /// Writes one message whose body is `prefix` followed by `body` (pieces,
+    /// in order) as chunks, without copying the body: chunk headers and the
+    /// few bytes of `prefix` go into `headers`, which is pushed to `out` as
+    /// needed, between slices of the body pieces.
     pub fn encode_parts(
         &self,
         header: (u32, u8, u32, u32),
+        prefix: &[u8],
         body: &[Bytes],
         headers: &mut BytesMut,
         out: &mut std::collections::VecDeque<Bytes>,
     ) {
         let (csid, type_id, stream_id, timestamp) = header;
-        let len: usize = body.iter().map(Bytes::len).sum();
+        let len: usize = prefix.len() + body.iter().map(Bytes::len).sum::<usize>();
         let extended = timestamp >= 0xff_ffff;
         Self::basic_header(0, csid, headers);
         headers.put_uint(u64::from(if extended { 0xff_ffff } else { timestamp }), 3);
@@ -302,8 +303,22 @@ impl Encoder {
         if extended {
             headers.put_u32(timestamp);
         }
-        let size = self.chunk_size as usize;
+        let size = (self.chunk_size as usize).max(1);
         let mut room = size;
+        let mut rest = prefix;
+        while !rest.is_empty() {
+            if room == 0 {
+                Self::basic_header(3, csid, headers);
+                if extended {
+                    headers.put_u32(timestamp);
+                }
+                room = size;
+            }
+            let n = room.min(rest.len());
+            headers.put_slice(&rest[..n]);
+            rest = &rest[n..];
+            room -= n;
+        }
         for piece in body {
             let mut rest = piece.clone();
             while !rest.is_empty() {
@@ -368,13 +383,35 @@ mod tests {
             enc.encode(&msg, &mut whole);
             let (head, tail) = (payload.slice(..5), payload.slice(5..));
             let mut pieces = std::collections::VecDeque::new();
-            enc.encode_parts((6, 9, 1, ts), &[head, tail], &mut BytesMut::new(), &mut pieces);
+            enc.encode_parts((6, 9, 1, ts), &[], &[head, tail], &mut BytesMut::new(), &mut pieces);
             let joined: Vec<u8> = pieces.iter().flat_map(|b| b.iter().copied()).collect();
             assert_eq!(joined, &whole[..]);
             let start = payload.as_ptr() as usize..payload.as_ptr() as usize + payload.len();
             let borrowed: usize =
                 pieces.iter().filter(|b| start.contains(&(b.as_ptr() as usize))).map(Bytes::len).sum();
             assert_eq!(borrowed, payload.len(), "every payload byte is a slice of the frame");
+        }
+    }
+
+    #[test]
+    fn a_prefix_is_copied_next_to_the_chunk_header_even_across_chunks() {
+        let payload = Bytes::from((0..100u32).map(|i| i as u8).collect::<Vec<u8>>());
+        let prefix = [0x17, 1, 0, 0, 40];
+        for (size, ts) in [(4096, 1000), (3, 1000), (3, 0x0100_0000)] {
+            let mut enc = Encoder::default();
+            enc.set_chunk_size(size);
+            let whole_body = Bytes::from([&prefix[..], &payload[..]].concat());
+            let msg = Message { csid: 6, type_id: 9, stream_id: 1, timestamp: ts, payload: whole_body };
+            let mut whole = BytesMut::new();
+            enc.encode(&msg, &mut whole);
+            let mut pieces = std::collections::VecDeque::new();
+            enc.encode_parts((6, 9, 1, ts), &prefix, std::slice::from_ref(&payload), &mut BytesMut::new(), &mut pieces);
+            let joined: Vec<u8> = pieces.iter().flat_map(|b| b.iter().copied()).collect();
+            assert_eq!(joined, &whole[..], "chunk size {size}, timestamp {ts}");
+            if size == 4096 {
+                assert_eq!(pieces.len(), 2, "chunk header and prefix in one piece, then the payload");
+                assert_eq!(pieces[1].as_ptr(), payload.as_ptr(), "the payload is not copied");
+            }
         }
     }
 

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
+use super::flush_tick::FlushTick;
 use super::read_buffer::ReadBuffer;
 use super::{ServerSession, SessionConfig, SessionEvent};
 use crate::access::{AccessGate, EndReason, PlayRequest, PublishRequest, Refusal, Session};
@@ -46,6 +47,7 @@ pub struct RtmpContext {
 pub async fn serve(listener: TcpListener, ctx: Arc<RtmpContext>, shutdown: CancellationToken) {
     let tasks = TaskTracker::new();
     let permits = Arc::new(tokio::sync::Semaphore::new(ctx.max_connections));
+    let tick = (!ctx.play_flush.is_zero()).then(|| FlushTick::start(ctx.play_flush, shutdown.clone()));
     loop {
         let (sock, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -66,9 +68,10 @@ pub async fn serve(listener: TcpListener, ctx: Arc<RtmpContext>, shutdown: Cance
             continue;
         };
         let ctx = ctx.clone();
+        let tick = tick.clone();
         let shutdown = shutdown.clone();
         tasks.spawn(async move {
-            let run = AssertUnwindSafe(connection(sock, peer, &ctx, shutdown)).catch_unwind().await;
+            let run = AssertUnwindSafe(connection(sock, peer, &ctx, tick.as_deref(), shutdown)).catch_unwind().await;
             drop(permit);
             if run.is_err() {
                 ctx.stats.panics.fetch_add(1, Ordering::Relaxed);
@@ -80,7 +83,13 @@ pub async fn serve(listener: TcpListener, ctx: Arc<RtmpContext>, shutdown: Cance
     tasks.wait().await;
 }
 
-async fn connection(mut sock: TcpStream, peer: SocketAddr, ctx: &RtmpContext, shutdown: CancellationToken) {
+async fn connection(
+    mut sock: TcpStream,
+    peer: SocketAddr,
+    ctx: &RtmpContext,
+    tick: Option<&FlushTick>,
+    shutdown: CancellationToken,
+) {
     let _ = sock.set_nodelay(true);
     let started = Instant::now();
     let mut session = ServerSession::new(ctx.session.clone());
@@ -255,7 +264,7 @@ async fn connection(mut sock: TcpStream, peer: SocketAddr, ctx: &RtmpContext, sh
             break;
         }
         if let Some((stream, viewer, rendition)) = playing.take() {
-            play(&mut sock, &mut session, rb.into_inner(), stream, &viewer, rendition, ctx, shutdown).await;
+            play(&mut sock, &mut session, rb.into_inner(), stream, &viewer, rendition, ctx, tick, shutdown).await;
             break;
         }
     }
@@ -285,9 +294,11 @@ fn publish_status(r: &Refusal) -> &'static str {
 /// Sends a stream to an accepted player until either side ends. Frames go
 /// out as FLV tags whose payload is the frame's own bytes; a player that
 /// reads too slowly skips ahead to a keyframe (counted by the stream).
-/// Media is written in batches, at most `play_flush` after it was queued:
-/// the kernel's send path is most of what a player costs, and one write per
-/// frame (about 75 a second) costs several times one per batch.
+/// Media is written in batches, once per tick of the listener's
+/// [`FlushTick`] (`play_flush` apart): the kernel's send path is most of
+/// what a player costs, and one write per frame (about 75 a second) costs
+/// several times one per batch. With `play_flush` zero there is no tick and
+/// each frame is written as it comes.
 #[allow(clippy::too_many_arguments)]
 async fn play(
     sock: &mut TcpStream,
@@ -297,6 +308,7 @@ async fn play(
     viewer: &Session,
     rendition: Option<u32>,
     ctx: &RtmpContext,
+    tick: Option<&FlushTick>,
     shutdown: CancellationToken,
 ) {
     let peer = viewer.info().peer;
@@ -304,22 +316,32 @@ async fn play(
     let mut sub = stream.subscribe();
     let started = Instant::now();
     let mut tags = TagWriter { want_height: rendition, ..TagWriter::default() };
-    // When the oldest media still queued was queued: it goes out once it
-    // has waited `play_flush` (or at once if a lot piles up). Meanwhile the
-    // player does not wake for each new frame: the frames that came in the
-    // meantime are taken together when the time is up.
-    let mut media_since: Option<tokio::time::Instant> = None;
-    let mut flush_now = true;
-    // Made once, not per turn of the loop: each of these registers with
-    // its notifier or the timer wheel when made, which at thousands of
-    // players was a visible share of the CPU.
+    let mut tick = tick.map(FlushTick::subscribe);
+    // Made once, not per turn of the loop: each registers with its
+    // notifier when first polled.
     let stopping = shutdown.cancelled();
     let kicked = viewer.cancelled();
-    let flush_timer = tokio::time::sleep(Duration::ZERO);
-    tokio::pin!(stopping, kicked, flush_timer);
+    tokio::pin!(stopping, kicked);
+    // Whether the stream may hold media not yet queued: at the start (the
+    // newest GOP is waiting), after each tick, and while a batch was cut
+    // short.
+    let mut drain = true;
+    let mut flush_now = true;
     info!(%peer, stream = %name, "rtmp play started");
     loop {
-        if flush_now {
+        if drain {
+            match tags.drain(&mut sub, &stream, session, peer, &name) {
+                Drained::More => flush_now = true,
+                Drained::Idle => drain = false,
+                Drained::Ended => {
+                    viewer.end_with(EndReason::StreamEnded);
+                    session.end_play();
+                    let _ = write_out(sock, session).await;
+                    break;
+                }
+            }
+        }
+        if flush_now || (!drain && session.queued() > 0) {
             match write_out(sock, session).await {
                 Ok(n) => {
                     ctx.stats.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
@@ -330,24 +352,31 @@ async fn play(
                     break;
                 }
             }
-            (media_since, flush_now) = (None, false);
+            flush_now = false;
         }
-        let due = media_since.map(|t| t + ctx.play_flush);
-        if let Some(at) = due.filter(|&at| at != flush_timer.deadline()) {
-            flush_timer.as_mut().reset(at);
+        if drain {
+            continue;
         }
         if buf.capacity() - buf.len() < 1024 {
             buf.reserve(4096);
         }
+        // Biased, in this order: a tick or a frame is what wakes a player
+        // almost every time, and then nothing else is polled.
         tokio::select! {
-            _ = &mut stopping => {
-                viewer.end_with(EndReason::Shutdown);
-                break;
-            }
-            _ = &mut kicked => {
-                info!(%peer, stream = %name, "rtmp player kicked; closing");
-                break;
-            }
+            biased;
+            more = next_media(&mut tick, &mut sub) => match more {
+                NextMedia::Tick => drain = true,
+                NextMedia::Frame(Some(ev)) => {
+                    tags.event(ev, session, peer, &name);
+                    drain = true;
+                }
+                NextMedia::Frame(None) => {
+                    viewer.end_with(EndReason::StreamEnded);
+                    session.end_play();
+                    let _ = write_out(sock, session).await;
+                    break;
+                }
+            },
             r = sock.read_buf(&mut buf) => match r {
                 Ok(0) | Err(_) => break,
                 Ok(_) => {
@@ -360,35 +389,51 @@ async fn play(
                     flush_now = true;
                 }
             },
-            _ = &mut flush_timer, if due.is_some() => {
-                tags.take_ready(&mut sub, session, peer, &name);
-                flush_now = true;
+            _ = &mut stopping => {
+                viewer.end_with(EndReason::Shutdown);
+                break;
             }
-            ev = sub.recv(), if due.is_none() => match ev {
-                None => {
-                    viewer.end_with(EndReason::StreamEnded);
-                    session.end_play();
-                    let _ = write_out(sock, session).await;
-                    break;
-                }
-                Some(ev) => {
-                    tags.event(ev, session, peer, &name);
-                    tags.take_ready(&mut sub, session, peer, &name);
-                    if ctx.play_flush.is_zero() || session.queued() >= FLUSH_BYTES {
-                        flush_now = true;
-                    } else {
-                        media_since = Some(tokio::time::Instant::now());
-                    }
-                }
+            _ = &mut kicked => {
+                info!(%peer, stream = %name, "rtmp player kicked; closing");
+                break;
             }
         }
     }
     info!(%peer, stream = %name, skips = sub.skips(), "rtmp play ended");
 }
 
+/// What woke a player for media.
+enum NextMedia {
+    /// The listener's tick: take what the stream queued since the last.
+    Tick,
+    /// Without a tick, the next event itself (`None`: the stream ended).
+    Frame(Option<Event>),
+}
+
+async fn next_media(tick: &mut Option<tokio::sync::watch::Receiver<u64>>, sub: &mut Subscriber) -> NextMedia {
+    match tick {
+        Some(t) => match t.changed().await {
+            Ok(()) => NextMedia::Tick,
+            // The listener is shutting down: wait for `stopping`.
+            Err(_) => std::future::pending().await,
+        },
+        None => NextMedia::Frame(sub.recv().await),
+    }
+}
+
+/// How a drain of the stream ended.
+enum Drained {
+    /// Nothing more now.
+    Idle,
+    /// A batch's worth was queued; more may be waiting.
+    More,
+    /// The stream ended and everything it had was queued.
+    Ended,
+}
+
 /// Events taken at once from the stream before the next write decision.
 const MAX_BATCH: usize = 64;
-/// Queued bytes that go out without waiting for `play_flush`.
+/// Queued bytes that go out without waiting for the rest of a drain.
 const FLUSH_BYTES: usize = 256 * 1024;
 
 /// A player's FLV tag state: the tracks it plays and the clock.
@@ -407,13 +452,34 @@ struct TagWriter {
 }
 
 impl TagWriter {
-    /// Queues what is already in the stream, without waiting (at most
-    /// [`MAX_BATCH`] events).
-    fn take_ready(&mut self, sub: &mut Subscriber, session: &mut ServerSession, peer: SocketAddr, name: &str) {
+    /// Queues what is already in the stream, without waiting: at most
+    /// [`MAX_BATCH`] events or [`FLUSH_BYTES`] queued bytes at a time.
+    fn drain(
+        &mut self,
+        sub: &mut Subscriber,
+        stream: &Stream,
+        session: &mut ServerSession,
+        peer: SocketAddr,
+        name: &str,
+    ) -> Drained {
         for _ in 0..MAX_BATCH {
-            let Some(ev) = sub.try_recv() else { break };
+            let ev = match sub.try_recv() {
+                Some(ev) => ev,
+                // The stream is marked ended only after its last frame, so
+                // one more look after seeing the mark finds anything
+                // published in between.
+                None if stream.is_ended() => match sub.try_recv() {
+                    Some(ev) => ev,
+                    None => return Drained::Ended,
+                },
+                None => return Drained::Idle,
+            };
             self.event(ev, session, peer, name);
+            if session.queued() >= FLUSH_BYTES {
+                return Drained::More;
+            }
         }
+        Drained::More
     }
 
     /// Queues what `ev` means for the player on `session`.
@@ -438,7 +504,7 @@ impl TagWriter {
                 // Sequence headers go out at the current time, before the next frame.
                 for t in [&self.video, &self.audio].into_iter().flatten() {
                     if let Some((kind, tag)) = flv::config_tag(t) {
-                        session.send_media(kind == TagKind::Video, self.last_ts, &[tag]);
+                        session.send_media(kind == TagKind::Video, self.last_ts, &[], &[tag]);
                     }
                 }
             }
@@ -457,7 +523,7 @@ impl TagWriter {
                 // audio that precedes the first keyframe stays positive.
                 let b = *self.base.get_or_insert(f.dts - 500_000);
                 self.last_ts = rtmp_time(f.dts, b);
-                session.send_media(kind == TagKind::Video, self.last_ts, &[header, f.payload]);
+                session.send_media(kind == TagKind::Video, self.last_ts, &header, &[f.payload]);
             }
             Event::Discontinuity => {}
         }

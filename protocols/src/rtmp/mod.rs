@@ -20,6 +20,7 @@ pub mod amf;
 pub mod chunk;
 mod client;
 pub mod driver;
+mod flush_tick;
 pub mod handshake;
 pub mod read_buffer;
 mod session;

@@ -253,9 +253,9 @@ impl ServerSession {
         self.state = State::Closed;
     }
 
-    /// Queues one audio or video message whose body is `body` (an FLV tag
-    /// header and the frame payload, sent as they are).
-    pub fn send_media(&mut self, video: bool, timestamp: u32, body: &[Bytes]) {
+    /// Queues one audio or video message whose body is `prefix` (an FLV tag
+    /// header, copied) and then `body` (the frame payload, sent as it is).
+    pub fn send_media(&mut self, video: bool, timestamp: u32, prefix: &[u8], body: &[Bytes]) {
         if self.state != State::Playing {
             return;
         }
@@ -263,7 +263,7 @@ impl ServerSession {
             self.pieces.push_back(self.out.split().freeze());
         }
         let (csid, type_id) = if video { (CSID_VIDEO, MSG_VIDEO) } else { (CSID_AUDIO, MSG_AUDIO) };
-        self.encoder.encode_parts((csid, type_id, MEDIA_STREAM, timestamp), body, &mut self.out, &mut self.pieces);
+        self.encoder.encode_parts((csid, type_id, MEDIA_STREAM, timestamp), prefix, body, &mut self.out, &mut self.pieces);
     }
 
     /// Accepts a pending publish: the client may send media.
@@ -509,7 +509,7 @@ mod tests {
         assert!(requested && client.is_live(), "play accepted");
         let body = Bytes::from(vec![0x27; 3000]);
         for i in 0..2000u32 {
-            server.send_media(true, i * 40, std::slice::from_ref(&body));
+            server.send_media(true, i * 40, &[], std::slice::from_ref(&body));
         }
         while let Some(o) = server.poll_transmit() {
             to_c.extend_from_slice(&o);
