@@ -118,6 +118,20 @@ pub struct Hls {
     pub linger_seconds: f64,
     /// Cap on one stream's LL-HLS window, all renditions together.
     pub max_window_bytes: usize,
+    /// Where packaged segments and parts (LL-HLS and LL-DASH) are kept.
+    pub store: PackagedStore,
+}
+
+/// Where packaged media lives (`hls.store`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PackagedStore {
+    /// Anonymous in-memory files (`memfd`).
+    #[default]
+    Memory,
+    /// Unlinked files in `DATA_DIR/packaged`: page cache the kernel may
+    /// write out and reclaim.
+    Disk,
 }
 
 /// LL-DASH: `/dash/{stream}/index.mpd`. Segments and parts are LL-HLS's.
@@ -335,6 +349,7 @@ impl Default for Hls {
             playlist_segments: 10,
             linger_seconds: 30.0,
             max_window_bytes: 64 << 20,
+            store: PackagedStore::Memory,
         }
     }
 }
@@ -520,6 +535,14 @@ mod tests {
         )
         .unwrap();
         assert!(bad.validate().unwrap_err().to_string().contains("preset"));
+    }
+
+    #[test]
+    fn packaged_media_is_kept_in_memory_unless_disk_is_asked_for() {
+        assert_eq!(Config::default().hls.store, PackagedStore::Memory);
+        let c: Config = toml::from_str("[hls]\nstore = \"disk\"\n").unwrap();
+        assert_eq!(c.hls.store, PackagedStore::Disk);
+        assert!(toml::from_str::<Config>("[hls]\nstore = \"tape\"\n").is_err());
     }
 
     #[test]

@@ -45,7 +45,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use transcoding::Transcoders;
 
-use crate::config::Config;
+use crate::config::{Config, PackagedStore};
 
 #[derive(Parser, Debug)]
 #[command(name = "tidecast", version, about = "A live media server: RTMP in, LL-HLS out, one process.")]
@@ -168,6 +168,11 @@ fn main() -> anyhow::Result<()> {
 async fn serve(cfg: Config) -> anyhow::Result<()> {
     let v = cfg.validate()?;
     std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("creating data dir {}", cfg.data_dir.display()))?;
+    if cfg.hls.store == PackagedStore::Disk {
+        let dir = cfg.data_dir.join("packaged");
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        tidecast_memfile::set_directory(Some(dir));
+    }
 
     let registry = Registry::new(RegistryConfig {
         grace: v.grace,

@@ -9,7 +9,9 @@ use common::*;
 /// rate, sample rate, frame count and duration.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rtmp_h264_aac_comes_out_as_ll_hls() {
-    let server = Server::start(&["--reconnect-grace", "0"]);
+    // Packaged media on disk here (every other test keeps it in memory):
+    // the same bytes must come back either way.
+    let server = Server::start_with_config(Some("[hls]\nstore = \"disk\"\n"), &["--reconnect-grace", "0"]);
     let mut args = lavfi_h264_aac(6, "640x360", 30, 48000);
     args.extend(["-f".into(), "flv".into(), server.rtmp_url("cam")]);
     let out = ffmpeg(&args);
@@ -52,6 +54,19 @@ async fn rtmp_h264_aac_comes_out_as_ll_hls() {
     };
     assert_eq!(frames("h264"), 180, "6 s at 30 fps");
     assert!(frames("aac") >= 280, "about 6 s of 48 kHz AAC (1024 samples per frame)");
+
+    // The lingering stream's packaged media is in unlinked files under the
+    // data directory, which the server still holds open.
+    let packaged = server.dir.path().join("data").join("packaged");
+    let fds = std::fs::read_dir(format!("/proc/{}/fd", server.pid().expect("running"))).expect("fd list");
+    let held: Vec<String> = fds
+        .flatten()
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .map(|t| t.to_string_lossy().into_owned())
+        .filter(|t| t.starts_with(&*packaged.to_string_lossy()))
+        .collect();
+    assert!(!held.is_empty() && held.iter().all(|t| t.ends_with("(deleted)")), "{held:?}");
+    assert_eq!(std::fs::read_dir(&packaged).expect("packaged dir").count(), 0, "nothing named is left behind");
 }
 
 /// Live LL-HLS behaviour against a real-time publisher: blocking reload,

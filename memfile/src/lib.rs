@@ -24,6 +24,10 @@
 //! socket still has queued stay intact (the kernel holds its own reference
 //! to them), and a freed range is never written again.
 //!
+//! [`set_directory`] moves the files onto a file system instead (unlinked
+//! files in a directory): the page cache then holds the bytes, and the
+//! kernel may write them out under memory pressure.
+//!
 //! Where `memfd_create` is unavailable the writer falls back to ordinary
 //! heap copies and sockets fall back to ordinary writes.
 
@@ -33,5 +37,5 @@ mod log;
 mod registry;
 mod socket;
 
-pub use log::{join, stats, ChunkWriter, Stats};
+pub use log::{join, set_directory, stats, ChunkWriter, Stats};
 pub use socket::SendfileStream;

@@ -5,6 +5,7 @@ use std::ffi::CString;
 use std::fmt;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -54,6 +55,26 @@ pub fn stats() -> Stats {
     }
 }
 
+/// Where writers made with [`ChunkWriter::new`] keep their files: `None`
+/// for memory (`memfd`), or a directory on a file system.
+static DIRECTORY: parking_lot::RwLock<Option<PathBuf>> = parking_lot::RwLock::new(None);
+
+/// Makes every writer created from now on with [`ChunkWriter::new`] keep
+/// its files in `dir` (unlinked files, made with `O_TMPFILE`) instead of in
+/// memory; `None` goes back to memory.
+///
+/// The bytes then live in the page cache of that file system: the kernel
+/// may write them out and drop them under memory pressure (and read them
+/// back if they are asked for again), and file systems with large folios
+/// (ext4, XFS) let `sendfile` look them up a few at a time rather than a
+/// page at a time, which is cheaper than shared memory's lookups. A window
+/// shorter than the kernel's dirty expiry (30 s by default) is normally
+/// freed before it is written out at all. Where the directory cannot hold
+/// such files, writers keep their files in memory (logged once).
+pub fn set_directory(dir: Option<PathBuf>) {
+    *DIRECTORY.write() = dir;
+}
+
 /// The granularity memory is given back in: the largest page the kernel
 /// may back shared memory with. Punching part of a large page zeroes that
 /// part in place, and a socket may still hold the page; so holes are only
@@ -98,6 +119,20 @@ fn shmem_large_page() -> usize {
         }
     }
     largest
+}
+
+/// The granularity space is given back in for a file on a file system: the
+/// largest folio its page cache may use, the PMD size (2 MiB on x86-64),
+/// for the same reason as [`punch_unit`].
+fn file_punch_unit() -> usize {
+    static UNIT: OnceLock<usize> = OnceLock::new();
+    *UNIT.get_or_init(|| {
+        std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/hpage_pmd_size")
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+            .unwrap_or(2 << 20)
+            .max(punch_unit())
+    })
 }
 
 /// Once `head` is this far past what was given back, something old is still
@@ -145,6 +180,8 @@ pub(crate) struct Log {
     fd: OwnedFd,
     base: NonNull<u8>,
     cap: usize,
+    /// Holes are punched in multiples of this.
+    unit: usize,
     state: Mutex<State>,
 }
 
@@ -157,15 +194,20 @@ unsafe impl Send for Log {}
 unsafe impl Sync for Log {}
 
 impl Log {
-    fn create(name: &str, cap: usize) -> io::Result<Arc<Log>> {
-        let cname = CString::new(format!("tidecast:{name}")).unwrap_or_default();
-        // SAFETY: a valid C string and flags; the result is checked.
-        let raw = unsafe { libc::memfd_create(cname.as_ptr(), libc::MFD_CLOEXEC) };
-        if raw < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `raw` is a new descriptor that nothing else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    fn create(name: &str, dir: Option<&Path>, cap: usize) -> io::Result<Arc<Log>> {
+        let (fd, unit) = match dir.map(|d| open_unlinked(d, cap)) {
+            Some(Ok(fd)) => (fd, file_punch_unit()),
+            other => {
+                if let Some(Err(e)) = other {
+                    static WARNED: AtomicBool = AtomicBool::new(false);
+                    if !WARNED.swap(true, Ordering::Relaxed) {
+                        warn!(dir = %dir.map(Path::display).map(|d| d.to_string()).unwrap_or_default(), error = %e,
+                            "cannot keep packaged media in files there; keeping it in memory");
+                    }
+                }
+                (memfd(name)?, punch_unit())
+            }
+        };
         let len = libc::off_t::try_from(cap).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
         // SAFETY: a valid descriptor; a sparse file takes no memory.
         if unsafe { libc::ftruncate(fd.as_raw_fd(), len) } != 0 {
@@ -191,7 +233,7 @@ impl Log {
         // SAFETY: the mapping just made; advice only.
         unsafe { libc::madvise(base, cap, libc::MADV_DONTDUMP) };
         let base = NonNull::new(base.cast::<u8>()).ok_or_else(|| io::Error::from(io::ErrorKind::Other))?;
-        let log = Arc::new(Log { fd, base, cap, state: Mutex::new(State::new()) });
+        let log = Arc::new(Log { fd, base, cap, unit, state: Mutex::new(State::new()) });
         registry::insert(base.as_ptr() as usize, cap, log.fd.as_raw_fd(), Arc::downgrade(&log));
         LOGS.fetch_add(1, Ordering::Relaxed);
         Ok(log)
@@ -295,7 +337,7 @@ impl Log {
             }
             None => return,
         }
-        let unit = punch_unit();
+        let unit = self.unit;
         // Nothing below the oldest live view is read again.
         let frontier = s.pins.keys().next().map_or(s.head, |&(a, _)| a);
         let to = frontier / unit * unit;
@@ -365,6 +407,40 @@ impl Log {
     }
 }
 
+/// A fresh anonymous in-memory file.
+fn memfd(name: &str) -> io::Result<OwnedFd> {
+    let cname = CString::new(format!("tidecast:{name}")).unwrap_or_default();
+    // SAFETY: a valid C string and flags; the result is checked.
+    let raw = unsafe { libc::memfd_create(cname.as_ptr(), libc::MFD_CLOEXEC) };
+    if raw < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `raw` is a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+}
+
+/// A fresh unlinked file in `dir`, gone from the file system when closed,
+/// on a file system that can punch holes (checked: a log that could not
+/// give space back would grow to its capacity).
+fn open_unlinked(dir: &Path, cap: usize) -> io::Result<OwnedFd> {
+    use std::os::unix::ffi::OsStrExt;
+    let cdir = CString::new(dir.as_os_str().as_bytes()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: a valid C string and flags; the result is checked.
+    let raw = unsafe { libc::open(cdir.as_ptr(), libc::O_TMPFILE | libc::O_RDWR | libc::O_CLOEXEC, 0o600) };
+    if raw < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `raw` is a new descriptor that nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    let len = libc::off_t::try_from(cap.min(file_punch_unit())).unwrap_or(4096);
+    // SAFETY: a valid descriptor; the file is empty, so nothing is lost.
+    let r = unsafe { libc::fallocate(fd.as_raw_fd(), libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE, 0, len) };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(fd)
+}
+
 impl Drop for Log {
     fn drop(&mut self) {
         registry::remove(self.base.as_ptr() as usize);
@@ -412,6 +488,8 @@ const RETRY_AFTER: u32 = 256;
 /// are contiguous, so [`join`] can view a run of them as one.
 pub struct ChunkWriter {
     name: String,
+    /// Where its files go: `None` for memory.
+    dir: Option<PathBuf>,
     log: Option<Arc<Log>>,
     /// Heap writes left before the next try at a file.
     backoff: u32,
@@ -425,9 +503,15 @@ impl fmt::Debug for ChunkWriter {
 
 impl ChunkWriter {
     /// A writer whose files are named after `name` (it shows in
-    /// `/proc/PID/fd`); no file is made before the first write.
+    /// `/proc/PID/fd`) and kept where [`set_directory`] said; no file is
+    /// made before the first write.
     pub fn new(name: &str) -> ChunkWriter {
-        ChunkWriter { name: name.to_owned(), log: None, backoff: 0 }
+        ChunkWriter::in_directory(name, DIRECTORY.read().clone())
+    }
+
+    /// A writer whose files are kept in `dir` (`None`: in memory).
+    pub fn in_directory(name: &str, dir: Option<PathBuf>) -> ChunkWriter {
+        ChunkWriter { name: name.to_owned(), dir, log: None, backoff: 0 }
     }
 
     /// Writes the concatenation of `pieces` as one chunk.
@@ -441,7 +525,7 @@ impl ChunkWriter {
         }
         let total: usize = pieces.iter().map(|p| p.len()).sum();
         if self.log.is_none() && self.backoff == 0 && !UNAVAILABLE.load(Ordering::Relaxed) && total <= CAPACITY {
-            match Log::create(&self.name, CAPACITY).and_then(|log| Ok((log.append(pieces)?, log))) {
+            match Log::create(&self.name, self.dir.as_deref(), CAPACITY).and_then(|log| Ok((log.append(pieces)?, log))) {
                 Ok((b, log)) => {
                     self.log = Some(log);
                     if let Some(b) = b {
@@ -561,6 +645,49 @@ mod tests {
             w.write(&[&chunk]);
         }
         assert!(oldest.iter().all(|&b| b == 7));
+    }
+
+    fn fd_target(log: &Log) -> String {
+        std::fs::read_link(format!("/proc/self/fd/{}", log.fd.as_raw_fd()))
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn files_in_a_directory_are_unlinked_and_give_space_back_in_whole_folios() {
+        let dir = std::env::temp_dir().join(format!("memfile-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let mut w = ChunkWriter::in_directory("test-dir", Some(dir.clone()));
+        let chunk = vec![5u8; 256 * 1024];
+        let mut kept = std::collections::VecDeque::new();
+        for _ in 0..64 {
+            kept.push_back(w.write(&[&chunk]));
+            if kept.len() > 4 {
+                kept.pop_front();
+            }
+        }
+        let log = w.log.clone().expect("a log");
+        let target = fd_target(&log);
+        assert!(target.starts_with(&*dir.to_string_lossy()) && target.ends_with("(deleted)"), "{target}");
+        assert_eq!(std::fs::read_dir(&dir).expect("dir").count(), 0, "nothing is left in the directory");
+        assert_eq!(log.unit, file_punch_unit());
+        let (head, punched) = {
+            let s = log.state.lock();
+            (s.head, s.punched)
+        };
+        assert_eq!(punched % log.unit, 0);
+        assert!(punched + 5 * chunk.len() + 2 * log.unit >= head, "punched {punched} of {head}");
+        assert!(kept.iter().all(|c| c.iter().all(|&b| b == 5)), "what is still viewed is intact");
+        drop((kept, w, log));
+        let _ = std::fs::remove_dir(&dir);
+    }
+
+    #[test]
+    fn a_directory_that_cannot_hold_files_falls_back_to_memory() {
+        let mut w = ChunkWriter::in_directory("test-nodir", Some(PathBuf::from("/nonexistent/tidecast-memfile")));
+        assert_eq!(&w.write(&[b"still written"])[..], b"still written");
+        let log = w.log.clone().expect("a log, in memory");
+        assert!(fd_target(&log).starts_with("/memfd:"), "{}", fd_target(&log));
     }
 
     #[test]

@@ -12,7 +12,7 @@ pub struct Sample {
     /// User plus system CPU seconds used so far.
     pub cpu_seconds: f64,
     /// Resident memory, bytes: RSS plus the unmapped pages of the in-memory
-    /// files it holds ([`memfd_unmapped_bytes`]).
+    /// and unlinked files it holds ([`memfd_unmapped_bytes`]).
     pub rss_bytes: u64,
 }
 
@@ -33,19 +33,21 @@ pub fn sample(pids: &[u32]) -> std::io::Result<Sample> {
     Ok(total)
 }
 
-/// Bytes of the process's open `memfd` files that are allocated and not
-/// mapped into it (mapped pages are in its RSS already).
+/// Bytes of the process's open `memfd` files, and of the unlinked files it
+/// holds open (Tidecast's packaged media with `hls.store = "disk"`), that
+/// are allocated and not mapped into it (mapped pages are in its RSS
+/// already).
 pub fn memfd_unmapped_bytes(pid: u32) -> u64 {
     use std::os::unix::fs::MetadataExt;
     let mut seen = std::collections::HashSet::new();
     let mut allocated = 0u64;
     for entry in std::fs::read_dir(format!("/proc/{pid}/fd")).into_iter().flatten().flatten() {
-        let is_memfd = std::fs::read_link(entry.path()).is_ok_and(|t| t.to_string_lossy().starts_with("/memfd:"));
-        if !is_memfd {
+        let is_held = std::fs::read_link(entry.path()).is_ok_and(|t| held_file(&t.to_string_lossy()));
+        if !is_held {
             continue;
         }
         if let Ok(m) = std::fs::metadata(entry.path()) {
-            if seen.insert(m.ino()) {
+            if m.is_file() && seen.insert((m.dev(), m.ino())) {
                 allocated += m.blocks() * 512;
             }
         }
@@ -57,7 +59,14 @@ pub fn memfd_unmapped_bytes(pid: u32) -> u64 {
     allocated.saturating_sub(memfd_mapped_bytes(&smaps))
 }
 
-/// The resident bytes of the `memfd` mappings in a /proc/PID/smaps text.
+/// Whether a path from /proc (a descriptor's target or a mapping's name)
+/// is an in-memory file or an unlinked one.
+fn held_file(path: &str) -> bool {
+    path.starts_with("/memfd:") || (path.starts_with('/') && path.ends_with(" (deleted)"))
+}
+
+/// The resident bytes of the `memfd` and unlinked-file mappings in a
+/// /proc/PID/smaps text.
 fn memfd_mapped_bytes(smaps: &str) -> u64 {
     let mut in_memfd = false;
     let mut total = 0;
@@ -65,7 +74,9 @@ fn memfd_mapped_bytes(smaps: &str) -> u64 {
         // A mapping's header: "start-end perms offset dev inode [path]".
         let first = line.split_whitespace().next().unwrap_or("");
         if first.contains('-') && !first.ends_with(':') {
-            in_memfd = line.contains("/memfd:");
+            // The path is the sixth field and may contain spaces.
+            let path = line.splitn(6, char::is_whitespace).nth(5).map(str::trim_start).unwrap_or("");
+            in_memfd = held_file(path);
         } else if let (true, Some(v)) = (in_memfd, line.strip_prefix("Rss:")) {
             total += v.split_whitespace().next().and_then(|k| k.parse::<u64>().ok()).unwrap_or(0) * 1024;
         }
@@ -127,8 +138,10 @@ mod tests {
     fn mapped_memfd_pages_are_read_from_smaps() {
         let smaps = "7f00-7f10 r--s 00000000 00:01 42 /memfd:tidecast:video (deleted)\nSize: 1048576 kB\nRss: 120 kB\n\
                      7f20-7f30 rw-p 00000000 00:00 0 \nRss: 900 kB\n\
-                     7f40-7f50 r--s 00000000 00:01 43 /memfd:tidecast:audio (deleted)\nRss: 8 kB\n";
-        assert_eq!(super::memfd_mapped_bytes(smaps), 128 * 1024);
+                     7f40-7f50 r--s 00000000 00:01 43 /memfd:tidecast:audio (deleted)\nRss: 8 kB\n\
+                     7f60-7f70 r--s 00000000 fd:00 77                 /data/packaged/#77 (deleted)\nRss: 64 kB\n\
+                     7f80-7f90 r-xp 00000000 fd:00 78                 /usr/lib/libc.so.6\nRss: 500 kB\n";
+        assert_eq!(super::memfd_mapped_bytes(smaps), (120 + 8 + 64) * 1024);
     }
 
     #[test]
