@@ -6,7 +6,9 @@
 #
 # Usage: bench/compare.sh [servers...]      (default: tidecast nginx xiu)
 # Environment: STEP_SECONDS (10), RAMP ("100 200 400 800 1600 3200 6400"),
-#              CONNECTIONS (100), NO_INSTALL=1 (peers already installed).
+#              CONNECTIONS (100), NO_INSTALL=1 (peers already installed),
+#              TIDECAST_STORE (disk: Tidecast's packaged segments on disk, as
+#              nginx's HLS files are; memory: its default store).
 #
 # Per server:
 #   A. a fresh stream: one publisher pushes the clip in real time; the
@@ -85,8 +87,11 @@ start_tidecast() {
     local dir="$work/tidecast"
     mkdir -p "$dir"
     # Embedded defaults, except the connection cap (1000), which the ramp
-    # passes; nginx and xiu run without one.
-    printf '[rtmp]\nmax_connections = 20000\n' >"$dir/tidecast.toml"
+    # passes (nginx and xiu run without one), and where packaged segments
+    # live: on the same disk as nginx's HLS files (`hls.store = "disk"`),
+    # so both serve them from the page cache. TIDECAST_STORE=memory runs
+    # the default store instead.
+    printf '[rtmp]\nmax_connections = 20000\n[hls]\nstore = "%s"\n' "${TIDECAST_STORE:-disk}" >"$dir/tidecast.toml"
     "$root/target/release/tidecast" serve --config "$dir/tidecast.toml" --data-dir "$dir/data" --log warn \
         --rtmp-listen 127.0.0.1:21935 --http-listen 127.0.0.1:28080 --srt-listen 127.0.0.1:29000 \
         --admin-listen 127.0.0.1:24242 --webrtc-bind 127.0.0.1 --webrtc-udp-port 0 --webrtc-tcp-port 0 \
