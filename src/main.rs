@@ -33,6 +33,7 @@ use tidecast_protocols::dash::http::DashHttp;
 use tidecast_protocols::hls::http::HlsHttp;
 use tidecast_protocols::hls::{HlsConfig, HlsHub};
 use tidecast_protocols::ingest::IngestStats;
+use tidecast_protocols::flv::http::FlvHttp;
 use tidecast_protocols::mpegts::http::TsHttp;
 use tidecast_protocols::mpegts::output::TsHub;
 use tidecast_protocols::rtmp::chunk::Limits;
@@ -378,7 +379,12 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         traffic: traffic.clone(),
         latency_target: v.dash_latency_target,
     }))
-    .merge(tidecast_protocols::mpegts::http::router(TsHttp { ts, gate: http_gate, traffic: traffic.clone() }))
+    .merge(tidecast_protocols::mpegts::http::router(TsHttp { ts, gate: http_gate.clone(), traffic: traffic.clone() }))
+    .merge(tidecast_protocols::flv::http::router(FlvHttp {
+        registry: registry.clone(),
+        gate: http_gate,
+        traffic: traffic.clone(),
+    }))
     .layer(tidecast_protocols::http::cors())
     .merge(tidecast_protocols::webrtc::http::routes(signaling));
     let http_shutdown = shutdown.clone();

@@ -26,6 +26,8 @@ pub struct Traffic {
     pub dash: AtomicU64,
     /// HTTP MPEG-TS.
     pub ts: AtomicU64,
+    /// HTTP-FLV.
+    pub flv: AtomicU64,
     /// WHEP (media payload bytes before RTP and SRTP overhead).
     pub webrtc: AtomicU64,
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use futures_util::FutureExt;
-use tidecast_media::{Event, MediaKind, Registry, Stream, Subscriber, Track};
+use tidecast_media::{Event, Registry, Stream, Subscriber};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
@@ -19,7 +19,8 @@ use super::flush_tick::FlushTick;
 use super::read_buffer::ReadBuffer;
 use super::{ServerSession, SessionConfig, SessionEvent};
 use crate::access::{AccessGate, EndReason, PlayRequest, PublishRequest, Refusal, Session};
-use crate::flv::{self, FlvIngest, TagKind};
+use crate::flv::egress::{EgressNote, FlvEgress, TagSink};
+use crate::flv::{FlvIngest, TagKind};
 use crate::ingest::{Deliverer, IngestStats};
 
 /// What the RTMP listener needs from the rest of the server.
@@ -315,7 +316,7 @@ async fn play(
     let name = stream.name().to_owned();
     let mut sub = stream.subscribe();
     let started = Instant::now();
-    let mut tags = TagWriter { want_height: rendition, ..TagWriter::default() };
+    let mut tags = TagWriter { egress: FlvEgress::new(rendition) };
     let mut tick = tick.map(FlushTick::subscribe);
     // Made once, not per turn of the loop: each registers with its
     // notifier when first polled.
@@ -436,19 +437,15 @@ const MAX_BATCH: usize = 64;
 /// Queued bytes that go out without waiting for the rest of a drain.
 const FLUSH_BYTES: usize = 256 * 1024;
 
-/// A player's FLV tag state: the tracks it plays and the clock.
-#[derive(Default)]
+/// A player's FLV form of the stream, and its writes.
 struct TagWriter {
-    /// The height of the ladder rung asked for (`?rendition=480p`).
-    want_height: Option<u32>,
-    /// The video track is a rung that has not had a keyframe yet (the
-    /// stream's readers start at the source's keyframes).
-    video_wait_key: bool,
-    video: Option<Track>,
-    audio: Option<Track>,
-    base: Option<i64>,
-    last_ts: u32,
-    warned: bool,
+    egress: FlvEgress,
+}
+
+impl TagSink for ServerSession {
+    fn tag(&mut self, kind: TagKind, timestamp: u32, prefix: &[u8], body: &bytes::Bytes) {
+        self.send_media(kind == TagKind::Video, timestamp, prefix, std::slice::from_ref(body));
+    }
 }
 
 impl TagWriter {
@@ -484,55 +481,10 @@ impl TagWriter {
 
     /// Queues what `ev` means for the player on `session`.
     fn event(&mut self, ev: Event, session: &mut ServerSession, peer: SocketAddr, name: &str) {
-        match ev {
-            Event::Tracks(tracks) => {
-                let fits = |t: &&Track| flv::config_tag(t).is_some();
-                let videos: Vec<&Track> = tracks.iter().filter(|t| t.kind() == MediaKind::Video).filter(fits).collect();
-                let wanted = self.want_height.and_then(|h| videos.iter().find(|t| t.info.height == h));
-                let video = wanted.or(videos.first()).map(|t| (*t).clone());
-                if video.as_ref().map(|t| t.id) != self.video.as_ref().map(|t| t.id) {
-                    self.video_wait_key = video.as_ref().is_some_and(|t| t.id >= tidecast_media::DERIVED_TRACK_BASE);
-                }
-                self.video = video;
-                self.audio = tracks.iter().filter(|t| t.kind() == MediaKind::Audio).find(fits).cloned();
-                let kept = usize::from(self.video.is_some()) + usize::from(self.audio.is_some());
-                let own = tracks.iter().filter(|t| t.id < tidecast_media::DERIVED_TRACK_BASE).count();
-                if !self.warned && own > kept {
-                    self.warned = true;
-                    warn!(%peer, stream = %name, "rtmp play: FLV carries one H.264/HEVC/AV1/VP9 and one AAC track; others are left out");
-                }
-                // Sequence headers go out at the current time, before the next frame.
-                for t in [&self.video, &self.audio].into_iter().flatten() {
-                    if let Some((kind, tag)) = flv::config_tag(t) {
-                        session.send_media(kind == TagKind::Video, self.last_ts, &[], &[tag]);
-                    }
-                }
-            }
-            Event::Frame(f) => {
-                let Some(track) = [&self.video, &self.audio].into_iter().flatten().find(|t| t.id == f.track) else {
-                    return;
-                };
-                if track.kind() == MediaKind::Video && self.video_wait_key {
-                    if !f.keyframe {
-                        return;
-                    }
-                    self.video_wait_key = false;
-                }
-                let Some((kind, header)) = flv::frame_tag_header(track.codec, &f) else { return };
-                // Start the clock a little before the first frame, so
-                // audio that precedes the first keyframe stays positive.
-                let b = *self.base.get_or_insert(f.dts - 500_000);
-                self.last_ts = rtmp_time(f.dts, b);
-                session.send_media(kind == TagKind::Video, self.last_ts, &header, &[f.payload]);
-            }
-            Event::Discontinuity => {}
+        if self.egress.event(ev, session) == EgressNote::TracksLeftOut {
+            warn!(%peer, stream = %name, "rtmp play: FLV carries one H.264/HEVC/AV1/VP9 and one AAC track; others are left out");
         }
     }
-}
-
-/// A stream time in µs as an RTMP timestamp (ms since `base`, wrapping as RTMP does).
-fn rtmp_time(dts: i64, base: i64) -> u32 {
-    ((dts - base).max(0) / 1000) as u32
 }
 
 /// Writes everything the session has queued, with vectored writes (media

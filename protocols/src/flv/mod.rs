@@ -7,6 +7,9 @@
 //! for the same purpose (`Opus`, `mp4a`). The legacy codec ids are AVC (7),
 //! the widespread HEVC extension (12) and AAC (10).
 
+pub mod egress;
+pub mod http;
+
 use crate::ingest::{Delivery, MediaSource};
 use bytes::Bytes;
 use tidecast_media::{Codec, Frame, Track, TrackId, TIMESCALE};
