@@ -95,9 +95,8 @@ async fn ffmpeg_and_ffprobe_read_http_flv() {
 
     // ffprobe names the container on the other path.
     let url = format!("http://{}/flv/flvcam.flv", server.http);
-    let probe = tokio::task::spawn_blocking(move || ffprobe(&url, &["-show_entries", "format=format_name"]))
-        .await
-        .unwrap();
+    let probe =
+        tokio::task::spawn_blocking(move || ffprobe(&url, &["-show_entries", "format=format_name"])).await.unwrap();
     assert!(probe.iter().any(|s| s.get("format_name").map(String::as_str) == Some("flv")), "{probe:?}");
 
     let load = api_ok("GET", &server.api("/load"), ADMIN_KEY, None, 200).await;

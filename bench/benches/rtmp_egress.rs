@@ -28,7 +28,13 @@ fn rtmp_egress(c: &mut Criterion) {
                 let Some((kind, tag)) = frame_tag_header(tracks[f.track as usize].codec, f) else { continue };
                 let (csid, type_id) = if kind == TagKind::Video { (6, 9) } else { (4, 8) };
                 let ts = (f.dts / 1000) as u32;
-                enc.encode_parts((csid, type_id, 1, ts), &tag, std::slice::from_ref(&f.payload), &mut headers, &mut out);
+                enc.encode_parts(
+                    (csid, type_id, 1, ts),
+                    &tag,
+                    std::slice::from_ref(&f.payload),
+                    &mut headers,
+                    &mut out,
+                );
                 sent += out.drain(..).map(|p| p.len()).sum::<usize>();
             }
             sent

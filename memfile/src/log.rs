@@ -525,7 +525,8 @@ impl ChunkWriter {
         }
         let total: usize = pieces.iter().map(|p| p.len()).sum();
         if self.log.is_none() && self.backoff == 0 && !UNAVAILABLE.load(Ordering::Relaxed) && total <= CAPACITY {
-            match Log::create(&self.name, self.dir.as_deref(), CAPACITY).and_then(|log| Ok((log.append(pieces)?, log))) {
+            match Log::create(&self.name, self.dir.as_deref(), CAPACITY).and_then(|log| Ok((log.append(pieces)?, log)))
+            {
                 Ok((b, log)) => {
                     self.log = Some(log);
                     if let Some(b) = b {

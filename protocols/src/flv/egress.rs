@@ -205,7 +205,10 @@ mod tests {
         assert_eq!(tags.len(), 5, "two sequence headers and three frames");
         assert!(matches!(parse_video(&tags[0].body).unwrap(), VideoTag::Config { codec: Codec::H264, .. }));
         assert!(matches!(parse_audio(&tags[1].body).unwrap(), AudioTag::Config { codec: Codec::Aac, .. }));
-        assert_eq!(parse_audio(&tags[2].body).unwrap(), AudioTag::Frame { codec: Codec::Aac, data: Bytes::from_static(b"AU1") });
+        assert_eq!(
+            parse_audio(&tags[2].body).unwrap(),
+            AudioTag::Frame { codec: Codec::Aac, data: Bytes::from_static(b"AU1") }
+        );
         // The clock starts half a second before the first frame.
         assert_eq!((tags[2].timestamp, tags[3].timestamp, tags[4].timestamp), (500, 500, 540));
         match parse_video(&tags[3].body).unwrap() {

@@ -263,7 +263,13 @@ impl ServerSession {
             self.pieces.push_back(self.out.split().freeze());
         }
         let (csid, type_id) = if video { (CSID_VIDEO, MSG_VIDEO) } else { (CSID_AUDIO, MSG_AUDIO) };
-        self.encoder.encode_parts((csid, type_id, MEDIA_STREAM, timestamp), prefix, body, &mut self.out, &mut self.pieces);
+        self.encoder.encode_parts(
+            (csid, type_id, MEDIA_STREAM, timestamp),
+            prefix,
+            body,
+            &mut self.out,
+            &mut self.pieces,
+        );
     }
 
     /// Accepts a pending publish: the client may send media.
