@@ -30,12 +30,13 @@ use tidecast_control::store::{Db, RedbStore};
 use tidecast_control::triggers::{Trigger, Triggers};
 use tidecast_media::{PublishMode, Registry, RegistryConfig, StreamConfig};
 use tidecast_protocols::dash::http::DashHttp;
+use tidecast_protocols::flv::http::FlvHttp;
 use tidecast_protocols::hls::http::HlsHttp;
 use tidecast_protocols::hls::{HlsConfig, HlsHub};
 use tidecast_protocols::ingest::IngestStats;
-use tidecast_protocols::flv::http::FlvHttp;
 use tidecast_protocols::mpegts::http::TsHttp;
 use tidecast_protocols::mpegts::output::TsHub;
+use tidecast_protocols::push::PushManager;
 use tidecast_protocols::rtmp::chunk::Limits;
 use tidecast_protocols::rtmp::driver::{self, RtmpContext};
 use tidecast_protocols::rtmp::SessionConfig;
@@ -353,6 +354,18 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         });
         tokio::spawn(transcoders.clone().run(registry.clone(), profile_of, probed, shutdown.clone()));
     }
+    // Push targets: restreams and recordings (under DATA_DIR/recordings).
+    let recordings = cfg.data_dir.join("recordings");
+    std::fs::create_dir_all(&recordings).with_context(|| format!("creating {}", recordings.display()))?;
+    let pushes = {
+        let plane = plane.clone();
+        let targets_for: tidecast_protocols::push::TargetsFor = Box::new(move |name: &str| match plane.owned(name) {
+            Ok(Some(o)) => (o.stream.push_targets.clone(), Some(o.stream.tenant.clone())),
+            _ => (Vec::new(), None),
+        });
+        PushManager::new(registry.clone(), recordings, targets_for, shutdown.clone())
+    };
+    tokio::spawn(pushes.clone().run());
     let sources = Sources {
         registry: registry.clone(),
         ingest: vec![("rtmp", rtmp_stats), ("srt", srt_stats)],
@@ -402,6 +415,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         srt: Some(srt_sessions.clone()),
         webrtc: Some(webrtc.clone()),
         profiles: Some(transcoders.clone()),
+        pushes: Some(pushes.clone()),
     });
     let admin_shutdown = shutdown.clone();
     let admin_task = tokio::spawn(async move {

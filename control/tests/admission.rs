@@ -70,7 +70,7 @@ async fn node() -> Node {
         traffic: traffic.clone(),
     })
     .merge(tidecast_protocols::mpegts::http::router(TsHttp { ts, gate, traffic }));
-    let api = api_router(Api { plane: plane.clone(), srt: None, webrtc: None, profiles: None });
+    let api = api_router(Api { plane: plane.clone(), srt: None, webrtc: None, profiles: None, pushes: None });
     Node { plane, registry, hls, playback, api, _dir: dir, shutdown }
 }
 

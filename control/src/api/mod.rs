@@ -12,6 +12,7 @@ pub mod keys;
 mod live;
 mod problem;
 pub mod profiles;
+mod pushes;
 mod streams;
 mod tenants;
 mod triggers;
@@ -51,6 +52,8 @@ pub struct Api {
     /// The transcoder's profiles of the configuration file, and its check
     /// of new ones.
     pub profiles: Option<Arc<dyn profiles::ProfileCatalog>>,
+    /// Restreams and recordings.
+    pub pushes: Option<Arc<tidecast_protocols::push::PushManager>>,
 }
 
 /// The authenticated caller.
@@ -195,7 +198,7 @@ impl Modify for BearerAuth {
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Tidecast admin API", description = "Tenants, keys, streams, playback tokens, triggers, transcode profiles, sessions and load of one Tidecast node."),
+    info(title = "Tidecast admin API", description = "Tenants, keys, streams, playback tokens, triggers, transcode profiles, pushes, sessions and load of one Tidecast node."),
     modifiers(&BearerAuth),
     security(("api_key" = [])),
     components(schemas(Problem))
@@ -210,6 +213,7 @@ fn documented() -> OpenApiRouter<Api> {
         .merge(triggers::routes())
         .merge(live::routes())
         .merge(profiles::routes())
+        .merge(pushes::routes())
 }
 
 /// The routes and the OpenAPI document they generate.

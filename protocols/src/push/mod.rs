@@ -1,0 +1,520 @@
+//! Push targets: a live stream restreamed to another server or recorded
+//! into a file, the way MistServer treats both (a recording is a push to a
+//! file). Each push reads the stream like any viewer, from its newest
+//! keyframe, through the FLV egress RTMP players use, and keeps going
+//! until the stream ends or the push is stopped.
+//!
+//! - **Bounded**: a push reads the stream's ring; one that cannot keep up
+//!   (a slow target) falls behind, jumps to the newest keyframe and the
+//!   skipped frames are counted, on the push and on the stream. It never
+//!   holds the stream, its viewers or other pushes back.
+//! - **Reconnects**: a restream whose target fails (refused, unreachable,
+//!   closed) tries again after 1 s, doubling to 30 s, for as long as the
+//!   stream lives; the reconnects and the last error are in its status. A
+//!   recording that fails to write stops (a fresh file would overwrite or
+//!   split it), with the error in its status.
+//! - **Started** from a stream's `push_targets` when the stream starts, or
+//!   on demand ([`PushManager::start`]).
+
+pub mod target;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::{Bytes, BytesMut};
+use parking_lot::Mutex;
+use serde::Serialize;
+use tidecast_media::{Registry, RegistryEvent, Stream};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::flv::egress::{FlvEgress, FlvFile, TagSink};
+use crate::flv::TagKind;
+use crate::rtmp::ClientSession;
+pub use target::{Target, TargetError};
+
+/// How a push came to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Origin {
+    /// The stream's `push_targets`, started with the stream.
+    Stream,
+    /// The pushes API.
+    Api,
+}
+
+impl Origin {
+    /// Its name in the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Origin::Stream => "stream",
+            Origin::Api => "api",
+        }
+    }
+}
+
+/// Where a push is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PushState {
+    /// Connecting to the target or opening the file.
+    Connecting,
+    /// Sending media.
+    Live,
+    /// Waiting to reconnect after a failure.
+    Waiting,
+    /// Ended: the stream ended, or the push was stopped.
+    Stopped,
+    /// Ended on an error it does not retry (a recording that cannot write).
+    Failed,
+}
+
+impl PushState {
+    /// Its name in the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PushState::Connecting => "connecting",
+            PushState::Live => "live",
+            PushState::Waiting => "waiting",
+            PushState::Stopped => "stopped",
+            PushState::Failed => "failed",
+        }
+    }
+}
+
+/// A push's figures, as the API shows them.
+#[derive(Debug, Clone, Serialize)]
+pub struct PushInfo {
+    /// Its id on this node.
+    pub id: u64,
+    /// The stream it reads.
+    pub stream: String,
+    /// The stream's tenant, if any.
+    pub tenant: Option<String>,
+    /// The target as given, variables filled in.
+    pub target: String,
+    /// How it started.
+    pub origin: Origin,
+    /// Where it is.
+    pub state: PushState,
+    /// Media bytes sent or written.
+    pub bytes: u64,
+    /// Failures after which it connected again (or tries to).
+    pub reconnects: u64,
+    /// Frames it skipped because the target was too slow.
+    pub frames_skipped: u64,
+    /// The last error, if any.
+    pub last_error: Option<String>,
+    /// When it started, Unix seconds.
+    pub started_at: u64,
+}
+
+struct Push {
+    info: Mutex<PushInfo>,
+    cancel: CancellationToken,
+}
+
+impl Push {
+    fn set(&self, f: impl FnOnce(&mut PushInfo)) {
+        f(&mut self.info.lock());
+    }
+}
+
+/// Why a push could not start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PushError {
+    /// The target is not usable.
+    Target(TargetError),
+    /// No such live stream.
+    NotLive(String),
+}
+
+impl std::fmt::Display for PushError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PushError::Target(e) => e.fmt(f),
+            PushError::NotLive(s) => write!(f, "no live stream {s:?}"),
+        }
+    }
+}
+
+impl std::error::Error for PushError {}
+
+/// The stream's configured targets and its tenant, asked when it starts.
+pub type TargetsFor = Box<dyn Fn(&str) -> (Vec<String>, Option<String>) + Send + Sync>;
+
+/// Every push of this node.
+pub struct PushManager {
+    registry: Registry,
+    root: PathBuf,
+    targets_for: TargetsFor,
+    pushes: Mutex<BTreeMap<u64, Arc<Push>>>,
+    next: AtomicU64,
+    shutdown: CancellationToken,
+}
+
+/// How long an ended push stays listed.
+const KEEP_ENDED: Duration = Duration::from_secs(300);
+/// Ended pushes kept listed at most.
+const MAX_ENDED: usize = 256;
+
+impl PushManager {
+    /// A manager recording under `root`, asking `targets_for` for a
+    /// starting stream's configured targets.
+    pub fn new(registry: Registry, root: PathBuf, targets_for: TargetsFor, shutdown: CancellationToken) -> Arc<Self> {
+        Arc::new(PushManager {
+            registry,
+            root,
+            targets_for,
+            pushes: Mutex::new(BTreeMap::new()),
+            next: AtomicU64::new(1),
+            shutdown,
+        })
+    }
+
+    /// The recording root.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Starts each stream's configured targets when it starts, until
+    /// shutdown.
+    pub async fn run(self: Arc<Self>) {
+        let mut events = self.registry.events();
+        loop {
+            let ev = tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                ev = events.recv() => ev,
+            };
+            match ev {
+                Ok(RegistryEvent::Started(stream)) => {
+                    let (targets, tenant) = (self.targets_for)(stream.name());
+                    for t in targets {
+                        if let Err(e) = self.start_on(&stream, &t, Origin::Stream, tenant.clone()) {
+                            warn!(stream = stream.name(), target = %t, error = %e, "push target not started");
+                        }
+                    }
+                }
+                Ok(RegistryEvent::Ended(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    warn!(missed = n, "push manager missed stream events");
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    }
+
+    /// Starts pushing the live stream `stream` to `target` (variables
+    /// filled in here).
+    pub fn start(
+        self: &Arc<Self>,
+        stream: &str,
+        target: &str,
+        origin: Origin,
+        tenant: Option<String>,
+    ) -> Result<PushInfo, PushError> {
+        let live =
+            self.registry.get(stream).filter(|s| !s.is_ended()).ok_or_else(|| PushError::NotLive(stream.into()))?;
+        self.start_on(&live, target, origin, tenant)
+    }
+
+    fn start_on(
+        self: &Arc<Self>,
+        stream: &Arc<Stream>,
+        template: &str,
+        origin: Origin,
+        tenant: Option<String>,
+    ) -> Result<PushInfo, PushError> {
+        let now = unix_now();
+        let datetime = target::datetime(now);
+        let vars = target::Vars {
+            stream: stream.name(),
+            tenant: tenant.as_deref().unwrap_or(""),
+            datetime: &datetime,
+            segment: 0,
+        };
+        let expanded = target::expand(template, &vars);
+        let parsed = Target::parse(&expanded, &self.root).map_err(PushError::Target)?;
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let info = PushInfo {
+            id,
+            stream: stream.name().to_owned(),
+            tenant,
+            target: expanded,
+            origin,
+            state: PushState::Connecting,
+            bytes: 0,
+            reconnects: 0,
+            frames_skipped: 0,
+            last_error: None,
+            started_at: now,
+        };
+        let push = Arc::new(Push { info: Mutex::new(info.clone()), cancel: self.shutdown.child_token() });
+        {
+            let mut all = self.pushes.lock();
+            prune(&mut all);
+            all.insert(id, push.clone());
+        }
+        info!(id, stream = stream.name(), target = %info.target, "push started");
+        tokio::spawn(run_push(push, stream.clone(), parsed, self.root.clone()));
+        Ok(info)
+    }
+
+    /// Stops a push; false if there is none by that id.
+    pub fn stop(&self, id: u64) -> bool {
+        let Some(p) = self.pushes.lock().get(&id).cloned() else { return false };
+        p.cancel.cancel();
+        true
+    }
+
+    /// Every push, running and recently ended, by id.
+    pub fn list(&self) -> Vec<PushInfo> {
+        self.pushes.lock().values().map(|p| p.info.lock().clone()).collect()
+    }
+
+    /// One push.
+    pub fn get(&self, id: u64) -> Option<PushInfo> {
+        self.pushes.lock().get(&id).map(|p| p.info.lock().clone())
+    }
+}
+
+/// Drops ended pushes older than [`KEEP_ENDED`], and the oldest ended ones
+/// beyond [`MAX_ENDED`].
+fn prune(all: &mut BTreeMap<u64, Arc<Push>>) {
+    let now = unix_now();
+    let ended = |p: &Push| matches!(p.info.lock().state, PushState::Stopped | PushState::Failed);
+    all.retain(|_, p| !(ended(p) && p.info.lock().started_at + KEEP_ENDED.as_secs() < now));
+    let mut surplus = all.values().filter(|p| ended(p)).count().saturating_sub(MAX_ENDED);
+    all.retain(|_, p| {
+        if surplus > 0 && ended(p) {
+            surplus -= 1;
+            return false;
+        }
+        true
+    });
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// How one attempt at a push ended.
+enum Attempt {
+    /// The stream ended or the push was stopped: done.
+    Done,
+    /// A failure worth another try.
+    Retry(String),
+    /// A failure not worth another try.
+    Fatal(String),
+}
+
+async fn run_push(push: Arc<Push>, stream: Arc<Stream>, target: Target, root: PathBuf) {
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        push.set(|i| i.state = PushState::Connecting);
+        let attempt = match &target {
+            Target::Rtmp(t) => rtmp_push(&push, &stream, t).await,
+            Target::File(f) => record_flv(&push, &stream, &root, &f.path).await,
+        };
+        match attempt {
+            Attempt::Done => {
+                push.set(|i| i.state = PushState::Stopped);
+                break;
+            }
+            Attempt::Fatal(e) => {
+                warn!(stream = stream.name(), error = %e, "push failed");
+                push.set(|i| {
+                    i.state = PushState::Failed;
+                    i.last_error = Some(e);
+                });
+                break;
+            }
+            Attempt::Retry(e) => {
+                info!(stream = stream.name(), error = %e, wait = ?backoff, "push target failed; trying again");
+                push.set(|i| {
+                    i.state = PushState::Waiting;
+                    i.last_error = Some(e);
+                    i.reconnects += 1;
+                });
+                // Wait, looking once a second whether the stream ended.
+                let until = tokio::time::Instant::now() + backoff;
+                let mut stop = false;
+                while !stop && tokio::time::Instant::now() < until {
+                    let step = until.saturating_duration_since(tokio::time::Instant::now()).min(Duration::from_secs(1));
+                    tokio::select! {
+                        _ = tokio::time::sleep(step) => stop = stream.is_ended(),
+                        _ = push.cancel.cancelled() => stop = true,
+                    }
+                }
+                if stop {
+                    push.set(|i| i.state = PushState::Stopped);
+                    break;
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
+    let i = push.info.lock().clone();
+    info!(id = i.id, stream = %i.stream, target = %i.target, bytes = i.bytes, reconnects = i.reconnects, "push ended");
+}
+
+/// Tags for an RTMP client session (it copies each body into its chunks).
+struct ClientSink<'a>(&'a mut ClientSession);
+
+impl TagSink for ClientSink<'_> {
+    fn tag(&mut self, kind: TagKind, timestamp: u32, prefix: &[u8], body: &Bytes) {
+        let mut b = BytesMut::with_capacity(prefix.len() + body.len());
+        b.extend_from_slice(prefix);
+        b.extend_from_slice(body);
+        match kind {
+            TagKind::Video => self.0.send_video(timestamp, b.freeze()),
+            TagKind::Audio => self.0.send_audio(timestamp, b.freeze()),
+        }
+    }
+}
+
+/// How long connecting and the RTMP handshake may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+async fn rtmp_push(push: &Push, stream: &Arc<Stream>, t: &target::RtmpTarget) -> Attempt {
+    let mut sock = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&t.addr)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return Attempt::Retry(format!("connecting to {}: {e}", t.addr)),
+        Err(_) => return Attempt::Retry(format!("connecting to {}: timed out", t.addr)),
+    };
+    let _ = sock.set_nodelay(true);
+    let mut session = ClientSession::publish(&t.tc_url, &t.app, &t.name).legacy();
+    let mut buf = BytesMut::with_capacity(16 * 1024);
+    let handshake = async {
+        while !session.is_live() {
+            while let Some(out) = session.poll_transmit() {
+                sock.write_all(&out).await.map_err(|e| e.to_string())?;
+            }
+            if sock.read_buf(&mut buf).await.map_err(|e| e.to_string())? == 0 {
+                return Err("the target closed the connection before accepting the publish".to_owned());
+            }
+            session.handle_input(&mut buf).map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    };
+    tokio::select! {
+        r = tokio::time::timeout(CONNECT_TIMEOUT, handshake) => match r {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Attempt::Retry(format!("publishing to {}: {e}", t.tc_url)),
+            Err(_) => return Attempt::Retry(format!("publishing to {}: no answer", t.tc_url)),
+        },
+        _ = push.cancel.cancelled() => return Attempt::Done,
+    }
+    push.set(|i| i.state = PushState::Live);
+    let mut sub = stream.subscribe();
+    let mut egress = FlvEgress::new(None);
+    let result = loop {
+        tokio::select! {
+            ev = sub.recv() => match ev {
+                Some(ev) => {
+                    egress.event(ev, &mut ClientSink(&mut session));
+                    while let Some(ev) = sub.try_recv() {
+                        egress.event(ev, &mut ClientSink(&mut session));
+                    }
+                }
+                None => {
+                    session.unpublish();
+                    let _ = flush(&mut sock, &mut session, push).await;
+                    break Attempt::Done;
+                }
+            },
+            r = sock.read_buf(&mut buf) => match r {
+                Ok(0) => break Attempt::Retry("the target closed the connection".into()),
+                Err(e) => break Attempt::Retry(format!("reading from the target: {e}")),
+                Ok(_) => {
+                    if let Err(e) = session.handle_input(&mut buf) {
+                        break Attempt::Retry(format!("the target sent bad RTMP: {e}"));
+                    }
+                }
+            },
+            _ = push.cancel.cancelled() => {
+                session.unpublish();
+                let _ = flush(&mut sock, &mut session, push).await;
+                break Attempt::Done;
+            }
+        }
+        if let Err(e) = flush(&mut sock, &mut session, push).await {
+            break Attempt::Retry(format!("writing to the target: {e}"));
+        }
+        push.set(|i| i.frames_skipped = sub.skips());
+    };
+    push.set(|i| i.frames_skipped = sub.skips());
+    result
+}
+
+async fn flush(sock: &mut TcpStream, session: &mut ClientSession, push: &Push) -> std::io::Result<()> {
+    while let Some(out) = session.poll_transmit() {
+        sock.write_all(&out).await?;
+        push.set(|i| i.bytes += out.len() as u64);
+    }
+    Ok(())
+}
+
+/// Records the stream into an FLV file at `path` (inside the root; its
+/// folders are made).
+async fn record_flv(push: &Push, stream: &Arc<Stream>, root: &Path, path: &Path) -> Attempt {
+    if let Some(dir) = path.parent() {
+        if let Err(e) = tokio::fs::create_dir_all(dir).await {
+            return Attempt::Fatal(format!("creating {}: {e}", dir.display()));
+        }
+        // The path was checked by its text; a link inside the root must
+        // not lead out of it either.
+        let (real_dir, real_root) = (tokio::fs::canonicalize(dir).await, tokio::fs::canonicalize(root).await);
+        match (real_dir, real_root) {
+            (Ok(d), Ok(r)) if d.starts_with(&r) => {}
+            _ => return Attempt::Fatal(format!("{} is outside the recording directory", path.display())),
+        }
+    }
+    let mut file = match tokio::fs::OpenOptions::new().write(true).create_new(true).open(path).await {
+        Ok(f) => f,
+        Err(e) => return Attempt::Fatal(format!("creating {}: {e}", path.display())),
+    };
+    push.set(|i| i.state = PushState::Live);
+    let mut sub = stream.subscribe();
+    let mut egress = FlvEgress::new(None);
+    let mut flv = FlvFile::new(true, true);
+    let result = loop {
+        let more = tokio::select! {
+            ev = sub.recv() => ev,
+            _ = push.cancel.cancelled() => None,
+        };
+        let done = match more {
+            Some(ev) => {
+                egress.event(ev, &mut flv);
+                while let Some(ev) = sub.try_recv() {
+                    egress.event(ev, &mut flv);
+                }
+                false
+            }
+            None => true,
+        };
+        let mut wrote = 0;
+        for b in flv.take() {
+            if let Err(e) = file.write_all(&b).await {
+                return Attempt::Fatal(format!("writing {}: {e}", path.display()));
+            }
+            wrote += b.len();
+        }
+        push.set(|i| {
+            i.bytes += wrote as u64;
+            i.frames_skipped = sub.skips();
+        });
+        if done {
+            break Attempt::Done;
+        }
+    };
+    if let Err(e) = file.flush().await.and(file.sync_all().await) {
+        return Attempt::Fatal(format!("closing {}: {e}", path.display()));
+    }
+    result
+}

@@ -1,0 +1,285 @@
+//! Push targets: where a stream is restreamed or recorded, parsed from the
+//! URL or path an operator gives (a stream's `push_targets`, the pushes
+//! API), after its variables are filled in.
+//!
+//! Built: `rtmp://HOST[:PORT]/APP/NAME` (the first path segment is the
+//! application, the rest the stream name or key, as ffmpeg and OBS split
+//! it) and FLV recordings (`recordings/$stream.flv`, under the recording
+//! root). Named and refused with a clear reason until they are built:
+//! `rtmps://`, `srt://`, `whip+http(s)://`, `s3://` and the `.mp4`, `.ts`
+//! and `.m3u8` containers.
+
+use std::fmt;
+use std::path::{Component, Path, PathBuf};
+
+/// A parsed push target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// Publish over RTMP.
+    Rtmp(RtmpTarget),
+    /// Record into a file.
+    File(FileTarget),
+}
+
+/// An RTMP server to publish to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RtmpTarget {
+    /// `host:port` to connect to.
+    pub addr: String,
+    /// `rtmp://host[:port]/app`, sent in `connect`.
+    pub tc_url: String,
+    /// The application.
+    pub app: String,
+    /// The stream name or key, with its query if any.
+    pub name: String,
+}
+
+/// A file to record into, inside the recording root.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileTarget {
+    /// The path, already joined to the root.
+    pub path: PathBuf,
+}
+
+/// Why a target cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TargetError {
+    /// Not a target this server understands.
+    Invalid(String),
+    /// A kind named by the push-target contract that is not built yet.
+    NotBuilt(String),
+    /// A file path outside the recording root.
+    OutsideRoot(String),
+}
+
+impl fmt::Display for TargetError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TargetError::Invalid(why) => write!(f, "invalid push target: {why}"),
+            TargetError::NotBuilt(what) => write!(f, "{what} push targets are not supported yet"),
+            TargetError::OutsideRoot(path) => write!(f, "{path:?} is outside the recording directory"),
+        }
+    }
+}
+
+impl std::error::Error for TargetError {}
+
+/// Longest target accepted, in bytes.
+pub const MAX_TARGET_LEN: usize = 2048;
+
+/// What a target's variables stand for.
+#[derive(Debug, Clone, Default)]
+pub struct Vars<'a> {
+    /// `$stream`.
+    pub stream: &'a str,
+    /// `$tenant` (empty without one).
+    pub tenant: &'a str,
+    /// `$datetime`: when the push started, `YYYY.MM.DD.HH.MM.SS` (UTC, as
+    /// MistServer writes it).
+    pub datetime: &'a str,
+    /// `$segmentCounter`.
+    pub segment: u64,
+}
+
+/// `template` with `$stream`, `$tenant`, `$datetime` and `$segmentCounter`
+/// filled in. Other `$` sequences stay as they are.
+pub fn expand(template: &str, vars: &Vars<'_>) -> String {
+    template
+        .replace("$segmentCounter", &vars.segment.to_string())
+        .replace("$datetime", vars.datetime)
+        .replace("$tenant", vars.tenant)
+        .replace("$stream", vars.stream)
+}
+
+/// `YYYY.MM.DD.HH.MM.SS` for a Unix time (UTC).
+pub fn datetime(unix: u64) -> String {
+    let (days, secs) = (unix / 86_400, unix % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}.{month:02}.{day:02}.{:02}.{:02}.{:02}", secs / 3600, secs % 3600 / 60, secs % 60)
+}
+
+impl Target {
+    /// Parses an expanded target; file paths are resolved inside `root`.
+    pub fn parse(target: &str, root: &Path) -> Result<Target, TargetError> {
+        if target.len() > MAX_TARGET_LEN {
+            return Err(TargetError::Invalid(format!("longer than {MAX_TARGET_LEN} bytes")));
+        }
+        if target.chars().any(char::is_control) {
+            return Err(TargetError::Invalid("control characters".into()));
+        }
+        let lower = target.to_ascii_lowercase();
+        if let Some(rest) = lower.strip_prefix("rtmp://").map(|_| &target["rtmp://".len()..]) {
+            return rtmp(rest).map(Target::Rtmp);
+        }
+        for (scheme, what) in [
+            ("rtmps://", "rtmps:// (RTMP over TLS)"),
+            ("srt://", "srt://"),
+            ("whip+http://", "WHIP"),
+            ("whip+https://", "WHIP"),
+            ("s3://", "s3://"),
+        ] {
+            if lower.starts_with(scheme) {
+                return Err(TargetError::NotBuilt(what.into()));
+            }
+        }
+        let path = match lower.strip_prefix("file://") {
+            Some(_) => &target["file://".len()..],
+            None if lower.contains("://") => {
+                return Err(TargetError::Invalid(format!("unknown scheme in {target:?}")));
+            }
+            None => target,
+        };
+        file(path, root).map(Target::File)
+    }
+}
+
+fn rtmp(rest: &str) -> Result<RtmpTarget, TargetError> {
+    let (authority, path) =
+        rest.split_once('/').ok_or_else(|| TargetError::Invalid("rtmp:// needs /APP/NAME".into()))?;
+    if authority.is_empty() || authority.contains('@') {
+        return Err(TargetError::Invalid("rtmp:// needs a host (and no user info)".into()));
+    }
+    // `[v6]:port`, `host:port` or a bare host.
+    let (host, port) = match authority.strip_prefix('[') {
+        Some(v6) => {
+            let (h, after) = v6.split_once(']').ok_or_else(|| TargetError::Invalid("unclosed [ in host".into()))?;
+            (format!("[{h}]"), after.strip_prefix(':'))
+        }
+        None => match authority.rsplit_once(':') {
+            Some((h, p)) => (h.to_owned(), Some(p)),
+            None => (authority.to_owned(), None),
+        },
+    };
+    if host.is_empty() || host == "[]" {
+        return Err(TargetError::Invalid("rtmp:// needs a host".into()));
+    }
+    let port: u16 = match port {
+        Some(p) => p.parse().ok().filter(|&p| p > 0).ok_or_else(|| TargetError::Invalid(format!("bad port {p:?}")))?,
+        None => 1935,
+    };
+    let (app, name) = path.split_once('/').ok_or_else(|| TargetError::Invalid("rtmp:// needs /APP/NAME".into()))?;
+    if app.is_empty() || name.is_empty() {
+        return Err(TargetError::Invalid("rtmp:// needs /APP/NAME".into()));
+    }
+    let authority = if port == 1935 { host.clone() } else { format!("{host}:{port}") };
+    Ok(RtmpTarget {
+        addr: format!("{host}:{port}"),
+        tc_url: format!("rtmp://{authority}/{app}"),
+        app: app.to_owned(),
+        name: name.to_owned(),
+    })
+}
+
+fn file(path: &str, root: &Path) -> Result<FileTarget, TargetError> {
+    let p = Path::new(path);
+    let ext = p.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).unwrap_or_default();
+    match ext.as_str() {
+        "flv" => {}
+        "mp4" | "ts" | "m3u8" | "mkv" => return Err(TargetError::NotBuilt(format!(".{ext} recording"))),
+        _ => return Err(TargetError::Invalid(format!("{path:?}: a recording needs a .flv name"))),
+    }
+    // Lexically inside the root: no `..`, and an absolute path must start
+    // with the root. (The opener checks the real path again, for links.)
+    if p.components().any(|c| matches!(c, Component::ParentDir)) {
+        return Err(TargetError::OutsideRoot(path.into()));
+    }
+    let full = if p.is_absolute() {
+        if !p.starts_with(root) {
+            return Err(TargetError::OutsideRoot(path.into()));
+        }
+        p.to_path_buf()
+    } else {
+        root.join(p)
+    };
+    if full == root {
+        return Err(TargetError::Invalid("a recording needs a file name".into()));
+    }
+    Ok(FileTarget { path: full })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ROOT: &str = "/srv/tidecast/recordings";
+
+    fn parse(s: &str) -> Result<Target, TargetError> {
+        Target::parse(s, Path::new(ROOT))
+    }
+
+    #[test]
+    fn rtmp_urls_split_as_ffmpeg_splits_them() {
+        let Target::Rtmp(t) = parse("rtmp://a.rtmp.youtube.com/live2/abcd-efgh-ijkl").unwrap() else { panic!() };
+        assert_eq!(t.addr, "a.rtmp.youtube.com:1935");
+        assert_eq!(t.tc_url, "rtmp://a.rtmp.youtube.com/live2");
+        assert_eq!((t.app.as_str(), t.name.as_str()), ("live2", "abcd-efgh-ijkl"));
+        let Target::Rtmp(t) = parse("RTMP://127.0.0.1:19350/app/sub/key?x=1").unwrap() else { panic!() };
+        assert_eq!((t.addr.as_str(), t.tc_url.as_str()), ("127.0.0.1:19350", "rtmp://127.0.0.1:19350/app"));
+        assert_eq!(t.name, "sub/key?x=1");
+        let Target::Rtmp(t) = parse("rtmp://[::1]:1936/live/x").unwrap() else { panic!() };
+        assert_eq!(t.addr, "[::1]:1936");
+        for bad in [
+            "rtmp://",
+            "rtmp://host",
+            "rtmp://host/app",
+            "rtmp://host/app/",
+            "rtmp://:1935/a/b",
+            "rtmp://h:0/a/b",
+            "rtmp://h:99999/a/b",
+            "rtmp://u@h/a/b",
+            "rtmp://[::1/a/b",
+        ] {
+            assert!(matches!(parse(bad), Err(TargetError::Invalid(_))), "{bad}");
+        }
+    }
+
+    #[test]
+    fn files_stay_inside_the_root() {
+        let Target::File(f) = parse("$x/show.flv").unwrap() else { panic!() };
+        assert_eq!(f.path, Path::new(ROOT).join("$x/show.flv"));
+        let Target::File(f) = parse(&format!("file://{ROOT}/a/b.FLV")).unwrap() else { panic!() };
+        assert_eq!(f.path, Path::new(ROOT).join("a/b.FLV"));
+        for bad in ["../x.flv", "a/../../x.flv", "/etc/x.flv", "file:///tmp/x.flv", "/srv/tidecast/recordings2/x.flv"] {
+            assert!(matches!(parse(bad), Err(TargetError::OutsideRoot(_))), "{bad}");
+        }
+        assert!(matches!(parse("notes.txt"), Err(TargetError::Invalid(_))));
+        assert!(matches!(parse("ftp://host/x.flv"), Err(TargetError::Invalid(_))));
+        assert!(matches!(parse("a\nb.flv"), Err(TargetError::Invalid(_))));
+    }
+
+    #[test]
+    fn kinds_not_built_say_so() {
+        for (t, what) in [
+            ("rtmps://h/a/b", "rtmps"),
+            ("srt://h:9000?streamid=x", "srt"),
+            ("whip+https://h/whip/x", "WHIP"),
+            ("s3://bucket/x.flv", "s3"),
+            ("x.mp4", ".mp4"),
+            ("x.ts", ".ts"),
+        ] {
+            let e = parse(t).unwrap_err();
+            assert!(matches!(&e, TargetError::NotBuilt(w) if w.contains(what)), "{t}: {e}");
+            assert!(e.to_string().contains("not supported yet"));
+        }
+    }
+
+    #[test]
+    fn variables_are_filled_in() {
+        let vars = Vars { stream: "show", tenant: "acme", datetime: &datetime(1_700_000_000), segment: 3 };
+        assert_eq!(
+            expand("rec/$tenant/$stream-$datetime-$segmentCounter.flv", &vars),
+            "rec/acme/show-2023.11.14.22.13.20-3.flv"
+        );
+        assert_eq!(datetime(0), "1970.01.01.00.00.00");
+        assert_eq!(datetime(951_782_400), "2000.02.29.00.00.00");
+    }
+}

@@ -1,0 +1,250 @@
+//! Push targets against independent receivers: ffmpeg listening for an
+//! RTMP publish records what a restream sends, a recording is an FLV file
+//! ffprobe reads frame for frame, a receiver that dies and comes back gets
+//! the push again, and bad targets get clear answers while the stream
+//! keeps flowing.
+
+mod common;
+
+use std::path::Path;
+use std::process::Child;
+
+use common::*;
+use serde_json::{json, Value};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+}
+
+/// `ffmpeg -listen 1`: an RTMP server that takes one publish and records it.
+fn rtmp_receiver(port: u16, out: &Path) -> Child {
+    let args: Vec<String> = ["-hide_banner", "-loglevel", "error", "-nostdin", "-listen", "1", "-i"]
+        .map(String::from)
+        .into_iter()
+        .chain([format!("rtmp://127.0.0.1:{port}/live/relay")])
+        .chain(["-c", "copy", "-f", "flv", "-y"].map(String::from))
+        .chain([out.display().to_string()])
+        .collect();
+    ffmpeg_spawn(&args)
+}
+
+/// Whether something listens on 127.0.0.1:`port` (read from /proc, not by
+/// connecting: `ffmpeg -listen 1` takes exactly one connection).
+fn listening(port: u16) -> bool {
+    let want = format!("0100007F:{port:04X}");
+    std::fs::read_to_string("/proc/net/tcp").unwrap_or_default().lines().any(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        f.get(1) == Some(&want.as_str()) && f.get(3) == Some(&"0A")
+    })
+}
+
+async fn receiver_ready(port: u16) {
+    until("the receiver to listen", 30, || async move { listening(port).then_some(()) }).await;
+}
+
+fn size(path: &Path) -> u64 {
+    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+}
+
+async fn pushes(server: &Server) -> Vec<Value> {
+    let page = api_ok("GET", &server.api("/pushes"), ADMIN_KEY, None, 200).await;
+    page["items"].as_array().cloned().unwrap_or_default()
+}
+
+/// A stream with push targets and its key, in a tenant.
+async fn stream_with_targets(server: &Server, name: &str, targets: Value) -> String {
+    let a = ADMIN_KEY;
+    api_ok("POST", &server.api("/tenants"), a, Some(json!({"id": "t"})), 201).await;
+    api_ok(
+        "POST",
+        &server.api("/streams"),
+        a,
+        Some(json!({"name": name, "tenant": "t", "push_targets": targets})),
+        201,
+    )
+    .await;
+    let key = api_ok("POST", &server.api(&format!("/streams/{name}/keys")), a, Some(json!({})), 201).await;
+    key["key"].as_str().expect("a key").to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_is_restreamed_and_recorded_frame_for_frame() {
+    let server = Server::start(&["--reconnect-grace", "0"]);
+    let port = free_port();
+    let received = server.dir.path().join("received.flv");
+    let mut receiver = rtmp_receiver(port, &received);
+    receiver_ready(port).await;
+    let targets = json!([format!("rtmp://127.0.0.1:{port}/live/relay"), "$tenant/$stream.flv"]);
+    let key = stream_with_targets(&server, "show", targets).await;
+
+    // Six seconds at 25 fps, in real time.
+    let out = tokio::task::spawn_blocking({
+        let url = server.rtmp_url(&key);
+        move || ffmpeg(&rtmp_publish_args(&url, 6))
+    });
+    let live = until("both pushes to be live", 30, || {
+        let server = &server;
+        async move {
+            let p = pushes(server).await;
+            (p.len() == 2 && p.iter().all(|p| p["state"] == "live")).then_some(p)
+        }
+    })
+    .await;
+    assert!(live.iter().all(|p| p["origin"] == "stream" && p["stream"] == "show" && p["tenant"] == "t"), "{live:?}");
+    let out = out.await.unwrap();
+    assert!(out.status.success(), "publish: {}", String::from_utf8_lossy(&out.stderr));
+
+    // The stream ended: both pushes stop, the receiver sees the end.
+    let done = until("both pushes to stop", 30, || {
+        let server = &server;
+        async move {
+            let p = pushes(server).await;
+            p.iter().all(|p| p["state"] == "stopped").then_some(p)
+        }
+    })
+    .await;
+    assert!(done.iter().all(|p| p["bytes"].as_u64().unwrap() > 100_000 && p["last_error"].is_null()), "{done:?}");
+    let status = tokio::task::spawn_blocking(move || receiver.wait()).await.unwrap().expect("receiver");
+    assert!(status.success(), "the receiver ended cleanly");
+
+    let count = |path: &Path| {
+        let sections = ffprobe(
+            &path.display().to_string(),
+            &["-count_frames", "-show_entries", "stream=codec_name,width,nb_read_frames:format=duration"],
+        );
+        let frames = |c: &str| -> u64 {
+            sections
+                .iter()
+                .find(|s| s.get("codec_name").map(String::as_str) == Some(c))
+                .and_then(|s| s.get("nb_read_frames")?.parse().ok())
+                .unwrap_or(0)
+        };
+        let duration: f64 = sections.iter().find_map(|s| s.get("duration")?.parse().ok()).unwrap_or(0.0);
+        (frames("h264"), frames("aac"), duration)
+    };
+    // The recording starts at the stream's first keyframe: every frame.
+    let recording = server.dir.path().join("data/recordings/t/show.flv");
+    let (video, audio, duration) = count(&recording);
+    assert_eq!(video, 150, "6 s at 25 fps in {}", recording.display());
+    assert!(audio >= 250, "about 6 s of 44.1 kHz AAC: {audio}");
+    assert!((duration - 6.0).abs() < 1.0, "{duration} s");
+    // The restream too, as ffmpeg received it.
+    let (video, _, duration) = count(&received);
+    assert_eq!(video, 150, "every frame reached the receiver");
+    assert!((duration - 6.0).abs() < 1.0, "{duration} s");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_that_comes_back_gets_the_push_again_and_bad_targets_are_refused() {
+    let server = Server::start(&["--reconnect-grace", "0"]);
+    let port = free_port();
+    let first = server.dir.path().join("first.flv");
+    let mut receiver = rtmp_receiver(port, &first);
+    receiver_ready(port).await;
+    let key = stream_with_targets(&server, "cam", json!([])).await;
+    let mut publisher = ffmpeg_spawn(&rtmp_publish_args(&server.rtmp_url(&key), 120));
+    wait_for_segment(&server, "cam", "video", 1).await;
+
+    // On demand, through the API.
+    let started = api_ok(
+        "POST",
+        &server.api("/pushes"),
+        ADMIN_KEY,
+        Some(json!({"stream": "cam", "target": format!("rtmp://127.0.0.1:{port}/live/relay")})),
+        201,
+    )
+    .await;
+    assert_eq!(started["origin"], "api");
+    let id = started["id"].as_str().unwrap().to_owned();
+    until("the first receiver to get media", 30, || {
+        let first = first.clone();
+        async move { (size(&first) > 50_000).then_some(()) }
+    })
+    .await;
+
+    // The receiver dies; a new one on the same port gets the push again.
+    let _ = receiver.kill();
+    let _ = receiver.wait();
+    let second = server.dir.path().join("second.flv");
+    let mut receiver = rtmp_receiver(port, &second);
+    until("the push to reconnect to the second receiver", 60, || {
+        let (server, second, id) = (&server, second.clone(), id.clone());
+        async move {
+            let p = api_ok("GET", &server.api(&format!("/pushes/{id}")), ADMIN_KEY, None, 200).await;
+            (p["state"] == "live" && p["reconnects"].as_u64() >= Some(1) && size(&second) > 50_000).then_some(())
+        }
+    })
+    .await;
+
+    // Bad targets: clear answers, nothing started.
+    for (target, status, says) in [
+        ("../../etc/x.flv", 400, "outside the recording directory"),
+        ("/tmp/x.flv", 400, "outside the recording directory"),
+        ("srt://127.0.0.1:9000?streamid=x", 400, "not supported yet"),
+        ("rtmp://127.0.0.1", 400, "APP/NAME"),
+    ] {
+        let r =
+            api_call("POST", &server.api("/pushes"), ADMIN_KEY, Some(json!({"stream": "cam", "target": target}))).await;
+        assert_eq!(r.0, status, "{target}: {:?}", r.1);
+        assert!(r.1["detail"].as_str().unwrap_or("").contains(says), "{target}: {:?}", r.1);
+    }
+    let r =
+        api_call("POST", &server.api("/pushes"), ADMIN_KEY, Some(json!({"stream": "nobody", "target": "x.flv"}))).await;
+    assert_eq!(r.0, 404);
+
+    // A refused connection: the push waits and says why; the stream flows on.
+    let dead = free_port();
+    let refused = api_ok(
+        "POST",
+        &server.api("/pushes"),
+        ADMIN_KEY,
+        Some(json!({"stream": "cam", "target": format!("rtmp://127.0.0.1:{dead}/live/x")})),
+        201,
+    )
+    .await;
+    let rid = refused["id"].as_str().unwrap().to_owned();
+    let waiting = until("the refused push to wait", 30, || {
+        let (server, rid) = (&server, rid.clone());
+        async move {
+            let p = api_ok("GET", &server.api(&format!("/pushes/{rid}")), ADMIN_KEY, None, 200).await;
+            (p["state"] == "waiting").then_some(p)
+        }
+    })
+    .await;
+    assert!(waiting["last_error"].as_str().unwrap_or("").contains("refused"), "{waiting}");
+    let before = size(&second);
+    until("the good push to keep sending", 30, || {
+        let second = second.clone();
+        async move { (size(&second) > before + 50_000).then_some(()) }
+    })
+    .await;
+
+    // Stopping ends it; the other push is untouched.
+    let (status, _, _) = api_call("DELETE", &server.api(&format!("/pushes/{rid}")), ADMIN_KEY, None).await;
+    assert_eq!(status, 204);
+    until("the refused push to stop", 30, || {
+        let (server, rid) = (&server, rid.clone());
+        async move {
+            let p = api_ok("GET", &server.api(&format!("/pushes/{rid}")), ADMIN_KEY, None, 200).await;
+            (p["state"] == "stopped").then_some(())
+        }
+    })
+    .await;
+    let p = api_ok("GET", &server.api(&format!("/pushes/{id}")), ADMIN_KEY, None, 200).await;
+    assert_eq!(p["state"], "live");
+
+    // A tenant key sees its own tenant's pushes only.
+    let other = api_ok("POST", &server.api("/tenants"), ADMIN_KEY, Some(json!({"id": "other"})), 201).await;
+    assert_eq!(other["id"], "other");
+    let k = api_ok("POST", &server.api("/keys"), ADMIN_KEY, Some(json!({"tenant": "other"})), 201).await;
+    let secret = k["secret"].as_str().unwrap();
+    let page = api_ok("GET", &server.api("/pushes"), secret, None, 200).await;
+    assert_eq!(page["items"].as_array().map(Vec::len), Some(0));
+    let r = api_call("POST", &server.api("/pushes"), secret, Some(json!({"stream": "cam", "target": "x.flv"}))).await;
+    assert_eq!(r.0, 404, "another tenant's stream does not exist for it");
+
+    let _ = publisher.kill();
+    let _ = publisher.wait();
+    let _ = receiver.kill();
+    let _ = receiver.wait();
+}
