@@ -358,12 +358,13 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     let recordings = cfg.data_dir.join("recordings");
     std::fs::create_dir_all(&recordings).with_context(|| format!("creating {}", recordings.display()))?;
     let pushes = {
+        let hooks: Arc<dyn tidecast_protocols::push::PushHooks> = plane.clone();
         let plane = plane.clone();
         let targets_for: tidecast_protocols::push::TargetsFor = Box::new(move |name: &str| match plane.owned(name) {
             Ok(Some(o)) => (o.stream.push_targets.clone(), Some(o.stream.tenant.clone())),
             _ => (Vec::new(), None),
         });
-        PushManager::new(registry.clone(), recordings, targets_for, shutdown.clone())
+        PushManager::new(registry.clone(), recordings, targets_for, hooks, shutdown.clone())
     };
     tokio::spawn(pushes.clone().run());
     let sources = Sources {

@@ -5,12 +5,16 @@
 //! keeps flowing.
 
 mod common;
+#[path = "common/webhooks.rs"]
+mod webhooks;
 
 use std::path::Path;
 use std::process::Child;
 
+use axum::http::StatusCode;
 use common::*;
 use serde_json::{json, Value};
+use webhooks::{next_hook, receiver as webhook_receiver};
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
@@ -76,6 +80,27 @@ async fn a_stream_is_restreamed_and_recorded_frame_for_frame() {
     receiver_ready(port).await;
     let targets = json!([format!("rtmp://127.0.0.1:{port}/live/relay"), "$tenant/$stream.flv"]);
     let key = stream_with_targets(&server, "show", targets).await;
+    // PUSH_OUT_START moves the recording; the restream goes where it was.
+    let (hooks, mut delivered) = webhook_receiver(std::sync::Arc::new(|path: &str, body: &str, _| {
+        let target = body.lines().nth(1).unwrap_or_default();
+        let answer = if path == "out" && target.ends_with(".flv") { "t/moved-show.flv" } else { target };
+        Some((StatusCode::OK, answer.to_owned()))
+    }))
+    .await;
+    for (trigger, path, blocking) in
+        [("PUSH_OUT_START", "out", true), ("PUSH_END", "end", false), ("RECORDING_END", "rec", false)]
+    {
+        api_ok(
+            "POST",
+            &server.api("/triggers"),
+            ADMIN_KEY,
+            Some(
+                json!({"trigger": trigger, "url": format!("{hooks}/{path}"), "blocking": blocking, "timeout_ms": 5000}),
+            ),
+            201,
+        )
+        .await;
+    }
 
     // Six seconds at 25 fps, in real time.
     let out = tokio::task::spawn_blocking({
@@ -122,8 +147,32 @@ async fn a_stream_is_restreamed_and_recorded_frame_for_frame() {
         let duration: f64 = sections.iter().find_map(|s| s.get("duration")?.parse().ok()).unwrap_or(0.0);
         (frames("h264"), frames("aac"), duration)
     };
+    // The triggers: where the recording went, and how each push ended
+    // (in whatever order they were delivered).
+    let (mut rec, mut ends) = (None, Vec::new());
+    while rec.is_none() || ends.len() < 2 {
+        let h = next_hook(&mut delivered, "any").await;
+        match h.headers.get("x-trigger").and_then(|v| v.to_str().ok()) {
+            Some("RECORDING_END") => rec = Some(h.body),
+            Some("PUSH_END") => ends.push(h.body.lines().map(str::to_owned).collect::<Vec<String>>()),
+            _ => {}
+        }
+    }
+    let rec = rec.unwrap_or_default();
+    let f: Vec<&str> = rec.lines().collect();
+    assert_eq!((f[0], f[1], f[2], f[10], f[11]), ("show", "t/moved-show.flv", "flv", "0", "ended"), "{rec}");
+    assert!(
+        f[3].parse::<u64>().unwrap() > 100_000 && f[7].parse::<u64>().unwrap() >= 5000,
+        "bytes and media ms: {rec}"
+    );
+    let moved = ends.iter().find(|l| l[2].ends_with("t/show.flv")).expect("the recording's PUSH_END");
+    assert!(moved[3].ends_with("t/moved-show.flv"), "{moved:?}");
+    let status: Value = serde_json::from_str(&moved[5]).expect("status is JSON");
+    assert_eq!(status["state"], "stopped");
+    assert!(serde_json::from_str::<Vec<String>>(&moved[4]).expect("log is JSON").contains(&"ended".to_owned()));
+
     // The recording starts at the stream's first keyframe: every frame.
-    let recording = server.dir.path().join("data/recordings/t/show.flv");
+    let recording = server.dir.path().join("data/recordings/t/moved-show.flv");
     let (video, audio, duration) = count(&recording);
     assert_eq!(video, 150, "6 s at 25 fps in {}", recording.display());
     assert!(audio >= 250, "about 6 s of 44.1 kHz AAC: {audio}");

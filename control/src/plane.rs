@@ -692,3 +692,50 @@ impl AccessGate for ControlPlane {
         })
     }
 }
+
+/// MistServer's push triggers around the media side's pushes.
+impl tidecast_protocols::push::PushHooks for ControlPlane {
+    fn out_start(
+        &self,
+        stream: &str,
+        target: &str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<String>> + Send + '_>> {
+        let (stream, target) = (stream.to_owned(), target.to_owned());
+        Box::pin(async move {
+            let owned = self.owned(&stream).ok().flatten();
+            let scope = scope_of(&stream, &owned);
+            if !self.triggers.has(Trigger::PushOutStart, Some(&scope)) {
+                return Some(target);
+            }
+            let fields = vec![stream.clone(), target.clone()];
+            self.triggers.rewrite(Trigger::PushOutStart, Some(&scope), fields, target).await
+        })
+    }
+
+    fn ended(&self, r: &tidecast_protocols::push::PushReport) {
+        let i = &r.info;
+        let log = serde_json::to_string(&r.log).unwrap_or_default();
+        let status = serde_json::to_string(i).unwrap_or_default();
+        let fields = vec![i.id.to_string(), i.stream.clone(), r.target_before.clone(), i.target.clone(), log, status];
+        self.notify_stream(Trigger::PushEnd, &i.stream, fields);
+        if let Some(container) = r.recording {
+            let failed = i.state == tidecast_protocols::push::PushState::Failed;
+            let (first, last) = (r.first_ms.unwrap_or(0), r.last_ms.unwrap_or(0));
+            let fields = vec![
+                i.stream.clone(),
+                i.target.clone(),
+                container.to_owned(),
+                i.bytes.to_string(),
+                r.ended_at.saturating_sub(i.started_at).to_string(),
+                i.started_at.to_string(),
+                r.ended_at.to_string(),
+                last.saturating_sub(first).to_string(),
+                first.to_string(),
+                last.to_string(),
+                if failed { "1" } else { "0" }.to_owned(),
+                i.last_error.clone().filter(|_| failed).unwrap_or_else(|| "ended".to_owned()),
+            ];
+            self.notify_stream(Trigger::RecordingEnd, &i.stream, fields);
+        }
+    }
+}

@@ -76,8 +76,8 @@ catalogue! {
     InputAbort = "INPUT_ABORT", Notify, stream: true, fires: false, ["stream", "source", "binary", "pid", "code", "reason"];
     RtmpPushRewrite = "RTMP_PUSH_REWRITE", Rewrite, stream: false, fires: true, ["url", "hostname"];
     PushRewrite = "PUSH_REWRITE", Rewrite, stream: false, fires: true, ["url", "hostname", "stream"];
-    PushOutStart = "PUSH_OUT_START", Rewrite, stream: true, fires: false, ["stream", "target"];
-    RecordingEnd = "RECORDING_END", Notify, stream: true, fires: false, ["stream", "target", "connector", "bytes", "seconds", "start", "stop", "media_ms", "first_ms", "last_ms", "code", "reason"];
+    PushOutStart = "PUSH_OUT_START", Rewrite, stream: true, fires: true, ["stream", "target"];
+    RecordingEnd = "RECORDING_END", Notify, stream: true, fires: true, ["stream", "target", "connector", "bytes", "seconds", "start", "stop", "media_ms", "first_ms", "last_ms", "code", "reason"];
     OutputEnd = "OUTPUT_END", Notify, stream: true, fires: false, ["stream", "target", "connector", "bytes", "seconds", "start", "stop", "media_ms", "first_ms", "last_ms", "code", "reason"];
     ConnOpen = "CONN_OPEN", Gate, stream: true, fires: false, ["stream", "address", "connector", "url"];
     ConnClose = "CONN_CLOSE", Notify, stream: true, fires: false, ["stream", "address", "connector", "url"];
@@ -87,7 +87,7 @@ catalogue! {
     UserEnd = "USER_END", Notify, stream: true, fires: true, ["session", "stream", "connector", "address", "seconds", "bytes_up", "bytes_down", "tags"];
     LiveBandwidth = "LIVE_BANDWIDTH", Gate, stream: true, fires: false, ["stream", "bytes_per_second"];
     DefaultStream = "DEFAULT_STREAM", Rewrite, stream: true, fires: false, ["default", "stream", "host", "output", "url"];
-    PushEnd = "PUSH_END", Notify, stream: true, fires: false, ["push_id", "stream", "target", "target_after", "log", "status"];
+    PushEnd = "PUSH_END", Notify, stream: true, fires: true, ["push_id", "stream", "target", "target_after", "log", "status"];
     LivepeerSegmentRejected = "LIVEPEER_SEGMENT_REJECTED", Notify, stream: true, fires: true, ["options", "segment", "tracks", "broadcaster", "broadcaster2"];
     LivepeerSegmentComplete = "LIVEPEER_SEGMENT_COMPLETE", Notify, stream: true, fires: true, ["stream", "session", "seq", "start_ms", "duration_ms", "width", "height", "bytes_in", "bytes_out", "renditions_count", "attempts", "url", "turnaround_ms", "speed_factor", "renditions"];
 }

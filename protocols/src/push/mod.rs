@@ -117,11 +117,31 @@ pub struct PushInfo {
 struct Push {
     info: Mutex<PushInfo>,
     cancel: CancellationToken,
+    /// Media timestamps of the first and last tag sent, and the last log
+    /// lines.
+    media: Mutex<(Option<u32>, Option<u32>, std::collections::VecDeque<String>)>,
 }
+
+/// Log lines a push keeps for its `PUSH_END`.
+const LOG_LINES: usize = 10;
 
 impl Push {
     fn set(&self, f: impl FnOnce(&mut PushInfo)) {
         f(&mut self.info.lock());
+    }
+
+    fn log(&self, line: String) {
+        let mut m = self.media.lock();
+        if m.2.len() == LOG_LINES {
+            m.2.pop_front();
+        }
+        m.2.push_back(line);
+    }
+
+    fn sent_at(&self, ts: u32) {
+        let mut m = self.media.lock();
+        m.0.get_or_insert(ts);
+        m.1 = Some(ts);
     }
 }
 
@@ -145,12 +165,64 @@ impl std::fmt::Display for PushError {
 
 impl std::error::Error for PushError {}
 
+/// What the control plane does around pushes: MistServer's push
+/// triggers.
+pub trait PushHooks: Send + Sync + 'static {
+    /// Before a push connects (`PUSH_OUT_START`): the target to use
+    /// instead, or `None` to refuse the push. Without handlers, `target`.
+    fn out_start(
+        &self,
+        stream: &str,
+        target: &str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<String>> + Send + '_>>;
+
+    /// When a push has ended (`PUSH_END`, and `RECORDING_END` for a
+    /// recording).
+    fn ended(&self, report: &PushReport);
+}
+
+/// Hooks that do nothing (tests, tools).
+pub struct NoHooks;
+
+impl PushHooks for NoHooks {
+    fn out_start(
+        &self,
+        _: &str,
+        target: &str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<String>> + Send + '_>> {
+        let target = target.to_owned();
+        Box::pin(async move { Some(target) })
+    }
+
+    fn ended(&self, _: &PushReport) {}
+}
+
+/// A finished push, for the end triggers.
+#[derive(Debug, Clone)]
+pub struct PushReport {
+    /// Its figures at the end.
+    pub info: PushInfo,
+    /// The target before `PUSH_OUT_START` rewrote it.
+    pub target_before: String,
+    /// Whether it was a recording (a file target), and its container.
+    pub recording: Option<&'static str>,
+    /// When it ended, Unix seconds.
+    pub ended_at: u64,
+    /// Media timestamps of the first and last tag sent, ms.
+    pub first_ms: Option<u32>,
+    /// See `first_ms`.
+    pub last_ms: Option<u32>,
+    /// Its last log lines, oldest first.
+    pub log: Vec<String>,
+}
+
 /// The stream's configured targets and its tenant, asked when it starts.
 pub type TargetsFor = Box<dyn Fn(&str) -> (Vec<String>, Option<String>) + Send + Sync>;
 
 /// Every push of this node.
 pub struct PushManager {
     registry: Registry,
+    hooks: Arc<dyn PushHooks>,
     root: PathBuf,
     targets_for: TargetsFor,
     pushes: Mutex<BTreeMap<u64, Arc<Push>>>,
@@ -165,10 +237,17 @@ const MAX_ENDED: usize = 256;
 
 impl PushManager {
     /// A manager recording under `root`, asking `targets_for` for a
-    /// starting stream's configured targets.
-    pub fn new(registry: Registry, root: PathBuf, targets_for: TargetsFor, shutdown: CancellationToken) -> Arc<Self> {
+    /// starting stream's configured targets, with `hooks` around each push.
+    pub fn new(
+        registry: Registry,
+        root: PathBuf,
+        targets_for: TargetsFor,
+        hooks: Arc<dyn PushHooks>,
+        shutdown: CancellationToken,
+    ) -> Arc<Self> {
         Arc::new(PushManager {
             registry,
+            hooks,
             root,
             targets_for,
             pushes: Mutex::new(BTreeMap::new()),
@@ -254,14 +333,18 @@ impl PushManager {
             last_error: None,
             started_at: now,
         };
-        let push = Arc::new(Push { info: Mutex::new(info.clone()), cancel: self.shutdown.child_token() });
+        let push = Arc::new(Push {
+            info: Mutex::new(info.clone()),
+            cancel: self.shutdown.child_token(),
+            media: Mutex::default(),
+        });
         {
             let mut all = self.pushes.lock();
             prune(&mut all);
             all.insert(id, push.clone());
         }
         info!(id, stream = stream.name(), target = %info.target, "push started");
-        tokio::spawn(run_push(push, stream.clone(), parsed, self.root.clone()));
+        tokio::spawn(run_push(push, stream.clone(), parsed, self.root.clone(), self.hooks.clone()));
         Ok(info)
     }
 
@@ -313,29 +396,66 @@ enum Attempt {
     Fatal(String),
 }
 
-async fn run_push(push: Arc<Push>, stream: Arc<Stream>, target: Target, root: PathBuf) {
+async fn run_push(push: Arc<Push>, stream: Arc<Stream>, target: Target, root: PathBuf, hooks: Arc<dyn PushHooks>) {
+    let before = push.info.lock().target.clone();
+    // PUSH_OUT_START may move or refuse the push; what it answers is
+    // checked like any target.
+    let target = match hooks.out_start(stream.name(), &before).await {
+        None => Err("refused by PUSH_OUT_START".to_owned()),
+        Some(t) if t == before => Ok(target),
+        Some(t) => {
+            push.set(|i| i.target = t.clone());
+            Target::parse(&t, &root).map_err(|e| format!("PUSH_OUT_START answered a bad target: {e}"))
+        }
+    };
+    let recording = matches!(target, Ok(Target::File(_))).then_some("flv");
+    match target {
+        Ok(target) => attempts(&push, &stream, &target, &root).await,
+        Err(e) => {
+            warn!(stream = stream.name(), error = %e, "push not started");
+            push.log(e.clone());
+            push.set(|i| {
+                i.state = PushState::Failed;
+                i.last_error = Some(e);
+            });
+        }
+    }
+    let info = push.info.lock().clone();
+    info!(id = info.id, stream = %info.stream, target = %info.target, bytes = info.bytes, reconnects = info.reconnects, "push ended");
+    let (first_ms, last_ms, log) = {
+        let m = push.media.lock();
+        (m.0, m.1, m.2.iter().cloned().collect())
+    };
+    hooks.ended(&PushReport { info, target_before: before, recording, ended_at: unix_now(), first_ms, last_ms, log });
+}
+
+/// Tries a push until the stream ends, it is stopped, or it fails for good.
+async fn attempts(push: &Arc<Push>, stream: &Arc<Stream>, target: &Target, root: &Path) {
     let mut backoff = Duration::from_secs(1);
     loop {
         push.set(|i| i.state = PushState::Connecting);
-        let attempt = match &target {
-            Target::Rtmp(t) => rtmp_push(&push, &stream, t).await,
-            Target::File(f) => record_flv(&push, &stream, &root, &f.path).await,
+        let attempt = match target {
+            Target::Rtmp(t) => rtmp_push(push, stream, t).await,
+            Target::File(f) => record_flv(push, stream, root, &f.path).await,
         };
         match attempt {
             Attempt::Done => {
+                push.log("ended".into());
                 push.set(|i| i.state = PushState::Stopped);
-                break;
+                return;
             }
             Attempt::Fatal(e) => {
                 warn!(stream = stream.name(), error = %e, "push failed");
+                push.log(e.clone());
                 push.set(|i| {
                     i.state = PushState::Failed;
                     i.last_error = Some(e);
                 });
-                break;
+                return;
             }
             Attempt::Retry(e) => {
                 info!(stream = stream.name(), error = %e, wait = ?backoff, "push target failed; trying again");
+                push.log(e.clone());
                 push.set(|i| {
                     i.state = PushState::Waiting;
                     i.last_error = Some(e);
@@ -353,14 +473,12 @@ async fn run_push(push: Arc<Push>, stream: Arc<Stream>, target: Target, root: Pa
                 }
                 if stop {
                     push.set(|i| i.state = PushState::Stopped);
-                    break;
+                    return;
                 }
                 backoff = (backoff * 2).min(Duration::from_secs(30));
             }
         }
     }
-    let i = push.info.lock().clone();
-    info!(id = i.id, stream = %i.stream, target = %i.target, bytes = i.bytes, reconnects = i.reconnects, "push ended");
 }
 
 /// Tags for an RTMP client session (it copies each body into its chunks).
@@ -420,6 +538,9 @@ async fn rtmp_push(push: &Push, stream: &Arc<Stream>, t: &target::RtmpTarget) ->
                     egress.event(ev, &mut ClientSink(&mut session));
                     while let Some(ev) = sub.try_recv() {
                         egress.event(ev, &mut ClientSink(&mut session));
+                    }
+                    if egress.last_timestamp() > 0 {
+                        push.sent_at(egress.last_timestamp());
                     }
                 }
                 None => {
@@ -493,6 +614,9 @@ async fn record_flv(push: &Push, stream: &Arc<Stream>, root: &Path, path: &Path)
                 egress.event(ev, &mut flv);
                 while let Some(ev) = sub.try_recv() {
                     egress.event(ev, &mut flv);
+                }
+                if egress.last_timestamp() > 0 {
+                    push.sent_at(egress.last_timestamp());
                 }
                 false
             }
