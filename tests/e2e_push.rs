@@ -78,7 +78,7 @@ async fn a_stream_is_restreamed_and_recorded_frame_for_frame() {
     let received = server.dir.path().join("received.flv");
     let mut receiver = rtmp_receiver(port, &received);
     receiver_ready(port).await;
-    let targets = json!([format!("rtmp://127.0.0.1:{port}/live/relay"), "$tenant/$stream.flv"]);
+    let targets = json!([format!("rtmp://127.0.0.1:{port}/live/relay"), "$tenant/$stream.flv", "$tenant/$stream.mp4"]);
     let key = stream_with_targets(&server, "show", targets).await;
     // PUSH_OUT_START moves the recording; the restream goes where it was.
     let (hooks, mut delivered) = webhook_receiver(std::sync::Arc::new(|path: &str, body: &str, _| {
@@ -107,11 +107,11 @@ async fn a_stream_is_restreamed_and_recorded_frame_for_frame() {
         let url = server.rtmp_url(&key);
         move || ffmpeg(&rtmp_publish_args(&url, 6))
     });
-    let live = until("both pushes to be live", 30, || {
+    let live = until("the three pushes to be live", 30, || {
         let server = &server;
         async move {
             let p = pushes(server).await;
-            (p.len() == 2 && p.iter().all(|p| p["state"] == "live")).then_some(p)
+            (p.len() == 3 && p.iter().all(|p| p["state"] == "live")).then_some(p)
         }
     })
     .await;
@@ -119,8 +119,8 @@ async fn a_stream_is_restreamed_and_recorded_frame_for_frame() {
     let out = out.await.unwrap();
     assert!(out.status.success(), "publish: {}", String::from_utf8_lossy(&out.stderr));
 
-    // The stream ended: both pushes stop, the receiver sees the end.
-    let done = until("both pushes to stop", 30, || {
+    // The stream ended: the pushes stop, the receiver sees the end.
+    let done = until("the pushes to stop", 30, || {
         let server = &server;
         async move {
             let p = pushes(server).await;
@@ -149,16 +149,18 @@ async fn a_stream_is_restreamed_and_recorded_frame_for_frame() {
     };
     // The triggers: where the recording went, and how each push ended
     // (in whatever order they were delivered).
-    let (mut rec, mut ends) = (None, Vec::new());
-    while rec.is_none() || ends.len() < 2 {
+    let (mut recs, mut ends) = (Vec::new(), Vec::new());
+    while recs.len() < 2 || ends.len() < 3 {
         let h = next_hook(&mut delivered, "any").await;
         match h.headers.get("x-trigger").and_then(|v| v.to_str().ok()) {
-            Some("RECORDING_END") => rec = Some(h.body),
+            Some("RECORDING_END") => recs.push(h.body),
             Some("PUSH_END") => ends.push(h.body.lines().map(str::to_owned).collect::<Vec<String>>()),
             _ => {}
         }
     }
-    let rec = rec.unwrap_or_default();
+    let rec = recs.iter().find(|r| r.contains("moved-show.flv")).cloned().unwrap_or_default();
+    let mp4 = recs.iter().find(|r| r.contains("show.mp4")).cloned().unwrap_or_default();
+    assert_eq!(mp4.lines().nth(2), Some("mp4"), "{mp4}");
     let f: Vec<&str> = rec.lines().collect();
     assert_eq!((f[0], f[1], f[2], f[10], f[11]), ("show", "t/moved-show.flv", "flv", "0", "ended"), "{rec}");
     assert!(
@@ -177,6 +179,23 @@ async fn a_stream_is_restreamed_and_recorded_frame_for_frame() {
     assert_eq!(video, 150, "6 s at 25 fps in {}", recording.display());
     assert!(audio >= 250, "about 6 s of 44.1 kHz AAC: {audio}");
     assert!((duration - 6.0).abs() < 1.0, "{duration} s");
+    // The MP4: the same frames, and it seeks.
+    let mp4 = server.dir.path().join("data/recordings/t/show.mp4");
+    let (video, audio, duration) = count(&mp4);
+    assert_eq!(video, 150, "every frame in {}", mp4.display());
+    assert!(audio >= 250, "{audio}");
+    assert!((duration - 6.0).abs() < 1.0, "{duration} s");
+    let still = server.dir.path().join("seek.png");
+    let args: Vec<String> = ["-v", "error", "-ss", "3.5", "-i"]
+        .map(String::from)
+        .into_iter()
+        .chain([mp4.display().to_string()])
+        .chain(["-frames:v", "1", "-y"].map(String::from))
+        .chain([still.display().to_string()])
+        .collect();
+    let o = ffmpeg(&args);
+    assert!(o.status.success() && size(&still) > 0, "seeking 3.5 s in: {}", String::from_utf8_lossy(&o.stderr));
+
     // The restream too, as ffmpeg received it.
     let (video, _, duration) = count(&received);
     assert_eq!(video, 150, "every frame reached the receiver");

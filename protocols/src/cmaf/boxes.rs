@@ -150,15 +150,47 @@ fn sample_entry(track: &Track) -> Result<Mp4Codec, CmafError> {
 
 /// Builds the init segment (`ftyp` + `moov`) for one track.
 pub fn init_segment(track: &Track) -> Result<Bytes, CmafError> {
-    let video = track.kind() == MediaKind::Video;
+    init_segment_tracks(&[track])
+}
+
+/// Builds an init segment whose `moov` holds `tracks`, with track ids 1,
+/// 2, ... in that order (a recording's video and audio in one file).
+pub fn init_segment_tracks(tracks: &[&Track]) -> Result<Bytes, CmafError> {
     let ftyp = Ftyp {
         major_brand: b"iso6".into(),
         minor_version: 0,
         compatible_brands: vec![b"iso6".into(), b"cmfc".into(), b"mp41".into(), b"dash".into()],
     };
-    let trak = Trak {
+    let mut traks = Vec::with_capacity(tracks.len());
+    let mut trex = Vec::with_capacity(tracks.len());
+    for (i, track) in tracks.iter().enumerate() {
+        let id = TRACK_ID + i as u32;
+        traks.push(trak(track, id)?);
+        trex.push(Trex { track_id: id, default_sample_description_index: 1, ..Default::default() });
+    }
+    let moov = Moov {
+        mvhd: Mvhd {
+            timescale: 1000,
+            next_track_id: TRACK_ID + tracks.len() as u32,
+            rate: 1.into(),
+            volume: 1.into(),
+            ..Default::default()
+        },
+        mvex: Some(Mvex { mehd: None, trex }),
+        trak: traks,
+        ..Default::default()
+    };
+    let mut out = Vec::with_capacity(1024);
+    enc("ftyp", &ftyp, &mut out)?;
+    enc("moov", &moov, &mut out)?;
+    Ok(Bytes::from(out))
+}
+
+fn trak(track: &Track, id: u32) -> Result<Trak, CmafError> {
+    let video = track.kind() == MediaKind::Video;
+    Ok(Trak {
         tkhd: Tkhd {
-            track_id: TRACK_ID,
+            track_id: id,
             enabled: true,
             in_movie: true,
             volume: if video { 0.into() } else { 1.into() },
@@ -188,26 +220,7 @@ pub fn init_segment(track: &Track) -> Result<Bytes, CmafError> {
             },
         },
         ..Default::default()
-    };
-    let moov = Moov {
-        mvhd: Mvhd {
-            timescale: 1000,
-            next_track_id: TRACK_ID + 1,
-            rate: 1.into(),
-            volume: 1.into(),
-            ..Default::default()
-        },
-        mvex: Some(Mvex {
-            mehd: None,
-            trex: vec![Trex { track_id: TRACK_ID, default_sample_description_index: 1, ..Default::default() }],
-        }),
-        trak: vec![trak],
-        ..Default::default()
-    };
-    let mut out = Vec::with_capacity(1024);
-    enc("ftyp", &ftyp, &mut out)?;
-    enc("moov", &moov, &mut out)?;
-    Ok(Bytes::from(out))
+    })
 }
 
 /// One sample of a fragment, timing in the track's media timescale.
@@ -268,32 +281,47 @@ pub fn prft(media_time: u64, unix_ms: i64) -> Result<Bytes, CmafError> {
 /// Builds one fragment: returns the `moof` + `mdat` header; the sample
 /// payloads follow it on the wire, in order, untouched.
 pub fn fragment_header(sequence: u32, samples: &[Sample]) -> Result<Bytes, CmafError> {
-    let base = samples.first().map_or(0, |s| s.dts);
-    let entries: Vec<TrunEntry> = samples
+    fragment_header_tracks(sequence, &[(TRACK_ID, samples)])
+}
+
+/// Builds one fragment of several tracks: a `traf` per `(track id,
+/// samples)` run that has samples, in order; the `mdat` holds each run's
+/// payloads after the previous run's. Returns the `moof` + `mdat` header;
+/// the payloads follow it, run after run, untouched.
+pub fn fragment_header_tracks(sequence: u32, runs: &[(u32, &[Sample])]) -> Result<Bytes, CmafError> {
+    let runs: Vec<&(u32, &[Sample])> = runs.iter().filter(|(_, s)| !s.is_empty()).collect();
+    let trafs: Vec<Traf> = runs
         .iter()
-        .map(|s| TrunEntry {
-            duration: Some(s.duration),
-            size: Some(s.frame.payload.len() as u32),
-            flags: Some(if s.frame.keyframe { FLAGS_SYNC } else { FLAGS_NON_SYNC }),
-            cts: Some(i64::from(s.cts)),
+        .map(|(id, samples)| {
+            let entries: Vec<TrunEntry> = samples
+                .iter()
+                .map(|s| TrunEntry {
+                    duration: Some(s.duration),
+                    size: Some(s.frame.payload.len() as u32),
+                    flags: Some(if s.frame.keyframe { FLAGS_SYNC } else { FLAGS_NON_SYNC }),
+                    cts: Some(i64::from(s.cts)),
+                })
+                .collect();
+            Traf {
+                tfhd: Tfhd { track_id: *id, default_base_is_moof: true, ..Default::default() },
+                tfdt: Some(Tfdt { base_media_decode_time: samples.first().map_or(0, |s| s.dts) }),
+                trun: vec![Trun { data_offset: Some(0), samples: TrunSamples::Explicit(entries) }],
+                ..Default::default()
+            }
         })
         .collect();
-    let mut moof = Moof {
-        mfhd: Mfhd { sequence_number: sequence },
-        traf: vec![Traf {
-            tfhd: Tfhd { track_id: TRACK_ID, default_base_is_moof: true, ..Default::default() },
-            tfdt: Some(Tfdt { base_media_decode_time: base }),
-            trun: vec![Trun { data_offset: Some(0), samples: TrunSamples::Explicit(entries) }],
-            ..Default::default()
-        }],
-    };
-    let mut out = Vec::with_capacity(128 + 16 * samples.len());
+    let mut moof = Moof { mfhd: Mfhd { sequence_number: sequence }, traf: trafs };
+    let mut out = Vec::with_capacity(128 + 16 * runs.iter().map(|r| r.1.len()).sum::<usize>());
     enc("moof", &moof, &mut out)?;
     let moof_len = out.len();
-    moof.traf[0].trun[0].data_offset = Some((moof_len + 8) as i32);
+    let mut offset = moof_len + 8;
+    for (traf, (_, samples)) in moof.traf.iter_mut().zip(&runs) {
+        traf.trun[0].data_offset = Some(offset as i32);
+        offset += samples.iter().map(|s| s.frame.payload.len()).sum::<usize>();
+    }
     out.clear();
     enc("moof", &moof, &mut out)?;
-    let payload: usize = samples.iter().map(|s| s.frame.payload.len()).sum();
+    let payload = offset - moof_len - 8;
     let mut out = BytesMut::from(&out[..]);
     out.put_u32((payload + 8) as u32);
     out.put_slice(b"mdat");

@@ -16,6 +16,7 @@
 //! - **Started** from a stream's `push_targets` when the stream starts, or
 //!   on demand ([`PushManager::start`]).
 
+pub mod mp4;
 pub mod target;
 
 use std::collections::BTreeMap;
@@ -408,7 +409,10 @@ async fn run_push(push: Arc<Push>, stream: Arc<Stream>, target: Target, root: Pa
             Target::parse(&t, &root).map_err(|e| format!("PUSH_OUT_START answered a bad target: {e}"))
         }
     };
-    let recording = matches!(target, Ok(Target::File(_))).then_some("flv");
+    let recording = match &target {
+        Ok(Target::File(f)) => Some(f.container.as_str()),
+        _ => None,
+    };
     match target {
         Ok(target) => attempts(&push, &stream, &target, &root).await,
         Err(e) => {
@@ -436,7 +440,7 @@ async fn attempts(push: &Arc<Push>, stream: &Arc<Stream>, target: &Target, root:
         push.set(|i| i.state = PushState::Connecting);
         let attempt = match target {
             Target::Rtmp(t) => rtmp_push(push, stream, t).await,
-            Target::File(f) => record_flv(push, stream, root, &f.path).await,
+            Target::File(f) => record(push, stream, root, f).await,
         };
         match attempt {
             Attempt::Done => {
@@ -581,9 +585,49 @@ async fn flush(sock: &mut TcpStream, session: &mut ClientSession, push: &Push) -
     Ok(())
 }
 
-/// Records the stream into an FLV file at `path` (inside the root; its
+/// A recording's container, fed events.
+enum Writer {
+    Flv(FlvEgress, FlvFile),
+    Mp4(mp4::Mp4Recorder),
+}
+
+impl Writer {
+    fn new(container: target::Container) -> Writer {
+        match container {
+            target::Container::Flv => Writer::Flv(FlvEgress::new(None), FlvFile::new(true, true)),
+            target::Container::Mp4 => Writer::Mp4(mp4::Mp4Recorder::new()),
+        }
+    }
+
+    fn event(&mut self, ev: tidecast_media::Event, out: &mut Vec<Bytes>) {
+        match self {
+            Writer::Flv(egress, file) => {
+                egress.event(ev, file);
+                out.extend(file.take());
+            }
+            Writer::Mp4(rec) => out.extend(rec.event(ev)),
+        }
+    }
+
+    fn finish(&mut self, out: &mut Vec<Bytes>) {
+        if let Writer::Mp4(rec) = self {
+            out.extend(rec.finish());
+        }
+    }
+
+    /// The media timestamp reached, ms.
+    fn media_ms(&self) -> u32 {
+        match self {
+            Writer::Flv(egress, _) => egress.last_timestamp(),
+            Writer::Mp4(rec) => (rec.written_us / 1000).clamp(0, i64::from(u32::MAX)) as u32,
+        }
+    }
+}
+
+/// Records the stream into the file `f` names (inside the root; its
 /// folders are made).
-async fn record_flv(push: &Push, stream: &Arc<Stream>, root: &Path, path: &Path) -> Attempt {
+async fn record(push: &Push, stream: &Arc<Stream>, root: &Path, f: &target::FileTarget) -> Attempt {
+    let path = f.path.as_path();
     if let Some(dir) = path.parent() {
         if let Err(e) = tokio::fs::create_dir_all(dir).await {
             return Attempt::Fatal(format!("creating {}: {e}", dir.display()));
@@ -602,28 +646,31 @@ async fn record_flv(push: &Push, stream: &Arc<Stream>, root: &Path, path: &Path)
     };
     push.set(|i| i.state = PushState::Live);
     let mut sub = stream.subscribe();
-    let mut egress = FlvEgress::new(None);
-    let mut flv = FlvFile::new(true, true);
-    let result = loop {
+    let mut writer = Writer::new(f.container);
+    let mut out = Vec::new();
+    loop {
         let more = tokio::select! {
             ev = sub.recv() => ev,
             _ = push.cancel.cancelled() => None,
         };
         let done = match more {
             Some(ev) => {
-                egress.event(ev, &mut flv);
+                writer.event(ev, &mut out);
                 while let Some(ev) = sub.try_recv() {
-                    egress.event(ev, &mut flv);
-                }
-                if egress.last_timestamp() > 0 {
-                    push.sent_at(egress.last_timestamp());
+                    writer.event(ev, &mut out);
                 }
                 false
             }
-            None => true,
+            None => {
+                writer.finish(&mut out);
+                true
+            }
         };
+        if writer.media_ms() > 0 {
+            push.sent_at(writer.media_ms());
+        }
         let mut wrote = 0;
-        for b in flv.take() {
+        for b in out.drain(..) {
             if let Err(e) = file.write_all(&b).await {
                 return Attempt::Fatal(format!("writing {}: {e}", path.display()));
             }
@@ -634,11 +681,11 @@ async fn record_flv(push: &Push, stream: &Arc<Stream>, root: &Path, path: &Path)
             i.frames_skipped = sub.skips();
         });
         if done {
-            break Attempt::Done;
+            break;
         }
-    };
+    }
     if let Err(e) = file.flush().await.and(file.sync_all().await) {
         return Attempt::Fatal(format!("closing {}: {e}", path.display()));
     }
-    result
+    Attempt::Done
 }

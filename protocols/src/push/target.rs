@@ -4,10 +4,10 @@
 //!
 //! Built: `rtmp://HOST[:PORT]/APP/NAME` (the first path segment is the
 //! application, the rest the stream name or key, as ffmpeg and OBS split
-//! it) and FLV recordings (`recordings/$stream.flv`, under the recording
-//! root). Named and refused with a clear reason until they are built:
-//! `rtmps://`, `srt://`, `whip+http(s)://`, `s3://` and the `.mp4`, `.ts`
-//! and `.m3u8` containers.
+//! it) and recordings into FLV or fragmented MP4 files
+//! (`recordings/$stream.mp4`, under the recording root). Named and refused
+//! with a clear reason until they are built: `rtmps://`, `srt://`,
+//! `whip+http(s)://`, `s3://` and the `.ts` and `.m3u8` containers.
 
 use std::fmt;
 use std::path::{Component, Path, PathBuf};
@@ -39,6 +39,28 @@ pub struct RtmpTarget {
 pub struct FileTarget {
     /// The path, already joined to the root.
     pub path: PathBuf,
+    /// The container, from the file name's extension.
+    pub container: Container,
+}
+
+/// A recording's container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Container {
+    /// FLV (`.flv`).
+    Flv,
+    /// Fragmented MP4 (`.mp4`): video and audio in one file, a fragment
+    /// per GOP.
+    Mp4,
+}
+
+impl Container {
+    /// Its name in triggers: the extension.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Container::Flv => "flv",
+            Container::Mp4 => "mp4",
+        }
+    }
 }
 
 /// Why a target cannot be used.
@@ -182,11 +204,12 @@ fn rtmp(rest: &str) -> Result<RtmpTarget, TargetError> {
 fn file(path: &str, root: &Path) -> Result<FileTarget, TargetError> {
     let p = Path::new(path);
     let ext = p.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).unwrap_or_default();
-    match ext.as_str() {
-        "flv" => {}
-        "mp4" | "ts" | "m3u8" | "mkv" => return Err(TargetError::NotBuilt(format!(".{ext} recording"))),
-        _ => return Err(TargetError::Invalid(format!("{path:?}: a recording needs a .flv name"))),
-    }
+    let container = match ext.as_str() {
+        "flv" => Container::Flv,
+        "mp4" => Container::Mp4,
+        "ts" | "m3u8" | "mkv" => return Err(TargetError::NotBuilt(format!(".{ext} recording"))),
+        _ => return Err(TargetError::Invalid(format!("{path:?}: a recording needs a .flv or .mp4 name"))),
+    };
     // Lexically inside the root: no `..`, and an absolute path must start
     // with the root. (The opener checks the real path again, for links.)
     if p.components().any(|c| matches!(c, Component::ParentDir)) {
@@ -203,7 +226,7 @@ fn file(path: &str, root: &Path) -> Result<FileTarget, TargetError> {
     if full == root {
         return Err(TargetError::Invalid("a recording needs a file name".into()));
     }
-    Ok(FileTarget { path: full })
+    Ok(FileTarget { path: full, container })
 }
 
 #[cfg(test)]
@@ -245,7 +268,9 @@ mod tests {
     #[test]
     fn files_stay_inside_the_root() {
         let Target::File(f) = parse("$x/show.flv").unwrap() else { panic!() };
-        assert_eq!(f.path, Path::new(ROOT).join("$x/show.flv"));
+        assert_eq!((f.path.as_path(), f.container), (Path::new(ROOT).join("$x/show.flv").as_path(), Container::Flv));
+        let Target::File(f) = parse("show.MP4").unwrap() else { panic!() };
+        assert_eq!(f.container, Container::Mp4);
         let Target::File(f) = parse(&format!("file://{ROOT}/a/b.FLV")).unwrap() else { panic!() };
         assert_eq!(f.path, Path::new(ROOT).join("a/b.FLV"));
         for bad in ["../x.flv", "a/../../x.flv", "/etc/x.flv", "file:///tmp/x.flv", "/srv/tidecast/recordings2/x.flv"] {
@@ -263,8 +288,8 @@ mod tests {
             ("srt://h:9000?streamid=x", "srt"),
             ("whip+https://h/whip/x", "WHIP"),
             ("s3://bucket/x.flv", "s3"),
-            ("x.mp4", ".mp4"),
             ("x.ts", ".ts"),
+            ("x.m3u8", ".m3u8"),
         ] {
             let e = parse(t).unwrap_err();
             assert!(matches!(&e, TargetError::NotBuilt(w) if w.contains(what)), "{t}: {e}");
