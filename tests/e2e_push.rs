@@ -78,7 +78,12 @@ async fn a_stream_is_restreamed_and_recorded_frame_for_frame() {
     let received = server.dir.path().join("received.flv");
     let mut receiver = rtmp_receiver(port, &received);
     receiver_ready(port).await;
-    let targets = json!([format!("rtmp://127.0.0.1:{port}/live/relay"), "$tenant/$stream.flv", "$tenant/$stream.mp4"]);
+    let targets = json!([
+        format!("rtmp://127.0.0.1:{port}/live/relay"),
+        "$tenant/$stream.flv",
+        "$tenant/$stream.mp4",
+        "$tenant/split/$stream-$segmentCounter.mp4?split=5"
+    ]);
     let key = stream_with_targets(&server, "show", targets).await;
     // PUSH_OUT_START moves the recording; the restream goes where it was.
     let (hooks, mut delivered) = webhook_receiver(std::sync::Arc::new(|path: &str, body: &str, _| {
@@ -87,9 +92,12 @@ async fn a_stream_is_restreamed_and_recorded_frame_for_frame() {
         Some((StatusCode::OK, answer.to_owned()))
     }))
     .await;
-    for (trigger, path, blocking) in
-        [("PUSH_OUT_START", "out", true), ("PUSH_END", "end", false), ("RECORDING_END", "rec", false)]
-    {
+    for (trigger, path, blocking) in [
+        ("PUSH_OUT_START", "out", true),
+        ("PUSH_END", "end", false),
+        ("RECORDING_END", "rec", false),
+        ("RECORDING_SEGMENT", "seg", false),
+    ] {
         api_ok(
             "POST",
             &server.api("/triggers"),
@@ -102,16 +110,16 @@ async fn a_stream_is_restreamed_and_recorded_frame_for_frame() {
         .await;
     }
 
-    // Six seconds at 25 fps, in real time.
+    // Twenty seconds at 25 fps, in real time.
     let out = tokio::task::spawn_blocking({
         let url = server.rtmp_url(&key);
-        move || ffmpeg(&rtmp_publish_args(&url, 6))
+        move || ffmpeg(&rtmp_publish_args(&url, 20))
     });
-    let live = until("the three pushes to be live", 30, || {
+    let live = until("the four pushes to be live", 30, || {
         let server = &server;
         async move {
             let p = pushes(server).await;
-            (p.len() == 3 && p.iter().all(|p| p["state"] == "live")).then_some(p)
+            (p.len() == 4 && p.iter().all(|p| p["state"] == "live")).then_some(p)
         }
     })
     .await;
@@ -149,11 +157,12 @@ async fn a_stream_is_restreamed_and_recorded_frame_for_frame() {
     };
     // The triggers: where the recording went, and how each push ended
     // (in whatever order they were delivered).
-    let (mut recs, mut ends) = (Vec::new(), Vec::new());
-    while recs.len() < 2 || ends.len() < 3 {
+    let (mut recs, mut ends, mut segments) = (Vec::new(), Vec::new(), Vec::new());
+    while recs.len() < 3 || ends.len() < 4 || segments.len() < 4 {
         let h = next_hook(&mut delivered, "any").await;
         match h.headers.get("x-trigger").and_then(|v| v.to_str().ok()) {
             Some("RECORDING_END") => recs.push(h.body),
+            Some("RECORDING_SEGMENT") => segments.push(h.body.lines().map(str::to_owned).collect::<Vec<String>>()),
             Some("PUSH_END") => ends.push(h.body.lines().map(str::to_owned).collect::<Vec<String>>()),
             _ => {}
         }
@@ -176,15 +185,15 @@ async fn a_stream_is_restreamed_and_recorded_frame_for_frame() {
     // The recording starts at the stream's first keyframe: every frame.
     let recording = server.dir.path().join("data/recordings/t/moved-show.flv");
     let (video, audio, duration) = count(&recording);
-    assert_eq!(video, 150, "6 s at 25 fps in {}", recording.display());
-    assert!(audio >= 250, "about 6 s of 44.1 kHz AAC: {audio}");
-    assert!((duration - 6.0).abs() < 1.0, "{duration} s");
+    assert_eq!(video, 500, "20 s at 25 fps in {}", recording.display());
+    assert!(audio >= 850, "about 20 s of 44.1 kHz AAC: {audio}");
+    assert!((duration - 20.0).abs() < 1.0, "{duration} s");
     // The MP4: the same frames, and it seeks.
     let mp4 = server.dir.path().join("data/recordings/t/show.mp4");
     let (video, audio, duration) = count(&mp4);
-    assert_eq!(video, 150, "every frame in {}", mp4.display());
-    assert!(audio >= 250, "{audio}");
-    assert!((duration - 6.0).abs() < 1.0, "{duration} s");
+    assert_eq!(video, 500, "every frame in {}", mp4.display());
+    assert!(audio >= 850, "{audio}");
+    assert!((duration - 20.0).abs() < 1.0, "{duration} s");
     let still = server.dir.path().join("seek.png");
     let args: Vec<String> = ["-v", "error", "-ss", "3.5", "-i"]
         .map(String::from)
@@ -198,8 +207,27 @@ async fn a_stream_is_restreamed_and_recorded_frame_for_frame() {
 
     // The restream too, as ffmpeg received it.
     let (video, _, duration) = count(&received);
-    assert_eq!(video, 150, "every frame reached the receiver");
-    assert!((duration - 6.0).abs() < 1.0, "{duration} s");
+    assert_eq!(video, 500, "every frame reached the receiver");
+    assert!((duration - 20.0).abs() < 1.0, "{duration} s");
+
+    // Split every 5 s: four files, one RECORDING_SEGMENT each, that add up
+    // to every frame and follow each other without a gap.
+    segments.sort_by_key(|l| l[3].parse::<u64>().unwrap_or(0));
+    let mut total = 0;
+    for (n, seg) in segments.iter().enumerate() {
+        assert_eq!(seg[0], "show");
+        let path = Path::new(&seg[1]);
+        assert!(seg[1].ends_with(&format!("recordings/t/split/show-{n}.mp4")), "{seg:?}");
+        let ms: Vec<u64> = seg[2..5].iter().map(|v| v.parse().unwrap()).collect();
+        assert_eq!(ms[0], ms[2] - ms[1], "duration = end - start: {seg:?}");
+        if n < 3 {
+            assert!((ms[0] as i64 - 5000).abs() <= 1000, "about 5 s: {seg:?}");
+            assert_eq!(ms[2], segments[n + 1][3].parse::<u64>().unwrap(), "the next file starts where this one ends");
+        }
+        let (video, _, _) = count(path);
+        total += video;
+    }
+    assert_eq!(total, 500, "the split files hold every frame");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -738,4 +738,15 @@ impl tidecast_protocols::push::PushHooks for ControlPlane {
             self.notify_stream(Trigger::RecordingEnd, &i.stream, fields);
         }
     }
+
+    fn segment(&self, r: &tidecast_protocols::push::SegmentReport) {
+        let fields = vec![
+            r.stream.clone(),
+            r.path.display().to_string(),
+            r.end_ms.saturating_sub(r.start_ms).to_string(),
+            r.start_ms.to_string(),
+            r.end_ms.to_string(),
+        ];
+        self.notify_stream(Trigger::RecordingSegment, &r.stream, fields);
+    }
 }

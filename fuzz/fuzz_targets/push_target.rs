@@ -9,10 +9,11 @@ use tidecast_protocols::push::target::{expand, Target, Vars};
 fuzz_target!(|data: &[u8]| {
     let Ok(s) = std::str::from_utf8(data) else { return };
     let root = Path::new("/srv/recordings");
-    let vars = Vars { stream: "s", tenant: "t", datetime: "2026.01.01.00.00.00", segment: 1 };
+    let vars = Vars { stream: "s", tenant: "t", datetime: "2026.01.01.00.00.00", segment: None };
     match Target::parse(&expand(s, &vars), root) {
         Ok(Target::File(f)) => {
             assert!(f.path.starts_with(root) && f.path != root);
+            assert!(f.path_for(7).starts_with(root));
             assert!(!f.path.components().any(|c| matches!(c, Component::ParentDir)));
         }
         Ok(Target::Rtmp(r)) => assert!(!r.addr.is_empty() && !r.app.is_empty() && !r.name.is_empty()),

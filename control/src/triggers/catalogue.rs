@@ -89,6 +89,7 @@ catalogue! {
     DefaultStream = "DEFAULT_STREAM", Rewrite, stream: true, fires: false, ["default", "stream", "host", "output", "url"];
     PushEnd = "PUSH_END", Notify, stream: true, fires: true, ["push_id", "stream", "target", "target_after", "log", "status"];
     LivepeerSegmentRejected = "LIVEPEER_SEGMENT_REJECTED", Notify, stream: true, fires: true, ["options", "segment", "tracks", "broadcaster", "broadcaster2"];
+    RecordingSegment = "RECORDING_SEGMENT", Notify, stream: true, fires: true, ["stream", "path", "duration_ms", "start_ms", "end_ms"];
     LivepeerSegmentComplete = "LIVEPEER_SEGMENT_COMPLETE", Notify, stream: true, fires: true, ["stream", "session", "seq", "start_ms", "duration_ms", "width", "height", "bytes_in", "bytes_out", "renditions_count", "attempts", "url", "turnaround_ms", "speed_factor", "renditions"];
 }
 
@@ -105,8 +106,9 @@ mod tests {
 
     #[test]
     fn every_name_round_trips_and_the_catalogue_is_complete() {
-        // MistServer's 31 and the FrameWorks fork's LIVEPEER_SEGMENT_COMPLETE.
-        assert_eq!(Trigger::ALL.len(), 32);
+        // MistServer's 31 and the FrameWorks fork's RECORDING_SEGMENT and
+        // LIVEPEER_SEGMENT_COMPLETE.
+        assert_eq!(Trigger::ALL.len(), 33);
         for t in Trigger::ALL {
             assert_eq!(Trigger::parse(t.name()), Some(*t));
         }

@@ -180,6 +180,36 @@ pub trait PushHooks: Send + Sync + 'static {
     /// When a push has ended (`PUSH_END`, and `RECORDING_END` for a
     /// recording).
     fn ended(&self, report: &PushReport);
+
+    /// When a split recording finished one of its files
+    /// (`RECORDING_SEGMENT`).
+    fn segment(&self, _report: &SegmentReport) {}
+}
+
+/// One finished file of a split recording: what the FrameWorks fork of
+/// MistServer sends in `RECORDING_SEGMENT` (stream, path, duration, start
+/// and end in media milliseconds).
+#[derive(Debug, Clone)]
+pub struct SegmentReport {
+    /// The push.
+    pub push_id: u64,
+    /// The stream recorded.
+    pub stream: String,
+    /// The file.
+    pub path: PathBuf,
+    /// Its number (`$segmentCounter`).
+    pub counter: u64,
+    /// Its container.
+    pub container: &'static str,
+    /// Media time of its first frame, ms (the stream's clock).
+    pub start_ms: u64,
+    /// Media time where it ends, ms: the next file's first frame, or the
+    /// last frame of the recording.
+    pub end_ms: u64,
+    /// Its size in bytes.
+    pub bytes: u64,
+    /// When it was closed, Unix ms.
+    pub closed_unix_ms: u64,
 }
 
 /// Hooks that do nothing (tests, tools).
@@ -316,7 +346,7 @@ impl PushManager {
             stream: stream.name(),
             tenant: tenant.as_deref().unwrap_or(""),
             datetime: &datetime,
-            segment: 0,
+            segment: None,
         };
         let expanded = target::expand(template, &vars);
         let parsed = Target::parse(&expanded, &self.root).map_err(PushError::Target)?;
@@ -414,7 +444,7 @@ async fn run_push(push: Arc<Push>, stream: Arc<Stream>, target: Target, root: Pa
         _ => None,
     };
     match target {
-        Ok(target) => attempts(&push, &stream, &target, &root).await,
+        Ok(target) => attempts(&push, &stream, &target, &root, &*hooks).await,
         Err(e) => {
             warn!(stream = stream.name(), error = %e, "push not started");
             push.log(e.clone());
@@ -434,13 +464,13 @@ async fn run_push(push: Arc<Push>, stream: Arc<Stream>, target: Target, root: Pa
 }
 
 /// Tries a push until the stream ends, it is stopped, or it fails for good.
-async fn attempts(push: &Arc<Push>, stream: &Arc<Stream>, target: &Target, root: &Path) {
+async fn attempts(push: &Arc<Push>, stream: &Arc<Stream>, target: &Target, root: &Path, hooks: &dyn PushHooks) {
     let mut backoff = Duration::from_secs(1);
     loop {
         push.set(|i| i.state = PushState::Connecting);
         let attempt = match target {
             Target::Rtmp(t) => rtmp_push(push, stream, t).await,
-            Target::File(f) => record(push, stream, root, f).await,
+            Target::File(f) => record(push, stream, root, f, hooks).await,
         };
         match attempt {
             Attempt::Done => {
@@ -587,21 +617,22 @@ async fn flush(sock: &mut TcpStream, session: &mut ClientSession, push: &Push) -
 
 /// A recording's container, fed events.
 enum Writer {
-    Flv(FlvEgress, FlvFile),
+    Flv(Box<(FlvEgress, FlvFile)>),
     Mp4(mp4::Mp4Recorder),
 }
 
 impl Writer {
     fn new(container: target::Container) -> Writer {
         match container {
-            target::Container::Flv => Writer::Flv(FlvEgress::new(None), FlvFile::new(true, true)),
+            target::Container::Flv => Writer::Flv(Box::new((FlvEgress::new(None), FlvFile::new(true, true)))),
             target::Container::Mp4 => Writer::Mp4(mp4::Mp4Recorder::new()),
         }
     }
 
     fn event(&mut self, ev: tidecast_media::Event, out: &mut Vec<Bytes>) {
         match self {
-            Writer::Flv(egress, file) => {
+            Writer::Flv(flv) => {
+                let (egress, file) = &mut **flv;
                 egress.event(ev, file);
                 out.extend(file.take());
             }
@@ -618,74 +649,175 @@ impl Writer {
     /// The media timestamp reached, ms.
     fn media_ms(&self) -> u32 {
         match self {
-            Writer::Flv(egress, _) => egress.last_timestamp(),
+            Writer::Flv(flv) => flv.0.last_timestamp(),
             Writer::Mp4(rec) => (rec.written_us / 1000).clamp(0, i64::from(u32::MAX)) as u32,
         }
     }
 }
 
-/// Records the stream into the file `f` names (inside the root; its
-/// folders are made).
-async fn record(push: &Push, stream: &Arc<Stream>, root: &Path, f: &target::FileTarget) -> Attempt {
-    let path = f.path.as_path();
+/// One open file of a recording.
+struct OpenFile {
+    file: tokio::fs::File,
+    path: PathBuf,
+    counter: u64,
+    writer: Writer,
+    bytes: u64,
+    /// Stream time (µs) of its first frame.
+    first_us: Option<i64>,
+    last_us: i64,
+}
+
+/// Opens file number `counter` of the recording `f` (inside the root; its
+/// folders are made; an existing file is never overwritten).
+async fn open_file(root: &Path, f: &target::FileTarget, counter: u64) -> Result<OpenFile, String> {
+    let path = f.path_for(counter);
     if let Some(dir) = path.parent() {
-        if let Err(e) = tokio::fs::create_dir_all(dir).await {
-            return Attempt::Fatal(format!("creating {}: {e}", dir.display()));
-        }
+        tokio::fs::create_dir_all(dir).await.map_err(|e| format!("creating {}: {e}", dir.display()))?;
         // The path was checked by its text; a link inside the root must
         // not lead out of it either.
         let (real_dir, real_root) = (tokio::fs::canonicalize(dir).await, tokio::fs::canonicalize(root).await);
         match (real_dir, real_root) {
             (Ok(d), Ok(r)) if d.starts_with(&r) => {}
-            _ => return Attempt::Fatal(format!("{} is outside the recording directory", path.display())),
+            _ => return Err(format!("{} is outside the recording directory", path.display())),
         }
     }
-    let mut file = match tokio::fs::OpenOptions::new().write(true).create_new(true).open(path).await {
-        Ok(f) => f,
-        Err(e) => return Attempt::Fatal(format!("creating {}: {e}", path.display())),
+    let file = tokio::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .await
+        .map_err(|e| format!("creating {}: {e}", path.display()))?;
+    Ok(OpenFile { file, path, counter, writer: Writer::new(f.container), bytes: 0, first_us: None, last_us: 0 })
+}
+
+impl OpenFile {
+    async fn write(&mut self, out: &mut Vec<Bytes>, push: &Push) -> Result<(), String> {
+        let mut wrote = 0;
+        for b in out.drain(..) {
+            self.file.write_all(&b).await.map_err(|e| format!("writing {}: {e}", self.path.display()))?;
+            wrote += b.len() as u64;
+        }
+        self.bytes += wrote;
+        push.set(|i| i.bytes += wrote);
+        Ok(())
+    }
+
+    /// Writes what the writer still holds and closes the file.
+    async fn close(mut self, push: &Push) -> Result<OpenFile, String> {
+        let mut out = Vec::new();
+        self.writer.finish(&mut out);
+        self.write(&mut out, push).await?;
+        self.file.flush().await.map_err(|e| format!("closing {}: {e}", self.path.display()))?;
+        self.file.sync_all().await.map_err(|e| format!("closing {}: {e}", self.path.display()))?;
+        Ok(self)
+    }
+}
+
+/// Records the stream into the file `f` names, or, with `split`, into a
+/// new file at the first keyframe after each `split` seconds of media.
+async fn record(
+    push: &Push,
+    stream: &Arc<Stream>,
+    root: &Path,
+    f: &target::FileTarget,
+    hooks: &dyn PushHooks,
+) -> Attempt {
+    let mut current = match open_file(root, f, 0).await {
+        Ok(o) => o,
+        Err(e) => return Attempt::Fatal(e),
     };
     push.set(|i| i.state = PushState::Live);
+    let split_us = f.split.map(|s| i64::from(s) * 1_000_000);
     let mut sub = stream.subscribe();
-    let mut writer = Writer::new(f.container);
+    // What a fresh file's writer must see first.
+    let mut tracks: Option<Arc<[tidecast_media::Track]>> = None;
     let mut out = Vec::new();
     loop {
         let more = tokio::select! {
             ev = sub.recv() => ev,
             _ = push.cancel.cancelled() => None,
         };
-        let done = match more {
-            Some(ev) => {
-                writer.event(ev, &mut out);
-                while let Some(ev) = sub.try_recv() {
-                    writer.event(ev, &mut out);
+        let Some(first) = more else { break };
+        let mut batch = vec![first];
+        while let Some(ev) = sub.try_recv() {
+            batch.push(ev);
+        }
+        for ev in batch {
+            if let tidecast_media::Event::Tracks(t) = &ev {
+                tracks = Some(t.clone());
+            }
+            if let (tidecast_media::Event::Frame(fr), Some(split)) = (&ev, split_us) {
+                let video = tracks.as_ref().and_then(|t| t.iter().find(|t| t.id == fr.track)).map(|t| t.kind());
+                let has_video =
+                    tracks.as_ref().is_some_and(|t| t.iter().any(|t| t.kind() == tidecast_media::MediaKind::Video));
+                let boundary = match video {
+                    Some(tidecast_media::MediaKind::Video) => fr.keyframe,
+                    Some(tidecast_media::MediaKind::Audio) => !has_video,
+                    None => false,
+                };
+                if boundary && current.first_us.is_some_and(|t0| fr.dts - t0 >= split) {
+                    if let Err(e) = current.write(&mut out, push).await {
+                        return Attempt::Fatal(e);
+                    }
+                    let done = match current.close(push).await {
+                        Ok(d) => d,
+                        Err(e) => return Attempt::Fatal(e),
+                    };
+                    report_segment(push, stream, f, &done, fr.dts, hooks);
+                    current = match open_file(root, f, done.counter + 1).await {
+                        Ok(o) => o,
+                        Err(e) => return Attempt::Fatal(e),
+                    };
+                    if let Some(t) = &tracks {
+                        current.writer.event(tidecast_media::Event::Tracks(t.clone()), &mut out);
+                    }
                 }
-                false
             }
-            None => {
-                writer.finish(&mut out);
-                true
+            if let tidecast_media::Event::Frame(fr) = &ev {
+                current.first_us.get_or_insert(fr.dts);
+                current.last_us = current.last_us.max(fr.dts);
             }
-        };
-        if writer.media_ms() > 0 {
-            push.sent_at(writer.media_ms());
+            current.writer.event(ev, &mut out);
         }
-        let mut wrote = 0;
-        for b in out.drain(..) {
-            if let Err(e) = file.write_all(&b).await {
-                return Attempt::Fatal(format!("writing {}: {e}", path.display()));
-            }
-            wrote += b.len();
+        if current.writer.media_ms() > 0 {
+            push.sent_at(current.writer.media_ms());
         }
-        push.set(|i| {
-            i.bytes += wrote as u64;
-            i.frames_skipped = sub.skips();
-        });
-        if done {
-            break;
+        if let Err(e) = current.write(&mut out, push).await {
+            return Attempt::Fatal(e);
         }
+        push.set(|i| i.frames_skipped = sub.skips());
     }
-    if let Err(e) = file.flush().await.and(file.sync_all().await) {
-        return Attempt::Fatal(format!("closing {}: {e}", path.display()));
+    match current.close(push).await {
+        Ok(done) => {
+            if f.split.is_some() {
+                report_segment(push, stream, f, &done, done.last_us, hooks);
+            }
+            Attempt::Done
+        }
+        Err(e) => Attempt::Fatal(e),
     }
-    Attempt::Done
+}
+
+/// A split recording's file is done: `RECORDING_SEGMENT`.
+fn report_segment(
+    push: &Push,
+    stream: &Stream,
+    f: &target::FileTarget,
+    done: &OpenFile,
+    end_us: i64,
+    hooks: &dyn PushHooks,
+) {
+    let ms = |us: i64| (us / 1000).max(0) as u64;
+    let closed = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    hooks.segment(&SegmentReport {
+        push_id: push.info.lock().id,
+        stream: stream.name().to_owned(),
+        path: done.path.clone(),
+        counter: done.counter,
+        container: f.container.as_str(),
+        start_ms: ms(done.first_us.unwrap_or(0)),
+        end_ms: ms(end_us),
+        bytes: done.bytes,
+        closed_unix_ms: closed,
+    });
 }

@@ -41,6 +41,17 @@ pub struct FileTarget {
     pub path: PathBuf,
     /// The container, from the file name's extension.
     pub container: Container,
+    /// `?split=SECONDS`: a new file at the first keyframe after each this
+    /// many seconds of media; the path then numbers them with
+    /// `$segmentCounter`.
+    pub split: Option<u32>,
+}
+
+impl FileTarget {
+    /// The path of file number `n` (`$segmentCounter` filled in).
+    pub fn path_for(&self, n: u64) -> PathBuf {
+        PathBuf::from(self.path.to_string_lossy().replace(SEGMENT_COUNTER, &n.to_string()))
+    }
 }
 
 /// A recording's container.
@@ -86,6 +97,12 @@ impl fmt::Display for TargetError {
 
 impl std::error::Error for TargetError {}
 
+/// The variable a split recording numbers its files with.
+pub const SEGMENT_COUNTER: &str = "$segmentCounter";
+
+/// Longest `split` accepted, seconds (a day).
+pub const MAX_SPLIT_SECONDS: u32 = 86_400;
+
 /// Longest target accepted, in bytes.
 pub const MAX_TARGET_LEN: usize = 2048;
 
@@ -99,18 +116,19 @@ pub struct Vars<'a> {
     /// `$datetime`: when the push started, `YYYY.MM.DD.HH.MM.SS` (UTC, as
     /// MistServer writes it).
     pub datetime: &'a str,
-    /// `$segmentCounter`.
-    pub segment: u64,
+    /// `$segmentCounter`; `None` leaves it for the recording to fill in
+    /// per file (`split`).
+    pub segment: Option<u64>,
 }
 
 /// `template` with `$stream`, `$tenant`, `$datetime` and `$segmentCounter`
 /// filled in. Other `$` sequences stay as they are.
 pub fn expand(template: &str, vars: &Vars<'_>) -> String {
-    template
-        .replace("$segmentCounter", &vars.segment.to_string())
-        .replace("$datetime", vars.datetime)
-        .replace("$tenant", vars.tenant)
-        .replace("$stream", vars.stream)
+    let counted = match vars.segment {
+        Some(n) => template.replace(SEGMENT_COUNTER, &n.to_string()),
+        None => template.to_owned(),
+    };
+    counted.replace("$datetime", vars.datetime).replace("$tenant", vars.tenant).replace("$stream", vars.stream)
 }
 
 /// `YYYY.MM.DD.HH.MM.SS` for a Unix time (UTC).
@@ -201,7 +219,25 @@ fn rtmp(rest: &str) -> Result<RtmpTarget, TargetError> {
     })
 }
 
-fn file(path: &str, root: &Path) -> Result<FileTarget, TargetError> {
+fn file(target: &str, root: &Path) -> Result<FileTarget, TargetError> {
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let mut split = None;
+    for kv in query.split('&').filter(|kv| !kv.is_empty()) {
+        match kv.split_once('=') {
+            Some(("split", v)) => {
+                let secs = v.parse::<u32>().ok().filter(|s| (1..=MAX_SPLIT_SECONDS).contains(s));
+                split = Some(secs.ok_or_else(|| {
+                    TargetError::Invalid(format!("split must be 1 to {MAX_SPLIT_SECONDS} seconds, not {v:?}"))
+                })?);
+            }
+            _ => return Err(TargetError::Invalid(format!("unknown recording parameter {kv:?}"))),
+        }
+    }
+    if split.is_some() != path.contains(SEGMENT_COUNTER) {
+        return Err(TargetError::Invalid(format!(
+            "{SEGMENT_COUNTER} numbers the files of a split recording: use both or neither"
+        )));
+    }
     let p = Path::new(path);
     let ext = p.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).unwrap_or_default();
     let container = match ext.as_str() {
@@ -226,7 +262,7 @@ fn file(path: &str, root: &Path) -> Result<FileTarget, TargetError> {
     if full == root {
         return Err(TargetError::Invalid("a recording needs a file name".into()));
     }
-    Ok(FileTarget { path: full, container })
+    Ok(FileTarget { path: full, container, split })
 }
 
 #[cfg(test)]
@@ -282,6 +318,22 @@ mod tests {
     }
 
     #[test]
+    fn split_recordings_number_their_files() {
+        let Target::File(f) = parse("$stream/part-$segmentCounter.mp4?split=5").unwrap() else { panic!() };
+        assert_eq!(f.split, Some(5));
+        assert_eq!(f.path_for(3), Path::new(ROOT).join("$stream/part-3.mp4"));
+        for bad in [
+            "a-$segmentCounter.mp4",
+            "a.mp4?split=5",
+            "a-$segmentCounter.mp4?split=0",
+            "a-$segmentCounter.mp4?split=x",
+            "a-$segmentCounter.mp4?split=5&nope=1",
+        ] {
+            assert!(matches!(parse(bad), Err(TargetError::Invalid(_))), "{bad}");
+        }
+    }
+
+    #[test]
     fn kinds_not_built_say_so() {
         for (t, what) in [
             ("rtmps://h/a/b", "rtmps"),
@@ -299,11 +351,13 @@ mod tests {
 
     #[test]
     fn variables_are_filled_in() {
-        let vars = Vars { stream: "show", tenant: "acme", datetime: &datetime(1_700_000_000), segment: 3 };
+        let vars = Vars { stream: "show", tenant: "acme", datetime: &datetime(1_700_000_000), segment: Some(3) };
         assert_eq!(
             expand("rec/$tenant/$stream-$datetime-$segmentCounter.flv", &vars),
             "rec/acme/show-2023.11.14.22.13.20-3.flv"
         );
+        let later = Vars { segment: None, ..vars };
+        assert_eq!(expand("$stream/$segmentCounter.mp4", &later), "show/$segmentCounter.mp4");
         assert_eq!(datetime(0), "1970.01.01.00.00.00");
         assert_eq!(datetime(951_782_400), "2000.02.29.00.00.00");
     }
