@@ -360,10 +360,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     let pushes = {
         let hooks: Arc<dyn tidecast_protocols::push::PushHooks> = plane.clone();
         let plane = plane.clone();
-        let targets_for: tidecast_protocols::push::TargetsFor = Box::new(move |name: &str| match plane.owned(name) {
-            Ok(Some(o)) => (o.stream.push_targets.clone(), Some(o.stream.tenant.clone())),
-            _ => (Vec::new(), None),
-        });
+        let targets_for: tidecast_protocols::push::TargetsFor = Box::new(move |name: &str| plane.push_targets(name));
         PushManager::new(registry.clone(), recordings, targets_for, hooks, shutdown.clone())
     };
     tokio::spawn(pushes.clone().run());

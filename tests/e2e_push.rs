@@ -344,3 +344,57 @@ async fn a_receiver_that_comes_back_gets_the_push_again_and_bad_targets_are_refu
     let _ = receiver.kill();
     let _ = receiver.wait();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_auto_push_rule_records_the_streams_it_matches_while_they_are_live() {
+    let server = Server::start(&["--reconnect-grace", "0"]);
+    let a = ADMIN_KEY;
+    // A bad template is refused when the rule is made.
+    let r = api_call("POST", &server.api("/push_rules"), a, Some(json!({"target": "../$stream.flv"}))).await;
+    assert_eq!(r.0, 400, "{:?}", r.1);
+    let rule = api_ok(
+        "POST",
+        &server.api("/push_rules"),
+        a,
+        Some(json!({"streams": ["ruled"], "target": "auto/$stream.mp4"})),
+        201,
+    )
+    .await;
+    let listed = api_ok("GET", &server.api("/push_rules"), a, None, 200).await;
+    assert_eq!(listed["items"][0]["id"], rule["id"]);
+
+    // No stream is configured: open mode. One matching stream, one not.
+    let ruled = tokio::task::spawn_blocking({
+        let url = server.rtmp_url("ruled");
+        move || ffmpeg(&rtmp_publish_args(&url, 4))
+    });
+    let other = tokio::task::spawn_blocking({
+        let url = server.rtmp_url("other");
+        move || ffmpeg(&rtmp_publish_args(&url, 4))
+    });
+    let live = until("the rule's push to go live", 30, || {
+        let server = &server;
+        async move {
+            let p = pushes(server).await;
+            p.iter().any(|p| p["state"] == "live").then_some(p)
+        }
+    })
+    .await;
+    assert_eq!(live.len(), 1, "only the matching stream: {live:?}");
+    assert_eq!((live[0]["stream"].as_str(), live[0]["origin"].as_str()), (Some("ruled"), Some("rule")));
+    assert!(ruled.await.unwrap().status.success() && other.await.unwrap().status.success());
+    // The stream ended, and so did its push.
+    until("the rule's push to stop with its stream", 30, || {
+        let server = &server;
+        async move { pushes(server).await.iter().all(|p| p["state"] == "stopped").then_some(()) }
+    })
+    .await;
+    let file = server.dir.path().join("data/recordings/auto/ruled.mp4");
+    let sections = ffprobe(&file.display().to_string(), &["-show_entries", "stream=codec_name"]);
+    assert!(sections.iter().any(|s| s.get("codec_name").map(String::as_str) == Some("h264")), "{sections:?}");
+    assert!(!server.dir.path().join("data/recordings/auto/other.mp4").exists());
+
+    let id = rule["id"].as_str().unwrap();
+    assert_eq!(api_call("DELETE", &server.api(&format!("/push_rules/{id}")), a, None).await.0, 204);
+    assert_eq!(api_call("DELETE", &server.api(&format!("/push_rules/{id}")), a, None).await.0, 404);
+}

@@ -200,3 +200,25 @@ pub struct TriggerHandler {
     /// Creation time, Unix milliseconds.
     pub created_ms: i64,
 }
+
+/// An auto-push rule (MistServer's `push_auto_add`): every stream it
+/// matches is pushed to its target from when the stream goes live until it
+/// ends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PushRule {
+    /// Identifier.
+    pub id: String,
+    /// The tenant whose streams it sees; absent for a node-wide rule (all
+    /// streams).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    /// Which streams: exact names, `#tag`, `!name` to exclude (as trigger
+    /// filters); empty: all it sees.
+    #[serde(default)]
+    pub streams: Vec<String>,
+    /// The target template (`$stream`, `$tenant`, `$datetime`,
+    /// `$segmentCounter`), as for `/api/v1/pushes`.
+    pub target: String,
+    /// Creation time, Unix milliseconds.
+    pub created_ms: i64,
+}

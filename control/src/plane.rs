@@ -693,6 +693,40 @@ impl AccessGate for ControlPlane {
     }
 }
 
+impl ControlPlane {
+    /// Where a stream that goes live is pushed: its own `push_targets`,
+    /// then the targets of every auto-push rule that matches it (node-wide
+    /// rules, and its tenant's); and its tenant.
+    pub fn push_targets(&self, stream: &str) -> (Vec<(String, tidecast_protocols::push::Origin)>, Option<String>) {
+        use tidecast_protocols::push::Origin;
+        let owned = self.owned(stream).ok().flatten();
+        let scope = scope_of(stream, &owned);
+        let mut targets: Vec<(String, Origin)> = owned
+            .as_ref()
+            .map(|o| o.stream.push_targets.iter().map(|t| (t.clone(), Origin::Stream)).collect())
+            .unwrap_or_default();
+        let rules: Vec<(String, crate::model::PushRule)> = match self.db.all(crate::store::Table::PushRules) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(stream, error = %e, "push rules unreadable; only the stream's own targets apply");
+                Vec::new()
+            }
+        };
+        let mut rules: Vec<crate::model::PushRule> = rules.into_iter().map(|(_, r)| r).collect();
+        rules.sort_by(|a, b| a.id.cmp(&b.id));
+        for r in rules {
+            let mine = r.tenant.is_none() || r.tenant.as_deref() == scope.tenant;
+            if mine
+                && crate::triggers::filter_matches(&r.streams, &scope)
+                && !targets.iter().any(|(t, _)| *t == r.target)
+            {
+                targets.push((r.target, Origin::Rule));
+            }
+        }
+        (targets, owned.map(|o| o.stream.tenant.clone()))
+    }
+}
+
 /// MistServer's push triggers around the media side's pushes.
 impl tidecast_protocols::push::PushHooks for ControlPlane {
     fn out_start(

@@ -33,11 +33,13 @@ pub enum Table {
     Meta,
     /// Transcode ladder profiles made through the API, by name.
     Profiles,
+    /// Auto-push rules by id.
+    PushRules,
 }
 
 impl Table {
     /// Every table, for backends that create them up front.
-    pub const ALL: [Table; 7] = [
+    pub const ALL: [Table; 8] = [
         Table::Tenants,
         Table::ApiKeys,
         Table::Streams,
@@ -45,6 +47,7 @@ impl Table {
         Table::Triggers,
         Table::Meta,
         Table::Profiles,
+        Table::PushRules,
     ];
 
     /// The table's name in the backend.
@@ -57,6 +60,7 @@ impl Table {
             Table::Triggers => "triggers",
             Table::Meta => "meta",
             Table::Profiles => "transcode_profiles",
+            Table::PushRules => "push_rules",
         }
     }
 }

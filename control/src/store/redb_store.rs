@@ -18,7 +18,7 @@ const SCHEMA_KEY: &str = "schema_version";
 type Migration = fn(&WriteTransaction) -> Result<(), redb::Error>;
 
 /// Migration `i` takes a file from schema version `i` to `i + 1`.
-const MIGRATIONS: &[Migration] = &[create_tables_v1, add_profiles_v2];
+const MIGRATIONS: &[Migration] = &[create_tables_v1, add_profiles_v2, add_push_rules_v3];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
@@ -38,6 +38,12 @@ fn create_tables_v1(txn: &WriteTransaction) -> Result<(), redb::Error> {
 /// Version 2: ladder profiles made through the API.
 fn add_profiles_v2(txn: &WriteTransaction) -> Result<(), redb::Error> {
     txn.open_table(def(Table::Profiles))?;
+    Ok(())
+}
+
+/// Version 3: auto-push rules.
+fn add_push_rules_v3(txn: &WriteTransaction) -> Result<(), redb::Error> {
+    txn.open_table(def(Table::PushRules))?;
     Ok(())
 }
 

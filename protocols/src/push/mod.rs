@@ -47,6 +47,8 @@ pub enum Origin {
     Stream,
     /// The pushes API.
     Api,
+    /// An auto-push rule, started with a stream it matches.
+    Rule,
 }
 
 impl Origin {
@@ -55,6 +57,7 @@ impl Origin {
         match self {
             Origin::Stream => "stream",
             Origin::Api => "api",
+            Origin::Rule => "rule",
         }
     }
 }
@@ -247,8 +250,9 @@ pub struct PushReport {
     pub log: Vec<String>,
 }
 
-/// The stream's configured targets and its tenant, asked when it starts.
-pub type TargetsFor = Box<dyn Fn(&str) -> (Vec<String>, Option<String>) + Send + Sync>;
+/// A starting stream's targets (its own, and its rules'), each with where
+/// it came from, and its tenant.
+pub type TargetsFor = Box<dyn Fn(&str) -> (Vec<(String, Origin)>, Option<String>) + Send + Sync>;
 
 /// Every push of this node.
 pub struct PushManager {
@@ -304,8 +308,8 @@ impl PushManager {
             match ev {
                 Ok(RegistryEvent::Started(stream)) => {
                     let (targets, tenant) = (self.targets_for)(stream.name());
-                    for t in targets {
-                        if let Err(e) = self.start_on(&stream, &t, Origin::Stream, tenant.clone()) {
+                    for (t, origin) in targets {
+                        if let Err(e) = self.start_on(&stream, &t, origin, tenant.clone()) {
                             warn!(stream = stream.name(), target = %t, error = %e, "push target not started");
                         }
                     }
@@ -377,6 +381,13 @@ impl PushManager {
         info!(id, stream = stream.name(), target = %info.target, "push started");
         tokio::spawn(run_push(push, stream.clone(), parsed, self.root.clone(), self.hooks.clone()));
         Ok(info)
+    }
+
+    /// Whether `template` would make a usable target (its variables filled
+    /// in with sample values), for rules checked when they are made.
+    pub fn check(&self, template: &str) -> Result<(), TargetError> {
+        let vars = target::Vars { stream: "stream", tenant: "tenant", datetime: "2026.01.01.00.00.00", segment: None };
+        Target::parse(&target::expand(template, &vars), &self.root).map(|_| ())
     }
 
     /// Stops a push; false if there is none by that id.
