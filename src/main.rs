@@ -372,6 +372,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         traffic: traffic.clone(),
         encoders,
         transcode: Some(transcoders.clone()),
+        pushes: Some(pushes.clone()),
     };
     let monitor_task = tokio::spawn(plane.clone().monitor(sources, shutdown.clone()));
 

@@ -308,6 +308,20 @@ async fn a_receiver_that_comes_back_gets_the_push_again_and_bad_targets_are_refu
     })
     .await;
     assert!(waiting["last_error"].as_str().unwrap_or("").contains("refused"), "{waiting}");
+    // The load report and /metrics show each push.
+    until("the load report and /metrics to show the waiting push", 30, || {
+        let server = &server;
+        async move {
+            let load = api_ok("GET", &server.api("/load"), ADMIN_KEY, None, 200).await;
+            let listed = load["pushes"].as_array().is_some_and(|p| p.iter().any(|p| p["state"] == "waiting"));
+            let url = format!("http://{}/metrics", server.admin);
+            let metrics = reqwest::get(url).await.ok()?.text().await.ok()?;
+            let shown =
+                metrics.lines().any(|l| l.starts_with("tidecast_push{") && l.contains("what=\"state_waiting\""));
+            (listed && shown).then_some(())
+        }
+    })
+    .await;
     let before = size(&second);
     until("the good push to keep sending", 30, || {
         let second = second.clone();

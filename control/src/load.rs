@@ -120,6 +120,28 @@ pub struct LoadReport {
     pub encoders: Vec<EncoderStatus>,
     /// Transcoding ladders.
     pub transcode: TranscodeLoad,
+    /// Pushes (restreams and recordings): running, and ended in the last
+    /// five minutes.
+    pub pushes: Vec<PushLoad>,
+}
+
+/// One push in the load report.
+#[derive(Debug, Clone, Default, Serialize, ToSchema)]
+pub struct PushLoad {
+    /// Its id.
+    pub id: u64,
+    /// The stream it reads.
+    pub stream: String,
+    /// `rtmp` or `file`.
+    pub kind: String,
+    /// `connecting`, `live`, `waiting`, `stopped` or `failed`.
+    pub state: String,
+    /// Media bytes sent or written.
+    pub bytes: u64,
+    /// Reconnects after failures.
+    pub reconnects: u64,
+    /// Frames skipped because the target was too slow.
+    pub frames_skipped: u64,
 }
 
 /// The node's transcoding.
@@ -294,6 +316,21 @@ pub struct Sources {
     pub encoders: Arc<std::sync::OnceLock<Vec<EncoderStatus>>>,
     /// The transcoders, when there are any.
     pub transcode: Option<Arc<dyn TranscodeSource>>,
+    /// Restreams and recordings.
+    pub pushes: Option<Arc<tidecast_protocols::push::PushManager>>,
+}
+
+fn push_load(p: tidecast_protocols::push::PushInfo) -> PushLoad {
+    let file = !p.target.contains("://") || p.target.to_ascii_lowercase().starts_with("file://");
+    PushLoad {
+        id: p.id,
+        stream: p.stream,
+        kind: if file { "file" } else { "rtmp" }.into(),
+        state: p.state.as_str().into(),
+        bytes: p.bytes,
+        reconnects: p.reconnects,
+        frames_skipped: p.frames_skipped,
+    }
 }
 
 /// Keeps the previous readings so rates can be computed.
@@ -334,6 +371,15 @@ impl Sampler {
         let mut r = LoadReport {
             encoders: self.sources.encoders.get().cloned().unwrap_or_default(),
             transcode: self.sources.transcode.as_ref().map(|t| t.load()).unwrap_or_default(),
+            pushes: self
+                .sources
+                .pushes
+                .as_ref()
+                .map(|p| p.list())
+                .unwrap_or_default()
+                .into_iter()
+                .map(push_load)
+                .collect(),
             ..Default::default()
         };
 
@@ -492,6 +538,7 @@ mod tests {
             traffic: Arc::new(Traffic::default()),
             encoders: Arc::default(),
             transcode: None,
+            pushes: None,
         };
         let mut s = Sampler::new(sources.clone());
         let _p = registry.publish("cam").unwrap();

@@ -46,6 +46,7 @@ pub struct Metrics {
     webrtc_unrouted: IntCounter,
     webrtc_dropped: IntCounter,
     session_ends_dropped: IntCounter,
+    pushes: IntGaugeVec,
     transcode_ladders: IntGauge,
     transcode_rung: IntGaugeVec,
     transcode_rung_cpu: prometheus::GaugeVec,
@@ -129,6 +130,11 @@ impl Metrics {
         ));
         must(registry.register(Box::new(packaged_files.clone())));
         let sendfile = c("sendfile_bytes_total", "Bytes HTTP sent from packaged media with sendfile (never copied)");
+        let pushes = gv(
+            "push",
+            "Each push (restream or recording, running or ended in the last five minutes): bytes, reconnects, frames_skipped, and 1 for its state",
+            &["stream", "push", "kind", "what"],
+        );
         let stream_buffers = gv(
             "stream_buffer_bytes",
             "Media payload bytes held for a stream, by holder (ring, cmaf, ts, whep); gone when the holder is",
@@ -206,6 +212,7 @@ impl Metrics {
             viewers,
             memory_rss,
             packaged,
+            pushes,
             packaged_files,
             sendfile,
             media_buffered,
@@ -278,6 +285,16 @@ impl Metrics {
         self.stream_buffers.reset();
         for h in &report.memory.media_buffers {
             self.stream_buffers.with_label_values(&[h.stream.as_str(), h.holder.as_str()]).set(h.bytes as i64);
+        }
+        self.pushes.reset();
+        for p in &report.pushes {
+            let id = p.id.to_string();
+            let labels = |what: &'static str| [p.stream.as_str(), id.as_str(), p.kind.as_str(), what];
+            self.pushes.with_label_values(&labels("bytes")).set(p.bytes as i64);
+            self.pushes.with_label_values(&labels("reconnects")).set(p.reconnects as i64);
+            self.pushes.with_label_values(&labels("frames_skipped")).set(p.frames_skipped as i64);
+            let state = format!("state_{}", p.state);
+            self.pushes.with_label_values(&[p.stream.as_str(), id.as_str(), p.kind.as_str(), state.as_str()]).set(1);
         }
         self.load_score.set(report.score);
         let t = &report.transcode;
