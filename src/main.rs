@@ -361,7 +361,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         let hooks: Arc<dyn tidecast_protocols::push::PushHooks> = plane.clone();
         let plane = plane.clone();
         let targets_for: tidecast_protocols::push::TargetsFor = Box::new(move |name: &str| plane.push_targets(name));
-        PushManager::new(registry.clone(), recordings, targets_for, hooks, shutdown.clone())
+        PushManager::new(registry.clone(), ts.clone(), recordings, targets_for, hooks, shutdown.clone())
     };
     tokio::spawn(pushes.clone().run());
     let sources = Sources {

@@ -276,7 +276,8 @@ async fn a_receiver_that_comes_back_gets_the_push_again_and_bad_targets_are_refu
     for (target, status, says) in [
         ("../../etc/x.flv", 400, "outside the recording directory"),
         ("/tmp/x.flv", 400, "outside the recording directory"),
-        ("srt://127.0.0.1:9000?streamid=x", 400, "not supported yet"),
+        ("s3://bucket/$stream.mp4", 400, "not supported yet"),
+        ("srt://127.0.0.1:9000?passphrase=short", 400, "10 to 79"),
         ("rtmp://127.0.0.1", 400, "APP/NAME"),
     ] {
         let r =
@@ -411,4 +412,67 @@ async fn an_auto_push_rule_records_the_streams_it_matches_while_they_are_live() 
     let id = rule["id"].as_str().unwrap();
     assert_eq!(api_call("DELETE", &server.api(&format!("/push_rules/{id}")), a, None).await.0, 204);
     assert_eq!(api_call("DELETE", &server.api(&format!("/push_rules/{id}")), a, None).await.0, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_srt_push_reaches_srt_live_transmit_and_a_wrong_passphrase_says_so() {
+    let server = Server::start(&["--reconnect-grace", "0"]);
+    let mut publisher = ffmpeg_spawn(&rtmp_publish_args(&server.rtmp_url("srtcam"), 120));
+    wait_for_segment(&server, "srtcam", "video", 1).await;
+    let port = std::net::UdpSocket::bind("127.0.0.1:0").and_then(|s| s.local_addr()).map(|a| a.port()).expect("a port");
+    let out = server.dir.path().join("srt.ts");
+    let mut receiver = std::process::Command::new("srt-live-transmit")
+        .args(["-q", &format!("srt://:{port}?mode=listener&passphrase=the-right-passphrase"), "file://con"])
+        .stdout(std::fs::File::create(&out).expect("output file"))
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .expect("srt-live-transmit is installed (make test installs srt-tools)");
+
+    // A wrong passphrase: the push waits to try again, and says why.
+    let wrong = api_ok(
+        "POST",
+        &server.api("/pushes"),
+        ADMIN_KEY,
+        Some(json!({"stream": "srtcam", "target": format!("srt://127.0.0.1:{port}?passphrase=not-the-passphrase")})),
+        201,
+    )
+    .await;
+    let wid = wrong["id"].as_str().unwrap().to_owned();
+    let waiting = until("the wrong passphrase to fail", 60, || {
+        let (server, wid) = (&server, wid.clone());
+        async move {
+            let p = api_ok("GET", &server.api(&format!("/pushes/{wid}")), ADMIN_KEY, None, 200).await;
+            (p["state"] == "waiting").then_some(p)
+        }
+    })
+    .await;
+    assert!(waiting["last_error"].as_str().unwrap_or("").contains("passphrase"), "{waiting}");
+    assert_eq!(api_call("DELETE", &server.api(&format!("/pushes/{wid}")), ADMIN_KEY, None).await.0, 204);
+    assert_eq!(size(&out), 0, "nothing got through");
+
+    // The right one: srt-live-transmit receives the stream as MPEG-TS.
+    let right = api_ok(
+        "POST",
+        &server.api("/pushes"),
+        ADMIN_KEY,
+        Some(json!({"stream": "srtcam", "target": format!("srt://127.0.0.1:{port}?passphrase=the-right-passphrase&latency=200")})),
+        201,
+    )
+    .await;
+    let rid = right["id"].as_str().unwrap().to_owned();
+    until("srt-live-transmit to receive the stream", 60, || {
+        let (server, rid, out) = (&server, rid.clone(), out.clone());
+        async move {
+            let p = api_ok("GET", &server.api(&format!("/pushes/{rid}")), ADMIN_KEY, None, 200).await;
+            (p["state"] == "live" && size(&out) > 200_000).then_some(())
+        }
+    })
+    .await;
+    let _ = receiver.kill();
+    let _ = receiver.wait();
+    let sections = ffprobe(&out.display().to_string(), &["-show_entries", "stream=codec_name,width"]);
+    assert!(sections.iter().any(|s| s.get("codec_name").map(String::as_str) == Some("h264")), "{sections:?}");
+    assert!(sections.iter().any(|s| s.get("codec_name").map(String::as_str) == Some("aac")), "{sections:?}");
+    let _ = publisher.kill();
+    let _ = publisher.wait();
 }

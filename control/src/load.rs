@@ -132,7 +132,7 @@ pub struct PushLoad {
     pub id: u64,
     /// The stream it reads.
     pub stream: String,
-    /// `rtmp` or `file`.
+    /// `rtmp`, `srt` or `file`.
     pub kind: String,
     /// `connecting`, `live`, `waiting`, `stopped` or `failed`.
     pub state: String,
@@ -321,11 +321,17 @@ pub struct Sources {
 }
 
 fn push_load(p: tidecast_protocols::push::PushInfo) -> PushLoad {
-    let file = !p.target.contains("://") || p.target.to_ascii_lowercase().starts_with("file://");
+    let lower = p.target.to_ascii_lowercase();
+    let kind = match lower.split_once("://") {
+        None => "file",
+        Some(("file", _)) => "file",
+        Some(("srt", _)) => "srt",
+        Some(_) => "rtmp",
+    };
     PushLoad {
         id: p.id,
         stream: p.stream,
-        kind: if file { "file" } else { "rtmp" }.into(),
+        kind: kind.into(),
         state: p.state.as_str().into(),
         bytes: p.bytes,
         reconnects: p.reconnects,

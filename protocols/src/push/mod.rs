@@ -257,6 +257,8 @@ pub type TargetsFor = Box<dyn Fn(&str) -> (Vec<(String, Origin)>, Option<String>
 /// Every push of this node.
 pub struct PushManager {
     registry: Registry,
+    /// The streams' MPEG-TS form, which SRT pushes send.
+    ts: Arc<crate::mpegts::output::TsHub>,
     hooks: Arc<dyn PushHooks>,
     root: PathBuf,
     targets_for: TargetsFor,
@@ -275,6 +277,7 @@ impl PushManager {
     /// starting stream's configured targets, with `hooks` around each push.
     pub fn new(
         registry: Registry,
+        ts: Arc<crate::mpegts::output::TsHub>,
         root: PathBuf,
         targets_for: TargetsFor,
         hooks: Arc<dyn PushHooks>,
@@ -282,6 +285,7 @@ impl PushManager {
     ) -> Arc<Self> {
         Arc::new(PushManager {
             registry,
+            ts,
             hooks,
             root,
             targets_for,
@@ -379,7 +383,7 @@ impl PushManager {
             all.insert(id, push.clone());
         }
         info!(id, stream = stream.name(), target = %info.target, "push started");
-        tokio::spawn(run_push(push, stream.clone(), parsed, self.root.clone(), self.hooks.clone()));
+        tokio::spawn(run_push(push, stream.clone(), parsed, self.root.clone(), self.hooks.clone(), self.ts.clone()));
         Ok(info)
     }
 
@@ -438,7 +442,14 @@ enum Attempt {
     Fatal(String),
 }
 
-async fn run_push(push: Arc<Push>, stream: Arc<Stream>, target: Target, root: PathBuf, hooks: Arc<dyn PushHooks>) {
+async fn run_push(
+    push: Arc<Push>,
+    stream: Arc<Stream>,
+    target: Target,
+    root: PathBuf,
+    hooks: Arc<dyn PushHooks>,
+    ts: Arc<crate::mpegts::output::TsHub>,
+) {
     let before = push.info.lock().target.clone();
     // PUSH_OUT_START may move or refuse the push; what it answers is
     // checked like any target.
@@ -455,7 +466,7 @@ async fn run_push(push: Arc<Push>, stream: Arc<Stream>, target: Target, root: Pa
         _ => None,
     };
     match target {
-        Ok(target) => attempts(&push, &stream, &target, &root, &*hooks).await,
+        Ok(target) => attempts(&push, &stream, &target, &root, &*hooks, &ts).await,
         Err(e) => {
             warn!(stream = stream.name(), error = %e, "push not started");
             push.log(e.clone());
@@ -475,12 +486,20 @@ async fn run_push(push: Arc<Push>, stream: Arc<Stream>, target: Target, root: Pa
 }
 
 /// Tries a push until the stream ends, it is stopped, or it fails for good.
-async fn attempts(push: &Arc<Push>, stream: &Arc<Stream>, target: &Target, root: &Path, hooks: &dyn PushHooks) {
+async fn attempts(
+    push: &Arc<Push>,
+    stream: &Arc<Stream>,
+    target: &Target,
+    root: &Path,
+    hooks: &dyn PushHooks,
+    ts: &crate::mpegts::output::TsHub,
+) {
     let mut backoff = Duration::from_secs(1);
     loop {
         push.set(|i| i.state = PushState::Connecting);
         let attempt = match target {
             Target::Rtmp(t) => rtmp_push(push, stream, t).await,
+            Target::Srt(t) => srt_push(push, stream, ts, t).await,
             Target::File(f) => record(push, stream, root, f, hooks).await,
         };
         match attempt {
@@ -617,6 +636,71 @@ async fn rtmp_push(push: &Push, stream: &Arc<Stream>, t: &target::RtmpTarget) ->
     push.set(|i| i.frames_skipped = sub.skips());
     result
 }
+
+/// Calls an SRT listener and sends it the stream's MPEG-TS (the same TS
+/// HTTP-TS viewers and SRT players get), paced as SRT players are.
+async fn srt_push(
+    push: &Push,
+    stream: &Arc<Stream>,
+    ts: &crate::mpegts::output::TsHub,
+    t: &target::SrtTarget,
+) -> Attempt {
+    use futures_util::SinkExt;
+    let addr = match tokio::net::lookup_host(&t.addr).await.map(|mut a| a.next()) {
+        Ok(Some(a)) => a,
+        Ok(None) => return Attempt::Retry(format!("{}: no address", t.addr)),
+        Err(e) => return Attempt::Retry(format!("resolving {}: {e}", t.addr)),
+    };
+    let mut builder = srt_tokio::SrtSocket::builder().latency(Duration::from_millis(u64::from(t.latency_ms)));
+    if let Some(p) = &t.passphrase {
+        // Checked when the target was parsed (10 to 79 characters).
+        builder = builder.encryption(16, p.clone());
+    }
+    let call = builder.call(addr, t.streamid.as_deref());
+    let mut socket = tokio::select! {
+        r = tokio::time::timeout(CONNECT_TIMEOUT, call) => match r {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return Attempt::Retry(format!("calling {}: {e} (a wrong passphrase or streamid ends here)", t.addr)),
+            Err(_) => return Attempt::Retry(format!("calling {}: no answer (a wrong passphrase ends here too)", t.addr)),
+        },
+        _ = push.cancel.cancelled() => return Attempt::Done,
+    };
+    let Some(mut sub) = ts.subscribe(stream.name()) else { return Attempt::Done };
+    push.set(|i| i.state = PushState::Live);
+    let mut pacer = crate::srt::pace::Pacer::new(std::time::Instant::now());
+    let result = loop {
+        let ev = tokio::select! {
+            ev = sub.recv() => ev,
+            _ = push.cancel.cancelled() => break Attempt::Done,
+        };
+        let chunk = match ev {
+            Some(tidecast_media::Event::Frame(f)) => f.payload,
+            Some(_) => continue,
+            None => break Attempt::Done,
+        };
+        let mut failed = None;
+        for at in (0..chunk.len()).step_by(SRT_PAYLOAD) {
+            let end = (at + SRT_PAYLOAD).min(chunk.len());
+            while let Err(wait) = pacer.poll(std::time::Instant::now()) {
+                tokio::time::sleep(wait).await;
+            }
+            if let Err(e) = socket.send((std::time::Instant::now(), chunk.slice(at..end))).await {
+                failed = Some(e);
+                break;
+            }
+            push.set(|i| i.bytes += (end - at) as u64);
+        }
+        if let Some(e) = failed {
+            break Attempt::Retry(format!("sending to {}: {e}", t.addr));
+        }
+        push.set(|i| i.frames_skipped = sub.skips());
+    };
+    let _ = socket.close().await;
+    result
+}
+
+/// Seven TS packets per SRT payload, as every SRT peer expects.
+const SRT_PAYLOAD: usize = 7 * 188;
 
 async fn flush(sock: &mut TcpStream, session: &mut ClientSession, push: &Push) -> std::io::Result<()> {
     while let Some(out) = session.poll_transmit() {

@@ -4,9 +4,10 @@
 //!
 //! Built: `rtmp://HOST[:PORT]/APP/NAME` (the first path segment is the
 //! application, the rest the stream name or key, as ffmpeg and OBS split
-//! it) and recordings into FLV or fragmented MP4 files
+//! it), `srt://HOST:PORT?streamid=&passphrase=&latency=` (MPEG-TS, as
+//! the caller) and recordings into FLV or fragmented MP4 files
 //! (`recordings/$stream.mp4`, under the recording root). Named and refused
-//! with a clear reason until they are built: `rtmps://`, `srt://`,
+//! with a clear reason until they are built: `rtmps://`,
 //! `whip+http(s)://`, `s3://` and the `.ts` and `.m3u8` containers.
 
 use std::fmt;
@@ -17,8 +18,23 @@ use std::path::{Component, Path, PathBuf};
 pub enum Target {
     /// Publish over RTMP.
     Rtmp(RtmpTarget),
+    /// Send MPEG-TS over SRT, as the caller.
+    Srt(SrtTarget),
     /// Record into a file.
     File(FileTarget),
+}
+
+/// An SRT listener to call and send the stream to as MPEG-TS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SrtTarget {
+    /// `host:port` to call.
+    pub addr: String,
+    /// The `streamid` to send, if any.
+    pub streamid: Option<String>,
+    /// The AES passphrase (10 to 79 characters), if any.
+    pub passphrase: Option<String>,
+    /// The TSBPD latency to ask for, ms.
+    pub latency_ms: u32,
 }
 
 /// An RTMP server to publish to.
@@ -160,9 +176,11 @@ impl Target {
         if let Some(rest) = lower.strip_prefix("rtmp://").map(|_| &target["rtmp://".len()..]) {
             return rtmp(rest).map(Target::Rtmp);
         }
+        if lower.starts_with("srt://") {
+            return srt(&target["srt://".len()..]).map(Target::Srt);
+        }
         for (scheme, what) in [
             ("rtmps://", "rtmps:// (RTMP over TLS)"),
-            ("srt://", "srt://"),
             ("whip+http://", "WHIP"),
             ("whip+https://", "WHIP"),
             ("s3://", "s3://"),
@@ -217,6 +235,85 @@ fn rtmp(rest: &str) -> Result<RtmpTarget, TargetError> {
         app: app.to_owned(),
         name: name.to_owned(),
     })
+}
+
+/// `host` or `host:port` of a URL: `[v6]:port` kept in brackets.
+fn host_port(authority: &str, default_port: Option<u16>) -> Result<String, TargetError> {
+    if authority.is_empty() || authority.contains('@') {
+        return Err(TargetError::Invalid("a host is needed (and no user info)".into()));
+    }
+    let (host, port) = match authority.strip_prefix('[') {
+        Some(v6) => {
+            let (h, after) = v6.split_once(']').ok_or_else(|| TargetError::Invalid("unclosed [ in host".into()))?;
+            (format!("[{h}]"), after.strip_prefix(':'))
+        }
+        None => match authority.rsplit_once(':') {
+            Some((h, p)) => (h.to_owned(), Some(p)),
+            None => (authority.to_owned(), None),
+        },
+    };
+    if host.is_empty() || host == "[]" {
+        return Err(TargetError::Invalid("a host is needed".into()));
+    }
+    let port: u16 = match (port, default_port) {
+        (Some(p), _) => {
+            p.parse().ok().filter(|&p| p > 0).ok_or_else(|| TargetError::Invalid(format!("bad port {p:?}")))?
+        }
+        (None, Some(d)) => d,
+        (None, None) => return Err(TargetError::Invalid("a port is needed".into())),
+    };
+    Ok(format!("{host}:{port}"))
+}
+
+fn srt(rest: &str) -> Result<SrtTarget, TargetError> {
+    let (authority, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let authority = authority.trim_end_matches('/');
+    let addr = host_port(authority, None).map_err(|e| TargetError::Invalid(format!("srt:// {e}")))?;
+    let mut t = SrtTarget { addr, streamid: None, passphrase: None, latency_ms: 120 };
+    for kv in query.split('&').filter(|kv| !kv.is_empty()) {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        let v = percent_decode(v);
+        match k {
+            "streamid" => t.streamid = Some(v).filter(|s| !s.is_empty() && s.len() <= 512),
+            "passphrase" => {
+                if !(10..=79).contains(&v.chars().count()) {
+                    return Err(TargetError::Invalid("srt:// passphrase must be 10 to 79 characters".into()));
+                }
+                t.passphrase = Some(v);
+            }
+            "latency" => {
+                t.latency_ms =
+                    v.parse().ok().filter(|l| (20..=10_000).contains(l)).ok_or_else(|| {
+                        TargetError::Invalid(format!("srt:// latency must be 20 to 10000 ms, not {v:?}"))
+                    })?;
+            }
+            "mode" if v == "caller" => {}
+            "mode" => return Err(TargetError::Invalid("srt:// pushes call (mode=caller)".into())),
+            other => return Err(TargetError::Invalid(format!("unknown srt:// parameter {other:?}"))),
+        }
+    }
+    Ok(t)
+}
+
+/// `%XX` escapes decoded (a `streamid` such as `#!::r=x,m=publish` comes
+/// escaped in URLs); anything malformed stays as it is.
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn file(target: &str, root: &Path) -> Result<FileTarget, TargetError> {
@@ -318,6 +415,33 @@ mod tests {
     }
 
     #[test]
+    fn srt_urls_call_with_their_parameters() {
+        let Target::Srt(t) =
+            parse("srt://127.0.0.1:9000?streamid=%23!::r=x,m=publish&passphrase=0123456789&latency=200").unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(t.addr, "127.0.0.1:9000");
+        assert_eq!(t.streamid.as_deref(), Some("#!::r=x,m=publish"));
+        assert_eq!((t.passphrase.as_deref(), t.latency_ms), (Some("0123456789"), 200));
+        let Target::Srt(t) = parse("SRT://[::1]:9000").unwrap() else { panic!() };
+        assert_eq!((t.addr.as_str(), t.latency_ms, t.streamid), ("[::1]:9000", 120, None));
+        for bad in [
+            "srt://host",
+            "srt://:9000",
+            "srt://h:9000?passphrase=short",
+            "srt://h:9000?latency=5",
+            "srt://h:9000?mode=listener",
+            "srt://h:9000?nope=1",
+            "srt://h:0",
+        ] {
+            assert!(matches!(parse(bad), Err(TargetError::Invalid(_))), "{bad}");
+        }
+        assert_eq!(percent_decode("a%2"), "a%2");
+        assert_eq!(percent_decode("%zz%41"), "%zzA");
+    }
+
+    #[test]
     fn split_recordings_number_their_files() {
         let Target::File(f) = parse("$stream/part-$segmentCounter.mp4?split=5").unwrap() else { panic!() };
         assert_eq!(f.split, Some(5));
@@ -337,7 +461,6 @@ mod tests {
     fn kinds_not_built_say_so() {
         for (t, what) in [
             ("rtmps://h/a/b", "rtmps"),
-            ("srt://h:9000?streamid=x", "srt"),
             ("whip+https://h/whip/x", "WHIP"),
             ("s3://bucket/x.flv", "s3"),
             ("x.ts", ".ts"),
