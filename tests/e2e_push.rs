@@ -375,8 +375,16 @@ async fn an_auto_push_rule_records_the_streams_it_matches_while_they_are_live() 
         201,
     )
     .await;
+    api_ok(
+        "POST",
+        &server.api("/push_rules"),
+        a,
+        Some(json!({"streams": ["#nothing", "ruled"], "target": "auto/$stream.ts"})),
+        201,
+    )
+    .await;
     let listed = api_ok("GET", &server.api("/push_rules"), a, None, 200).await;
-    assert_eq!(listed["items"][0]["id"], rule["id"]);
+    assert_eq!(listed["items"].as_array().map(Vec::len), Some(2));
 
     // No stream is configured: open mode. One matching stream, one not.
     let ruled = tokio::task::spawn_blocking({
@@ -387,16 +395,16 @@ async fn an_auto_push_rule_records_the_streams_it_matches_while_they_are_live() 
         let url = server.rtmp_url("other");
         move || ffmpeg(&rtmp_publish_args(&url, 4))
     });
-    let live = until("the rule's push to go live", 30, || {
+    let live = until("the rules' pushes to go live", 30, || {
         let server = &server;
         async move {
             let p = pushes(server).await;
-            p.iter().any(|p| p["state"] == "live").then_some(p)
+            (p.iter().filter(|p| p["state"] == "live").count() == 2).then_some(p)
         }
     })
     .await;
-    assert_eq!(live.len(), 1, "only the matching stream: {live:?}");
-    assert_eq!((live[0]["stream"].as_str(), live[0]["origin"].as_str()), (Some("ruled"), Some("rule")));
+    assert_eq!(live.len(), 2, "only the matching stream: {live:?}");
+    assert!(live.iter().all(|p| p["stream"] == "ruled" && p["origin"] == "rule"), "{live:?}");
     assert!(ruled.await.unwrap().status.success() && other.await.unwrap().status.success());
     // The stream ended, and so did its push.
     until("the rule's push to stop with its stream", 30, || {
@@ -404,9 +412,17 @@ async fn an_auto_push_rule_records_the_streams_it_matches_while_they_are_live() 
         async move { pushes(server).await.iter().all(|p| p["state"] == "stopped").then_some(()) }
     })
     .await;
-    let file = server.dir.path().join("data/recordings/auto/ruled.mp4");
-    let sections = ffprobe(&file.display().to_string(), &["-show_entries", "stream=codec_name"]);
-    assert!(sections.iter().any(|s| s.get("codec_name").map(String::as_str) == Some("h264")), "{sections:?}");
+    // Every frame of the 4 s, in both containers.
+    for name in ["ruled.mp4", "ruled.ts"] {
+        let file = server.dir.path().join("data/recordings/auto").join(name);
+        let sections = ffprobe(
+            &file.display().to_string(),
+            &["-count_frames", "-show_entries", "stream=codec_name,nb_read_frames"],
+        );
+        let video = sections.iter().find(|s| s.get("codec_name").map(String::as_str) == Some("h264")).expect("h264");
+        assert_eq!(video["nb_read_frames"], "100", "{name}: {sections:?}");
+        assert!(sections.iter().any(|s| s.get("codec_name").map(String::as_str) == Some("aac")), "{name}");
+    }
     assert!(!server.dir.path().join("data/recordings/auto/other.mp4").exists());
 
     let id = rule["id"].as_str().unwrap();

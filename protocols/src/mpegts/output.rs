@@ -66,6 +66,14 @@ impl TsHub {
     }
 }
 
+/// The tracks a stream's MPEG-TS carries: the publisher's own (a ladder's
+/// renditions would multiply every TS viewer's bandwidth), plus a bridged
+/// AAC track when the source's audio is Opus, which TS cannot carry.
+pub fn ts_tracks(tracks: &[Track]) -> Vec<Track> {
+    let own_aac = tracks.iter().any(|t| t.id < DERIVED_TRACK_BASE && t.codec == Codec::Aac);
+    tracks.iter().filter(|t| t.id < DERIVED_TRACK_BASE || (!own_aac && t.codec == Codec::Aac)).cloned().collect()
+}
+
 /// Muxes `source` into `out` until the source ends (or `shutdown`).
 async fn mux(source: Arc<Stream>, out: Publisher, shutdown: CancellationToken) -> Option<Arc<Stream>> {
     let mut sub = source.subscribe();
@@ -79,15 +87,7 @@ async fn mux(source: Arc<Stream>, out: Publisher, shutdown: CancellationToken) -
         };
         match ev {
             Some(Event::Tracks(tracks)) => {
-                // The publisher's own tracks (a ladder's renditions would
-                // multiply every TS viewer's bandwidth), plus a bridged AAC
-                // track when the source's audio is Opus, which TS cannot carry.
-                let own_aac = tracks.iter().any(|t| t.id < DERIVED_TRACK_BASE && t.codec == Codec::Aac);
-                let tracks: Vec<Track> = tracks
-                    .iter()
-                    .filter(|t| t.id < DERIVED_TRACK_BASE || (!own_aac && t.codec == Codec::Aac))
-                    .cloned()
-                    .collect();
+                let tracks = ts_tracks(&tracks);
                 let m = TsMuxer::new(&tracks);
                 for (track, why) in m.skipped() {
                     info!(stream = source.name(), track, "mpeg-ts output leaves a track out: {why}");

@@ -714,6 +714,8 @@ async fn flush(sock: &mut TcpStream, session: &mut ClientSession, push: &Push) -
 enum Writer {
     Flv(Box<(FlvEgress, FlvFile)>),
     Mp4(mp4::Mp4Recorder),
+    /// The muxer (once the tracks are known), and the first and last dts.
+    Ts(Option<crate::mpegts::TsMuxer>, Option<(i64, i64)>),
 }
 
 impl Writer {
@@ -721,6 +723,7 @@ impl Writer {
         match container {
             target::Container::Flv => Writer::Flv(Box::new((FlvEgress::new(None), FlvFile::new(true, true)))),
             target::Container::Mp4 => Writer::Mp4(mp4::Mp4Recorder::new()),
+            target::Container::Ts => Writer::Ts(None, None),
         }
     }
 
@@ -732,6 +735,19 @@ impl Writer {
                 out.extend(file.take());
             }
             Writer::Mp4(rec) => out.extend(rec.event(ev)),
+            Writer::Ts(mux, span) => match ev {
+                tidecast_media::Event::Tracks(t) => {
+                    *mux = Some(crate::mpegts::TsMuxer::new(&crate::mpegts::output::ts_tracks(&t)));
+                }
+                tidecast_media::Event::Frame(f) => {
+                    if let Some(packets) = mux.as_mut().and_then(|m| m.frame(&f)) {
+                        let (_, last) = span.get_or_insert((f.dts, f.dts));
+                        *last = (*last).max(f.dts);
+                        out.push(packets);
+                    }
+                }
+                tidecast_media::Event::Discontinuity => {}
+            },
         }
     }
 
@@ -746,6 +762,7 @@ impl Writer {
         match self {
             Writer::Flv(flv) => flv.0.last_timestamp(),
             Writer::Mp4(rec) => (rec.written_us / 1000).clamp(0, i64::from(u32::MAX)) as u32,
+            Writer::Ts(_, span) => span.map_or(0, |(a, b)| ((b - a) / 1000 + 1).clamp(0, i64::from(u32::MAX)) as u32),
         }
     }
 }

@@ -5,10 +5,10 @@
 //! Built: `rtmp://HOST[:PORT]/APP/NAME` (the first path segment is the
 //! application, the rest the stream name or key, as ffmpeg and OBS split
 //! it), `srt://HOST:PORT?streamid=&passphrase=&latency=` (MPEG-TS, as
-//! the caller) and recordings into FLV or fragmented MP4 files
+//! the caller) and recordings into fragmented MP4, MPEG-TS or FLV files
 //! (`recordings/$stream.mp4`, under the recording root). Named and refused
 //! with a clear reason until they are built: `rtmps://`,
-//! `whip+http(s)://`, `s3://` and the `.ts` and `.m3u8` containers.
+//! `whip+http(s)://`, `s3://` and the `.m3u8` and `.mkv` containers.
 
 use std::fmt;
 use std::path::{Component, Path, PathBuf};
@@ -78,6 +78,8 @@ pub enum Container {
     /// Fragmented MP4 (`.mp4`): video and audio in one file, a fragment
     /// per GOP.
     Mp4,
+    /// MPEG-TS (`.ts`): the form HTTP-TS viewers get.
+    Ts,
 }
 
 impl Container {
@@ -86,6 +88,7 @@ impl Container {
         match self {
             Container::Flv => "flv",
             Container::Mp4 => "mp4",
+            Container::Ts => "ts",
         }
     }
 }
@@ -340,8 +343,9 @@ fn file(target: &str, root: &Path) -> Result<FileTarget, TargetError> {
     let container = match ext.as_str() {
         "flv" => Container::Flv,
         "mp4" => Container::Mp4,
-        "ts" | "m3u8" | "mkv" => return Err(TargetError::NotBuilt(format!(".{ext} recording"))),
-        _ => return Err(TargetError::Invalid(format!("{path:?}: a recording needs a .flv or .mp4 name"))),
+        "ts" => Container::Ts,
+        "m3u8" | "mkv" => return Err(TargetError::NotBuilt(format!(".{ext} recording"))),
+        _ => return Err(TargetError::Invalid(format!("{path:?}: a recording needs a .mp4, .ts or .flv name"))),
     };
     // Lexically inside the root: no `..`, and an absolute path must start
     // with the root. (The opener checks the real path again, for links.)
@@ -463,8 +467,8 @@ mod tests {
             ("rtmps://h/a/b", "rtmps"),
             ("whip+https://h/whip/x", "WHIP"),
             ("s3://bucket/x.flv", "s3"),
-            ("x.ts", ".ts"),
             ("x.m3u8", ".m3u8"),
+            ("x.mkv", ".mkv"),
         ] {
             let e = parse(t).unwrap_err();
             assert!(matches!(&e, TargetError::NotBuilt(w) if w.contains(what)), "{t}: {e}");
