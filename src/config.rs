@@ -37,8 +37,19 @@ pub struct Config {
     pub webrtc: WebRtc,
     /// Transcoding ladders.
     pub transcode: Transcode,
+    /// Restreams and recordings.
+    pub push: Push,
     /// Stream keys; none means open development mode.
     pub streams: Vec<StreamEntry>,
+}
+
+/// Pushes: restreams and recordings.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Push {
+    /// Where recordings are written (nothing is written outside it);
+    /// unset: `DATA_DIR/recordings`.
+    pub recordings_dir: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -311,6 +322,7 @@ impl Default for Config {
             dash: Dash::default(),
             webrtc: WebRtc::default(),
             transcode: Transcode::default(),
+            push: Push::default(),
             streams: Vec::new(),
         }
     }

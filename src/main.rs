@@ -355,7 +355,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         tokio::spawn(transcoders.clone().run(registry.clone(), profile_of, probed, shutdown.clone()));
     }
     // Push targets: restreams and recordings (under DATA_DIR/recordings).
-    let recordings = cfg.data_dir.join("recordings");
+    let recordings = cfg.push.recordings_dir.clone().unwrap_or_else(|| cfg.data_dir.join("recordings"));
     std::fs::create_dir_all(&recordings).with_context(|| format!("creating {}", recordings.display()))?;
     let pushes = {
         let hooks: Arc<dyn tidecast_protocols::push::PushHooks> = plane.clone();
