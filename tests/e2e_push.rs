@@ -383,8 +383,16 @@ async fn an_auto_push_rule_records_the_streams_it_matches_while_they_are_live() 
         201,
     )
     .await;
+    api_ok(
+        "POST",
+        &server.api("/push_rules"),
+        a,
+        Some(json!({"streams": ["ruled"], "target": "dvr/$stream.m3u8?split=2"})),
+        201,
+    )
+    .await;
     let listed = api_ok("GET", &server.api("/push_rules"), a, None, 200).await;
-    assert_eq!(listed["items"].as_array().map(Vec::len), Some(2));
+    assert_eq!(listed["items"].as_array().map(Vec::len), Some(3));
 
     // No stream is configured: open mode. One matching stream, one not.
     let ruled = tokio::task::spawn_blocking({
@@ -399,11 +407,11 @@ async fn an_auto_push_rule_records_the_streams_it_matches_while_they_are_live() 
         let server = &server;
         async move {
             let p = pushes(server).await;
-            (p.iter().filter(|p| p["state"] == "live").count() == 2).then_some(p)
+            (p.iter().filter(|p| p["state"] == "live").count() == 3).then_some(p)
         }
     })
     .await;
-    assert_eq!(live.len(), 2, "only the matching stream: {live:?}");
+    assert_eq!(live.len(), 3, "only the matching stream: {live:?}");
     assert!(live.iter().all(|p| p["stream"] == "ruled" && p["origin"] == "rule"), "{live:?}");
     assert!(ruled.await.unwrap().status.success() && other.await.unwrap().status.success());
     // The stream ended, and so did its push.
@@ -412,9 +420,14 @@ async fn an_auto_push_rule_records_the_streams_it_matches_while_they_are_live() 
         async move { pushes(server).await.iter().all(|p| p["state"] == "stopped").then_some(()) }
     })
     .await;
-    // Every frame of the 4 s, in both containers.
-    for name in ["ruled.mp4", "ruled.ts"] {
-        let file = server.dir.path().join("data/recordings/auto").join(name);
+    // HLS on disk: 2 s segments and a VOD playlist that lists them.
+    let playlist = std::fs::read_to_string(server.dir.path().join("data/recordings/dvr/ruled.m3u8")).expect("playlist");
+    assert!(playlist.contains("#EXT-X-PLAYLIST-TYPE:VOD") && playlist.ends_with("#EXT-X-ENDLIST\n"), "{playlist}");
+    assert_eq!(playlist.matches("#EXTINF:").count(), 2, "{playlist}");
+    assert!(playlist.contains("\nruled-0.ts\n") && playlist.contains("\nruled-1.ts\n"), "{playlist}");
+    // Every frame of the 4 s, in each container.
+    for name in ["auto/ruled.mp4", "auto/ruled.ts", "dvr/ruled.m3u8"] {
+        let file = server.dir.path().join("data/recordings").join(name);
         let sections = ffprobe(
             &file.display().to_string(),
             &["-count_frames", "-show_entries", "stream=codec_name,nb_read_frames"],

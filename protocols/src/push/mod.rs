@@ -723,7 +723,7 @@ impl Writer {
         match container {
             target::Container::Flv => Writer::Flv(Box::new((FlvEgress::new(None), FlvFile::new(true, true)))),
             target::Container::Mp4 => Writer::Mp4(mp4::Mp4Recorder::new()),
-            target::Container::Ts => Writer::Ts(None, None),
+            target::Container::Ts | target::Container::Hls => Writer::Ts(None, None),
         }
     }
 
@@ -843,6 +843,8 @@ async fn record(
     let mut sub = stream.subscribe();
     // What a fresh file's writer must see first.
     let mut tracks: Option<Arc<[tidecast_media::Track]>> = None;
+    // HLS on disk: the finished segments, listed in the playlist.
+    let mut listed: Vec<(String, f64)> = Vec::new();
     let mut out = Vec::new();
     loop {
         let more = tokio::select! {
@@ -876,6 +878,9 @@ async fn record(
                         Err(e) => return Attempt::Fatal(e),
                     };
                     report_segment(push, stream, f, &done, fr.dts, hooks);
+                    if let Err(e) = list_segment(f, &mut listed, &done, fr.dts, false).await {
+                        return Attempt::Fatal(e);
+                    }
                     current = match open_file(root, f, done.counter + 1).await {
                         Ok(o) => o,
                         Err(e) => return Attempt::Fatal(e),
@@ -901,13 +906,58 @@ async fn record(
     }
     match current.close(push).await {
         Ok(done) => {
+            // The last frame lasts about as long as the one before: count
+            // one frame's worth past it (a 25 fps guess when unknown).
+            let end = done.last_us + 40_000;
             if f.split.is_some() {
-                report_segment(push, stream, f, &done, done.last_us, hooks);
+                report_segment(push, stream, f, &done, end, hooks);
             }
-            Attempt::Done
+            match list_segment(f, &mut listed, &done, end, true).await {
+                Ok(()) => Attempt::Done,
+                Err(e) => Attempt::Fatal(e),
+            }
         }
         Err(e) => Attempt::Fatal(e),
     }
+}
+
+/// HLS on disk: adds a finished segment to the playlist and rewrites it
+/// (a new file renamed over the old, so a reader never sees half of one);
+/// `last`: the stream ended, the playlist becomes a VOD one.
+async fn list_segment(
+    f: &target::FileTarget,
+    listed: &mut Vec<(String, f64)>,
+    done: &OpenFile,
+    end_us: i64,
+    last: bool,
+) -> Result<(), String> {
+    let Some(playlist) = &f.playlist else { return Ok(()) };
+    if done.first_us.is_some() {
+        let name = done.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let secs = (end_us - done.first_us.unwrap_or(end_us)).max(0) as f64 / 1e6;
+        listed.push((name, secs));
+    }
+    let text = hls_playlist(listed, last);
+    let tmp = playlist.with_extension("m3u8.tmp");
+    tokio::fs::write(&tmp, text).await.map_err(|e| format!("writing {}: {e}", tmp.display()))?;
+    tokio::fs::rename(&tmp, playlist).await.map_err(|e| format!("writing {}: {e}", playlist.display()))
+}
+
+/// The playlist of HLS on disk: an EVENT playlist while recording, VOD
+/// with `#EXT-X-ENDLIST` at the end.
+fn hls_playlist(segments: &[(String, f64)], ended: bool) -> String {
+    let target = segments.iter().map(|s| s.1.ceil() as u64).max().unwrap_or(1).max(1);
+    let mut t = format!(
+        "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-PLAYLIST-TYPE:{}\n#EXT-X-TARGETDURATION:{target}\n#EXT-X-MEDIA-SEQUENCE:0\n",
+        if ended { "VOD" } else { "EVENT" }
+    );
+    for (name, secs) in segments {
+        t.push_str(&format!("#EXTINF:{secs:.3},\n{name}\n"));
+    }
+    if ended {
+        t.push_str("#EXT-X-ENDLIST\n");
+    }
+    t
 }
 
 /// A split recording's file is done: `RECORDING_SEGMENT`.
@@ -932,4 +982,19 @@ fn report_segment(
         bytes: done.bytes,
         closed_unix_ms: closed,
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_hls_playlist_is_an_event_while_recording_and_vod_at_the_end() {
+        let segs = vec![("x-0.ts".to_owned(), 6.04), ("x-1.ts".to_owned(), 5.96)];
+        let live = hls_playlist(&segs, false);
+        assert!(live.contains("#EXT-X-PLAYLIST-TYPE:EVENT\n#EXT-X-TARGETDURATION:7\n"), "{live}");
+        assert!(live.contains("#EXTINF:6.040,\nx-0.ts\n#EXTINF:5.960,\nx-1.ts\n") && !live.contains("ENDLIST"));
+        let done = hls_playlist(&segs, true);
+        assert!(done.contains("#EXT-X-PLAYLIST-TYPE:VOD") && done.ends_with("#EXT-X-ENDLIST\n"), "{done}");
+    }
 }

@@ -61,6 +61,9 @@ pub struct FileTarget {
     /// many seconds of media; the path then numbers them with
     /// `$segmentCounter`.
     pub split: Option<u32>,
+    /// For HLS on disk (`.m3u8`): the playlist that lists the segments
+    /// (MPEG-TS files next to it), rewritten as each one is finished.
+    pub playlist: Option<PathBuf>,
 }
 
 impl FileTarget {
@@ -80,6 +83,9 @@ pub enum Container {
     Mp4,
     /// MPEG-TS (`.ts`): the form HTTP-TS viewers get.
     Ts,
+    /// HLS on disk (`.m3u8`): MPEG-TS segments and their playlist, a VOD
+    /// playlist once the stream ends.
+    Hls,
 }
 
 impl Container {
@@ -89,6 +95,7 @@ impl Container {
             Container::Flv => "flv",
             Container::Mp4 => "mp4",
             Container::Ts => "ts",
+            Container::Hls => "m3u8",
         }
     }
 }
@@ -118,6 +125,9 @@ impl std::error::Error for TargetError {}
 
 /// The variable a split recording numbers its files with.
 pub const SEGMENT_COUNTER: &str = "$segmentCounter";
+
+/// The segment length of HLS on disk without `split`, seconds.
+pub const HLS_SEGMENT_SECONDS: u32 = 6;
 
 /// Longest `split` accepted, seconds (a day).
 pub const MAX_SPLIT_SECONDS: u32 = 86_400;
@@ -333,20 +343,26 @@ fn file(target: &str, root: &Path) -> Result<FileTarget, TargetError> {
             _ => return Err(TargetError::Invalid(format!("unknown recording parameter {kv:?}"))),
         }
     }
-    if split.is_some() != path.contains(SEGMENT_COUNTER) {
-        return Err(TargetError::Invalid(format!(
-            "{SEGMENT_COUNTER} numbers the files of a split recording: use both or neither"
-        )));
-    }
     let p = Path::new(path);
     let ext = p.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).unwrap_or_default();
     let container = match ext.as_str() {
         "flv" => Container::Flv,
         "mp4" => Container::Mp4,
         "ts" => Container::Ts,
-        "m3u8" | "mkv" => return Err(TargetError::NotBuilt(format!(".{ext} recording"))),
-        _ => return Err(TargetError::Invalid(format!("{path:?}: a recording needs a .mp4, .ts or .flv name"))),
+        "m3u8" => Container::Hls,
+        "mkv" => return Err(TargetError::NotBuilt(format!(".{ext} recording"))),
+        _ => return Err(TargetError::Invalid(format!("{path:?}: a recording needs a .mp4, .ts, .m3u8 or .flv name"))),
     };
+    if container == Container::Hls {
+        if path.contains(SEGMENT_COUNTER) {
+            return Err(TargetError::Invalid(format!("a playlist's name has no {SEGMENT_COUNTER}: its segments do")));
+        }
+        split = split.or(Some(HLS_SEGMENT_SECONDS));
+    } else if split.is_some() != path.contains(SEGMENT_COUNTER) {
+        return Err(TargetError::Invalid(format!(
+            "{SEGMENT_COUNTER} numbers the files of a split recording: use both or neither"
+        )));
+    }
     // Lexically inside the root: no `..`, and an absolute path must start
     // with the root. (The opener checks the real path again, for links.)
     if p.components().any(|c| matches!(c, Component::ParentDir)) {
@@ -363,7 +379,12 @@ fn file(target: &str, root: &Path) -> Result<FileTarget, TargetError> {
     if full == root {
         return Err(TargetError::Invalid("a recording needs a file name".into()));
     }
-    Ok(FileTarget { path: full, container, split })
+    if container == Container::Hls {
+        // Segments next to the playlist: NAME.m3u8 lists NAME-0.ts, ...
+        let segments = full.with_extension("").to_string_lossy().into_owned() + "-" + SEGMENT_COUNTER + ".ts";
+        return Ok(FileTarget { path: PathBuf::from(segments), container, split, playlist: Some(full) });
+    }
+    Ok(FileTarget { path: full, container, split, playlist: None })
 }
 
 #[cfg(test)]
@@ -462,12 +483,22 @@ mod tests {
     }
 
     #[test]
+    fn hls_on_disk_is_ts_segments_beside_their_playlist() {
+        let Target::File(f) = parse("dvr/$stream.m3u8").unwrap() else { panic!() };
+        assert_eq!((f.container, f.split), (Container::Hls, Some(HLS_SEGMENT_SECONDS)));
+        assert_eq!(f.playlist.as_deref(), Some(Path::new(ROOT).join("dvr/$stream.m3u8").as_path()));
+        assert_eq!(f.path_for(4), Path::new(ROOT).join("dvr/$stream-4.ts"));
+        let Target::File(f) = parse("dvr/x.m3u8?split=2").unwrap() else { panic!() };
+        assert_eq!(f.split, Some(2));
+        assert!(matches!(parse("dvr/x-$segmentCounter.m3u8"), Err(TargetError::Invalid(_))));
+    }
+
+    #[test]
     fn kinds_not_built_say_so() {
         for (t, what) in [
             ("rtmps://h/a/b", "rtmps"),
             ("whip+https://h/whip/x", "WHIP"),
             ("s3://bucket/x.flv", "s3"),
-            ("x.m3u8", ".m3u8"),
             ("x.mkv", ".mkv"),
         ] {
             let e = parse(t).unwrap_err();
