@@ -3,7 +3,7 @@
 # the Rust toolchain. Idempotent: installs only what is missing.
 #   install-deps.sh run    what `make run` needs
 #   install-deps.sh test   plus the test peers (ffmpeg, srt-tools, chromium,
-#                          hls.js, schemathesis)
+#                          hls.js, schemathesis, moto)
 #   install-deps.sh fuzz   plus cargo-fuzz
 #   install-deps.sh bench  the peers bench/compare.sh measures against:
 #                          nginx with libnginx-mod-rtmp (Debian) and xiu
@@ -55,6 +55,14 @@ case "$what" in
             echo "installing schemathesis"
             python3 -m venv "$venv"
             "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$root/tests/contract/requirements.txt"
+        fi
+        # moto (PyPI) is the S3-compatible server the recording upload test
+        # runs on loopback.
+        venv="$root/tests/s3/.venv"
+        if [ ! -x "$venv/bin/moto_server" ]; then
+            echo "installing moto (a local S3 server for the tests)"
+            python3 -m venv "$venv"
+            "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$root/tests/s3/requirements.txt"
         fi
         ;;
     fuzz)

@@ -50,6 +50,23 @@ pub struct Push {
     /// Where recordings are written (nothing is written outside it);
     /// unset: `DATA_DIR/recordings`.
     pub recordings_dir: Option<PathBuf>,
+    /// Where `s3://` recordings are uploaded.
+    pub s3: S3,
+}
+
+/// S3 (or an S3-compatible server) for `s3://` push targets; what is left
+/// out comes from the `AWS_*` environment variables.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct S3 {
+    /// An S3-compatible endpoint, e.g. `http://127.0.0.1:9000`.
+    pub endpoint: Option<String>,
+    /// The region.
+    pub region: Option<String>,
+    /// The access key id.
+    pub access_key_id: Option<String>,
+    /// The secret access key.
+    pub secret_access_key: Option<String>,
 }
 
 #[derive(Clone, Debug, Deserialize)]

@@ -361,7 +361,14 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         let hooks: Arc<dyn tidecast_protocols::push::PushHooks> = plane.clone();
         let plane = plane.clone();
         let targets_for: tidecast_protocols::push::TargetsFor = Box::new(move |name: &str| plane.push_targets(name));
-        PushManager::new(registry.clone(), ts.clone(), recordings, targets_for, hooks, shutdown.clone())
+        let s3 = &cfg.push.s3;
+        let s3 = tidecast_protocols::push::S3Config {
+            endpoint: s3.endpoint.clone(),
+            region: s3.region.clone(),
+            access_key_id: s3.access_key_id.clone(),
+            secret_access_key: s3.secret_access_key.clone(),
+        };
+        PushManager::new(registry.clone(), ts.clone(), recordings, s3, targets_for, hooks, shutdown.clone())
     };
     tokio::spawn(pushes.clone().run());
     let sources = Sources {

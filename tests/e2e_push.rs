@@ -505,3 +505,111 @@ async fn an_srt_push_reaches_srt_live_transmit_and_a_wrong_passphrase_says_so() 
     let _ = publisher.kill();
     let _ = publisher.wait();
 }
+
+/// A real S3-compatible server on loopback (moto, from PyPI; `make test`
+/// installs it into tests/s3/.venv).
+struct Moto(Child, u16);
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn moto() -> Moto {
+    let port = free_port();
+    let bin = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/s3/.venv/bin/moto_server");
+    let child = std::process::Command::new(bin)
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("moto_server is installed (make test installs it into tests/s3/.venv)");
+    let server = Moto(child, port);
+    until("moto to listen", 60, || async move { listening(port).then_some(()) }).await;
+    server
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recording_to_s3_is_uploaded_byte_for_byte() {
+    let s3 = moto().await;
+    let endpoint = format!("http://127.0.0.1:{}", s3.1);
+    // The bucket (moto takes any credentials).
+    let made = reqwest::Client::new().put(format!("{endpoint}/recs")).send().await.expect("moto");
+    assert!(made.status().is_success(), "{made:?}");
+    let config = format!(
+        "[push.s3]\nendpoint = \"{endpoint}\"\nregion = \"us-east-1\"\naccess_key_id = \"test\"\nsecret_access_key = \"test\"\n"
+    );
+    let server = Server::start_with_config(Some(&config), &["--reconnect-grace", "0"]);
+    let publisher = tokio::task::spawn_blocking({
+        let url = server.rtmp_url("s3cam");
+        move || ffmpeg(&rtmp_publish_args(&url, 4))
+    });
+    let started = until("the push to start", 30, || {
+        let server = &server;
+        async move {
+            let r = api_call(
+                "POST",
+                &server.api("/pushes"),
+                ADMIN_KEY,
+                Some(json!({"stream": "s3cam", "target": "s3://recs/$stream/$segmentCounter.mp4?split=2"})),
+            )
+            .await;
+            (r.0 == 201).then_some(r.1)
+        }
+    })
+    .await;
+    let id = started["id"].as_str().unwrap().to_owned();
+    // A bucket that does not exist: the file is recorded, its upload fails
+    // and says so.
+    let bad = api_ok(
+        "POST",
+        &server.api("/pushes"),
+        ADMIN_KEY,
+        Some(json!({"stream": "s3cam", "target": "s3://nope-bucket/x.mp4"})),
+        201,
+    )
+    .await;
+    let bad_id = bad["id"].as_str().unwrap().to_owned();
+    assert!(publisher.await.unwrap().status.success());
+    let ended = |id: String| {
+        let server = &server;
+        async move {
+            until("the recording to end and upload", 60, || {
+                let id = id.clone();
+                async move {
+                    let p = api_ok("GET", &server.api(&format!("/pushes/{id}")), ADMIN_KEY, None, 200).await;
+                    (p["state"] == "stopped").then_some(p)
+                }
+            })
+            .await
+        }
+    };
+    let done = ended(id).await;
+    assert!(done["last_error"].is_null(), "{done}");
+    let files = done["uploads"].as_u64().unwrap();
+    assert!(files >= 2, "4 s split every 2 s: {done}");
+    // Every file's object has the local file's bytes (read back signed,
+    // as any S3 client would).
+    let store = object_store::aws::AmazonS3Builder::new()
+        .with_endpoint(&endpoint)
+        .with_allow_http(true)
+        .with_region("us-east-1")
+        .with_bucket_name("recs")
+        .with_access_key_id("test")
+        .with_secret_access_key("test")
+        .build()
+        .expect("an S3 client");
+    for n in 0..files {
+        let local =
+            std::fs::read(server.dir.path().join(format!("data/recordings/.s3/recs/s3cam/{n}.mp4"))).expect("local");
+        let key = object_store::path::Path::from(format!("s3cam/{n}.mp4"));
+        let object =
+            object_store::ObjectStoreExt::get(&store, &key).await.expect("the object").bytes().await.expect("body");
+        assert!(local.len() > 10_000 && object[..] == local[..], "file {n}: {} vs {} bytes", object.len(), local.len());
+    }
+    let bad = ended(bad_id).await;
+    assert_eq!(bad["uploads"], 0);
+    assert!(bad["last_error"].as_str().unwrap_or("").contains("nope-bucket"), "{bad}");
+}

@@ -63,6 +63,8 @@ pub struct Push {
     pub frames_skipped: u64,
     /// The last error.
     pub last_error: Option<String>,
+    /// Files uploaded (`s3://` targets).
+    pub uploads: u64,
     /// When it started, Unix seconds.
     pub started_at: u64,
 }
@@ -80,6 +82,7 @@ impl From<PushInfo> for Push {
             reconnects: p.reconnects,
             frames_skipped: p.frames_skipped,
             last_error: p.last_error,
+            uploads: p.uploads,
             started_at: p.started_at,
         }
     }

@@ -17,6 +17,7 @@
 //!   on demand ([`PushManager::start`]).
 
 pub mod mp4;
+mod s3;
 pub mod target;
 
 use std::collections::BTreeMap;
@@ -37,6 +38,7 @@ use tracing::{info, warn};
 use crate::flv::egress::{FlvEgress, FlvFile, TagSink};
 use crate::flv::TagKind;
 use crate::rtmp::ClientSession;
+pub use s3::S3Config;
 pub use target::{Target, TargetError};
 
 /// How a push came to be.
@@ -114,6 +116,8 @@ pub struct PushInfo {
     pub frames_skipped: u64,
     /// The last error, if any.
     pub last_error: Option<String>,
+    /// Files uploaded (`s3://` targets).
+    pub uploads: u64,
     /// When it started, Unix seconds.
     pub started_at: u64,
 }
@@ -262,6 +266,8 @@ pub struct PushManager {
     hooks: Arc<dyn PushHooks>,
     root: PathBuf,
     targets_for: TargetsFor,
+    /// S3 clients for `s3://` targets.
+    s3: Arc<s3::Stores>,
     pushes: Mutex<BTreeMap<u64, Arc<Push>>>,
     next: AtomicU64,
     shutdown: CancellationToken,
@@ -273,12 +279,14 @@ const KEEP_ENDED: Duration = Duration::from_secs(300);
 const MAX_ENDED: usize = 256;
 
 impl PushManager {
-    /// A manager recording under `root`, asking `targets_for` for a
-    /// starting stream's configured targets, with `hooks` around each push.
+    /// A manager recording under `root` (and uploading `s3://` targets as
+    /// `s3` says), asking `targets_for` for a starting stream's configured
+    /// targets, with `hooks` around each push.
     pub fn new(
         registry: Registry,
         ts: Arc<crate::mpegts::output::TsHub>,
         root: PathBuf,
+        s3: S3Config,
         targets_for: TargetsFor,
         hooks: Arc<dyn PushHooks>,
         shutdown: CancellationToken,
@@ -289,6 +297,7 @@ impl PushManager {
             hooks,
             root,
             targets_for,
+            s3: Arc::new(s3::Stores::new(s3)),
             pushes: Mutex::new(BTreeMap::new()),
             next: AtomicU64::new(1),
             shutdown,
@@ -370,6 +379,7 @@ impl PushManager {
             reconnects: 0,
             frames_skipped: 0,
             last_error: None,
+            uploads: 0,
             started_at: now,
         };
         let push = Arc::new(Push {
@@ -383,7 +393,9 @@ impl PushManager {
             all.insert(id, push.clone());
         }
         info!(id, stream = stream.name(), target = %info.target, "push started");
-        tokio::spawn(run_push(push, stream.clone(), parsed, self.root.clone(), self.hooks.clone(), self.ts.clone()));
+        let deps =
+            Deps { root: self.root.clone(), hooks: self.hooks.clone(), ts: self.ts.clone(), s3: self.s3.clone() };
+        tokio::spawn(run_push(push, stream.clone(), parsed, deps));
         Ok(info)
     }
 
@@ -442,14 +454,17 @@ enum Attempt {
     Fatal(String),
 }
 
-async fn run_push(
-    push: Arc<Push>,
-    stream: Arc<Stream>,
-    target: Target,
+/// What a push's task needs of its manager.
+struct Deps {
     root: PathBuf,
     hooks: Arc<dyn PushHooks>,
     ts: Arc<crate::mpegts::output::TsHub>,
-) {
+    s3: Arc<s3::Stores>,
+}
+
+async fn run_push(push: Arc<Push>, stream: Arc<Stream>, target: Target, deps: Deps) {
+    let Deps { root, hooks, .. } = &deps;
+    let (root, hooks) = (root.clone(), hooks.clone());
     let before = push.info.lock().target.clone();
     // PUSH_OUT_START may move or refuse the push; what it answers is
     // checked like any target.
@@ -466,7 +481,7 @@ async fn run_push(
         _ => None,
     };
     match target {
-        Ok(target) => attempts(&push, &stream, &target, &root, &*hooks, &ts).await,
+        Ok(target) => attempts(&push, &stream, &target, &deps).await,
         Err(e) => {
             warn!(stream = stream.name(), error = %e, "push not started");
             push.log(e.clone());
@@ -486,21 +501,14 @@ async fn run_push(
 }
 
 /// Tries a push until the stream ends, it is stopped, or it fails for good.
-async fn attempts(
-    push: &Arc<Push>,
-    stream: &Arc<Stream>,
-    target: &Target,
-    root: &Path,
-    hooks: &dyn PushHooks,
-    ts: &crate::mpegts::output::TsHub,
-) {
+async fn attempts(push: &Arc<Push>, stream: &Arc<Stream>, target: &Target, deps: &Deps) {
     let mut backoff = Duration::from_secs(1);
     loop {
         push.set(|i| i.state = PushState::Connecting);
         let attempt = match target {
             Target::Rtmp(t) => rtmp_push(push, stream, t).await,
-            Target::Srt(t) => srt_push(push, stream, ts, t).await,
-            Target::File(f) => record(push, stream, root, f, hooks).await,
+            Target::Srt(t) => srt_push(push, stream, &deps.ts, t).await,
+            Target::File(f) => record(push, stream, f, deps).await,
         };
         match attempt {
             Attempt::Done => {
@@ -827,13 +835,31 @@ impl OpenFile {
 
 /// Records the stream into the file `f` names, or, with `split`, into a
 /// new file at the first keyframe after each `split` seconds of media.
-async fn record(
-    push: &Push,
-    stream: &Arc<Stream>,
-    root: &Path,
-    f: &target::FileTarget,
-    hooks: &dyn PushHooks,
-) -> Attempt {
+async fn record(push: &Arc<Push>, stream: &Arc<Stream>, f: &target::FileTarget, deps: &Deps) -> Attempt {
+    let (root, hooks) = (deps.root.as_path(), &*deps.hooks);
+    let store = match &f.upload {
+        Some(dest) => match deps.s3.for_bucket(&dest.bucket) {
+            Ok(s) => Some(s),
+            Err(e) => return Attempt::Fatal(e),
+        },
+        None => None,
+    };
+    // Uploads run beside the recording; the push ends once they are done.
+    let mut uploads = tokio::task::JoinSet::new();
+    let mut upload = |done: &OpenFile| {
+        let (Some(store), Some(dest)) = (store.clone(), f.upload.as_ref()) else { return };
+        let (path, key, push) = (done.path.clone(), dest.key_for(done.counter), push.clone());
+        uploads.spawn(async move {
+            match s3::upload(&*store, &path, &key).await {
+                Ok(_) => push.set(|i| i.uploads += 1),
+                Err(e) => {
+                    warn!(error = %e, "recording upload failed");
+                    push.log(e.clone());
+                    push.set(|i| i.last_error = Some(e));
+                }
+            }
+        });
+    };
     let mut current = match open_file(root, f, 0).await {
         Ok(o) => o,
         Err(e) => return Attempt::Fatal(e),
@@ -878,6 +904,7 @@ async fn record(
                         Err(e) => return Attempt::Fatal(e),
                     };
                     report_segment(push, stream, f, &done, fr.dts, hooks);
+                    upload(&done);
                     if let Err(e) = list_segment(f, &mut listed, &done, fr.dts, false).await {
                         return Attempt::Fatal(e);
                     }
@@ -912,6 +939,8 @@ async fn record(
             if f.split.is_some() {
                 report_segment(push, stream, f, &done, end, hooks);
             }
+            upload(&done);
+            while uploads.join_next().await.is_some() {}
             match list_segment(f, &mut listed, &done, end, true).await {
                 Ok(()) => Attempt::Done,
                 Err(e) => Attempt::Fatal(e),

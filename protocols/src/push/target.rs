@@ -64,6 +64,25 @@ pub struct FileTarget {
     /// For HLS on disk (`.m3u8`): the playlist that lists the segments
     /// (MPEG-TS files next to it), rewritten as each one is finished.
     pub playlist: Option<PathBuf>,
+    /// For `s3://`: where each finished file is uploaded. The file is
+    /// recorded first under the root's `.s3/BUCKET/` folder, and kept.
+    pub upload: Option<S3Dest>,
+}
+
+/// An S3 object a recording is uploaded to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Dest {
+    /// The bucket.
+    pub bucket: String,
+    /// The object key; `$segmentCounter` numbers split files.
+    pub key: String,
+}
+
+impl S3Dest {
+    /// The key of file number `n`.
+    pub fn key_for(&self, n: u64) -> String {
+        self.key.replace(SEGMENT_COUNTER, &n.to_string())
+    }
 }
 
 impl FileTarget {
@@ -192,12 +211,12 @@ impl Target {
         if lower.starts_with("srt://") {
             return srt(&target["srt://".len()..]).map(Target::Srt);
         }
-        for (scheme, what) in [
-            ("rtmps://", "rtmps:// (RTMP over TLS)"),
-            ("whip+http://", "WHIP"),
-            ("whip+https://", "WHIP"),
-            ("s3://", "s3://"),
-        ] {
+        if lower.starts_with("s3://") {
+            return s3(&target["s3://".len()..], root).map(Target::File);
+        }
+        for (scheme, what) in
+            [("rtmps://", "rtmps:// (RTMP over TLS)"), ("whip+http://", "WHIP"), ("whip+https://", "WHIP")]
+        {
             if lower.starts_with(scheme) {
                 return Err(TargetError::NotBuilt(what.into()));
             }
@@ -329,6 +348,30 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// `s3://BUCKET/KEY[?split=N]`: recorded under `ROOT/.s3/BUCKET/KEY`, then
+/// uploaded to the key.
+fn s3(rest: &str, root: &Path) -> Result<FileTarget, TargetError> {
+    let (bucket, key_query) =
+        rest.split_once('/').ok_or_else(|| TargetError::Invalid("s3:// needs BUCKET/KEY".into()))?;
+    let valid_bucket = (3..=63).contains(&bucket.len())
+        && bucket.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
+        && !bucket.starts_with(['.', '-'])
+        && !bucket.ends_with(['.', '-']);
+    if !valid_bucket {
+        return Err(TargetError::Invalid(format!("s3:// bucket {bucket:?} is not a valid bucket name")));
+    }
+    let key = key_query.split_once('?').map_or(key_query, |(k, _)| k);
+    if key.is_empty() || key.starts_with('/') || key.split('/').any(|seg| seg == ".." || seg == ".") {
+        return Err(TargetError::Invalid(format!("s3:// key {key:?} must be a relative name without . or .. parts")));
+    }
+    let mut f = file(&format!(".s3/{bucket}/{key_query}"), root)?;
+    if f.container == Container::Hls {
+        return Err(TargetError::NotBuilt("HLS (.m3u8) to s3://".into()));
+    }
+    f.upload = Some(S3Dest { bucket: bucket.to_owned(), key: key.to_owned() });
+    Ok(f)
+}
+
 fn file(target: &str, root: &Path) -> Result<FileTarget, TargetError> {
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
     let mut split = None;
@@ -382,9 +425,9 @@ fn file(target: &str, root: &Path) -> Result<FileTarget, TargetError> {
     if container == Container::Hls {
         // Segments next to the playlist: NAME.m3u8 lists NAME-0.ts, ...
         let segments = full.with_extension("").to_string_lossy().into_owned() + "-" + SEGMENT_COUNTER + ".ts";
-        return Ok(FileTarget { path: PathBuf::from(segments), container, split, playlist: Some(full) });
+        return Ok(FileTarget { path: PathBuf::from(segments), container, split, playlist: Some(full), upload: None });
     }
-    Ok(FileTarget { path: full, container, split, playlist: None })
+    Ok(FileTarget { path: full, container, split, playlist: None, upload: None })
 }
 
 #[cfg(test)]
@@ -494,11 +537,29 @@ mod tests {
     }
 
     #[test]
+    fn s3_targets_record_under_the_root_then_upload() {
+        let Target::File(f) = parse("s3://recs/live/$stream-$segmentCounter.mp4?split=60").unwrap() else { panic!() };
+        assert_eq!(f.path_for(2), Path::new(ROOT).join(".s3/recs/live/$stream-2.mp4"));
+        let up = f.upload.expect("an upload");
+        assert_eq!((up.bucket.as_str(), up.key_for(2).as_str()), ("recs", "live/$stream-2.mp4"));
+        for bad in [
+            "s3://recs",
+            "s3://Bad_Bucket/x.mp4",
+            "s3://ab/x.mp4",
+            "s3://recs//x.mp4",
+            "s3://recs/a/../x.mp4",
+            "s3://recs/x.txt",
+        ] {
+            assert!(matches!(parse(bad), Err(TargetError::Invalid(_))), "{bad}");
+        }
+    }
+
+    #[test]
     fn kinds_not_built_say_so() {
         for (t, what) in [
             ("rtmps://h/a/b", "rtmps"),
             ("whip+https://h/whip/x", "WHIP"),
-            ("s3://bucket/x.flv", "s3"),
+            ("s3://bucket/x.m3u8", "s3"),
             ("x.mkv", ".mkv"),
         ] {
             let e = parse(t).unwrap_err();
