@@ -276,7 +276,8 @@ async fn a_receiver_that_comes_back_gets_the_push_again_and_bad_targets_are_refu
     for (target, status, says) in [
         ("../../etc/x.flv", 400, "outside the recording directory"),
         ("/tmp/x.flv", 400, "outside the recording directory"),
-        ("s3://bucket/$stream.mp4", 400, "not supported yet"),
+        ("whip+https://example.com/whip/x", 400, "not supported yet"),
+        ("s3://Not_A_Bucket/$stream.mp4", 400, "not a valid bucket name"),
         ("srt://127.0.0.1:9000?passphrase=short", 400, "10 to 79"),
         ("rtmp://127.0.0.1", 400, "APP/NAME"),
     ] {

@@ -14,9 +14,14 @@ fuzz_target!(|data: &[u8]| {
         Ok(Target::File(f)) => {
             assert!(f.path.starts_with(root) && f.path != root);
             assert!(f.path_for(7).starts_with(root));
+            assert!(f.upload.as_ref().is_none_or(|u| !u.key_for(7).starts_with('/') && !u.key_for(7).split('/').any(|s| s == "..")));
             assert!(!f.path.components().any(|c| matches!(c, Component::ParentDir)));
         }
         Ok(Target::Rtmp(r)) => assert!(!r.addr.is_empty() && !r.app.is_empty() && !r.name.is_empty()),
+        Ok(Target::Srt(t)) => {
+            assert!(!t.addr.is_empty() && (20..=10_000).contains(&t.latency_ms));
+            assert!(t.passphrase.as_ref().is_none_or(|p| (10..=79).contains(&p.chars().count())));
+        }
         Err(_) => {}
     }
 });
