@@ -290,6 +290,28 @@ async fn a_receiver_that_comes_back_gets_the_push_again_and_bad_targets_are_refu
         api_call("POST", &server.api("/pushes"), ADMIN_KEY, Some(json!({"stream": "nobody", "target": "x.flv"}))).await;
     assert_eq!(r.0, 404);
 
+    // A host that does not resolve (`.invalid` never does): the push waits
+    // and names the host.
+    let nowhere = api_ok(
+        "POST",
+        &server.api("/pushes"),
+        ADMIN_KEY,
+        Some(json!({"stream": "cam", "target": "rtmp://nowhere.invalid/live/x"})),
+        201,
+    )
+    .await;
+    let nid = nowhere["id"].as_str().unwrap().to_owned();
+    let unresolved = until("the unresolvable push to wait", 60, || {
+        let (server, nid) = (&server, nid.clone());
+        async move {
+            let p = api_ok("GET", &server.api(&format!("/pushes/{nid}")), ADMIN_KEY, None, 200).await;
+            (p["state"] == "waiting").then_some(p)
+        }
+    })
+    .await;
+    assert!(unresolved["last_error"].as_str().unwrap_or("").contains("nowhere.invalid:1935"), "{unresolved}");
+    assert_eq!(api_call("DELETE", &server.api(&format!("/pushes/{nid}")), ADMIN_KEY, None).await.0, 204);
+
     // A refused connection: the push waits and says why; the stream flows on.
     let dead = free_port();
     let refused = api_ok(

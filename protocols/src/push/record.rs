@@ -1,0 +1,325 @@
+//! Recordings: a push into files under the recording root (fragmented
+//! MP4, MPEG-TS, FLV, HLS on disk), split at keyframes, uploaded to S3
+//! when the target says so.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use tidecast_media::Stream;
+use tokio::io::AsyncWriteExt;
+use tracing::warn;
+
+use super::{mp4, s3, target, Attempt, Deps, Push, PushHooks, PushState, SegmentReport};
+use crate::flv::egress::{FlvEgress, FlvFile};
+
+/// A recording's container, fed events.
+enum Writer {
+    Flv(Box<(FlvEgress, FlvFile)>),
+    Mp4(mp4::Mp4Recorder),
+    /// The muxer (once the tracks are known), and the first and last dts.
+    Ts(Option<crate::mpegts::TsMuxer>, Option<(i64, i64)>),
+}
+
+impl Writer {
+    fn new(container: target::Container) -> Writer {
+        match container {
+            target::Container::Flv => Writer::Flv(Box::new((FlvEgress::new(None), FlvFile::new(true, true)))),
+            target::Container::Mp4 => Writer::Mp4(mp4::Mp4Recorder::new()),
+            target::Container::Ts | target::Container::Hls => Writer::Ts(None, None),
+        }
+    }
+
+    fn event(&mut self, ev: tidecast_media::Event, out: &mut Vec<Bytes>) {
+        match self {
+            Writer::Flv(flv) => {
+                let (egress, file) = &mut **flv;
+                egress.event(ev, file);
+                out.extend(file.take());
+            }
+            Writer::Mp4(rec) => out.extend(rec.event(ev)),
+            Writer::Ts(mux, span) => match ev {
+                tidecast_media::Event::Tracks(t) => {
+                    *mux = Some(crate::mpegts::TsMuxer::new(&crate::mpegts::output::ts_tracks(&t)));
+                }
+                tidecast_media::Event::Frame(f) => {
+                    if let Some(packets) = mux.as_mut().and_then(|m| m.frame(&f)) {
+                        let (_, last) = span.get_or_insert((f.dts, f.dts));
+                        *last = (*last).max(f.dts);
+                        out.push(packets);
+                    }
+                }
+                tidecast_media::Event::Discontinuity => {}
+            },
+        }
+    }
+
+    fn finish(&mut self, out: &mut Vec<Bytes>) {
+        if let Writer::Mp4(rec) = self {
+            out.extend(rec.finish());
+        }
+    }
+
+    /// The media timestamp reached, ms.
+    fn media_ms(&self) -> u32 {
+        match self {
+            Writer::Flv(flv) => flv.0.last_timestamp(),
+            Writer::Mp4(rec) => (rec.written_us / 1000).clamp(0, i64::from(u32::MAX)) as u32,
+            Writer::Ts(_, span) => span.map_or(0, |(a, b)| ((b - a) / 1000 + 1).clamp(0, i64::from(u32::MAX)) as u32),
+        }
+    }
+}
+
+/// One open file of a recording.
+struct OpenFile {
+    file: tokio::fs::File,
+    path: PathBuf,
+    counter: u64,
+    writer: Writer,
+    bytes: u64,
+    /// Stream time (µs) of its first frame.
+    first_us: Option<i64>,
+    last_us: i64,
+}
+
+/// Opens file number `counter` of the recording `f` (inside the root; its
+/// folders are made; an existing file is never overwritten).
+async fn open_file(root: &Path, f: &target::FileTarget, counter: u64) -> Result<OpenFile, String> {
+    let path = f.path_for(counter);
+    if let Some(dir) = path.parent() {
+        tokio::fs::create_dir_all(dir).await.map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        // The path was checked by its text; a link inside the root must
+        // not lead out of it either.
+        let (real_dir, real_root) = (tokio::fs::canonicalize(dir).await, tokio::fs::canonicalize(root).await);
+        match (real_dir, real_root) {
+            (Ok(d), Ok(r)) if d.starts_with(&r) => {}
+            _ => return Err(format!("{} is outside the recording directory", path.display())),
+        }
+    }
+    let file = tokio::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .await
+        .map_err(|e| format!("creating {}: {e}", path.display()))?;
+    Ok(OpenFile { file, path, counter, writer: Writer::new(f.container), bytes: 0, first_us: None, last_us: 0 })
+}
+
+impl OpenFile {
+    async fn write(&mut self, out: &mut Vec<Bytes>, push: &Push) -> Result<(), String> {
+        let mut wrote = 0;
+        for b in out.drain(..) {
+            self.file.write_all(&b).await.map_err(|e| format!("writing {}: {e}", self.path.display()))?;
+            wrote += b.len() as u64;
+        }
+        self.bytes += wrote;
+        push.set(|i| i.bytes += wrote);
+        Ok(())
+    }
+
+    /// Writes what the writer still holds and closes the file.
+    async fn close(mut self, push: &Push) -> Result<OpenFile, String> {
+        let mut out = Vec::new();
+        self.writer.finish(&mut out);
+        self.write(&mut out, push).await?;
+        self.file.flush().await.map_err(|e| format!("closing {}: {e}", self.path.display()))?;
+        self.file.sync_all().await.map_err(|e| format!("closing {}: {e}", self.path.display()))?;
+        Ok(self)
+    }
+}
+
+/// Records the stream into the file `f` names, or, with `split`, into a
+/// new file at the first keyframe after each `split` seconds of media.
+pub(super) async fn record(push: &Arc<Push>, stream: &Arc<Stream>, f: &target::FileTarget, deps: &Deps) -> Attempt {
+    let (root, hooks) = (deps.root.as_path(), &*deps.hooks);
+    let store = match &f.upload {
+        Some(dest) => match deps.s3.for_bucket(&dest.bucket) {
+            Ok(s) => Some(s),
+            Err(e) => return Attempt::Fatal(e),
+        },
+        None => None,
+    };
+    // Uploads run beside the recording; the push ends once they are done.
+    let mut uploads = tokio::task::JoinSet::new();
+    let mut upload = |done: &OpenFile| {
+        let (Some(store), Some(dest)) = (store.clone(), f.upload.as_ref()) else { return };
+        let (path, key, push) = (done.path.clone(), dest.key_for(done.counter), push.clone());
+        uploads.spawn(async move {
+            match s3::upload(&*store, &path, &key).await {
+                Ok(_) => push.set(|i| i.uploads += 1),
+                Err(e) => {
+                    warn!(error = %e, "recording upload failed");
+                    push.log(e.clone());
+                    push.set(|i| i.last_error = Some(e));
+                }
+            }
+        });
+    };
+    let mut current = match open_file(root, f, 0).await {
+        Ok(o) => o,
+        Err(e) => return Attempt::Fatal(e),
+    };
+    push.set(|i| i.state = PushState::Live);
+    let split_us = f.split.map(|s| i64::from(s) * 1_000_000);
+    let mut sub = stream.subscribe();
+    // What a fresh file's writer must see first.
+    let mut tracks: Option<Arc<[tidecast_media::Track]>> = None;
+    // HLS on disk: the finished segments, listed in the playlist.
+    let mut listed: Vec<(String, f64)> = Vec::new();
+    let mut out = Vec::new();
+    loop {
+        let more = tokio::select! {
+            ev = sub.recv() => ev,
+            _ = push.cancel.cancelled() => None,
+        };
+        let Some(first) = more else { break };
+        let mut batch = vec![first];
+        while let Some(ev) = sub.try_recv() {
+            batch.push(ev);
+        }
+        for ev in batch {
+            if let tidecast_media::Event::Tracks(t) = &ev {
+                tracks = Some(t.clone());
+            }
+            if let (tidecast_media::Event::Frame(fr), Some(split)) = (&ev, split_us) {
+                let video = tracks.as_ref().and_then(|t| t.iter().find(|t| t.id == fr.track)).map(|t| t.kind());
+                let has_video =
+                    tracks.as_ref().is_some_and(|t| t.iter().any(|t| t.kind() == tidecast_media::MediaKind::Video));
+                let boundary = match video {
+                    Some(tidecast_media::MediaKind::Video) => fr.keyframe,
+                    Some(tidecast_media::MediaKind::Audio) => !has_video,
+                    None => false,
+                };
+                if boundary && current.first_us.is_some_and(|t0| fr.dts - t0 >= split) {
+                    if let Err(e) = current.write(&mut out, push).await {
+                        return Attempt::Fatal(e);
+                    }
+                    let done = match current.close(push).await {
+                        Ok(d) => d,
+                        Err(e) => return Attempt::Fatal(e),
+                    };
+                    report_segment(push, stream, f, &done, fr.dts, hooks);
+                    upload(&done);
+                    if let Err(e) = list_segment(f, &mut listed, &done, fr.dts, false).await {
+                        return Attempt::Fatal(e);
+                    }
+                    current = match open_file(root, f, done.counter + 1).await {
+                        Ok(o) => o,
+                        Err(e) => return Attempt::Fatal(e),
+                    };
+                    if let Some(t) = &tracks {
+                        current.writer.event(tidecast_media::Event::Tracks(t.clone()), &mut out);
+                    }
+                }
+            }
+            if let tidecast_media::Event::Frame(fr) = &ev {
+                current.first_us.get_or_insert(fr.dts);
+                current.last_us = current.last_us.max(fr.dts);
+            }
+            current.writer.event(ev, &mut out);
+        }
+        if current.writer.media_ms() > 0 {
+            push.sent_at(current.writer.media_ms());
+        }
+        if let Err(e) = current.write(&mut out, push).await {
+            return Attempt::Fatal(e);
+        }
+        push.set(|i| i.frames_skipped = sub.skips());
+    }
+    match current.close(push).await {
+        Ok(done) => {
+            // The last frame lasts about as long as the one before: count
+            // one frame's worth past it (a 25 fps guess when unknown).
+            let end = done.last_us + 40_000;
+            if f.split.is_some() {
+                report_segment(push, stream, f, &done, end, hooks);
+            }
+            upload(&done);
+            while uploads.join_next().await.is_some() {}
+            match list_segment(f, &mut listed, &done, end, true).await {
+                Ok(()) => Attempt::Done,
+                Err(e) => Attempt::Fatal(e),
+            }
+        }
+        Err(e) => Attempt::Fatal(e),
+    }
+}
+
+/// HLS on disk: adds a finished segment to the playlist and rewrites it
+/// (a new file renamed over the old, so a reader never sees half of one);
+/// `last`: the stream ended, the playlist becomes a VOD one.
+async fn list_segment(
+    f: &target::FileTarget,
+    listed: &mut Vec<(String, f64)>,
+    done: &OpenFile,
+    end_us: i64,
+    last: bool,
+) -> Result<(), String> {
+    let Some(playlist) = &f.playlist else { return Ok(()) };
+    if done.first_us.is_some() {
+        let name = done.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let secs = (end_us - done.first_us.unwrap_or(end_us)).max(0) as f64 / 1e6;
+        listed.push((name, secs));
+    }
+    let text = hls_playlist(listed, last);
+    let tmp = playlist.with_extension("m3u8.tmp");
+    tokio::fs::write(&tmp, text).await.map_err(|e| format!("writing {}: {e}", tmp.display()))?;
+    tokio::fs::rename(&tmp, playlist).await.map_err(|e| format!("writing {}: {e}", playlist.display()))
+}
+
+/// The playlist of HLS on disk: an EVENT playlist while recording, VOD
+/// with `#EXT-X-ENDLIST` at the end.
+fn hls_playlist(segments: &[(String, f64)], ended: bool) -> String {
+    let target = segments.iter().map(|s| s.1.ceil() as u64).max().unwrap_or(1).max(1);
+    let mut t = format!(
+        "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-PLAYLIST-TYPE:{}\n#EXT-X-TARGETDURATION:{target}\n#EXT-X-MEDIA-SEQUENCE:0\n",
+        if ended { "VOD" } else { "EVENT" }
+    );
+    for (name, secs) in segments {
+        t.push_str(&format!("#EXTINF:{secs:.3},\n{name}\n"));
+    }
+    if ended {
+        t.push_str("#EXT-X-ENDLIST\n");
+    }
+    t
+}
+
+/// A split recording's file is done: `RECORDING_SEGMENT`.
+fn report_segment(
+    push: &Push,
+    stream: &Stream,
+    f: &target::FileTarget,
+    done: &OpenFile,
+    end_us: i64,
+    hooks: &dyn PushHooks,
+) {
+    let ms = |us: i64| (us / 1000).max(0) as u64;
+    let closed = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    hooks.segment(&SegmentReport {
+        push_id: push.info.lock().id,
+        stream: stream.name().to_owned(),
+        path: done.path.clone(),
+        counter: done.counter,
+        container: f.container.as_str(),
+        start_ms: ms(done.first_us.unwrap_or(0)),
+        end_ms: ms(end_us),
+        bytes: done.bytes,
+        closed_unix_ms: closed,
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_hls_playlist_is_an_event_while_recording_and_vod_at_the_end() {
+        let segs = vec![("x-0.ts".to_owned(), 6.04), ("x-1.ts".to_owned(), 5.96)];
+        let live = hls_playlist(&segs, false);
+        assert!(live.contains("#EXT-X-PLAYLIST-TYPE:EVENT\n#EXT-X-TARGETDURATION:7\n"), "{live}");
+        assert!(live.contains("#EXTINF:6.040,\nx-0.ts\n#EXTINF:5.960,\nx-1.ts\n") && !live.contains("ENDLIST"));
+        let done = hls_playlist(&segs, true);
+        assert!(done.contains("#EXT-X-PLAYLIST-TYPE:VOD") && done.ends_with("#EXT-X-ENDLIST\n"), "{done}");
+    }
+}

@@ -1,0 +1,181 @@
+//! Restreams: a push to another server over RTMP (the FLV RTMP players
+//! get, through our RTMP client) or SRT (the MPEG-TS HTTP-TS viewers get,
+//! as the caller).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tidecast_media::Stream;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::{target, Attempt, Push, PushState};
+use crate::flv::egress::{FlvEgress, TagSink};
+use crate::flv::TagKind;
+use crate::rtmp::ClientSession;
+
+/// Tags for an RTMP client session (it copies each body into its chunks).
+struct ClientSink<'a>(&'a mut ClientSession);
+
+impl TagSink for ClientSink<'_> {
+    fn tag(&mut self, kind: TagKind, timestamp: u32, prefix: &[u8], body: &Bytes) {
+        let mut b = BytesMut::with_capacity(prefix.len() + body.len());
+        b.extend_from_slice(prefix);
+        b.extend_from_slice(body);
+        match kind {
+            TagKind::Video => self.0.send_video(timestamp, b.freeze()),
+            TagKind::Audio => self.0.send_audio(timestamp, b.freeze()),
+        }
+    }
+}
+
+/// How long connecting and the RTMP handshake may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub(super) async fn rtmp_push(push: &Push, stream: &Arc<Stream>, t: &target::RtmpTarget) -> Attempt {
+    let mut sock = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&t.addr)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return Attempt::Retry(format!("connecting to {}: {e}", t.addr)),
+        Err(_) => return Attempt::Retry(format!("connecting to {}: timed out", t.addr)),
+    };
+    let _ = sock.set_nodelay(true);
+    let mut session = ClientSession::publish(&t.tc_url, &t.app, &t.name).legacy();
+    let mut buf = BytesMut::with_capacity(16 * 1024);
+    let handshake = async {
+        while !session.is_live() {
+            while let Some(out) = session.poll_transmit() {
+                sock.write_all(&out).await.map_err(|e| e.to_string())?;
+            }
+            if sock.read_buf(&mut buf).await.map_err(|e| e.to_string())? == 0 {
+                return Err("the target closed the connection before accepting the publish".to_owned());
+            }
+            session.handle_input(&mut buf).map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    };
+    tokio::select! {
+        r = tokio::time::timeout(CONNECT_TIMEOUT, handshake) => match r {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Attempt::Retry(format!("publishing to {}: {e}", t.tc_url)),
+            Err(_) => return Attempt::Retry(format!("publishing to {}: no answer", t.tc_url)),
+        },
+        _ = push.cancel.cancelled() => return Attempt::Done,
+    }
+    push.set(|i| i.state = PushState::Live);
+    let mut sub = stream.subscribe();
+    let mut egress = FlvEgress::new(None);
+    let result = loop {
+        tokio::select! {
+            ev = sub.recv() => match ev {
+                Some(ev) => {
+                    egress.event(ev, &mut ClientSink(&mut session));
+                    while let Some(ev) = sub.try_recv() {
+                        egress.event(ev, &mut ClientSink(&mut session));
+                    }
+                    if egress.last_timestamp() > 0 {
+                        push.sent_at(egress.last_timestamp());
+                    }
+                }
+                None => {
+                    session.unpublish();
+                    let _ = flush(&mut sock, &mut session, push).await;
+                    break Attempt::Done;
+                }
+            },
+            r = sock.read_buf(&mut buf) => match r {
+                Ok(0) => break Attempt::Retry("the target closed the connection".into()),
+                Err(e) => break Attempt::Retry(format!("reading from the target: {e}")),
+                Ok(_) => {
+                    if let Err(e) = session.handle_input(&mut buf) {
+                        break Attempt::Retry(format!("the target sent bad RTMP: {e}"));
+                    }
+                }
+            },
+            _ = push.cancel.cancelled() => {
+                session.unpublish();
+                let _ = flush(&mut sock, &mut session, push).await;
+                break Attempt::Done;
+            }
+        }
+        if let Err(e) = flush(&mut sock, &mut session, push).await {
+            break Attempt::Retry(format!("writing to the target: {e}"));
+        }
+        push.set(|i| i.frames_skipped = sub.skips());
+    };
+    push.set(|i| i.frames_skipped = sub.skips());
+    result
+}
+
+/// Calls an SRT listener and sends it the stream's MPEG-TS (the same TS
+/// HTTP-TS viewers and SRT players get), paced as SRT players are.
+pub(super) async fn srt_push(
+    push: &Push,
+    stream: &Arc<Stream>,
+    ts: &crate::mpegts::output::TsHub,
+    t: &target::SrtTarget,
+) -> Attempt {
+    use futures_util::SinkExt;
+    let addr = match tokio::net::lookup_host(&t.addr).await.map(|mut a| a.next()) {
+        Ok(Some(a)) => a,
+        Ok(None) => return Attempt::Retry(format!("{}: no address", t.addr)),
+        Err(e) => return Attempt::Retry(format!("resolving {}: {e}", t.addr)),
+    };
+    let mut builder = srt_tokio::SrtSocket::builder().latency(Duration::from_millis(u64::from(t.latency_ms)));
+    if let Some(p) = &t.passphrase {
+        // Checked when the target was parsed (10 to 79 characters).
+        builder = builder.encryption(16, p.clone());
+    }
+    let call = builder.call(addr, t.streamid.as_deref());
+    let mut socket = tokio::select! {
+        r = tokio::time::timeout(CONNECT_TIMEOUT, call) => match r {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return Attempt::Retry(format!("calling {}: {e} (a wrong passphrase or streamid ends here)", t.addr)),
+            Err(_) => return Attempt::Retry(format!("calling {}: no answer (a wrong passphrase ends here too)", t.addr)),
+        },
+        _ = push.cancel.cancelled() => return Attempt::Done,
+    };
+    let Some(mut sub) = ts.subscribe(stream.name()) else { return Attempt::Done };
+    push.set(|i| i.state = PushState::Live);
+    let mut pacer = crate::srt::pace::Pacer::new(std::time::Instant::now());
+    let result = loop {
+        let ev = tokio::select! {
+            ev = sub.recv() => ev,
+            _ = push.cancel.cancelled() => break Attempt::Done,
+        };
+        let chunk = match ev {
+            Some(tidecast_media::Event::Frame(f)) => f.payload,
+            Some(_) => continue,
+            None => break Attempt::Done,
+        };
+        let mut failed = None;
+        for at in (0..chunk.len()).step_by(SRT_PAYLOAD) {
+            let end = (at + SRT_PAYLOAD).min(chunk.len());
+            while let Err(wait) = pacer.poll(std::time::Instant::now()) {
+                tokio::time::sleep(wait).await;
+            }
+            if let Err(e) = socket.send((std::time::Instant::now(), chunk.slice(at..end))).await {
+                failed = Some(e);
+                break;
+            }
+            push.set(|i| i.bytes += (end - at) as u64);
+        }
+        if let Some(e) = failed {
+            break Attempt::Retry(format!("sending to {}: {e}", t.addr));
+        }
+        push.set(|i| i.frames_skipped = sub.skips());
+    };
+    let _ = socket.close().await;
+    result
+}
+
+/// Seven TS packets per SRT payload, as every SRT peer expects.
+const SRT_PAYLOAD: usize = 7 * 188;
+
+async fn flush(sock: &mut TcpStream, session: &mut ClientSession, push: &Push) -> std::io::Result<()> {
+    while let Some(out) = session.poll_transmit() {
+        sock.write_all(&out).await?;
+        push.set(|i| i.bytes += out.len() as u64);
+    }
+    Ok(())
+}
