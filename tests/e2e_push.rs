@@ -55,6 +55,16 @@ async fn pushes(server: &Server) -> Vec<Value> {
     page["items"].as_array().cloned().unwrap_or_default()
 }
 
+/// Waits (up to `secs`) until push `id` is in `state`; returns it then.
+async fn push_reaches(server: &Server, id: &str, state: &str, secs: u64) -> Value {
+    let what = format!("push {id} to be {state}");
+    until(&what, secs, || async move {
+        let p = api_ok("GET", &server.api(&format!("/pushes/{id}")), ADMIN_KEY, None, 200).await;
+        (p["state"] == state).then_some(p)
+    })
+    .await
+}
+
 /// A stream with push targets and its key, in a tenant.
 async fn stream_with_targets(server: &Server, name: &str, targets: Value) -> String {
     let a = ADMIN_KEY;
@@ -301,14 +311,7 @@ async fn a_receiver_that_comes_back_gets_the_push_again_and_bad_targets_are_refu
     )
     .await;
     let nid = nowhere["id"].as_str().unwrap().to_owned();
-    let unresolved = until("the unresolvable push to wait", 60, || {
-        let (server, nid) = (&server, nid.clone());
-        async move {
-            let p = api_ok("GET", &server.api(&format!("/pushes/{nid}")), ADMIN_KEY, None, 200).await;
-            (p["state"] == "waiting").then_some(p)
-        }
-    })
-    .await;
+    let unresolved = push_reaches(&server, &nid, "waiting", 60).await;
     assert!(unresolved["last_error"].as_str().unwrap_or("").contains("nowhere.invalid:1935"), "{unresolved}");
     assert_eq!(api_call("DELETE", &server.api(&format!("/pushes/{nid}")), ADMIN_KEY, None).await.0, 204);
 
@@ -323,14 +326,7 @@ async fn a_receiver_that_comes_back_gets_the_push_again_and_bad_targets_are_refu
     )
     .await;
     let rid = refused["id"].as_str().unwrap().to_owned();
-    let waiting = until("the refused push to wait", 30, || {
-        let (server, rid) = (&server, rid.clone());
-        async move {
-            let p = api_ok("GET", &server.api(&format!("/pushes/{rid}")), ADMIN_KEY, None, 200).await;
-            (p["state"] == "waiting").then_some(p)
-        }
-    })
-    .await;
+    let waiting = push_reaches(&server, &rid, "waiting", 30).await;
     assert!(waiting["last_error"].as_str().unwrap_or("").contains("refused"), "{waiting}");
     // The load report and /metrics show each push.
     until("the load report and /metrics to show the waiting push", 30, || {
@@ -356,14 +352,7 @@ async fn a_receiver_that_comes_back_gets_the_push_again_and_bad_targets_are_refu
     // Stopping ends it; the other push is untouched.
     let (status, _, _) = api_call("DELETE", &server.api(&format!("/pushes/{rid}")), ADMIN_KEY, None).await;
     assert_eq!(status, 204);
-    until("the refused push to stop", 30, || {
-        let (server, rid) = (&server, rid.clone());
-        async move {
-            let p = api_ok("GET", &server.api(&format!("/pushes/{rid}")), ADMIN_KEY, None, 200).await;
-            (p["state"] == "stopped").then_some(())
-        }
-    })
-    .await;
+    push_reaches(&server, &rid, "stopped", 30).await;
     let p = api_ok("GET", &server.api(&format!("/pushes/{id}")), ADMIN_KEY, None, 200).await;
     assert_eq!(p["state"], "live");
 
@@ -490,14 +479,7 @@ async fn an_srt_push_reaches_srt_live_transmit_and_a_wrong_passphrase_says_so() 
     )
     .await;
     let wid = wrong["id"].as_str().unwrap().to_owned();
-    let waiting = until("the wrong passphrase to fail", 60, || {
-        let (server, wid) = (&server, wid.clone());
-        async move {
-            let p = api_ok("GET", &server.api(&format!("/pushes/{wid}")), ADMIN_KEY, None, 200).await;
-            (p["state"] == "waiting").then_some(p)
-        }
-    })
-    .await;
+    let waiting = push_reaches(&server, &wid, "waiting", 60).await;
     assert!(waiting["last_error"].as_str().unwrap_or("").contains("passphrase"), "{waiting}");
     assert_eq!(api_call("DELETE", &server.api(&format!("/pushes/{wid}")), ADMIN_KEY, None).await.0, 204);
     assert_eq!(size(&out), 0, "nothing got through");
@@ -596,20 +578,7 @@ async fn a_recording_to_s3_is_uploaded_byte_for_byte() {
     .await;
     let bad_id = bad["id"].as_str().unwrap().to_owned();
     assert!(publisher.await.unwrap().status.success());
-    let ended = |id: String| {
-        let server = &server;
-        async move {
-            until("the recording to end and upload", 60, || {
-                let id = id.clone();
-                async move {
-                    let p = api_ok("GET", &server.api(&format!("/pushes/{id}")), ADMIN_KEY, None, 200).await;
-                    (p["state"] == "stopped").then_some(p)
-                }
-            })
-            .await
-        }
-    };
-    let done = ended(id).await;
+    let done = push_reaches(&server, &id, "stopped", 60).await;
     assert!(done["last_error"].is_null(), "{done}");
     let files = done["uploads"].as_u64().unwrap();
     assert!(files >= 2, "4 s split every 2 s: {done}");
@@ -632,7 +601,7 @@ async fn a_recording_to_s3_is_uploaded_byte_for_byte() {
             object_store::ObjectStoreExt::get(&store, &key).await.expect("the object").bytes().await.expect("body");
         assert!(local.len() > 10_000 && object[..] == local[..], "file {n}: {} vs {} bytes", object.len(), local.len());
     }
-    let bad = ended(bad_id).await;
+    let bad = push_reaches(&server, &bad_id, "stopped", 60).await;
     assert_eq!(bad["uploads"], 0);
     assert!(bad["last_error"].as_str().unwrap_or("").contains("nope-bucket"), "{bad}");
 }
