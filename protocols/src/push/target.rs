@@ -235,27 +235,7 @@ impl Target {
 fn rtmp(rest: &str) -> Result<RtmpTarget, TargetError> {
     let (authority, path) =
         rest.split_once('/').ok_or_else(|| TargetError::Invalid("rtmp:// needs /APP/NAME".into()))?;
-    if authority.is_empty() || authority.contains('@') {
-        return Err(TargetError::Invalid("rtmp:// needs a host (and no user info)".into()));
-    }
-    // `[v6]:port`, `host:port` or a bare host.
-    let (host, port) = match authority.strip_prefix('[') {
-        Some(v6) => {
-            let (h, after) = v6.split_once(']').ok_or_else(|| TargetError::Invalid("unclosed [ in host".into()))?;
-            (format!("[{h}]"), after.strip_prefix(':'))
-        }
-        None => match authority.rsplit_once(':') {
-            Some((h, p)) => (h.to_owned(), Some(p)),
-            None => (authority.to_owned(), None),
-        },
-    };
-    if host.is_empty() || host == "[]" {
-        return Err(TargetError::Invalid("rtmp:// needs a host".into()));
-    }
-    let port: u16 = match port {
-        Some(p) => p.parse().ok().filter(|&p| p > 0).ok_or_else(|| TargetError::Invalid(format!("bad port {p:?}")))?,
-        None => 1935,
-    };
+    let (host, port) = host_port(authority, Some(1935)).map_err(|e| TargetError::Invalid(format!("rtmp:// {e}")))?;
     let (app, name) = path.split_once('/').ok_or_else(|| TargetError::Invalid("rtmp:// needs /APP/NAME".into()))?;
     if app.is_empty() || name.is_empty() {
         return Err(TargetError::Invalid("rtmp:// needs /APP/NAME".into()));
@@ -269,14 +249,15 @@ fn rtmp(rest: &str) -> Result<RtmpTarget, TargetError> {
     })
 }
 
-/// `host` or `host:port` of a URL: `[v6]:port` kept in brackets.
-fn host_port(authority: &str, default_port: Option<u16>) -> Result<String, TargetError> {
+/// The host (`[v6]` kept in brackets) and port of a URL's authority, or
+/// why it has none.
+fn host_port(authority: &str, default_port: Option<u16>) -> Result<(String, u16), String> {
     if authority.is_empty() || authority.contains('@') {
-        return Err(TargetError::Invalid("a host is needed (and no user info)".into()));
+        return Err("needs a host (and no user info)".into());
     }
     let (host, port) = match authority.strip_prefix('[') {
         Some(v6) => {
-            let (h, after) = v6.split_once(']').ok_or_else(|| TargetError::Invalid("unclosed [ in host".into()))?;
+            let (h, after) = v6.split_once(']').ok_or("has an unclosed [ in its host")?;
             (format!("[{h}]"), after.strip_prefix(':'))
         }
         None => match authority.rsplit_once(':') {
@@ -285,23 +266,21 @@ fn host_port(authority: &str, default_port: Option<u16>) -> Result<String, Targe
         },
     };
     if host.is_empty() || host == "[]" {
-        return Err(TargetError::Invalid("a host is needed".into()));
+        return Err("needs a host".into());
     }
-    let port: u16 = match (port, default_port) {
-        (Some(p), _) => {
-            p.parse().ok().filter(|&p| p > 0).ok_or_else(|| TargetError::Invalid(format!("bad port {p:?}")))?
-        }
+    let port = match (port, default_port) {
+        (Some(p), _) => p.parse().ok().filter(|&p: &u16| p > 0).ok_or_else(|| format!("has a bad port {p:?}"))?,
         (None, Some(d)) => d,
-        (None, None) => return Err(TargetError::Invalid("a port is needed".into())),
+        (None, None) => return Err("needs a port".into()),
     };
-    Ok(format!("{host}:{port}"))
+    Ok((host, port))
 }
 
 fn srt(rest: &str) -> Result<SrtTarget, TargetError> {
     let (authority, query) = rest.split_once('?').unwrap_or((rest, ""));
     let authority = authority.trim_end_matches('/');
-    let addr = host_port(authority, None).map_err(|e| TargetError::Invalid(format!("srt:// {e}")))?;
-    let mut t = SrtTarget { addr, streamid: None, passphrase: None, latency_ms: 120 };
+    let (host, port) = host_port(authority, None).map_err(|e| TargetError::Invalid(format!("srt:// {e}")))?;
+    let mut t = SrtTarget { addr: format!("{host}:{port}"), streamid: None, passphrase: None, latency_ms: 120 };
     for kv in query.split('&').filter(|kv| !kv.is_empty()) {
         let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
         let v = percent_decode(v);
