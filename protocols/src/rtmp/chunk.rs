@@ -305,15 +305,19 @@ impl Encoder {
         }
         let size = (self.chunk_size as usize).max(1);
         let mut room = size;
-        let mut rest = prefix;
-        while !rest.is_empty() {
-            if room == 0 {
+        // A continuation chunk's header when the current chunk is full.
+        let next_chunk = |room: &mut usize, headers: &mut BytesMut| {
+            if *room == 0 {
                 Self::basic_header(3, csid, headers);
                 if extended {
                     headers.put_u32(timestamp);
                 }
-                room = size;
+                *room = size;
             }
+        };
+        let mut rest = prefix;
+        while !rest.is_empty() {
+            next_chunk(&mut room, headers);
             let n = room.min(rest.len());
             headers.put_slice(&rest[..n]);
             rest = &rest[n..];
@@ -322,13 +326,7 @@ impl Encoder {
         for piece in body {
             let mut rest = piece.clone();
             while !rest.is_empty() {
-                if room == 0 {
-                    Self::basic_header(3, csid, headers);
-                    if extended {
-                        headers.put_u32(timestamp);
-                    }
-                    room = size;
-                }
+                next_chunk(&mut room, headers);
                 let n = room.min(rest.len());
                 if !headers.is_empty() {
                     out.push_back(headers.split().freeze());
