@@ -321,17 +321,10 @@ pub struct Sources {
 }
 
 fn push_load(p: tidecast_protocols::push::PushInfo) -> PushLoad {
-    let lower = p.target.to_ascii_lowercase();
-    let kind = match lower.split_once("://") {
-        None => "file",
-        Some(("file", _)) => "file",
-        Some(("srt", _)) => "srt",
-        Some(_) => "rtmp",
-    };
     PushLoad {
         id: p.id,
         stream: p.stream,
-        kind: kind.into(),
+        kind: p.kind.into(),
         state: p.state.as_str().into(),
         bytes: p.bytes,
         reconnects: p.reconnects,

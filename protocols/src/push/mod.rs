@@ -100,6 +100,8 @@ pub struct PushInfo {
     pub tenant: Option<String>,
     /// The target as given, variables filled in.
     pub target: String,
+    /// `rtmp`, `srt` or `file` ([`Target::kind`]).
+    pub kind: &'static str,
     /// How it started.
     pub origin: Origin,
     /// Where it is.
@@ -369,6 +371,7 @@ impl PushManager {
             stream: stream.name().to_owned(),
             tenant,
             target: expanded,
+            kind: parsed.kind(),
             origin,
             state: PushState::Connecting,
             bytes: 0,
@@ -469,7 +472,11 @@ async fn run_push(push: Arc<Push>, stream: Arc<Stream>, target: Target, deps: De
         Some(t) if t == before => Ok(target),
         Some(t) => {
             push.set(|i| i.target = t.clone());
-            Target::parse(&t, &root).map_err(|e| format!("PUSH_OUT_START answered a bad target: {e}"))
+            let parsed = Target::parse(&t, &root).map_err(|e| format!("PUSH_OUT_START answered a bad target: {e}"));
+            if let Ok(p) = &parsed {
+                push.set(|i| i.kind = p.kind());
+            }
+            parsed
         }
     };
     let recording = match &target {

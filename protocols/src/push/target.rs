@@ -196,6 +196,16 @@ pub fn datetime(unix: u64) -> String {
 }
 
 impl Target {
+    /// What kind of push it makes: `rtmp`, `srt` or `file` (a recording,
+    /// uploaded or not).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Target::Rtmp(_) => "rtmp",
+            Target::Srt(_) => "srt",
+            Target::File(_) => "file",
+        }
+    }
+
     /// Parses an expanded target; file paths are resolved inside `root`.
     pub fn parse(target: &str, root: &Path) -> Result<Target, TargetError> {
         if target.len() > MAX_TARGET_LEN {
