@@ -123,7 +123,11 @@ pub(super) async fn srt_push(
     };
     let mut builder = srt_tokio::SrtSocket::builder().latency(Duration::from_millis(u64::from(t.latency_ms)));
     if let Some(p) = &t.passphrase {
-        // Checked when the target was parsed (10 to 79 characters).
+        // srt-tokio panics on a passphrase outside 10 to 79 bytes; parsing
+        // refused those already, and this keeps it so.
+        if !(10..=79).contains(&p.len()) {
+            return Attempt::Fatal("the SRT passphrase must be 10 to 79 bytes".into());
+        }
         builder = builder.encryption(16, p.clone());
     }
     let call = builder.call(addr, t.streamid.as_deref());

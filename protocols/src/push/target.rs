@@ -31,7 +31,7 @@ pub struct SrtTarget {
     pub addr: String,
     /// The `streamid` to send, if any.
     pub streamid: Option<String>,
-    /// The AES passphrase (10 to 79 characters), if any.
+    /// The AES passphrase (10 to 79 bytes), if any.
     pub passphrase: Option<String>,
     /// The TSBPD latency to ask for, ms.
     pub latency_ms: u32,
@@ -297,8 +297,8 @@ fn srt(rest: &str) -> Result<SrtTarget, TargetError> {
         match k {
             "streamid" => t.streamid = Some(v).filter(|s| !s.is_empty() && s.len() <= 512),
             "passphrase" => {
-                if !(10..=79).contains(&v.chars().count()) {
-                    return Err(TargetError::Invalid("srt:// passphrase must be 10 to 79 characters".into()));
+                if !(10..=79).contains(&v.len()) {
+                    return Err(TargetError::Invalid("srt:// passphrase must be 10 to 79 bytes".into()));
                 }
                 t.passphrase = Some(v);
             }
@@ -494,6 +494,9 @@ mod tests {
         ] {
             assert!(matches!(parse(bad), Err(TargetError::Invalid(_))), "{bad}");
         }
+        // 79 characters but 80 bytes: refused (srt-tokio counts bytes).
+        let long = format!("srt://h:9000?passphrase={}%C3%A9", "a".repeat(78));
+        assert!(matches!(parse(&long), Err(TargetError::Invalid(_))));
         assert_eq!(percent_decode("a%2"), "a%2");
         assert_eq!(percent_decode("%zz%41"), "%zzA");
     }
