@@ -368,7 +368,16 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
             access_key_id: s3.access_key_id.clone(),
             secret_access_key: s3.secret_access_key.clone(),
         };
-        PushManager::new(registry.clone(), ts.clone(), recordings, s3, targets_for, hooks, shutdown.clone())
+        PushManager::new(
+            registry.clone(),
+            ts.clone(),
+            Some(webrtc.clone()),
+            recordings,
+            s3,
+            targets_for,
+            hooks,
+            shutdown.clone(),
+        )
     };
     tokio::spawn(pushes.clone().run());
     let sources = Sources {

@@ -286,7 +286,7 @@ async fn a_receiver_that_comes_back_gets_the_push_again_and_bad_targets_are_refu
     for (target, status, says) in [
         ("../../etc/x.flv", 400, "outside the recording directory"),
         ("/tmp/x.flv", 400, "outside the recording directory"),
-        ("whip+https://example.com/whip/x", 400, "not supported yet"),
+        ("rtmps://example.com/live/x", 400, "not supported yet"),
         ("s3://Not_A_Bucket/$stream.mp4", 400, "not a valid bucket name"),
         ("srt://127.0.0.1:9000?passphrase=short", 400, "10 to 79"),
         ("rtmp://127.0.0.1", 400, "APP/NAME"),
@@ -604,4 +604,75 @@ async fn a_recording_to_s3_is_uploaded_byte_for_byte() {
     let bad = push_reaches(&server, &bad_id, "stopped", 60).await;
     assert_eq!(bad["uploads"], 0);
     assert!(bad["last_error"].as_str().unwrap_or("").contains("nope-bucket"), "{bad}");
+}
+
+/// A second Tidecast takes a WHIP push (the stream key as the bearer) and
+/// serves it as LL-HLS; a wrong key gets the endpoint's 401 named in the
+/// push's status; stopping the push ends the far session with a DELETE.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_whip_push_reaches_a_second_tidecast_as_ll_hls() {
+    let source = Server::start(&["--reconnect-grace", "0"]);
+    let edge = Server::start(&["--hls-segment", "1"]);
+    let key = stream_with_targets(&source, "cam", json!([])).await;
+    let edge_key = stream_with_targets(&edge, "relay", json!([])).await;
+    let mut publisher = ffmpeg_spawn(&rtmp_publish_args(&source.rtmp_url(&key), 120));
+    wait_for_segment(&source, "cam", "video", 1).await;
+    let endpoint = format!("whip+http://{}/whip/relay", edge.http);
+
+    // The wrong key: the endpoint's 401 is in the status; the push waits.
+    let wrong = api_ok(
+        "POST",
+        &source.api("/pushes"),
+        ADMIN_KEY,
+        Some(json!({"stream": "cam", "target": format!("{endpoint}?bearer=not-the-key-0123")})),
+        201,
+    )
+    .await;
+    assert_eq!(wrong["kind"], "whip");
+    let wid = wrong["id"].as_str().unwrap().to_owned();
+    let refused = push_reaches(&source, &wid, "waiting", 30).await;
+    let why = refused["last_error"].as_str().unwrap_or("");
+    assert!(why.contains("refused the bearer token (401)"), "{refused}");
+    assert_eq!(api_call("DELETE", &source.api(&format!("/pushes/{wid}")), ADMIN_KEY, None).await.0, 204);
+
+    // The right key: the edge gets H.264 and audio, and serves LL-HLS.
+    let right = api_ok(
+        "POST",
+        &source.api("/pushes"),
+        ADMIN_KEY,
+        Some(json!({"stream": "cam", "target": format!("{endpoint}?bearer={edge_key}")})),
+        201,
+    )
+    .await;
+    let id = right["id"].as_str().unwrap().to_owned();
+    assert!(!right["target"].as_str().unwrap_or("").is_empty());
+    push_reaches(&source, &id, "live", 30).await;
+    wait_for_segment(&edge, "relay", "video", 3).await;
+    let streams = ffprobe(&edge.hls_url("relay", "index.m3u8"), &["-show_streams"]);
+    let codecs: Vec<&str> = streams.iter().filter_map(|s| s.get("codec_name").map(String::as_str)).collect();
+    assert!(codecs.contains(&"h264"), "the edge's HLS carries the pushed video: {codecs:?}");
+    assert!(codecs.contains(&"aac") || codecs.contains(&"opus"), "and its audio: {codecs:?}");
+    let sessions = api_ok("GET", &edge.api("/webrtc/sessions"), ADMIN_KEY, None, 200).await;
+    let whip = sessions["items"].as_array().and_then(|a| a.iter().find(|s| s["kind"] == "whip").cloned());
+    let whip = whip.expect("the edge lists the WHIP session");
+    assert_eq!(whip["stream"], "relay");
+    let pushed = api_ok("GET", &source.api(&format!("/pushes/{id}")), ADMIN_KEY, None, 200).await;
+    assert!(pushed["bytes"].as_u64() > Some(50_000) && pushed["reconnects"] == 0, "{pushed}");
+
+    // Stopping the push hangs up with a DELETE the edge sees.
+    assert_eq!(api_call("DELETE", &source.api(&format!("/pushes/{id}")), ADMIN_KEY, None).await.0, 204);
+    push_reaches(&source, &id, "stopped", 30).await;
+    let closed = until("the edge to close the WHIP session", 30, || {
+        let edge = &edge;
+        async move {
+            let page = api_ok("GET", &edge.api("/webrtc/sessions"), ADMIN_KEY, None, 200).await;
+            page["items"]
+                .as_array()
+                .and_then(|a| a.iter().find(|s| s["kind"] == "whip" && s["state"] == "closed").cloned())
+        }
+    })
+    .await;
+    assert_eq!(closed["closed_reason"], "closed by the client (DELETE)", "{closed}");
+    let _ = publisher.kill();
+    let _ = publisher.wait();
 }

@@ -51,6 +51,8 @@ pub struct Push {
     pub tenant: Option<String>,
     /// The target, variables filled in.
     pub target: String,
+    /// `rtmp`, `srt`, `whip` or `file` (a recording, uploaded or not).
+    pub kind: String,
     /// `stream` (its `push_targets`), `rule` (an auto-push rule) or `api`.
     pub origin: String,
     /// `connecting`, `live`, `waiting` (to reconnect), `stopped` or `failed`.
@@ -76,6 +78,7 @@ impl From<PushInfo> for Push {
             stream: p.stream,
             tenant: p.tenant,
             target: p.target,
+            kind: p.kind.into(),
             origin: p.origin.as_str().into(),
             state: p.state.as_str().into(),
             bytes: p.bytes,

@@ -100,7 +100,7 @@ pub struct PushInfo {
     pub tenant: Option<String>,
     /// The target as given, variables filled in.
     pub target: String,
-    /// `rtmp`, `srt` or `file` ([`Target::kind`]).
+    /// `rtmp`, `srt`, `whip` or `file` ([`Target::kind`]).
     pub kind: &'static str,
     /// How it started.
     pub origin: Origin,
@@ -121,7 +121,7 @@ pub struct PushInfo {
 }
 
 struct Push {
-    info: Mutex<PushInfo>,
+    info: Arc<Mutex<PushInfo>>,
     cancel: CancellationToken,
     /// Media timestamps of the first and last tag sent, and the last log
     /// lines.
@@ -134,6 +134,11 @@ const LOG_LINES: usize = 10;
 impl Push {
     fn set(&self, f: impl FnOnce(&mut PushInfo)) {
         f(&mut self.info.lock());
+    }
+
+    /// Its figures, for a callback that outlives a borrow of the push.
+    fn info_handle(&self) -> Arc<Mutex<PushInfo>> {
+        self.info.clone()
     }
 
     fn log(&self, line: String) {
@@ -261,6 +266,10 @@ pub struct PushManager {
     registry: Registry,
     /// The streams' MPEG-TS form, which SRT pushes send.
     ts: Arc<crate::mpegts::output::TsHub>,
+    /// The WebRTC edge, whose packetized playouts WHIP pushes send.
+    webrtc: Option<Arc<crate::webrtc::WebRtcHub>>,
+    /// For WHIP offers.
+    http: reqwest::Client,
     hooks: Arc<dyn PushHooks>,
     root: PathBuf,
     targets_for: TargetsFor,
@@ -279,10 +288,12 @@ const MAX_ENDED: usize = 256;
 impl PushManager {
     /// A manager recording under `root` (and uploading `s3://` targets as
     /// `s3` says), asking `targets_for` for a starting stream's configured
-    /// targets, with `hooks` around each push.
+    /// targets, with `hooks` around each push. WHIP pushes need `webrtc`.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         registry: Registry,
         ts: Arc<crate::mpegts::output::TsHub>,
+        webrtc: Option<Arc<crate::webrtc::WebRtcHub>>,
         root: PathBuf,
         s3: S3Config,
         targets_for: TargetsFor,
@@ -292,6 +303,8 @@ impl PushManager {
         Arc::new(PushManager {
             registry,
             ts,
+            webrtc,
+            http: reqwest::Client::new(),
             hooks,
             root,
             targets_for,
@@ -321,7 +334,7 @@ impl PushManager {
                     let (targets, tenant) = (self.targets_for)(stream.name());
                     for (t, origin) in targets {
                         if let Err(e) = self.start_on(&stream, &t, origin, tenant.clone()) {
-                            warn!(stream = stream.name(), target = %t, error = %e, "push target not started");
+                            warn!(stream = stream.name(), target = %target::redacted(&t), error = %e, "push target not started");
                         }
                     }
                 }
@@ -382,7 +395,7 @@ impl PushManager {
             started_at: now,
         };
         let push = Arc::new(Push {
-            info: Mutex::new(info.clone()),
+            info: Arc::new(Mutex::new(info.clone())),
             cancel: self.shutdown.child_token(),
             media: Mutex::default(),
         });
@@ -391,9 +404,15 @@ impl PushManager {
             prune(&mut all);
             all.insert(id, push.clone());
         }
-        info!(id, stream = stream.name(), target = %info.target, "push started");
-        let deps =
-            Deps { root: self.root.clone(), hooks: self.hooks.clone(), ts: self.ts.clone(), s3: self.s3.clone() };
+        info!(id, stream = stream.name(), target = %target::redacted(&info.target), "push started");
+        let deps = Deps {
+            root: self.root.clone(),
+            hooks: self.hooks.clone(),
+            ts: self.ts.clone(),
+            s3: self.s3.clone(),
+            webrtc: self.webrtc.clone(),
+            http: self.http.clone(),
+        };
         tokio::spawn(run_push(push, stream.clone(), parsed, deps));
         Ok(info)
     }
@@ -459,6 +478,8 @@ struct Deps {
     hooks: Arc<dyn PushHooks>,
     ts: Arc<crate::mpegts::output::TsHub>,
     s3: Arc<s3::Stores>,
+    webrtc: Option<Arc<crate::webrtc::WebRtcHub>>,
+    http: reqwest::Client,
 }
 
 async fn run_push(push: Arc<Push>, stream: Arc<Stream>, target: Target, deps: Deps) {
@@ -495,7 +516,7 @@ async fn run_push(push: Arc<Push>, stream: Arc<Stream>, target: Target, deps: De
         }
     }
     let info = push.info.lock().clone();
-    info!(id = info.id, stream = %info.stream, target = %info.target, bytes = info.bytes, reconnects = info.reconnects, "push ended");
+    info!(id = info.id, stream = %info.stream, target = %target::redacted(&info.target), bytes = info.bytes, reconnects = info.reconnects, "push ended");
     let (first_ms, last_ms, log) = {
         let m = push.media.lock();
         (m.0, m.1, m.2.iter().cloned().collect())
@@ -512,6 +533,7 @@ async fn attempts(push: &Arc<Push>, stream: &Arc<Stream>, target: &Target, deps:
             Target::Rtmp(t) => restream::rtmp_push(push, stream, t).await,
             Target::Srt(t) => restream::srt_push(push, stream, &deps.ts, t).await,
             Target::File(f) => record::record(push, stream, f, deps).await,
+            Target::Whip(t) => restream::whip_push(push, stream, t, deps).await,
         };
         match attempt {
             Attempt::Done => {

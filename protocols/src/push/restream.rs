@@ -1,6 +1,7 @@
 //! Restreams: a push to another server over RTMP (the FLV RTMP players
-//! get, through our RTMP client) or SRT (the MPEG-TS HTTP-TS viewers get,
-//! as the caller).
+//! get, through our RTMP client), SRT (the MPEG-TS HTTP-TS viewers get, as
+//! the caller) or WHIP (the RTP WHEP viewers get, through the WebRTC edge's
+//! client).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,7 +11,7 @@ use tidecast_media::Stream;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::{target, Attempt, Push, PushState};
+use super::{target, Attempt, Deps, Push, PushState};
 use crate::flv::egress::{FlvEgress, TagSink};
 use crate::flv::TagKind;
 use crate::rtmp::ClientSession;
@@ -182,4 +183,28 @@ async fn flush(sock: &mut TcpStream, session: &mut ClientSession, push: &Push) -
         push.set(|i| i.bytes += out.len() as u64);
     }
     Ok(())
+}
+
+/// Publishes the stream to a WHIP endpoint: the packetized H.264 and Opus
+/// WHEP viewers get, through a client peer connection of the WebRTC edge.
+pub(super) async fn whip_push(push: &Push, stream: &Arc<Stream>, t: &target::WhipTarget, deps: &Deps) -> Attempt {
+    use crate::webrtc::session::EndReason;
+    use crate::webrtc::whip_client::WhipEndpoint;
+    let Some(hub) = &deps.webrtc else {
+        return Attempt::Fatal("WHIP pushes need the WebRTC edge, which is disabled on this node".into());
+    };
+    let endpoint = WhipEndpoint { url: t.url.clone(), token: t.token.clone() };
+    let counter = push.info_handle();
+    let sent = Box::new(move |n: usize| {
+        let mut i = counter.lock();
+        i.state = PushState::Live;
+        i.bytes += n as u64;
+    });
+    match hub.push_whip(stream, &endpoint, &deps.http, sent, push.cancel.child_token()).await {
+        Err(e) if e.is_retryable() => Attempt::Retry(e.to_string()),
+        Err(e) => Attempt::Fatal(e.to_string()),
+        Ok(EndReason::StreamEnded) => Attempt::Done,
+        Ok(EndReason::Shutdown) if push.cancel.is_cancelled() || stream.is_ended() => Attempt::Done,
+        Ok(reason) => Attempt::Retry(format!("WHIP session ended: {reason}")),
+    }
 }

@@ -5,10 +5,12 @@
 //! Built: `rtmp://HOST[:PORT]/APP/NAME` (the first path segment is the
 //! application, the rest the stream name or key, as ffmpeg and OBS split
 //! it), `srt://HOST:PORT?streamid=&passphrase=&latency=` (MPEG-TS, as
-//! the caller) and recordings into fragmented MP4, MPEG-TS or FLV files
-//! (`recordings/$stream.mp4`, under the recording root). Named and refused
-//! with a clear reason until they are built: `rtmps://`,
-//! `whip+http(s)://`, `s3://` and the `.m3u8` and `.mkv` containers.
+//! the caller), `whip+http(s)://HOST/PATH?bearer=TOKEN` (WebRTC, the token
+//! sent as `Authorization: Bearer` and taken out of the URL), recordings
+//! into fragmented MP4, MPEG-TS, FLV or HLS files (`recordings/$stream.mp4`,
+//! under the recording root) and `s3://BUCKET/KEY` uploads of them. Named
+//! and refused with a clear reason until they are built: `rtmps://`, HLS to
+//! S3 and the `.mkv` container.
 
 use std::fmt;
 use std::path::{Component, Path, PathBuf};
@@ -22,6 +24,17 @@ pub enum Target {
     Srt(SrtTarget),
     /// Record into a file.
     File(FileTarget),
+    /// Publish over WebRTC to a WHIP endpoint.
+    Whip(WhipTarget),
+}
+
+/// A WHIP endpoint to publish to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WhipTarget {
+    /// The endpoint's `http://` or `https://` URL, without the token.
+    pub url: String,
+    /// The bearer token (`?bearer=`), if any.
+    pub token: Option<String>,
 }
 
 /// An SRT listener to call and send the stream to as MPEG-TS.
@@ -179,6 +192,20 @@ pub fn expand(template: &str, vars: &Vars<'_>) -> String {
     counted.replace("$datetime", vars.datetime).replace("$tenant", vars.tenant).replace("$stream", vars.stream)
 }
 
+/// `target` for a log line: the values of its `bearer` and `passphrase`
+/// parameters replaced by `***`.
+pub fn redacted(target: &str) -> String {
+    let Some((head, query)) = target.split_once('?') else { return target.to_owned() };
+    let parts: Vec<String> = query
+        .split('&')
+        .map(|kv| match kv.split_once('=') {
+            Some((k @ ("bearer" | "passphrase"), _)) => format!("{k}=***"),
+            _ => kv.to_owned(),
+        })
+        .collect();
+    format!("{head}?{}", parts.join("&"))
+}
+
 /// `YYYY.MM.DD.HH.MM.SS` for a Unix time (UTC).
 pub fn datetime(unix: u64) -> String {
     let (days, secs) = (unix / 86_400, unix % 86_400);
@@ -196,13 +223,14 @@ pub fn datetime(unix: u64) -> String {
 }
 
 impl Target {
-    /// What kind of push it makes: `rtmp`, `srt` or `file` (a recording,
-    /// uploaded or not).
+    /// What kind of push it makes: `rtmp`, `srt`, `whip` or `file` (a
+    /// recording, uploaded or not).
     pub fn kind(&self) -> &'static str {
         match self {
             Target::Rtmp(_) => "rtmp",
             Target::Srt(_) => "srt",
             Target::File(_) => "file",
+            Target::Whip(_) => "whip",
         }
     }
 
@@ -224,12 +252,13 @@ impl Target {
         if lower.starts_with("s3://") {
             return s3(&target["s3://".len()..], root).map(Target::File);
         }
-        for (scheme, what) in
-            [("rtmps://", "rtmps:// (RTMP over TLS)"), ("whip+http://", "WHIP"), ("whip+https://", "WHIP")]
-        {
+        for scheme in ["whip+http://", "whip+https://"] {
             if lower.starts_with(scheme) {
-                return Err(TargetError::NotBuilt(what.into()));
+                return whip(&target["whip+".len()..]).map(Target::Whip);
             }
+        }
+        if lower.starts_with("rtmps://") {
+            return Err(TargetError::NotBuilt("rtmps:// (RTMP over TLS)".into()));
         }
         let path = match lower.strip_prefix("file://") {
             Some(_) => &target["file://".len()..],
@@ -257,6 +286,38 @@ fn rtmp(rest: &str) -> Result<RtmpTarget, TargetError> {
         app: app.to_owned(),
         name: name.to_owned(),
     })
+}
+
+/// `http(s)://HOST[:PORT]/PATH[?QUERY]`, the `bearer` parameter taken out
+/// of the query as the token.
+fn whip(url: &str) -> Result<WhipTarget, TargetError> {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let (before_fragment, _) = rest.split_once('#').unwrap_or((rest, ""));
+    let (authority_path, query) = before_fragment.split_once('?').unwrap_or((before_fragment, ""));
+    let (authority, path) = authority_path.split_once('/').unwrap_or((authority_path, ""));
+    let default = if scheme.eq_ignore_ascii_case("https") { 443 } else { 80 };
+    let (host, port) =
+        host_port(authority, Some(default)).map_err(|e| TargetError::Invalid(format!("whip+{scheme}:// {e}")))?;
+    let mut token = None;
+    let mut kept = Vec::new();
+    for kv in query.split('&').filter(|kv| !kv.is_empty()) {
+        match kv.split_once('=') {
+            Some(("bearer", v)) => {
+                let v = percent_decode(v);
+                if v.is_empty() || v.chars().any(|c| c.is_whitespace()) {
+                    return Err(TargetError::Invalid("a WHIP bearer token is one word, not empty".into()));
+                }
+                token = Some(v);
+            }
+            _ => kept.push(kv),
+        }
+    }
+    let mut url = format!("{}://{host}:{port}/{path}", scheme.to_ascii_lowercase());
+    if !kept.is_empty() {
+        url.push('?');
+        url.push_str(&kept.join("&"));
+    }
+    Ok(WhipTarget { url, token })
 }
 
 /// The host (`[v6]` kept in brackets) and port of a URL's authority, or
@@ -547,17 +608,41 @@ mod tests {
     }
 
     #[test]
-    fn kinds_not_built_say_so() {
-        for (t, what) in [
-            ("rtmps://h/a/b", "rtmps"),
-            ("whip+https://h/whip/x", "WHIP"),
-            ("s3://bucket/x.m3u8", "s3"),
-            ("x.mkv", ".mkv"),
+    fn whip_urls_carry_their_token_apart() {
+        let Target::Whip(t) = parse("whip+https://edge.example/whip/show?bearer=s3cr%2Bt&x=1").unwrap() else {
+            panic!()
+        };
+        assert_eq!(t.url, "https://edge.example:443/whip/show?x=1");
+        assert_eq!(t.token.as_deref(), Some("s3cr+t"));
+        let Target::Whip(t) = parse("WHIP+HTTP://127.0.0.1:8080/whip/x").unwrap() else { panic!() };
+        assert_eq!((t.url.as_str(), t.token), ("http://127.0.0.1:8080/whip/x", None));
+        let Target::Whip(t) = parse("whip+http://[::1]:81/w").unwrap() else { panic!() };
+        assert_eq!(t.url, "http://[::1]:81/w");
+        for bad in [
+            "whip+http://",
+            "whip+http://u@h/w",
+            "whip+http://h:0/w",
+            "whip+http://h/w?bearer=",
+            "whip+http://h/w?bearer=a%20b",
         ] {
+            assert!(matches!(parse(bad), Err(TargetError::Invalid(_))), "{bad}");
+        }
+    }
+
+    #[test]
+    fn kinds_not_built_say_so() {
+        for (t, what) in [("rtmps://h/a/b", "rtmps"), ("s3://bucket/x.m3u8", "s3"), ("x.mkv", ".mkv")] {
             let e = parse(t).unwrap_err();
             assert!(matches!(&e, TargetError::NotBuilt(w) if w.contains(what)), "{t}: {e}");
             assert!(e.to_string().contains("not supported yet"));
         }
+    }
+
+    #[test]
+    fn secrets_stay_out_of_log_lines() {
+        assert_eq!(redacted("whip+http://h/w?a=1&bearer=k3y"), "whip+http://h/w?a=1&bearer=***");
+        assert_eq!(redacted("srt://h:1?passphrase=0123456789&latency=200"), "srt://h:1?passphrase=***&latency=200");
+        assert_eq!(redacted("x.mp4"), "x.mp4");
     }
 
     #[test]

@@ -257,7 +257,7 @@ async fn whep(
             counter.count_out(n);
             traffic.webrtc.fetch_add(n as u64, Ordering::Relaxed);
         }),
-        session,
+        session: Some(session),
     };
     match s.hub.play(&offer, live, rendition, peer, hooks) {
         Ok(c) => {

@@ -11,6 +11,7 @@
 //! * [`assemble`]: depacketized samples to media frames (WHIP).
 //! * [`playout`]: one packetizer per stream shared by viewers (WHEP).
 //! * [`session`]: the per-peer loop and why sessions end.
+//! * [`whip_client`]: a stream pushed to another server's WHIP endpoint.
 
 pub mod assemble;
 pub mod http;
@@ -19,6 +20,7 @@ pub mod playout;
 pub mod sdp;
 pub mod session;
 pub mod stun;
+pub mod whip_client;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
@@ -158,8 +160,8 @@ pub struct ViewerHooks {
     /// Called with the payload bytes of each frame sent.
     pub sent: Box<dyn Fn(usize) + Send + Sync>,
     /// The viewer's admitted session, kept for the WebRTC session's life:
-    /// dropping it ends the viewer's session.
-    pub session: crate::access::Session,
+    /// dropping it ends the viewer's session. A push has none.
+    pub session: Option<crate::access::Session>,
 }
 
 /// A created session.
@@ -473,7 +475,7 @@ impl WebRtcHub {
         let mids = lines.iter().filter_map(|l| l.mid.as_deref()).map(Mid::from).collect();
         let name = stream.name().to_owned();
         let upstream = self.publishers.lock().get(&name).map(|(_, tx)| tx.clone());
-        let admitted = Some(hooks.session.id().to_owned());
+        let admitted = hooks.session.as_ref().map(|s| s.id().to_owned());
         let rtx = RtxWindow::new(self.cfg.ledger.gauge(&name, "whep-rtx"));
         let role = Role::Play(Box::new(PlayRole::new(playout, rtx, hooks, upstream, carried.h264_profile, mids)));
         let n = self.next.fetch_add(1, Ordering::Relaxed);

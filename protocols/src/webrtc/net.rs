@@ -66,6 +66,10 @@ pub(crate) struct Net {
     routes: Mutex<Routes>,
     tcp_out: Mutex<TcpOut>,
     stun_waiters: Mutex<HashMap<[u8; 12], oneshot::Sender<SocketAddr>>>,
+    /// A client's one session: every datagram no other route claims goes
+    /// there (a full ICE agent facing an ICE-lite server gets answers to its
+    /// own checks, which carry no USERNAME to route by).
+    sole: Mutex<Option<Route>>,
     pub stats: NetStats,
 }
 
@@ -106,6 +110,7 @@ impl Net {
             routes: Mutex::default(),
             tcp_out: Mutex::default(),
             stun_waiters: Mutex::default(),
+            sole: Mutex::default(),
             stats: NetStats::default(),
         });
         for (local, sock) in &net.udp {
@@ -115,6 +120,35 @@ impl Net {
             tokio::spawn(net.clone().accept_tcp(l, shutdown.clone()));
         }
         Ok(net)
+    }
+
+    /// A client's sockets: UDP on a port of the system's choosing at each
+    /// of `ips` (each its own port), every datagram for one session, whose
+    /// inbox is returned.
+    pub async fn client(
+        ips: &[std::net::IpAddr],
+        shutdown: CancellationToken,
+    ) -> io::Result<(Arc<Net>, mpsc::Receiver<Datagram>)> {
+        let mut udp = Vec::new();
+        for ip in ips {
+            let want = SocketAddr::new(*ip, 0);
+            let sock = UdpSocket::bind(want).await.map_err(|e| with_addr(e, "UDP", want))?;
+            udp.push((sock.local_addr()?, Arc::new(sock)));
+        }
+        let (tx, rx) = mpsc::channel(INBOX);
+        let net = Arc::new(Net {
+            udp,
+            tcp: Vec::new(),
+            routes: Mutex::default(),
+            tcp_out: Mutex::default(),
+            stun_waiters: Mutex::default(),
+            sole: Mutex::new(Some((0, tx))),
+            stats: NetStats::default(),
+        });
+        for (local, sock) in &net.udp {
+            tokio::spawn(net.clone().read_udp(*local, sock.clone(), shutdown.clone()));
+        }
+        Ok((net, rx))
     }
 
     /// The bound UDP addresses.
@@ -175,6 +209,7 @@ impl Net {
                 None => r.by_tuple.get(&tuple).cloned(),
             }
         };
+        let route = route.or_else(|| self.sole.lock().clone());
         if let Some((_, inbox)) = route {
             if inbox.try_send(d).is_err() {
                 self.stats.dropped.fetch_add(1, Ordering::Relaxed);
