@@ -676,3 +676,34 @@ async fn a_whip_push_reaches_a_second_tidecast_as_ll_hls() {
     let _ = publisher.kill();
     let _ = publisher.wait();
 }
+
+/// HEVC needs Enhanced RTMP: the push announces it in `connect` and sends
+/// the enhanced tags, and a second Tidecast (open mode: `live/NAME`
+/// publishes NAME) serves what it received as HEVC LL-HLS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_hevc_stream_is_restreamed_over_enhanced_rtmp() {
+    let source = Server::start(&["--reconnect-grace", "0"]);
+    let edge = Server::start(&["--hls-segment", "1"]);
+    let mut args: Vec<String> = ["-hide_banner", "-loglevel", "error", "-nostdin", "-re"].map(String::from).to_vec();
+    args.extend(
+        ["-f", "lavfi", "-i", "testsrc=size=320x240:rate=25", "-t", "30", "-pix_fmt", "yuv420p"].map(String::from),
+    );
+    args.extend(["-c:v", "libx265", "-x265-params", "keyint=25:log-level=error", "-f", "mpegts"].map(String::from));
+    args.push(source.srt_url("hevc", ""));
+    let mut publisher = ffmpeg_spawn(&args);
+    wait_for_segment(&source, "hevc", "video", 1).await;
+    let target = format!("rtmp://{}/live/hevcrelay", edge.rtmp);
+    let push =
+        api_ok("POST", &source.api("/pushes"), ADMIN_KEY, Some(json!({"stream": "hevc", "target": target})), 201).await;
+    let id = push["id"].as_str().unwrap().to_owned();
+    push_reaches(&source, &id, "live", 30).await;
+    wait_for_segment(&edge, "hevcrelay", "video", 2).await;
+    let v = ffprobe(&edge.hls_url("hevcrelay", "index.m3u8"), &["-show_entries", "stream=codec_name,width,height"]);
+    let s = v.iter().find(|s| s.get("codec_name").map(String::as_str) == Some("hevc"));
+    let s = s.unwrap_or_else(|| panic!("the edge serves HEVC: {v:?}\n{}", edge.log()));
+    assert_eq!((s["width"].as_str(), s["height"].as_str()), ("320", "240"));
+    let master = get_text(&edge.hls_url("hevcrelay", "index.m3u8")).await;
+    assert!(master.contains("CODECS=\"hvc1."), "{master}");
+    let _ = publisher.kill();
+    let _ = publisher.wait();
+}

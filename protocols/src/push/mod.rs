@@ -458,6 +458,34 @@ fn prune(all: &mut BTreeMap<u64, Arc<Push>>) {
     });
 }
 
+/// The stream's tracks once it has shown some: at once for a stream
+/// already flowing, else when its first `Tracks` event comes (a push
+/// started with its stream). `None` if the stream ends, `cancel` fires or
+/// `wait` passes first.
+pub(crate) async fn first_tracks(
+    stream: &Arc<Stream>,
+    cancel: &CancellationToken,
+    wait: Duration,
+) -> Option<Arc<[tidecast_media::Track]>> {
+    let tracks = stream.tracks();
+    if !tracks.is_empty() {
+        return Some(tracks);
+    }
+    let mut sub = stream.subscribe();
+    let shown = async {
+        while let Some(ev) = sub.recv().await {
+            if matches!(ev, tidecast_media::Event::Tracks(ref t) if !t.is_empty()) {
+                return Some(stream.tracks());
+            }
+        }
+        None
+    };
+    tokio::select! {
+        r = tokio::time::timeout(wait, shown) => r.ok().flatten().filter(|t| !t.is_empty()),
+        _ = cancel.cancelled() => None,
+    }
+}
+
 fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }

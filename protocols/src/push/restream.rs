@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use tidecast_media::Stream;
+use tidecast_media::{Codec, Stream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -41,7 +41,16 @@ pub(super) async fn rtmp_push(push: &Push, stream: &Arc<Stream>, t: &target::Rtm
         Err(_) => return Attempt::Retry(format!("connecting to {}: timed out", t.addr)),
     };
     let _ = sock.set_nodelay(true);
-    let mut session = ClientSession::publish(&t.tc_url, &t.app, &t.name).legacy();
+    // H.264 and AAC go in FLV's legacy form, to any server; anything else
+    // (HEVC, AV1, VP9, Opus) needs Enhanced RTMP, announced in `connect`.
+    // Servers whose AMF0 reader refuses that announcement (xiu 0.13) get
+    // the legacy connect whenever it is enough.
+    let tracks = super::first_tracks(stream, &push.cancel, CONNECT_TIMEOUT).await.unwrap_or_default();
+    let legacy = tracks.iter().all(|t| matches!(t.codec, Codec::H264 | Codec::Aac));
+    let mut session = ClientSession::publish(&t.tc_url, &t.app, &t.name);
+    if legacy {
+        session = session.legacy();
+    }
     let mut buf = BytesMut::with_capacity(16 * 1024);
     let handshake = async {
         while !session.is_live() {

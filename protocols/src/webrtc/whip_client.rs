@@ -19,7 +19,7 @@ use parking_lot::Mutex;
 use str0m::change::SdpAnswer;
 use str0m::media::{Direction, MediaKind};
 use str0m::{Candidate, RtcConfig};
-use tidecast_media::{Event, Stream};
+use tidecast_media::Stream;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -102,7 +102,9 @@ impl WebRtcHub {
         sent: Box<dyn Fn(usize) + Send + Sync>,
         cancel: CancellationToken,
     ) -> Result<EndReason, WhipPushError> {
-        let tracks = wait_tracks(stream, &cancel).await?;
+        let Some(tracks) = crate::push::first_tracks(stream, &cancel, TRACKS_TIMEOUT).await else {
+            return Err(WhipPushError::NothingToSend("the stream showed no tracks".into()));
+        };
         stream.demand(tidecast_media::Demand::OpusAudio);
         let carried = playout::carried(&tracks, None, stream.is_promised(tidecast_media::Demand::OpusAudio));
         if !carried.video && !carried.audio {
@@ -179,34 +181,6 @@ impl WebRtcHub {
         // The sockets' readers end with the push.
         delete(client, endpoint, resource.as_deref()).await;
         Ok(reason)
-    }
-}
-
-/// The stream's tracks, once it has shown them.
-async fn wait_tracks(
-    stream: &Arc<Stream>,
-    cancel: &CancellationToken,
-) -> Result<Arc<[tidecast_media::Track]>, WhipPushError> {
-    let tracks = stream.tracks();
-    if !tracks.is_empty() {
-        return Ok(tracks);
-    }
-    let mut sub = stream.subscribe();
-    let wait = async {
-        while let Some(ev) = sub.recv().await {
-            if matches!(ev, Event::Tracks(ref t) if !t.is_empty()) {
-                return Some(stream.tracks());
-            }
-        }
-        None
-    };
-    tokio::select! {
-        r = tokio::time::timeout(TRACKS_TIMEOUT, wait) => match r {
-            Ok(Some(t)) if !t.is_empty() => Ok(t),
-            Ok(_) => Err(WhipPushError::NothingToSend("the stream ended before it had tracks".into())),
-            Err(_) => Err(WhipPushError::NothingToSend("the stream has shown no tracks".into())),
-        },
-        _ = cancel.cancelled() => Err(WhipPushError::NothingToSend("stopped before the stream had tracks".into())),
     }
 }
 
