@@ -2,7 +2,7 @@
 # Installs what Tidecast needs on a fresh Debian/Ubuntu machine that has only
 # the Rust toolchain. Idempotent: installs only what is missing.
 #   install-deps.sh run    what `make run` needs
-#   install-deps.sh test   plus the test peers (ffmpeg, srt-tools, chromium,
+#   install-deps.sh test   plus the test peers (ffmpeg, srt-tools, chromium, stunnel,
 #                          hls.js, schemathesis, moto)
 #   install-deps.sh fuzz   plus cargo-fuzz
 #   install-deps.sh bench  the peers bench/compare.sh measures against:
@@ -39,7 +39,7 @@ case "$what" in
         apt_install "${BUILD_PKGS[@]}"
         ;;
     test)
-        apt_install "${BUILD_PKGS[@]}" ffmpeg srt-tools chromium
+        apt_install "${BUILD_PKGS[@]}" ffmpeg srt-tools chromium stunnel4
         command -v npm >/dev/null || apt_install nodejs npm
         root="$(cd "$(dirname "$0")/.." && pwd)"
         if [ ! -d "$root/tests/browser/node_modules/playwright-core" ] || [ ! -d "$root/tests/browser/node_modules/dashjs" ]; then

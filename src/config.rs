@@ -52,6 +52,9 @@ pub struct Push {
     pub recordings_dir: Option<PathBuf>,
     /// Where `s3://` recordings are uploaded.
     pub s3: S3,
+    /// PEM certificates trusted for `rtmps://` and `whip+https://` targets
+    /// besides the public roots (a private CA).
+    pub tls_ca_file: Option<PathBuf>,
 }
 
 /// S3 (or an S3-compatible server) for `s3://` push targets; what is left

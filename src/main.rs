@@ -368,12 +368,19 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
             access_key_id: s3.access_key_id.clone(),
             secret_access_key: s3.secret_access_key.clone(),
         };
+        let ca_certs = match &cfg.push.tls_ca_file {
+            Some(path) => tidecast_protocols::push::tls::read_ca_file(path)
+                .map_err(anyhow::Error::msg)
+                .context("push.tls_ca_file")?,
+            None => Vec::new(),
+        };
+        let options = tidecast_protocols::push::PushOptions { s3, ca_certs };
         PushManager::new(
             registry.clone(),
             ts.clone(),
             Some(webrtc.clone()),
             recordings,
-            s3,
+            options,
             targets_for,
             hooks,
             shutdown.clone(),

@@ -286,7 +286,7 @@ async fn a_receiver_that_comes_back_gets_the_push_again_and_bad_targets_are_refu
     for (target, status, says) in [
         ("../../etc/x.flv", 400, "outside the recording directory"),
         ("/tmp/x.flv", 400, "outside the recording directory"),
-        ("rtmps://example.com/live/x", 400, "not supported yet"),
+        ("$stream.mkv", 400, "not supported yet"),
         ("s3://Not_A_Bucket/$stream.mp4", 400, "not a valid bucket name"),
         ("srt://127.0.0.1:9000?passphrase=short", 400, "10 to 79"),
         ("rtmp://127.0.0.1", 400, "APP/NAME"),
@@ -704,6 +704,79 @@ async fn an_hevc_stream_is_restreamed_over_enhanced_rtmp() {
     assert_eq!((s["width"].as_str(), s["height"].as_str()), ("320", "240"));
     let master = get_text(&edge.hls_url("hevcrelay", "index.m3u8")).await;
     assert!(master.contains("CODECS=\"hvc1."), "{master}");
+    let _ = publisher.kill();
+    let _ = publisher.wait();
+}
+
+/// `rtmps://` through a real TLS terminator: stunnel, with a certificate
+/// the source trusts through `push.tls_ca_file`, hands the RTMP inside to
+/// `ffmpeg -listen 1` (which cannot listen for RTMPS itself). A target
+/// that does not speak TLS gets a clear TLS error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_rtmps_push_reaches_a_receiver_behind_tls() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+        .expect("a certificate");
+    let (cert_pem, key_pem) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_pem, cert.cert.pem()).unwrap();
+    std::fs::write(&key_pem, cert.signing_key.serialize_pem()).unwrap();
+    let config = format!("[push]\ntls_ca_file = {:?}\n", cert_pem.display().to_string());
+    let source = Server::start_with_config(Some(&config), &["--reconnect-grace", "0"]);
+
+    let (inner, outer) = (free_port(), free_port());
+    let received = dir.path().join("received.flv");
+    let mut receiver = rtmp_receiver(inner, &received);
+    receiver_ready(inner).await;
+    let conf = dir.path().join("stunnel.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "foreground = yes\npid =\n[rtmps]\naccept = 127.0.0.1:{outer}\nconnect = 127.0.0.1:{inner}\ncert = {}\nkey = {}\n",
+            cert_pem.display(),
+            key_pem.display()
+        ),
+    )
+    .unwrap();
+    let mut stunnel = std::process::Command::new("stunnel")
+        .arg(&conf)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("stunnel (scripts/install-deps.sh test installs it)");
+    receiver_ready(outer).await;
+
+    let key = stream_with_targets(&source, "cam", json!([])).await;
+    let mut publisher = ffmpeg_spawn(&rtmp_publish_args(&source.rtmp_url(&key), 120));
+    wait_for_segment(&source, "cam", "video", 1).await;
+
+    // A target that does not speak TLS (an HTTP port): a TLS error, retried.
+    let plain = format!("rtmps://{}/live/x", source.http);
+    let bad =
+        api_ok("POST", &source.api("/pushes"), ADMIN_KEY, Some(json!({"stream": "cam", "target": plain})), 201).await;
+    let bid = bad["id"].as_str().unwrap().to_owned();
+    let waiting = push_reaches(&source, &bid, "waiting", 30).await;
+    assert!(waiting["last_error"].as_str().unwrap_or("").starts_with("TLS with"), "{waiting}");
+    assert_eq!(api_call("DELETE", &source.api(&format!("/pushes/{bid}")), ADMIN_KEY, None).await.0, 204);
+
+    let target = format!("rtmps://127.0.0.1:{outer}/live/relay");
+    let push =
+        api_ok("POST", &source.api("/pushes"), ADMIN_KEY, Some(json!({"stream": "cam", "target": target})), 201).await;
+    let id = push["id"].as_str().unwrap().to_owned();
+    push_reaches(&source, &id, "live", 30).await;
+    until("the receiver behind TLS to get media", 30, || {
+        let received = received.clone();
+        async move { (size(&received) > 50_000).then_some(()) }
+    })
+    .await;
+    // Stopping the push unpublishes: the receiver finishes its file.
+    assert_eq!(api_call("DELETE", &source.api(&format!("/pushes/{id}")), ADMIN_KEY, None).await.0, 204);
+    let status = tokio::task::spawn_blocking(move || receiver.wait()).await.unwrap().expect("receiver");
+    assert!(status.success(), "the receiver ended cleanly");
+    let streams = ffprobe(&received.display().to_string(), &["-show_streams"]);
+    let codecs: Vec<&str> = streams.iter().filter_map(|s| s.get("codec_name").map(String::as_str)).collect();
+    assert!(codecs.contains(&"h264") && codecs.contains(&"aac"), "{codecs:?}");
+    let _ = stunnel.kill();
+    let _ = stunnel.wait();
     let _ = publisher.kill();
     let _ = publisher.wait();
 }

@@ -21,6 +21,7 @@ mod record;
 mod restream;
 mod s3;
 pub mod target;
+pub mod tls;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -35,6 +36,17 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 pub use s3::S3Config;
+
+/// How pushes reach what is outside: S3 for `s3://` targets, and the
+/// certificates trusted beyond the public roots for `rtmps://` and
+/// `whip+https://` (a private CA, [`tls::read_ca_file`]).
+#[derive(Debug, Clone, Default)]
+pub struct PushOptions {
+    /// S3 for `s3://` targets.
+    pub s3: S3Config,
+    /// Extra trusted CA certificates.
+    pub ca_certs: Vec<tokio_rustls::rustls::pki_types::CertificateDer<'static>>,
+}
 pub use target::{Target, TargetError};
 
 /// How a push came to be.
@@ -270,6 +282,8 @@ pub struct PushManager {
     webrtc: Option<Arc<crate::webrtc::WebRtcHub>>,
     /// For WHIP offers.
     http: reqwest::Client,
+    /// For `rtmps://`.
+    tls: Option<tokio_rustls::TlsConnector>,
     hooks: Arc<dyn PushHooks>,
     root: PathBuf,
     targets_for: TargetsFor,
@@ -286,8 +300,8 @@ const KEEP_ENDED: Duration = Duration::from_secs(300);
 const MAX_ENDED: usize = 256;
 
 impl PushManager {
-    /// A manager recording under `root` (and uploading `s3://` targets as
-    /// `s3` says), asking `targets_for` for a starting stream's configured
+    /// A manager recording under `root` (and reaching S3 and TLS targets as
+    /// `options` says), asking `targets_for` for a starting stream's configured
     /// targets, with `hooks` around each push. WHIP pushes need `webrtc`.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
@@ -295,7 +309,7 @@ impl PushManager {
         ts: Arc<crate::mpegts::output::TsHub>,
         webrtc: Option<Arc<crate::webrtc::WebRtcHub>>,
         root: PathBuf,
-        s3: S3Config,
+        options: PushOptions,
         targets_for: TargetsFor,
         hooks: Arc<dyn PushHooks>,
         shutdown: CancellationToken,
@@ -304,11 +318,18 @@ impl PushManager {
             registry,
             ts,
             webrtc,
-            http: reqwest::Client::new(),
+            http: http_client(&options.ca_certs),
+            tls: match tls::connector(&options.ca_certs) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    warn!(error = %e, "rtmps:// pushes are unavailable");
+                    None
+                }
+            },
             hooks,
             root,
             targets_for,
-            s3: Arc::new(s3::Stores::new(s3)),
+            s3: Arc::new(s3::Stores::new(options.s3)),
             pushes: Mutex::new(BTreeMap::new()),
             next: AtomicU64::new(1),
             shutdown,
@@ -412,6 +433,7 @@ impl PushManager {
             s3: self.s3.clone(),
             webrtc: self.webrtc.clone(),
             http: self.http.clone(),
+            tls: self.tls.clone(),
         };
         tokio::spawn(run_push(push, stream.clone(), parsed, deps));
         Ok(info)
@@ -456,6 +478,21 @@ fn prune(all: &mut BTreeMap<u64, Arc<Push>>) {
         }
         true
     });
+}
+
+/// The HTTP client of WHIP pushes: the public roots and `extra` trusted.
+fn http_client(extra: &[tokio_rustls::rustls::pki_types::CertificateDer<'static>]) -> reqwest::Client {
+    let mut b = reqwest::Client::builder();
+    for c in extra {
+        match reqwest::Certificate::from_der(c.as_ref()) {
+            Ok(cert) => b = b.add_root_certificate(cert),
+            Err(e) => warn!(error = %e, "a CA certificate is unusable for WHIP pushes"),
+        }
+    }
+    b.build().unwrap_or_else(|e| {
+        warn!(error = %e, "WHIP push client with default settings");
+        reqwest::Client::new()
+    })
 }
 
 /// The stream's tracks once it has shown some: at once for a stream
@@ -508,6 +545,7 @@ struct Deps {
     s3: Arc<s3::Stores>,
     webrtc: Option<Arc<crate::webrtc::WebRtcHub>>,
     http: reqwest::Client,
+    tls: Option<tokio_rustls::TlsConnector>,
 }
 
 async fn run_push(push: Arc<Push>, stream: Arc<Stream>, target: Target, deps: Deps) {
@@ -558,7 +596,7 @@ async fn attempts(push: &Arc<Push>, stream: &Arc<Stream>, target: &Target, deps:
     loop {
         push.set(|i| i.state = PushState::Connecting);
         let attempt = match target {
-            Target::Rtmp(t) => restream::rtmp_push(push, stream, t).await,
+            Target::Rtmp(t) => restream::rtmp_push(push, stream, t, deps.tls.as_ref()).await,
             Target::Srt(t) => restream::srt_push(push, stream, &deps.ts, t).await,
             Target::File(f) => record::record(push, stream, f, deps).await,
             Target::Whip(t) => restream::whip_push(push, stream, t, deps).await,

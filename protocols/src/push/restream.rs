@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tidecast_media::{Codec, Stream};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::{target, Attempt, Deps, Push, PushState};
@@ -34,13 +34,42 @@ impl TagSink for ClientSink<'_> {
 /// How long connecting and the RTMP handshake may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-pub(super) async fn rtmp_push(push: &Push, stream: &Arc<Stream>, t: &target::RtmpTarget) -> Attempt {
-    let mut sock = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&t.addr)).await {
+/// Publishes the stream over RTMP, or RTMPS with `tls` (the server's
+/// certificate checked against the public roots and `push.tls_ca_file`).
+pub(super) async fn rtmp_push(
+    push: &Push,
+    stream: &Arc<Stream>,
+    t: &target::RtmpTarget,
+    tls: Option<&tokio_rustls::TlsConnector>,
+) -> Attempt {
+    let sock = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&t.addr)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => return Attempt::Retry(format!("connecting to {}: {e}", t.addr)),
         Err(_) => return Attempt::Retry(format!("connecting to {}: timed out", t.addr)),
     };
     let _ = sock.set_nodelay(true);
+    if !t.tls {
+        return rtmp_session(push, stream, t, sock).await;
+    }
+    let Some(connector) = tls else { return Attempt::Fatal("TLS is unavailable on this node (see its log)".into()) };
+    let name = match super::tls::server_name(&t.addr) {
+        Ok(n) => n,
+        Err(e) => return Attempt::Fatal(e),
+    };
+    match tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(name, sock)).await {
+        Ok(Ok(s)) => rtmp_session(push, stream, t, s).await,
+        Ok(Err(e)) => Attempt::Retry(format!("TLS with {}: {e}", t.addr)),
+        Err(_) => Attempt::Retry(format!("TLS with {}: timed out", t.addr)),
+    }
+}
+
+/// The RTMP session of a push, over a connected transport.
+async fn rtmp_session<S: AsyncRead + AsyncWrite + Unpin>(
+    push: &Push,
+    stream: &Arc<Stream>,
+    t: &target::RtmpTarget,
+    mut sock: S,
+) -> Attempt {
     // H.264 and AAC go in FLV's legacy form, to any server; anything else
     // (HEVC, AV1, VP9, Opus) needs Enhanced RTMP, announced in `connect`.
     // Servers whose AMF0 reader refuses that announcement (xiu 0.13) get
@@ -186,7 +215,7 @@ pub(super) async fn srt_push(
 /// Seven TS packets per SRT payload, as every SRT peer expects.
 const SRT_PAYLOAD: usize = 7 * 188;
 
-async fn flush(sock: &mut TcpStream, session: &mut ClientSession, push: &Push) -> std::io::Result<()> {
+async fn flush<S: AsyncWrite + Unpin>(sock: &mut S, session: &mut ClientSession, push: &Push) -> std::io::Result<()> {
     while let Some(out) = session.poll_transmit() {
         sock.write_all(&out).await?;
         push.set(|i| i.bytes += out.len() as u64);

@@ -5,12 +5,13 @@
 //! Built: `rtmp://HOST[:PORT]/APP/NAME` (the first path segment is the
 //! application, the rest the stream name or key, as ffmpeg and OBS split
 //! it), `srt://HOST:PORT?streamid=&passphrase=&latency=` (MPEG-TS, as
-//! the caller), `whip+http(s)://HOST/PATH?bearer=TOKEN` (WebRTC, the token
+//! the caller), `rtmps://` (the same inside TLS),
+//! `whip+http(s)://HOST/PATH?bearer=TOKEN` (WebRTC, the token
 //! sent as `Authorization: Bearer` and taken out of the URL), recordings
 //! into fragmented MP4, MPEG-TS, FLV or HLS files (`recordings/$stream.mp4`,
 //! under the recording root) and `s3://BUCKET/KEY` uploads of them. Named
-//! and refused with a clear reason until they are built: `rtmps://`, HLS to
-//! S3 and the `.mkv` container.
+//! and refused with a clear reason until they are built: HLS to S3 and the
+//! `.mkv` container.
 
 use std::fmt;
 use std::path::{Component, Path, PathBuf};
@@ -61,6 +62,8 @@ pub struct RtmpTarget {
     pub app: String,
     /// The stream name or key, with its query if any.
     pub name: String,
+    /// `rtmps://`: RTMP inside TLS, the server's certificate checked.
+    pub tls: bool,
 }
 
 /// A file to record into, inside the recording root.
@@ -243,8 +246,11 @@ impl Target {
             return Err(TargetError::Invalid("control characters".into()));
         }
         let lower = target.to_ascii_lowercase();
-        if let Some(rest) = lower.strip_prefix("rtmp://").map(|_| &target["rtmp://".len()..]) {
-            return rtmp(rest).map(Target::Rtmp);
+        if lower.starts_with("rtmp://") {
+            return rtmp(&target["rtmp://".len()..], false).map(Target::Rtmp);
+        }
+        if lower.starts_with("rtmps://") {
+            return rtmp(&target["rtmps://".len()..], true).map(Target::Rtmp);
         }
         if lower.starts_with("srt://") {
             return srt(&target["srt://".len()..]).map(Target::Srt);
@@ -257,9 +263,6 @@ impl Target {
                 return whip(&target["whip+".len()..]).map(Target::Whip);
             }
         }
-        if lower.starts_with("rtmps://") {
-            return Err(TargetError::NotBuilt("rtmps:// (RTMP over TLS)".into()));
-        }
         let path = match lower.strip_prefix("file://") {
             Some(_) => &target["file://".len()..],
             None if lower.contains("://") => {
@@ -271,20 +274,24 @@ impl Target {
     }
 }
 
-fn rtmp(rest: &str) -> Result<RtmpTarget, TargetError> {
-    let (authority, path) =
-        rest.split_once('/').ok_or_else(|| TargetError::Invalid("rtmp:// needs /APP/NAME".into()))?;
-    let (host, port) = host_port(authority, Some(1935)).map_err(|e| TargetError::Invalid(format!("rtmp:// {e}")))?;
-    let (app, name) = path.split_once('/').ok_or_else(|| TargetError::Invalid("rtmp:// needs /APP/NAME".into()))?;
+/// `HOST[:PORT]/APP/NAME` after `rtmp://` (port 1935) or `rtmps://` (443).
+fn rtmp(rest: &str, tls: bool) -> Result<RtmpTarget, TargetError> {
+    let (scheme, default_port) = if tls { ("rtmps", 443) } else { ("rtmp", 1935) };
+    let needs = || TargetError::Invalid(format!("{scheme}:// needs /APP/NAME"));
+    let (authority, path) = rest.split_once('/').ok_or_else(needs)?;
+    let (host, port) =
+        host_port(authority, Some(default_port)).map_err(|e| TargetError::Invalid(format!("{scheme}:// {e}")))?;
+    let (app, name) = path.split_once('/').ok_or_else(needs)?;
     if app.is_empty() || name.is_empty() {
-        return Err(TargetError::Invalid("rtmp:// needs /APP/NAME".into()));
+        return Err(needs());
     }
-    let authority = if port == 1935 { host.clone() } else { format!("{host}:{port}") };
+    let authority = if port == default_port { host.clone() } else { format!("{host}:{port}") };
     Ok(RtmpTarget {
         addr: format!("{host}:{port}"),
-        tc_url: format!("rtmp://{authority}/{app}"),
+        tc_url: format!("{scheme}://{authority}/{app}"),
         app: app.to_owned(),
         name: name.to_owned(),
+        tls,
     })
 }
 
@@ -500,7 +507,15 @@ mod tests {
         assert_eq!((t.addr.as_str(), t.tc_url.as_str()), ("127.0.0.1:19350", "rtmp://127.0.0.1:19350/app"));
         assert_eq!(t.name, "sub/key?x=1");
         let Target::Rtmp(t) = parse("rtmp://[::1]:1936/live/x").unwrap() else { panic!() };
-        assert_eq!(t.addr, "[::1]:1936");
+        assert_eq!((t.addr.as_str(), t.tls), ("[::1]:1936", false));
+        let Target::Rtmp(t) = parse("rtmps://live-api-s.facebook.com/rtmp/KEY").unwrap() else { panic!() };
+        assert_eq!(
+            (t.addr.as_str(), t.tc_url.as_str(), t.tls),
+            ("live-api-s.facebook.com:443", "rtmps://live-api-s.facebook.com/rtmp", true)
+        );
+        let Target::Rtmp(t) = parse("RTMPS://127.0.0.1:4443/app/k").unwrap() else { panic!() };
+        assert_eq!((t.addr.as_str(), t.tc_url.as_str()), ("127.0.0.1:4443", "rtmps://127.0.0.1:4443/app"));
+        assert!(matches!(parse("rtmps://host/app"), Err(TargetError::Invalid(e)) if e.contains("rtmps://")));
         for bad in [
             "rtmp://",
             "rtmp://host",
@@ -631,7 +646,7 @@ mod tests {
 
     #[test]
     fn kinds_not_built_say_so() {
-        for (t, what) in [("rtmps://h/a/b", "rtmps"), ("s3://bucket/x.m3u8", "s3"), ("x.mkv", ".mkv")] {
+        for (t, what) in [("s3://bucket/x.m3u8", "s3"), ("x.mkv", ".mkv")] {
             let e = parse(t).unwrap_err();
             assert!(matches!(&e, TargetError::NotBuilt(w) if w.contains(what)), "{t}: {e}");
             assert!(e.to_string().contains("not supported yet"));
