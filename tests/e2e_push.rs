@@ -780,3 +780,62 @@ async fn an_rtmps_push_reaches_a_receiver_behind_tls() {
     let _ = publisher.kill();
     let _ = publisher.wait();
 }
+
+/// `?video=` and `?audio=` pick what a push carries: a ladder's rung by
+/// its height and no audio into an MP4, the audio alone into an FLV, the
+/// source's video alone into MPEG-TS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_carries_the_tracks_it_selects() {
+    let config = r#"
+[transcode]
+default_profile = "one"
+[transcode.profiles.one]
+hw = "off"
+preset = "ultrafast"
+rungs = [{ height = 120, bitrate_kbps = 150 }]
+"#;
+    let server = Server::start_with_config(Some(config), &["--reconnect-grace", "0"]);
+    let publisher = tokio::task::spawn_blocking({
+        let url = server.rtmp_url("sel");
+        move || ffmpeg(&rtmp_publish_args(&url, 8))
+    });
+    wait_for_segment(&server, "sel", "video", 1).await;
+    let mut ids = Vec::new();
+    for target in ["low.mp4?video=120p&audio=none", "sound.flv?video=none", "picture.ts?audio=none&video=h264"] {
+        let p =
+            api_ok("POST", &server.api("/pushes"), ADMIN_KEY, Some(json!({"stream": "sel", "target": target})), 201)
+                .await;
+        assert_eq!(p["target"], target, "the target is shown as given");
+        ids.push(p["id"].as_str().unwrap().to_owned());
+    }
+    // A selector that selects nothing usable is refused up front.
+    let bad = json!({"stream": "sel", "target": "x.mp4?video=aac"});
+    let r = api_call("POST", &server.api("/pushes"), ADMIN_KEY, Some(bad)).await;
+    assert_eq!(r.0, 400, "{r:?}");
+    assert!(r.1["detail"].as_str().unwrap_or("").contains("aac is not a video codec"), "{r:?}");
+    let out = publisher.await.unwrap();
+    assert!(out.status.success(), "publish: {}", String::from_utf8_lossy(&out.stderr));
+    for id in &ids {
+        let p = push_reaches(&server, id, "stopped", 60).await;
+        assert!(p["bytes"].as_u64() > Some(1000) && p["last_error"].is_null(), "{p}");
+    }
+    let streams = |name: &str| {
+        let path = server.dir.path().join("data/recordings").join(name);
+        let sections = ffprobe(&path.display().to_string(), &["-show_entries", "stream=codec_name,height"]);
+        // MPEG-TS adds a program section; count the streams.
+        sections.into_iter().filter(|s| s.get("section").map(String::as_str) != Some("program")).collect::<Vec<_>>()
+    };
+    let low = streams("low.mp4");
+    assert_eq!(low.len(), 1, "video only: {low:?}");
+    assert_eq!((low[0]["codec_name"].as_str(), low[0]["height"].as_str()), ("h264", "120"), "the rung: {low:?}");
+    let sound = streams("sound.flv");
+    assert_eq!(sound.len(), 1, "audio only: {sound:?}");
+    assert_eq!(sound[0]["codec_name"], "aac");
+    let picture = streams("picture.ts");
+    assert_eq!(picture.len(), 1, "video only: {picture:?}");
+    assert_eq!(
+        (picture[0]["codec_name"].as_str(), picture[0]["height"].as_str()),
+        ("h264", "240"),
+        "the source: {picture:?}"
+    );
+}

@@ -20,6 +20,7 @@ pub mod mp4;
 mod record;
 mod restream;
 mod s3;
+pub mod select;
 pub mod target;
 pub mod tls;
 
@@ -398,14 +399,14 @@ impl PushManager {
             segment: None,
         };
         let expanded = target::expand(template, &vars);
-        let parsed = Target::parse(&expanded, &self.root).map_err(PushError::Target)?;
+        let parsed = parse(&expanded, &self.root).map_err(PushError::Target)?;
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let info = PushInfo {
             id,
             stream: stream.name().to_owned(),
             tenant,
             target: expanded,
-            kind: parsed.kind(),
+            kind: parsed.0.kind(),
             origin,
             state: PushState::Connecting,
             bytes: 0,
@@ -443,7 +444,7 @@ impl PushManager {
     /// in with sample values), for rules checked when they are made.
     pub fn check(&self, template: &str) -> Result<(), TargetError> {
         let vars = target::Vars { stream: "stream", tenant: "tenant", datetime: "2026.01.01.00.00.00", segment: None };
-        Target::parse(&target::expand(template, &vars), &self.root).map(|_| ())
+        parse(&target::expand(template, &vars), &self.root).map(|_| ())
     }
 
     /// Stops a push; false if there is none by that id.
@@ -548,7 +549,13 @@ struct Deps {
     tls: Option<tokio_rustls::TlsConnector>,
 }
 
-async fn run_push(push: Arc<Push>, stream: Arc<Stream>, target: Target, deps: Deps) {
+/// A target and its track selection ([`select::take`]).
+fn parse(target: &str, root: &Path) -> Result<(Target, select::Selection), TargetError> {
+    let (rest, selection) = select::take(target)?;
+    Ok((Target::parse(&rest, root)?, selection))
+}
+
+async fn run_push(push: Arc<Push>, stream: Arc<Stream>, target: (Target, select::Selection), deps: Deps) {
     let Deps { root, hooks, .. } = &deps;
     let (root, hooks) = (root.clone(), hooks.clone());
     let before = push.info.lock().target.clone();
@@ -559,19 +566,24 @@ async fn run_push(push: Arc<Push>, stream: Arc<Stream>, target: Target, deps: De
         Some(t) if t == before => Ok(target),
         Some(t) => {
             push.set(|i| i.target = t.clone());
-            let parsed = Target::parse(&t, &root).map_err(|e| format!("PUSH_OUT_START answered a bad target: {e}"));
-            if let Ok(p) = &parsed {
+            let parsed = parse(&t, &root).map_err(|e| format!("PUSH_OUT_START answered a bad target: {e}"));
+            if let Ok((p, _)) = &parsed {
                 push.set(|i| i.kind = p.kind());
             }
             parsed
         }
     };
     let recording = match &target {
-        Ok(Target::File(f)) => Some(f.container.as_str()),
+        Ok((Target::File(f), _)) => Some(f.container.as_str()),
         _ => None,
     };
     match target {
-        Ok(target) => attempts(&push, &stream, &target, &deps).await,
+        Ok((target, selection)) => {
+            if selection.audio == select::Pick::Codec(tidecast_media::Codec::Opus) {
+                stream.demand(tidecast_media::Demand::OpusAudio);
+            }
+            attempts(&push, &stream, &target, selection, &deps).await
+        }
         Err(e) => {
             warn!(stream = stream.name(), error = %e, "push not started");
             push.log(e.clone());
@@ -591,15 +603,15 @@ async fn run_push(push: Arc<Push>, stream: Arc<Stream>, target: Target, deps: De
 }
 
 /// Tries a push until the stream ends, it is stopped, or it fails for good.
-async fn attempts(push: &Arc<Push>, stream: &Arc<Stream>, target: &Target, deps: &Deps) {
+async fn attempts(push: &Arc<Push>, stream: &Arc<Stream>, target: &Target, sel: select::Selection, deps: &Deps) {
     let mut backoff = Duration::from_secs(1);
     loop {
         push.set(|i| i.state = PushState::Connecting);
         let attempt = match target {
-            Target::Rtmp(t) => restream::rtmp_push(push, stream, t, deps.tls.as_ref()).await,
-            Target::Srt(t) => restream::srt_push(push, stream, &deps.ts, t).await,
-            Target::File(f) => record::record(push, stream, f, deps).await,
-            Target::Whip(t) => restream::whip_push(push, stream, t, deps).await,
+            Target::Rtmp(t) => restream::rtmp_push(push, stream, t, sel, deps.tls.as_ref()).await,
+            Target::Srt(t) => restream::srt_push(push, stream, &deps.ts, t, sel).await,
+            Target::File(f) => record::record(push, stream, f, sel, deps).await,
+            Target::Whip(t) => restream::whip_push(push, stream, t, sel, deps).await,
         };
         match attempt {
             Attempt::Done => {

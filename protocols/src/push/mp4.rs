@@ -79,10 +79,10 @@ impl Mp4Recorder {
     /// The first video and the first audio track MP4 can carry.
     fn choose(&mut self, tracks: &[Track]) -> Vec<Bytes> {
         let usable = |t: &&Track| crate::cmaf::boxes::init_segment(t).is_ok();
-        let video = tracks
-            .iter()
-            .filter(|t| t.kind() == MediaKind::Video && t.id < tidecast_media::DERIVED_TRACK_BASE)
-            .find(usable);
+        // The source's own video; a ladder's rung only when it is all
+        // there is (a push that selected it, `?video=360p`).
+        let videos = || tracks.iter().filter(|t| t.kind() == MediaKind::Video).filter(usable);
+        let video = videos().find(|t| t.id < tidecast_media::DERIVED_TRACK_BASE).or_else(|| videos().next());
         let audio = tracks.iter().filter(|t| t.kind() == MediaKind::Audio).find(usable);
         let chosen: Vec<&Track> = [video, audio].into_iter().flatten().collect();
         if chosen.is_empty() {

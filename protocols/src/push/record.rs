@@ -18,16 +18,18 @@ use crate::flv::egress::{FlvEgress, FlvFile};
 enum Writer {
     Flv(Box<(FlvEgress, FlvFile)>),
     Mp4(mp4::Mp4Recorder),
-    /// The muxer (once the tracks are known), and the first and last dts.
-    Ts(Option<crate::mpegts::TsMuxer>, Option<(i64, i64)>),
+    /// The muxer (once the tracks are known), the first and last dts, and
+    /// whether the tracks were selected (`?video=&audio=`: all of them
+    /// go in, a rung too).
+    Ts(Option<crate::mpegts::TsMuxer>, Option<(i64, i64)>, bool),
 }
 
 impl Writer {
-    fn new(container: target::Container) -> Writer {
+    fn new(container: target::Container, selected: bool) -> Writer {
         match container {
             target::Container::Flv => Writer::Flv(Box::new((FlvEgress::new(None), FlvFile::new(true, true)))),
             target::Container::Mp4 => Writer::Mp4(mp4::Mp4Recorder::new()),
-            target::Container::Ts | target::Container::Hls => Writer::Ts(None, None),
+            target::Container::Ts | target::Container::Hls => Writer::Ts(None, None, selected),
         }
     }
 
@@ -39,7 +41,8 @@ impl Writer {
                 out.extend(file.take());
             }
             Writer::Mp4(rec) => out.extend(rec.event(ev)),
-            Writer::Ts(mux, span) => match ev {
+            Writer::Ts(mux, span, selected) => match ev {
+                tidecast_media::Event::Tracks(t) if *selected => *mux = Some(crate::mpegts::TsMuxer::new(&t)),
                 tidecast_media::Event::Tracks(t) => {
                     *mux = Some(crate::mpegts::TsMuxer::new(&crate::mpegts::output::ts_tracks(&t)));
                 }
@@ -66,7 +69,9 @@ impl Writer {
         match self {
             Writer::Flv(flv) => flv.0.last_timestamp(),
             Writer::Mp4(rec) => (rec.written_us / 1000).clamp(0, i64::from(u32::MAX)) as u32,
-            Writer::Ts(_, span) => span.map_or(0, |(a, b)| ((b - a) / 1000 + 1).clamp(0, i64::from(u32::MAX)) as u32),
+            Writer::Ts(_, span, _) => {
+                span.map_or(0, |(a, b)| ((b - a) / 1000 + 1).clamp(0, i64::from(u32::MAX)) as u32)
+            }
         }
     }
 }
@@ -85,7 +90,7 @@ struct OpenFile {
 
 /// Opens file number `counter` of the recording `f` (inside the root; its
 /// folders are made; an existing file is never overwritten).
-async fn open_file(root: &Path, f: &target::FileTarget, counter: u64) -> Result<OpenFile, String> {
+async fn open_file(root: &Path, f: &target::FileTarget, counter: u64, selected: bool) -> Result<OpenFile, String> {
     let path = f.path_for(counter);
     if let Some(dir) = path.parent() {
         tokio::fs::create_dir_all(dir).await.map_err(|e| format!("creating {}: {e}", dir.display()))?;
@@ -103,7 +108,15 @@ async fn open_file(root: &Path, f: &target::FileTarget, counter: u64) -> Result<
         .open(&path)
         .await
         .map_err(|e| format!("creating {}: {e}", path.display()))?;
-    Ok(OpenFile { file, path, counter, writer: Writer::new(f.container), bytes: 0, first_us: None, last_us: 0 })
+    Ok(OpenFile {
+        file,
+        path,
+        counter,
+        writer: Writer::new(f.container, selected),
+        bytes: 0,
+        first_us: None,
+        last_us: 0,
+    })
 }
 
 impl OpenFile {
@@ -131,7 +144,13 @@ impl OpenFile {
 
 /// Records the stream into the file `f` names, or, with `split`, into a
 /// new file at the first keyframe after each `split` seconds of media.
-pub(super) async fn record(push: &Arc<Push>, stream: &Arc<Stream>, f: &target::FileTarget, deps: &Deps) -> Attempt {
+pub(super) async fn record(
+    push: &Arc<Push>,
+    stream: &Arc<Stream>,
+    f: &target::FileTarget,
+    sel: super::select::Selection,
+    deps: &Deps,
+) -> Attempt {
     let (root, hooks) = (deps.root.as_path(), &*deps.hooks);
     let store = match &f.upload {
         Some(dest) => match deps.s3.for_bucket(&dest.bucket) {
@@ -156,13 +175,13 @@ pub(super) async fn record(push: &Arc<Push>, stream: &Arc<Stream>, f: &target::F
             }
         });
     };
-    let mut current = match open_file(root, f, 0).await {
+    let mut current = match open_file(root, f, 0, !sel.is_any()).await {
         Ok(o) => o,
         Err(e) => return Attempt::Fatal(e),
     };
     push.set(|i| i.state = PushState::Live);
     let split_us = f.split.map(|s| i64::from(s) * 1_000_000);
-    let mut sub = stream.subscribe();
+    let mut sub = sel.subscribe(stream);
     // What a fresh file's writer must see first.
     let mut tracks: Option<Arc<[tidecast_media::Track]>> = None;
     // HLS on disk: the finished segments, listed in the playlist.
@@ -204,7 +223,7 @@ pub(super) async fn record(push: &Arc<Push>, stream: &Arc<Stream>, f: &target::F
                     if let Err(e) = list_segment(f, &mut listed, &done, fr.dts, false).await {
                         return Attempt::Fatal(e);
                     }
-                    current = match open_file(root, f, done.counter + 1).await {
+                    current = match open_file(root, f, done.counter + 1, !sel.is_any()).await {
                         Ok(o) => o,
                         Err(e) => return Attempt::Fatal(e),
                     };

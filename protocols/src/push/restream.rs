@@ -11,6 +11,7 @@ use tidecast_media::{Codec, Stream};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use super::select::{Pick, Selected, Selection};
 use super::{target, Attempt, Deps, Push, PushState};
 use crate::flv::egress::{FlvEgress, TagSink};
 use crate::flv::TagKind;
@@ -40,6 +41,7 @@ pub(super) async fn rtmp_push(
     push: &Push,
     stream: &Arc<Stream>,
     t: &target::RtmpTarget,
+    sel: Selection,
     tls: Option<&tokio_rustls::TlsConnector>,
 ) -> Attempt {
     let sock = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&t.addr)).await {
@@ -49,7 +51,7 @@ pub(super) async fn rtmp_push(
     };
     let _ = sock.set_nodelay(true);
     if !t.tls {
-        return rtmp_session(push, stream, t, sock).await;
+        return rtmp_session(push, stream, t, sel, sock).await;
     }
     let Some(connector) = tls else { return Attempt::Fatal("TLS is unavailable on this node (see its log)".into()) };
     let name = match super::tls::server_name(&t.addr) {
@@ -57,7 +59,7 @@ pub(super) async fn rtmp_push(
         Err(e) => return Attempt::Fatal(e),
     };
     match tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(name, sock)).await {
-        Ok(Ok(s)) => rtmp_session(push, stream, t, s).await,
+        Ok(Ok(s)) => rtmp_session(push, stream, t, sel, s).await,
         Ok(Err(e)) => Attempt::Retry(format!("TLS with {}: {e}", t.addr)),
         Err(_) => Attempt::Retry(format!("TLS with {}: timed out", t.addr)),
     }
@@ -68,6 +70,7 @@ async fn rtmp_session<S: AsyncRead + AsyncWrite + Unpin>(
     push: &Push,
     stream: &Arc<Stream>,
     t: &target::RtmpTarget,
+    sel: Selection,
     mut sock: S,
 ) -> Attempt {
     // H.264 and AAC go in FLV's legacy form, to any server; anything else
@@ -75,7 +78,11 @@ async fn rtmp_session<S: AsyncRead + AsyncWrite + Unpin>(
     // Servers whose AMF0 reader refuses that announcement (xiu 0.13) get
     // the legacy connect whenever it is enough.
     let tracks = super::first_tracks(stream, &push.cancel, CONNECT_TIMEOUT).await.unwrap_or_default();
-    let legacy = tracks.iter().all(|t| matches!(t.codec, Codec::H264 | Codec::Aac));
+    let mut picked = sel.filter();
+    let legacy = match picked.apply(tidecast_media::Event::Tracks(tracks)) {
+        Some(tidecast_media::Event::Tracks(t)) => t.iter().all(|t| matches!(t.codec, Codec::H264 | Codec::Aac)),
+        _ => true,
+    };
     let mut session = ClientSession::publish(&t.tc_url, &t.app, &t.name);
     if legacy {
         session = session.legacy();
@@ -102,7 +109,7 @@ async fn rtmp_session<S: AsyncRead + AsyncWrite + Unpin>(
         _ = push.cancel.cancelled() => return Attempt::Done,
     }
     push.set(|i| i.state = PushState::Live);
-    let mut sub = stream.subscribe();
+    let mut sub = sel.subscribe(stream);
     let mut egress = FlvEgress::new(None);
     let result = loop {
         tokio::select! {
@@ -153,6 +160,7 @@ pub(super) async fn srt_push(
     stream: &Arc<Stream>,
     ts: &crate::mpegts::output::TsHub,
     t: &target::SrtTarget,
+    sel: Selection,
 ) -> Attempt {
     use futures_util::SinkExt;
     let addr = match tokio::net::lookup_host(&t.addr).await.map(|mut a| a.next()) {
@@ -178,18 +186,23 @@ pub(super) async fn srt_push(
         },
         _ = push.cancel.cancelled() => return Attempt::Done,
     };
-    let Some(mut sub) = ts.subscribe(stream.name()) else { return Attempt::Done };
+    let mut sub = if sel.is_any() {
+        match ts.subscribe(stream.name()) {
+            Some(s) => TsSource::Shared(s),
+            None => return Attempt::Done,
+        }
+    } else {
+        TsSource::Own(sel.subscribe(stream), None)
+    };
     push.set(|i| i.state = PushState::Live);
     let mut pacer = crate::srt::pace::Pacer::new(std::time::Instant::now());
     let result = loop {
-        let ev = tokio::select! {
-            ev = sub.recv() => ev,
+        let chunk = tokio::select! {
+            c = sub.next() => match c {
+                Some(c) => c,
+                None => break Attempt::Done,
+            },
             _ = push.cancel.cancelled() => break Attempt::Done,
-        };
-        let chunk = match ev {
-            Some(tidecast_media::Event::Frame(f)) => f.payload,
-            Some(_) => continue,
-            None => break Attempt::Done,
         };
         let mut failed = None;
         for at in (0..chunk.len()).step_by(SRT_PAYLOAD) {
@@ -212,6 +225,45 @@ pub(super) async fn srt_push(
     result
 }
 
+/// Where an SRT push's MPEG-TS comes from: the stream's shared TS (what
+/// HTTP-TS viewers get), or, with a track selection, a muxer of its own
+/// over the selected tracks.
+enum TsSource {
+    Shared(tidecast_media::Subscriber),
+    Own(Selected, Option<crate::mpegts::TsMuxer>),
+}
+
+impl TsSource {
+    /// The next run of TS packets; `None` once the stream ended.
+    async fn next(&mut self) -> Option<Bytes> {
+        loop {
+            match self {
+                TsSource::Shared(sub) => {
+                    if let tidecast_media::Event::Frame(f) = sub.recv().await? {
+                        return Some(f.payload);
+                    }
+                }
+                TsSource::Own(sub, mux) => match sub.recv().await? {
+                    tidecast_media::Event::Tracks(t) => *mux = Some(crate::mpegts::TsMuxer::new(&t)),
+                    tidecast_media::Event::Frame(f) => {
+                        if let Some(packets) = mux.as_mut().and_then(|m| m.frame(&f)) {
+                            return Some(packets);
+                        }
+                    }
+                    tidecast_media::Event::Discontinuity => {}
+                },
+            }
+        }
+    }
+
+    fn skips(&self) -> u64 {
+        match self {
+            TsSource::Shared(s) => s.skips(),
+            TsSource::Own(s, _) => s.skips(),
+        }
+    }
+}
+
 /// Seven TS packets per SRT payload, as every SRT peer expects.
 const SRT_PAYLOAD: usize = 7 * 188;
 
@@ -225,11 +277,21 @@ async fn flush<S: AsyncWrite + Unpin>(sock: &mut S, session: &mut ClientSession,
 
 /// Publishes the stream to a WHIP endpoint: the packetized H.264 and Opus
 /// WHEP viewers get, through a client peer connection of the WebRTC edge.
-pub(super) async fn whip_push(push: &Push, stream: &Arc<Stream>, t: &target::WhipTarget, deps: &Deps) -> Attempt {
+pub(super) async fn whip_push(
+    push: &Push,
+    stream: &Arc<Stream>,
+    t: &target::WhipTarget,
+    sel: Selection,
+    deps: &Deps,
+) -> Attempt {
     use crate::webrtc::session::EndReason;
     use crate::webrtc::whip_client::WhipEndpoint;
     let Some(hub) = &deps.webrtc else {
         return Attempt::Fatal("WHIP pushes need the WebRTC edge, which is disabled on this node".into());
+    };
+    let media = match whip_media(sel) {
+        Ok(m) => m,
+        Err(e) => return Attempt::Fatal(e),
     };
     let endpoint = WhipEndpoint { url: t.url.clone(), token: t.token.clone() };
     let counter = push.info_handle();
@@ -238,11 +300,30 @@ pub(super) async fn whip_push(push: &Push, stream: &Arc<Stream>, t: &target::Whi
         i.state = PushState::Live;
         i.bytes += n as u64;
     });
-    match hub.push_whip(stream, &endpoint, &deps.http, sent, push.cancel.child_token()).await {
+    match hub.push_whip(stream, &endpoint, media, &deps.http, sent, push.cancel.child_token()).await {
         Err(e) if e.is_retryable() => Attempt::Retry(e.to_string()),
         Err(e) => Attempt::Fatal(e.to_string()),
         Ok(EndReason::StreamEnded) => Attempt::Done,
         Ok(EndReason::Shutdown) if push.cancel.is_cancelled() || stream.is_ended() => Attempt::Done,
         Ok(reason) => Attempt::Retry(format!("WHIP session ended: {reason}")),
     }
+}
+
+/// What a selection leaves a WHIP push to send: WebRTC carries H.264 and
+/// Opus only.
+fn whip_media(sel: Selection) -> Result<crate::webrtc::whip_client::WhipMedia, String> {
+    let mut m = crate::webrtc::whip_client::WhipMedia { video: true, rendition: None, audio: true };
+    match sel.video {
+        Pick::Any | Pick::Codec(Codec::H264) => {}
+        Pick::None => m.video = false,
+        Pick::Height(h) => m.rendition = Some(h),
+        Pick::Codec(c) => return Err(format!("WHIP pushes carry H.264 video, not {}", c.name())),
+    }
+    match sel.audio {
+        Pick::Any | Pick::Codec(Codec::Opus) => {}
+        Pick::None => m.audio = false,
+        Pick::Codec(c) => return Err(format!("WHIP pushes carry Opus audio (made from AAC), not {}", c.name())),
+        Pick::Height(_) => {}
+    }
+    Ok(m)
 }

@@ -80,6 +80,17 @@ impl std::fmt::Display for WhipPushError {
 
 impl std::error::Error for WhipPushError {}
 
+/// What a WHIP push sends (a push's `?video=&audio=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WhipMedia {
+    /// Send the stream's H.264.
+    pub video: bool,
+    /// The rung of this height rather than the source's video.
+    pub rendition: Option<u32>,
+    /// Send Opus.
+    pub audio: bool,
+}
+
 /// Where and how to push.
 #[derive(Debug, Clone)]
 pub struct WhipEndpoint {
@@ -98,6 +109,7 @@ impl WebRtcHub {
         self: &Arc<Self>,
         stream: &Arc<Stream>,
         endpoint: &WhipEndpoint,
+        media: WhipMedia,
         client: &reqwest::Client,
         sent: Box<dyn Fn(usize) + Send + Sync>,
         cancel: CancellationToken,
@@ -105,8 +117,15 @@ impl WebRtcHub {
         let Some(tracks) = crate::push::first_tracks(stream, &cancel, TRACKS_TIMEOUT).await else {
             return Err(WhipPushError::NothingToSend("the stream showed no tracks".into()));
         };
-        stream.demand(tidecast_media::Demand::OpusAudio);
-        let carried = playout::carried(&tracks, None, stream.is_promised(tidecast_media::Demand::OpusAudio));
+        if media.audio {
+            stream.demand(tidecast_media::Demand::OpusAudio);
+        }
+        let opus_coming = stream.is_promised(tidecast_media::Demand::OpusAudio);
+        let mut carried = playout::carried(&tracks, media.rendition, opus_coming);
+        carried.video &= media.video;
+        // The bridge's Opus may not be out yet: its m-line goes in the
+        // offer now, and its packets follow once it is.
+        carried.audio = media.audio && (carried.audio || opus_coming);
         if !carried.video && !carried.audio {
             return Err(WhipPushError::NothingToSend(carried.notes.join("; ")));
         }
@@ -150,7 +169,11 @@ impl WebRtcHub {
             return Err(WhipPushError::BadAnswer(e.to_string()));
         }
 
-        let playout = self.playouts.get(stream, None);
+        let rendition = media.rendition.filter(|h| playout::renditions(&tracks).contains(h));
+        if let (Some(h), None) = (media.rendition, rendition) {
+            return Err(WhipPushError::NothingToSend(format!("the stream has no {h}p H.264 track")));
+        }
+        let playout = self.playouts.get(stream, rendition);
         let upstream = self.publishers.lock().get(stream.name()).map(|(_, tx)| tx.clone());
         let rtx = RtxWindow::new(self.cfg.ledger.gauge(stream.name(), "whep-rtx"));
         let viewer = ViewerHooks { cancel: cancel.clone(), sent, session: None };
