@@ -92,7 +92,8 @@ async fn a_stream_is_restreamed_and_recorded_frame_for_frame() {
         format!("rtmp://127.0.0.1:{port}/live/relay"),
         "$tenant/$stream.flv",
         "$tenant/$stream.mp4",
-        "$tenant/split/$stream-$segmentCounter.mp4?split=5"
+        "$tenant/split/$stream-$segmentCounter.mp4?split=5",
+        "$tenant/$stream-fast.mp4?faststart"
     ]);
     let key = stream_with_targets(&server, "show", targets).await;
     // PUSH_OUT_START moves the recording; the restream goes where it was.
@@ -125,11 +126,11 @@ async fn a_stream_is_restreamed_and_recorded_frame_for_frame() {
         let url = server.rtmp_url(&key);
         move || ffmpeg(&rtmp_publish_args(&url, 20))
     });
-    let live = until("the four pushes to be live", 30, || {
+    let live = until("the five pushes to be live", 30, || {
         let server = &server;
         async move {
             let p = pushes(server).await;
-            (p.len() == 4 && p.iter().all(|p| p["state"] == "live")).then_some(p)
+            (p.len() == 5 && p.iter().all(|p| p["state"] == "live")).then_some(p)
         }
     })
     .await;
@@ -168,7 +169,7 @@ async fn a_stream_is_restreamed_and_recorded_frame_for_frame() {
     // The triggers: where the recording went, and how each push ended
     // (in whatever order they were delivered).
     let (mut recs, mut ends, mut segments) = (Vec::new(), Vec::new(), Vec::new());
-    while recs.len() < 3 || ends.len() < 4 || segments.len() < 4 {
+    while recs.len() < 4 || ends.len() < 5 || segments.len() < 4 {
         let h = next_hook(&mut delivered, "any").await;
         match h.headers.get("x-trigger").and_then(|v| v.to_str().ok()) {
             Some("RECORDING_END") => recs.push(h.body),
@@ -214,6 +215,29 @@ async fn a_stream_is_restreamed_and_recorded_frame_for_frame() {
         .collect();
     let o = ffmpeg(&args);
     assert!(o.status.success() && size(&still) > 0, "seeking 3.5 s in: {}", String::from_utf8_lossy(&o.stderr));
+
+    // Faststart: the same frames, rewritten with the index in front (ftyp,
+    // moov, then one mdat; no fragments left).
+    let fast = server.dir.path().join("data/recordings/t/show-fast.mp4");
+    let (video, audio, duration) = count(&fast);
+    assert_eq!(video, 500, "every frame in {}", fast.display());
+    assert!(audio >= 850, "{audio}");
+    assert!((duration - 20.0).abs() < 1.0, "{duration} s");
+    let bytes = std::fs::read(&fast).expect("the faststart file");
+    let mut boxes = Vec::new();
+    let mut at = 0usize;
+    while at + 16 <= bytes.len() {
+        let mut size = u64::from(u32::from_be_bytes(bytes[at..at + 4].try_into().unwrap()));
+        if size == 1 {
+            size = u64::from_be_bytes(bytes[at + 8..at + 16].try_into().unwrap());
+        }
+        boxes.push(String::from_utf8_lossy(&bytes[at + 4..at + 8]).into_owned());
+        at += size.max(8) as usize;
+    }
+    assert_eq!(boxes, ["ftyp", "moov", "mdat"], "progressive MP4, index first");
+    assert_eq!(at, bytes.len(), "the boxes cover the file");
+    let fast_rec = recs.iter().find(|r| r.contains("show-fast.mp4")).cloned().unwrap_or_default();
+    assert_eq!(fast_rec.lines().nth(2), Some("mp4"), "{fast_rec}");
 
     // The restream too, as ffmpeg received it.
     let (video, _, duration) = count(&received);

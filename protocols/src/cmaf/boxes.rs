@@ -186,7 +186,7 @@ pub fn init_segment_tracks(tracks: &[&Track]) -> Result<Bytes, CmafError> {
     Ok(Bytes::from(out))
 }
 
-fn trak(track: &Track, id: u32) -> Result<Trak, CmafError> {
+pub(crate) fn trak(track: &Track, id: u32) -> Result<Trak, CmafError> {
     let video = track.kind() == MediaKind::Video;
     Ok(Trak {
         tkhd: Tkhd {

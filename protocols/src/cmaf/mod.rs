@@ -13,6 +13,7 @@
 //! time is handed in by the output that owns the segmenter.
 
 pub mod boxes;
+pub mod progressive;
 pub mod rendition;
 pub mod segmenter;
 

@@ -10,6 +10,12 @@ use bytes::Bytes;
 use tidecast_media::{Event, Frame, MediaKind, Track, TrackId};
 
 use crate::cmaf::boxes::{fragment_header_tracks, init_segment_tracks, timescale, Sample};
+use crate::cmaf::progressive::{self, IndexedSample, Layout};
+
+/// Most samples a recording indexes for its faststart rewrite (about 16
+/// hours of 25 fps video with AAC; 32 bytes each): a longer file stays
+/// fragmented.
+const MAX_INDEXED: usize = 4_000_000;
 
 /// An audio-only recording cuts a fragment this often (µs).
 const AUDIO_FRAGMENT_US: i64 = 1_000_000;
@@ -43,12 +49,37 @@ pub struct Mp4Recorder {
     pub written_us: i64,
     /// Frames written, per kind (video, audio).
     pub frames: (u64, u64),
+    /// Bytes handed out so far: the file's size.
+    offset: u64,
+    /// Per recorded track, where each sample's bytes are in the file, for
+    /// the faststart rewrite; `None` when not wanted (or grown too large).
+    index: Option<Vec<Vec<IndexedSample>>>,
+    /// The index outgrew [`MAX_INDEXED`] and was dropped.
+    pub index_dropped: bool,
 }
 
 impl Mp4Recorder {
     /// A recorder that has seen nothing yet.
     pub fn new() -> Mp4Recorder {
         Mp4Recorder::default()
+    }
+
+    /// A recorder that also indexes its samples, for [`Mp4Recorder::progressive`].
+    pub fn with_index() -> Mp4Recorder {
+        Mp4Recorder { index: Some(Vec::new()), ..Mp4Recorder::default() }
+    }
+
+    /// The file rewritten with its index in front: the head and the ranges
+    /// of this file to copy after it. `None` without an index.
+    pub fn progressive(&self) -> Option<Result<Layout, crate::cmaf::boxes::CmafError>> {
+        let index = self.index.as_ref()?;
+        let tracks: Vec<progressive::Indexed<'_>> = self
+            .tracks
+            .iter()
+            .zip(index)
+            .map(|(t, samples)| progressive::Indexed { track: &t.track, samples })
+            .collect();
+        Some(progressive::layout(&tracks))
     }
 
     /// Whether the recorder chose its tracks (it wrote its init segment).
@@ -101,6 +132,10 @@ impl Mp4Recorder {
                 last_duration: 0,
             })
             .collect();
+        if let Some(index) = &mut self.index {
+            *index = vec![Vec::new(); self.tracks.len()];
+        }
+        self.offset += init.len() as u64;
         vec![init]
     }
 
@@ -171,10 +206,31 @@ impl Mp4Recorder {
             }
             return Vec::new();
         };
+        let mut at = self.offset + head.len() as u64;
         let mut out = vec![head];
-        for t in &mut self.tracks {
-            out.extend(t.samples.drain(..).map(|s| s.frame.payload));
+        let count: usize = self.tracks.iter().map(|t| t.samples.len()).sum();
+        if self.index.as_ref().is_some_and(|ix| ix.iter().map(Vec::len).sum::<usize>() + count > MAX_INDEXED) {
+            self.index = None;
+            self.index_dropped = true;
         }
+        for (i, t) in self.tracks.iter_mut().enumerate() {
+            for s in t.samples.drain(..) {
+                let size = s.frame.payload.len();
+                if let Some(track) = self.index.as_mut().and_then(|ix| ix.get_mut(i)) {
+                    track.push(IndexedSample {
+                        offset: at,
+                        size: size as u32,
+                        dts: s.dts,
+                        duration: s.duration,
+                        cts: s.cts,
+                        keyframe: s.frame.keyframe,
+                    });
+                }
+                at += size as u64;
+                out.push(s.frame.payload);
+            }
+        }
+        self.offset = at;
         out
     }
 

@@ -25,9 +25,10 @@ enum Writer {
 }
 
 impl Writer {
-    fn new(container: target::Container, selected: bool) -> Writer {
+    fn new(container: target::Container, selected: bool, faststart: bool) -> Writer {
         match container {
             target::Container::Flv => Writer::Flv(Box::new((FlvEgress::new(None), FlvFile::new(true, true)))),
+            target::Container::Mp4 if faststart => Writer::Mp4(mp4::Mp4Recorder::with_index()),
             target::Container::Mp4 => Writer::Mp4(mp4::Mp4Recorder::new()),
             target::Container::Ts | target::Container::Hls => Writer::Ts(None, None, selected),
         }
@@ -112,7 +113,7 @@ async fn open_file(root: &Path, f: &target::FileTarget, counter: u64, selected: 
         file,
         path,
         counter,
-        writer: Writer::new(f.container, selected),
+        writer: Writer::new(f.container, selected, f.faststart),
         bytes: 0,
         first_us: None,
         last_us: 0,
@@ -138,8 +139,66 @@ impl OpenFile {
         self.write(&mut out, push).await?;
         self.file.flush().await.map_err(|e| format!("closing {}: {e}", self.path.display()))?;
         self.file.sync_all().await.map_err(|e| format!("closing {}: {e}", self.path.display()))?;
+        if let Writer::Mp4(rec) = &self.writer {
+            if rec.index_dropped {
+                push.log(format!(
+                    "{}: too long to rewrite with its index in front; left fragmented",
+                    self.path.display()
+                ));
+            }
+            match rec.progressive() {
+                Some(Ok(layout)) => match faststart(&self.path, layout).await {
+                    Ok(size) => self.bytes = size,
+                    // The fragmented file is whole and stays; say why.
+                    Err(e) => {
+                        warn!(error = %e, "faststart rewrite failed");
+                        push.log(e.clone());
+                        push.set(|i| i.last_error = Some(e));
+                    }
+                },
+                Some(Err(e)) => push.log(format!("{}: no faststart index: {e}", self.path.display())),
+                None => {}
+            }
+        }
         Ok(self)
     }
+}
+
+/// Rewrites the fragmented MP4 at `path` as `layout` says (its index in
+/// front): into a new file beside it, synced, then renamed over it, so a
+/// crash at any point leaves one whole file. Returns the new size.
+async fn faststart(path: &Path, layout: crate::cmaf::progressive::Layout) -> Result<u64, String> {
+    let path = path.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        use std::os::unix::fs::FileExt;
+        let fail = |what: &str, e: std::io::Error| format!("faststart rewrite of {}: {what}: {e}", path.display());
+        let src = std::fs::File::open(&path).map_err(|e| fail("opening", e))?;
+        let mut tmp_name = path.clone().into_os_string();
+        tmp_name.push(".faststart");
+        let tmp = PathBuf::from(tmp_name);
+        let file =
+            std::fs::OpenOptions::new().write(true).create_new(true).open(&tmp).map_err(|e| fail("creating", e))?;
+        let result = (|| {
+            let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+            out.write_all(&layout.head).map_err(|e| fail("writing", e))?;
+            let mut buf = Vec::new();
+            for &(offset, size) in &layout.ranges {
+                buf.resize(size as usize, 0);
+                src.read_exact_at(&mut buf, offset).map_err(|e| fail("reading", e))?;
+                out.write_all(&buf).map_err(|e| fail("writing", e))?;
+            }
+            let file = out.into_inner().map_err(|e| fail("writing", e.into_error()))?;
+            file.sync_all().map_err(|e| fail("syncing", e))?;
+            std::fs::rename(&tmp, &path).map_err(|e| fail("renaming", e))
+        })();
+        if result.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        result.map(|()| layout.size)
+    })
+    .await
+    .map_err(|e| format!("faststart rewrite: {e}"))?
 }
 
 /// Records the stream into the file `f` names, or, with `split`, into a

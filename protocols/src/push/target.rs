@@ -83,6 +83,10 @@ pub struct FileTarget {
     /// For `s3://`: where each finished file is uploaded. The file is
     /// recorded first under the root's `.s3/BUCKET/` folder, and kept.
     pub upload: Option<S3Dest>,
+    /// `?faststart` (MP4 only): each finished file is rewritten with its
+    /// index in front (progressive MP4, for download and seeking over
+    /// plain HTTP); while it is written it stays fragmented.
+    pub faststart: bool,
 }
 
 /// An S3 object a recording is uploaded to.
@@ -432,9 +436,13 @@ fn s3(rest: &str, root: &Path) -> Result<FileTarget, TargetError> {
 fn file(target: &str, root: &Path) -> Result<FileTarget, TargetError> {
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
     let mut split = None;
+    let mut faststart = false;
     for kv in query.split('&').filter(|kv| !kv.is_empty()) {
-        match kv.split_once('=') {
-            Some(("split", v)) => {
+        match kv.split_once('=').unwrap_or((kv, "1")) {
+            ("faststart", "1" | "true") => faststart = true,
+            ("faststart", "0" | "false") => faststart = false,
+            ("faststart", v) => return Err(TargetError::Invalid(format!("faststart is 1 or 0, not {v:?}"))),
+            ("split", v) => {
                 let secs = v.parse::<u32>().ok().filter(|s| (1..=MAX_SPLIT_SECONDS).contains(s));
                 split = Some(secs.ok_or_else(|| {
                     TargetError::Invalid(format!("split must be 1 to {MAX_SPLIT_SECONDS} seconds, not {v:?}"))
@@ -453,6 +461,9 @@ fn file(target: &str, root: &Path) -> Result<FileTarget, TargetError> {
         "mkv" => return Err(TargetError::NotBuilt(format!(".{ext} recording"))),
         _ => return Err(TargetError::Invalid(format!("{path:?}: a recording needs a .mp4, .ts, .m3u8 or .flv name"))),
     };
+    if faststart && container != Container::Mp4 {
+        return Err(TargetError::Invalid("faststart rewrites .mp4 recordings only".into()));
+    }
     if container == Container::Hls {
         if path.contains(SEGMENT_COUNTER) {
             return Err(TargetError::Invalid(format!("a playlist's name has no {SEGMENT_COUNTER}: its segments do")));
@@ -482,9 +493,10 @@ fn file(target: &str, root: &Path) -> Result<FileTarget, TargetError> {
     if container == Container::Hls {
         // Segments next to the playlist: NAME.m3u8 lists NAME-0.ts, ...
         let segments = full.with_extension("").to_string_lossy().into_owned() + "-" + SEGMENT_COUNTER + ".ts";
-        return Ok(FileTarget { path: PathBuf::from(segments), container, split, playlist: Some(full), upload: None });
+        let path = PathBuf::from(segments);
+        return Ok(FileTarget { path, container, split, playlist: Some(full), upload: None, faststart });
     }
-    Ok(FileTarget { path: full, container, split, playlist: None, upload: None })
+    Ok(FileTarget { path: full, container, split, playlist: None, upload: None, faststart })
 }
 
 #[cfg(test)]
@@ -589,6 +601,19 @@ mod tests {
             "a-$segmentCounter.mp4?split=x",
             "a-$segmentCounter.mp4?split=5&nope=1",
         ] {
+            assert!(matches!(parse(bad), Err(TargetError::Invalid(_))), "{bad}");
+        }
+    }
+
+    #[test]
+    fn faststart_is_for_mp4() {
+        let Target::File(f) = parse("a.mp4?faststart").unwrap() else { panic!() };
+        assert!(f.faststart);
+        let Target::File(f) = parse("a-$segmentCounter.mp4?split=5&faststart=1").unwrap() else { panic!() };
+        assert!(f.faststart && f.split == Some(5));
+        let Target::File(f) = parse("a.mp4").unwrap() else { panic!() };
+        assert!(!f.faststart);
+        for bad in ["a.ts?faststart", "a.mp4?faststart=yes", "a.m3u8?faststart=1"] {
             assert!(matches!(parse(bad), Err(TargetError::Invalid(_))), "{bad}");
         }
     }
