@@ -863,3 +863,65 @@ rungs = [{ height = 120, bitrate_kbps = 150 }]
         "the source: {picture:?}"
     );
 }
+
+/// MistServer's retention parameters on split recordings: `maxEntries`
+/// keeps a sliding HLS window on disk (older segments deleted),
+/// `nounlink` keeps the files that leave, `targetAge` lets go by age.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn split_recordings_keep_what_their_retention_says() {
+    let server = Server::start(&["--reconnect-grace", "0"]);
+    let publisher = tokio::task::spawn_blocking({
+        let url = server.rtmp_url("dvr");
+        move || ffmpeg(&rtmp_publish_args(&url, 9))
+    });
+    wait_for_segment(&server, "dvr", "video", 1).await;
+    let mut ids = Vec::new();
+    for target in [
+        "win/w.m3u8?split=1&maxEntries=3",
+        "keep/k-$segmentCounter.ts?split=1&maxEntries=2&nounlink=1",
+        "age/a-$segmentCounter.ts?split=1&targetAge=3",
+    ] {
+        let p =
+            api_ok("POST", &server.api("/pushes"), ADMIN_KEY, Some(json!({"stream": "dvr", "target": target})), 201)
+                .await;
+        ids.push(p["id"].as_str().unwrap().to_owned());
+    }
+    let out = publisher.await.unwrap();
+    assert!(out.status.success(), "publish: {}", String::from_utf8_lossy(&out.stderr));
+    for id in &ids {
+        let p = push_reaches(&server, id, "stopped", 60).await;
+        assert!(p["last_error"].is_null(), "{p}");
+    }
+    let root = server.dir.path().join("data/recordings");
+    let ts_files = |dir: &str| -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(root.join(dir))
+            .map(|d| d.filter_map(|e| e.ok()?.file_name().into_string().ok()).filter(|n| n.ends_with(".ts")).collect())
+            .unwrap_or_default();
+        names.sort();
+        names
+    };
+    // The window: three segments listed, the ones before them gone.
+    let playlist = std::fs::read_to_string(root.join("win/w.m3u8")).expect("the playlist");
+    let listed: Vec<&str> = playlist.lines().filter(|l| l.ends_with(".ts")).collect();
+    assert_eq!(listed.len(), 3, "{playlist}");
+    let sequence: u64 = playlist
+        .lines()
+        .find_map(|l| l.strip_prefix("#EXT-X-MEDIA-SEQUENCE:"))
+        .and_then(|v| v.parse().ok())
+        .expect("a media sequence");
+    assert!(sequence >= 1, "segments left the window: {playlist}");
+    assert!(playlist.ends_with("#EXT-X-ENDLIST\n") && !playlist.contains("PLAYLIST-TYPE"), "{playlist}");
+    let mut on_disk = ts_files("win");
+    on_disk.sort();
+    let mut want: Vec<String> = listed.iter().map(|s| s.to_string()).collect();
+    want.sort();
+    assert_eq!(on_disk, want, "only the listed segments stay on disk");
+    let probed = ffprobe(&root.join("win/w.m3u8").display().to_string(), &["-show_entries", "stream=codec_name"]);
+    assert!(probed.iter().any(|s| s.get("codec_name").map(String::as_str) == Some("h264")), "{probed:?}");
+    // nounlink: every file stays.
+    let kept = ts_files("keep");
+    assert_eq!(kept.len() as u64, sequence + 3, "as many files as the window saw: {kept:?}");
+    // targetAge=3: files that ended more than 3 s before the last went.
+    let aged = ts_files("age");
+    assert!((3..=5).contains(&aged.len()) && aged.len() < kept.len(), "{aged:?} of {kept:?}");
+}

@@ -243,8 +243,8 @@ pub(super) async fn record(
     let mut sub = sel.subscribe(stream);
     // What a fresh file's writer must see first.
     let mut tracks: Option<Arc<[tidecast_media::Track]>> = None;
-    // HLS on disk: the finished segments, listed in the playlist.
-    let mut listed: Vec<(String, f64)> = Vec::new();
+    // The finished files (for HLS on disk, listed in the playlist).
+    let mut kept = Kept::default();
     let mut out = Vec::new();
     loop {
         let more = tokio::select! {
@@ -279,7 +279,7 @@ pub(super) async fn record(
                     };
                     report_segment(push, stream, f, &done, fr.dts, hooks);
                     upload(&done);
-                    if let Err(e) = list_segment(f, &mut listed, &done, fr.dts, false).await {
+                    if let Err(e) = kept.finished(f, &done, fr.dts, false, push).await {
                         return Attempt::Fatal(e);
                     }
                     current = match open_file(root, f, done.counter + 1, !sel.is_any()).await {
@@ -315,7 +315,7 @@ pub(super) async fn record(
             }
             upload(&done);
             while uploads.join_next().await.is_some() {}
-            match list_segment(f, &mut listed, &done, end, true).await {
+            match kept.finished(f, &done, end, true, push).await {
                 Ok(()) => Attempt::Done,
                 Err(e) => Attempt::Fatal(e),
             }
@@ -324,38 +324,81 @@ pub(super) async fn record(
     }
 }
 
-/// HLS on disk: adds a finished segment to the playlist and rewrites it
-/// (a new file renamed over the old, so a reader never sees half of one);
-/// `last`: the stream ended, the playlist becomes a VOD one.
-async fn list_segment(
-    f: &target::FileTarget,
-    listed: &mut Vec<(String, f64)>,
-    done: &OpenFile,
+/// One finished file of a split recording.
+struct Finished {
+    path: PathBuf,
+    /// Its name, as the playlist lists it.
+    name: String,
+    secs: f64,
+    /// Where it ends, stream time (µs).
     end_us: i64,
-    last: bool,
-) -> Result<(), String> {
-    let Some(playlist) = &f.playlist else { return Ok(()) };
-    if done.first_us.is_some() {
-        let name = done.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let secs = (end_us - done.first_us.unwrap_or(end_us)).max(0) as f64 / 1e6;
-        listed.push((name, secs));
+}
+
+/// The finished files a split recording keeps, oldest first, and how many
+/// it let go (the HLS playlist's media sequence).
+#[derive(Default)]
+struct Kept {
+    files: std::collections::VecDeque<Finished>,
+    dropped: u64,
+}
+
+impl Kept {
+    /// Adds a finished file, lets go of what the retention says (deleting
+    /// it unless `nounlink`), and for HLS on disk rewrites the playlist (a
+    /// new file renamed over the old, so a reader never sees half of one);
+    /// `last`: the stream ended, the playlist gets its end.
+    async fn finished(
+        &mut self,
+        f: &target::FileTarget,
+        done: &OpenFile,
+        end_us: i64,
+        last: bool,
+        push: &Push,
+    ) -> Result<(), String> {
+        if let Some(first) = done.first_us {
+            let name = done.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let secs = (end_us - first).max(0) as f64 / 1e6;
+            self.files.push_back(Finished { path: done.path.clone(), name, secs, end_us });
+        }
+        let r = f.retention;
+        let newest = self.files.back().map_or(end_us, |n| n.end_us);
+        while let Some(old) = self.files.front() {
+            let too_many = r.max_entries.is_some_and(|m| self.files.len() > m as usize);
+            let too_old = r.target_age.is_some_and(|a| newest - old.end_us > i64::from(a) * 1_000_000);
+            if !too_many && !too_old {
+                break;
+            }
+            let Some(old) = self.files.pop_front() else { break };
+            self.dropped += 1;
+            if !r.keep_files {
+                if let Err(e) = tokio::fs::remove_file(&old.path).await {
+                    if e.kind() != std::io::ErrorKind::NotFound {
+                        push.log(format!("removing {}: {e}", old.path.display()));
+                    }
+                }
+            }
+        }
+        let Some(playlist) = &f.playlist else { return Ok(()) };
+        let text = hls_playlist(&self.files, self.dropped, r.is_set(), last);
+        let tmp = playlist.with_extension("m3u8.tmp");
+        tokio::fs::write(&tmp, text).await.map_err(|e| format!("writing {}: {e}", tmp.display()))?;
+        tokio::fs::rename(&tmp, playlist).await.map_err(|e| format!("writing {}: {e}", playlist.display()))
     }
-    let text = hls_playlist(listed, last);
-    let tmp = playlist.with_extension("m3u8.tmp");
-    tokio::fs::write(&tmp, text).await.map_err(|e| format!("writing {}: {e}", tmp.display()))?;
-    tokio::fs::rename(&tmp, playlist).await.map_err(|e| format!("writing {}: {e}", playlist.display()))
 }
 
 /// The playlist of HLS on disk: an EVENT playlist while recording, VOD
-/// with `#EXT-X-ENDLIST` at the end.
-fn hls_playlist(segments: &[(String, f64)], ended: bool) -> String {
-    let target = segments.iter().map(|s| s.1.ceil() as u64).max().unwrap_or(1).max(1);
-    let mut t = format!(
-        "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-PLAYLIST-TYPE:{}\n#EXT-X-TARGETDURATION:{target}\n#EXT-X-MEDIA-SEQUENCE:0\n",
-        if ended { "VOD" } else { "EVENT" }
-    );
-    for (name, secs) in segments {
-        t.push_str(&format!("#EXTINF:{secs:.3},\n{name}\n"));
+/// with `#EXT-X-ENDLIST` at the end; with a retention (`sliding`), a live
+/// window whose media sequence counts the segments let go, ended with
+/// `#EXT-X-ENDLIST` alone.
+fn hls_playlist(segments: &std::collections::VecDeque<Finished>, sequence: u64, sliding: bool, ended: bool) -> String {
+    let target = segments.iter().map(|s| s.secs.ceil() as u64).max().unwrap_or(1).max(1);
+    let mut t = String::from("#EXTM3U\n#EXT-X-VERSION:3\n");
+    if !sliding {
+        t.push_str(if ended { "#EXT-X-PLAYLIST-TYPE:VOD\n" } else { "#EXT-X-PLAYLIST-TYPE:EVENT\n" });
+    }
+    t.push_str(&format!("#EXT-X-TARGETDURATION:{target}\n#EXT-X-MEDIA-SEQUENCE:{sequence}\n"));
+    for s in segments {
+        t.push_str(&format!("#EXTINF:{:.3},\n{}\n", s.secs, s.name));
     }
     if ended {
         t.push_str("#EXT-X-ENDLIST\n");
@@ -393,11 +436,26 @@ mod tests {
 
     #[test]
     fn an_hls_playlist_is_an_event_while_recording_and_vod_at_the_end() {
-        let segs = vec![("x-0.ts".to_owned(), 6.04), ("x-1.ts".to_owned(), 5.96)];
-        let live = hls_playlist(&segs, false);
+        let segs = finished(&[("x-0.ts", 6.04), ("x-1.ts", 5.96)]);
+        let live = hls_playlist(&segs, 0, false, false);
         assert!(live.contains("#EXT-X-PLAYLIST-TYPE:EVENT\n#EXT-X-TARGETDURATION:7\n"), "{live}");
         assert!(live.contains("#EXTINF:6.040,\nx-0.ts\n#EXTINF:5.960,\nx-1.ts\n") && !live.contains("ENDLIST"));
-        let done = hls_playlist(&segs, true);
+        let done = hls_playlist(&segs, 0, false, true);
         assert!(done.contains("#EXT-X-PLAYLIST-TYPE:VOD") && done.ends_with("#EXT-X-ENDLIST\n"), "{done}");
+    }
+
+    fn finished(list: &[(&str, f64)]) -> std::collections::VecDeque<Finished> {
+        let one = |&(name, secs): &(&str, f64)| Finished { path: name.into(), name: name.into(), secs, end_us: 0 };
+        list.iter().map(one).collect()
+    }
+
+    #[test]
+    fn a_retained_window_slides() {
+        let segs = finished(&[("x-7.ts", 2.0), ("x-8.ts", 2.0)]);
+        let live = hls_playlist(&segs, 7, true, false);
+        assert!(!live.contains("PLAYLIST-TYPE"), "segments leave it: neither EVENT nor VOD: {live}");
+        assert!(live.contains("#EXT-X-MEDIA-SEQUENCE:7\n#EXTINF:2.000,\nx-7.ts\n"), "{live}");
+        let done = hls_playlist(&segs, 7, true, true);
+        assert!(!done.contains("PLAYLIST-TYPE") && done.ends_with("#EXT-X-ENDLIST\n"), "{done}");
     }
 }

@@ -87,6 +87,29 @@ pub struct FileTarget {
     /// index in front (progressive MP4, for download and seeking over
     /// plain HTTP); while it is written it stays fragmented.
     pub faststart: bool,
+    /// How many finished files of a split recording are kept.
+    pub retention: Retention,
+}
+
+/// How long a split recording keeps its finished files (MistServer's
+/// `maxEntries`, `targetAge` and `nounlink`): older ones leave the HLS
+/// playlist and are deleted. Unset: every file is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Retention {
+    /// `maxEntries`: at most this many finished files.
+    pub max_entries: Option<u32>,
+    /// `targetAge`: files that ended more than this many seconds of media
+    /// before the newest one ended go.
+    pub target_age: Option<u32>,
+    /// `nounlink`: files that go leave the playlist but stay on disk.
+    pub keep_files: bool,
+}
+
+impl Retention {
+    /// Whether it ever lets a file go.
+    pub fn is_set(&self) -> bool {
+        self.max_entries.is_some() || self.target_age.is_some()
+    }
 }
 
 /// An S3 object a recording is uploaded to.
@@ -426,6 +449,9 @@ fn s3(rest: &str, root: &Path) -> Result<FileTarget, TargetError> {
         return Err(TargetError::Invalid(format!("s3:// key {key:?} must be a relative name without . or .. parts")));
     }
     let mut f = file(&format!(".s3/{bucket}/{key_query}"), root)?;
+    if f.retention.is_set() {
+        return Err(TargetError::NotBuilt("maxEntries or targetAge on s3://".into()));
+    }
     if f.container == Container::Hls {
         return Err(TargetError::NotBuilt("HLS (.m3u8) to s3://".into()));
     }
@@ -437,11 +463,23 @@ fn file(target: &str, root: &Path) -> Result<FileTarget, TargetError> {
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
     let mut split = None;
     let mut faststart = false;
+    let mut retention = Retention::default();
+    let count = |k: &str, v: &str, max: u32| {
+        v.parse::<u32>()
+            .ok()
+            .filter(|n| (1..=max).contains(n))
+            .ok_or_else(|| TargetError::Invalid(format!("{k} must be 1 to {max}, not {v:?}")))
+    };
     for kv in query.split('&').filter(|kv| !kv.is_empty()) {
         match kv.split_once('=').unwrap_or((kv, "1")) {
             ("faststart", "1" | "true") => faststart = true,
             ("faststart", "0" | "false") => faststart = false,
             ("faststart", v) => return Err(TargetError::Invalid(format!("faststart is 1 or 0, not {v:?}"))),
+            ("maxEntries", v) => retention.max_entries = Some(count("maxEntries", v, 1_000_000)?),
+            ("targetAge", v) => retention.target_age = Some(count("targetAge", v, 365 * 86_400)?),
+            ("nounlink", "1" | "true") => retention.keep_files = true,
+            ("nounlink", "0" | "false") => retention.keep_files = false,
+            ("nounlink", v) => return Err(TargetError::Invalid(format!("nounlink is 1 or 0, not {v:?}"))),
             ("split", v) => {
                 let secs = v.parse::<u32>().ok().filter(|s| (1..=MAX_SPLIT_SECONDS).contains(s));
                 split = Some(secs.ok_or_else(|| {
@@ -461,6 +499,9 @@ fn file(target: &str, root: &Path) -> Result<FileTarget, TargetError> {
         "mkv" => return Err(TargetError::NotBuilt(format!(".{ext} recording"))),
         _ => return Err(TargetError::Invalid(format!("{path:?}: a recording needs a .mp4, .ts, .m3u8 or .flv name"))),
     };
+    if retention.is_set() && split.is_none() && container != Container::Hls {
+        return Err(TargetError::Invalid("maxEntries and targetAge apply to split recordings (?split=)".into()));
+    }
     if faststart && container != Container::Mp4 {
         return Err(TargetError::Invalid("faststart rewrites .mp4 recordings only".into()));
     }
@@ -494,9 +535,9 @@ fn file(target: &str, root: &Path) -> Result<FileTarget, TargetError> {
         // Segments next to the playlist: NAME.m3u8 lists NAME-0.ts, ...
         let segments = full.with_extension("").to_string_lossy().into_owned() + "-" + SEGMENT_COUNTER + ".ts";
         let path = PathBuf::from(segments);
-        return Ok(FileTarget { path, container, split, playlist: Some(full), upload: None, faststart });
+        return Ok(FileTarget { path, container, split, playlist: Some(full), upload: None, faststart, retention });
     }
-    Ok(FileTarget { path: full, container, split, playlist: None, upload: None, faststart })
+    Ok(FileTarget { path: full, container, split, playlist: None, upload: None, faststart, retention })
 }
 
 #[cfg(test)]
@@ -603,6 +644,23 @@ mod tests {
         ] {
             assert!(matches!(parse(bad), Err(TargetError::Invalid(_))), "{bad}");
         }
+    }
+
+    #[test]
+    fn retention_takes_mistservers_parameters() {
+        let Target::File(f) = parse("dvr/$stream.m3u8?split=6&maxEntries=600&targetAge=3600&nounlink=1").unwrap()
+        else {
+            panic!()
+        };
+        let want = Retention { max_entries: Some(600), target_age: Some(3600), keep_files: true };
+        assert_eq!(f.retention, want);
+        let Target::File(f) = parse("r/a-$segmentCounter.ts?split=10&maxEntries=6").unwrap() else { panic!() };
+        assert_eq!(f.retention.max_entries, Some(6));
+        assert!(!f.retention.keep_files);
+        for bad in ["a.mp4?maxEntries=3", "x-$segmentCounter.ts?split=1&maxEntries=0", "x.m3u8?targetAge=x"] {
+            assert!(matches!(parse(bad), Err(TargetError::Invalid(_))), "{bad}");
+        }
+        assert!(matches!(parse("s3://recs/a-$segmentCounter.ts?split=5&maxEntries=2"), Err(TargetError::NotBuilt(_))));
     }
 
     #[test]
