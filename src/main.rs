@@ -477,6 +477,8 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         let _ = http_task.await;
         let _ = admin_task.await;
         let _ = monitor_task.await;
+        // Recordings close their files; restreams unpublish.
+        pushes.drain().await;
     };
     if tokio::time::timeout(Duration::from_secs(10), drain).await.is_err() {
         warn!("some connections did not close within 10 s; exiting anyway");

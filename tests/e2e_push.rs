@@ -50,6 +50,24 @@ fn size(path: &Path) -> u64 {
     std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
 }
 
+/// The types of a file's top-level MP4 boxes, in order; panics if they do
+/// not cover the file exactly.
+fn top_level_boxes(path: &Path) -> Vec<String> {
+    let bytes = std::fs::read(path).expect("an MP4 file");
+    let mut boxes = Vec::new();
+    let mut at = 0usize;
+    while at + 16 <= bytes.len() {
+        let mut size = u64::from(u32::from_be_bytes(bytes[at..at + 4].try_into().unwrap()));
+        if size == 1 {
+            size = u64::from_be_bytes(bytes[at + 8..at + 16].try_into().unwrap());
+        }
+        boxes.push(String::from_utf8_lossy(&bytes[at + 4..at + 8]).into_owned());
+        at += size.max(8) as usize;
+    }
+    assert_eq!(at, bytes.len(), "the boxes of {} cover the file", path.display());
+    boxes
+}
+
 async fn pushes(server: &Server) -> Vec<Value> {
     let page = api_ok("GET", &server.api("/pushes"), ADMIN_KEY, None, 200).await;
     page["items"].as_array().cloned().unwrap_or_default()
@@ -223,19 +241,7 @@ async fn a_stream_is_restreamed_and_recorded_frame_for_frame() {
     assert_eq!(video, 500, "every frame in {}", fast.display());
     assert!(audio >= 850, "{audio}");
     assert!((duration - 20.0).abs() < 1.0, "{duration} s");
-    let bytes = std::fs::read(&fast).expect("the faststart file");
-    let mut boxes = Vec::new();
-    let mut at = 0usize;
-    while at + 16 <= bytes.len() {
-        let mut size = u64::from(u32::from_be_bytes(bytes[at..at + 4].try_into().unwrap()));
-        if size == 1 {
-            size = u64::from_be_bytes(bytes[at + 8..at + 16].try_into().unwrap());
-        }
-        boxes.push(String::from_utf8_lossy(&bytes[at + 4..at + 8]).into_owned());
-        at += size.max(8) as usize;
-    }
-    assert_eq!(boxes, ["ftyp", "moov", "mdat"], "progressive MP4, index first");
-    assert_eq!(at, bytes.len(), "the boxes cover the file");
+    assert_eq!(top_level_boxes(&fast), ["ftyp", "moov", "mdat"], "progressive MP4, index first");
     let fast_rec = recs.iter().find(|r| r.contains("show-fast.mp4")).cloned().unwrap_or_default();
     assert_eq!(fast_rec.lines().nth(2), Some("mp4"), "{fast_rec}");
 
@@ -924,4 +930,38 @@ async fn split_recordings_keep_what_their_retention_says() {
     // targetAge=3: files that ended more than 3 s before the last went.
     let aged = ts_files("age");
     assert!((3..=5).contains(&aged.len()) && aged.len() < kept.len(), "{aged:?} of {kept:?}");
+}
+
+/// A node told to stop (SIGTERM) while it records waits for its pushes:
+/// the MP4 is closed, rewritten with its index in front, and whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recording_is_finished_when_the_node_stops() {
+    let mut server = Server::start(&["--reconnect-grace", "0"]);
+    let mut publisher = ffmpeg_spawn(&rtmp_publish_args(&server.rtmp_url("late"), 60));
+    wait_for_segment(&server, "late", "video", 1).await;
+    let target = json!({"stream": "late", "target": "stop.mp4?faststart"});
+    let p = api_ok("POST", &server.api("/pushes"), ADMIN_KEY, Some(target), 201).await;
+    let id = p["id"].as_str().unwrap().to_owned();
+    until("the recording to hold a few seconds", 30, || {
+        let (server, id) = (&server, id.clone());
+        async move {
+            let p = api_ok("GET", &server.api(&format!("/pushes/{id}")), ADMIN_KEY, None, 200).await;
+            (p["bytes"].as_u64() > Some(100_000)).then_some(())
+        }
+    })
+    .await;
+    let status = server.terminate();
+    assert!(status.success(), "a clean exit: {status:?}\n{}", server.log());
+    let file = server.dir.path().join("data/recordings/stop.mp4");
+    assert_eq!(top_level_boxes(&file), ["ftyp", "moov", "mdat"], "finished and rewritten before the exit");
+    let probed =
+        ffprobe(&file.display().to_string(), &["-count_frames", "-show_entries", "stream=codec_name,nb_read_frames"]);
+    let frames = probed
+        .iter()
+        .find(|s| s.get("codec_name").map(String::as_str) == Some("h264"))
+        .and_then(|s| s.get("nb_read_frames")?.parse::<u64>().ok())
+        .unwrap_or(0);
+    assert!(frames >= 25, "{probed:?}");
+    let _ = publisher.kill();
+    let _ = publisher.wait();
 }

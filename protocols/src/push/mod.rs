@@ -291,6 +291,8 @@ pub struct PushManager {
     /// S3 clients for `s3://` targets.
     s3: Arc<s3::Stores>,
     pushes: Mutex<BTreeMap<u64, Arc<Push>>>,
+    /// The running pushes' tasks, awaited at shutdown.
+    tasks: tokio_util::task::TaskTracker,
     next: AtomicU64,
     shutdown: CancellationToken,
 }
@@ -332,6 +334,7 @@ impl PushManager {
             targets_for,
             s3: Arc::new(s3::Stores::new(options.s3)),
             pushes: Mutex::new(BTreeMap::new()),
+            tasks: tokio_util::task::TaskTracker::new(),
             next: AtomicU64::new(1),
             shutdown,
         })
@@ -436,7 +439,7 @@ impl PushManager {
             http: self.http.clone(),
             tls: self.tls.clone(),
         };
-        tokio::spawn(run_push(push, stream.clone(), parsed, deps));
+        self.tasks.spawn(run_push(push, stream.clone(), parsed, deps));
         Ok(info)
     }
 
@@ -445,6 +448,15 @@ impl PushManager {
     pub fn check(&self, template: &str) -> Result<(), TargetError> {
         let vars = target::Vars { stream: "stream", tenant: "tenant", datetime: "2026.01.01.00.00.00", segment: None };
         parse(&target::expand(template, &vars), &self.root).map(|_| ())
+    }
+
+    /// Waits for every push to end (at shutdown, once they were told to
+    /// stop): recordings close their files (and finish their faststart
+    /// rewrites and uploads), restreams unpublish, and each raises its end
+    /// triggers. Starts no more pushes.
+    pub async fn drain(&self) {
+        self.tasks.close();
+        self.tasks.wait().await;
     }
 
     /// Stops a push; false if there is none by that id.
