@@ -131,7 +131,10 @@ impl WebRtcHub {
         }
 
         let ips = local_ips(&endpoint.url).await;
-        let (net, inbox) = Net::client(&ips, cancel.clone()).await.map_err(|e| WhipPushError::Local(e.to_string()))?;
+        // The sockets' readers live as long as this attempt, not the push.
+        let sockets = cancel.child_token();
+        let _close_sockets = sockets.clone().drop_guard();
+        let (net, inbox) = Net::client(&ips, sockets).await.map_err(|e| WhipPushError::Local(e.to_string()))?;
         let mut rtc = RtcConfig::new()
             .clear_codecs()
             .enable_h264(true)
@@ -201,7 +204,6 @@ impl WebRtcHub {
         let ctx =
             Ctx { id: 0, net, inbox, control, info, ice_timeout: self.cfg.connect_timeout, shutdown: cancel.clone() };
         let reason = session::run(rtc, role, ctx).await;
-        // The sockets' readers end with the push.
         delete(client, endpoint, resource.as_deref()).await;
         Ok(reason)
     }
