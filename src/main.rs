@@ -36,6 +36,8 @@ use tidecast_protocols::hls::{HlsConfig, HlsHub};
 use tidecast_protocols::ingest::IngestStats;
 use tidecast_protocols::mpegts::http::TsHttp;
 use tidecast_protocols::mpegts::output::TsHub;
+use tidecast_protocols::progressive::jpg::Thumbnails;
+use tidecast_protocols::progressive::ProgressiveHttp;
 use tidecast_protocols::push::PushManager;
 use tidecast_protocols::rtmp::chunk::Limits;
 use tidecast_protocols::rtmp::driver::{self, RtmpContext};
@@ -403,6 +405,8 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     // the control plane through the gate.
     let http_gate: Arc<dyn tidecast_protocols::access::AccessGate> = gate.clone();
     let signaling = Signaling::new(webrtc.clone(), http_gate.clone(), registry.clone(), traffic.clone());
+    let ts_http = TsHttp { ts, gate: http_gate.clone(), traffic: traffic.clone() };
+    let flv_http = FlvHttp { registry: registry.clone(), gate: http_gate.clone(), traffic: traffic.clone() };
     let app = tidecast_protocols::hls::http::router(HlsHttp {
         hls: hls.clone(),
         gate: http_gate.clone(),
@@ -414,11 +418,12 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         traffic: traffic.clone(),
         latency_target: v.dash_latency_target,
     }))
-    .merge(tidecast_protocols::mpegts::http::router(TsHttp { ts, gate: http_gate.clone(), traffic: traffic.clone() }))
-    .merge(tidecast_protocols::flv::http::router(FlvHttp {
-        registry: registry.clone(),
-        gate: http_gate,
-        traffic: traffic.clone(),
+    .merge(tidecast_protocols::mpegts::http::router(ts_http.clone()))
+    .merge(tidecast_protocols::flv::http::router(flv_http.clone()))
+    .merge(tidecast_protocols::progressive::router(ProgressiveHttp {
+        flv: flv_http,
+        ts: ts_http,
+        thumbnails: Some(Thumbnails::new(Arc::new(tidecast_transcode::thumbnail::keyframe_jpeg))),
     }))
     .layer(tidecast_protocols::http::cors())
     .merge(tidecast_protocols::webrtc::http::routes(signaling));
@@ -477,15 +482,22 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         let _ = http_task.await;
         let _ = admin_task.await;
         let _ = monitor_task.await;
-        // Recordings close their files; restreams unpublish.
-        pushes.drain().await;
     };
     if tokio::time::timeout(Duration::from_secs(10), drain).await.is_err() {
         warn!("some connections did not close within 10 s; exiting anyway");
     }
+    // Recordings close their files (and finish their faststart rewrites and
+    // uploads); restreams unpublish. Their own budget: a large rewrite or
+    // upload takes longer than a socket does to close.
+    if tokio::time::timeout(PUSH_DRAIN, pushes.drain()).await.is_err() {
+        warn!(budget = ?PUSH_DRAIN, "some pushes did not finish in time; exiting anyway (fragmented MP4s stay playable)");
+    }
     info!("stopped");
     Ok(())
 }
+
+/// How long a stopping node waits for its pushes to finish.
+const PUSH_DRAIN: Duration = Duration::from_secs(30);
 
 /// The WebRTC edge's settings; resolves the STUN server's name.
 async fn webrtc_config(cfg: &Config, v: &config::Validated, registry: &Registry) -> anyhow::Result<WebRtcConfig> {

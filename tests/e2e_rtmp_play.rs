@@ -107,3 +107,80 @@ async fn ffmpeg_and_ffprobe_read_http_flv() {
     let _ = publisher.kill();
     let _ = publisher.wait();
 }
+
+/// MistServer's other progressive outputs on the HTTP port: `/{stream}.mp4`
+/// (live fragmented MP4), `/{stream}.ts` and `/{stream}.jpg` (the newest
+/// keyframe, scaled with `?width=`); a stream without video has no
+/// thumbnail, and clip parameters are refused until the DVR window exists.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progressive_mp4_ts_and_jpg_outputs() {
+    let server = Server::start(&["--hls-segment", "1"]);
+    let mut publisher = ffmpeg_spawn(&rtmp_publish_args(&server.rtmp_url("prog"), 60));
+    wait_for_segment(&server, "prog", "video", 1).await;
+    let http = server.http;
+    let dir = server.dir.path().to_owned();
+
+    for ext in ["mp4", "ts"] {
+        let (url, out) = (format!("http://{http}/prog.{ext}"), dir.join(format!("prog-{ext}.ts")));
+        let sections = tokio::task::spawn_blocking(move || read_live(&url, 3, &out)).await.unwrap();
+        let v = sections.iter().find(|s| s.get("codec_name").map(String::as_str) == Some("h264")).expect("h264");
+        assert_eq!((v["width"].as_str(), v["height"].as_str()), ("320", "240"), ".{ext}");
+        assert!(
+            sections.iter().any(|s| s.get("codec_name").map(String::as_str) == Some("aac")),
+            ".{ext}: {sections:?}"
+        );
+        assert_monotonic(&sections);
+    }
+
+    // The newest keyframe as a JPEG, at its own size and scaled.
+    for (query, size) in [("", ("320", "240")), ("?width=160", ("160", "120"))] {
+        let r = reqwest::get(format!("http://{http}/prog.jpg{query}")).await.expect("jpg");
+        assert_eq!(r.status(), 200, "{query}");
+        assert_eq!(r.headers()["content-type"], "image/jpeg");
+        let jpeg = r.bytes().await.unwrap();
+        let path = dir.join(format!("thumb{}.jpg", size.0));
+        std::fs::write(&path, &jpeg).unwrap();
+        let probe = ffprobe(&path.display().to_string(), &["-show_entries", "stream=codec_name,width,height"]);
+        let s = probe.iter().find(|s| s.contains_key("codec_name")).expect("a picture");
+        assert_eq!((s["codec_name"].as_str(), s["width"].as_str(), s["height"].as_str()), ("mjpeg", size.0, size.1));
+    }
+    // The load report (sampled) counts both.
+    until("the load report to count MP4 and JPEG bytes", 30, || {
+        let server = &server;
+        async move {
+            let load = api_ok("GET", &server.api("/load"), ADMIN_KEY, None, 200).await;
+            let out = &load["bytes_out_total"];
+            (out["mp4"].as_u64() > Some(10_000) && out["jpg"].as_u64() > Some(1_000)).then_some(())
+        }
+    })
+    .await;
+
+    // Bad widths, unknown streams, clips without a DVR window.
+    assert_eq!(get(&format!("http://{http}/prog.jpg?width=5")).await.0, 400);
+    assert_eq!(get(&format!("http://{http}/prog.jpg?width=huge")).await.0, 400);
+    assert_eq!(get(&format!("http://{http}/nobody.jpg")).await.0, 404);
+    assert_eq!(get(&format!("http://{http}/nobody.mp4")).await.0, 404);
+    let (status, body) = get(&format!("http://{http}/prog.mp4?startunix=-30&duration=10")).await;
+    assert_eq!(status, 400, "{}", String::from_utf8_lossy(&body));
+
+    // A stream without video: no thumbnail, said so.
+    let audio: Vec<String> = ["-hide_banner", "-loglevel", "error", "-nostdin", "-re", "-f", "lavfi", "-i"]
+        .map(String::from)
+        .into_iter()
+        .chain(["sine=frequency=440:sample_rate=44100".to_owned(), "-t".into(), "30".into()])
+        .chain(["-c:a", "aac", "-f", "flv"].map(String::from))
+        .chain([server.rtmp_url("radio")])
+        .collect();
+    let mut radio = ffmpeg_spawn(&audio);
+    let said = until("the audio-only stream to answer", 30, || async move {
+        let (status, body) = get(&format!("http://{http}/radio.jpg")).await;
+        let body = String::from_utf8_lossy(&body).into_owned();
+        body.contains("has no video").then_some(status)
+    })
+    .await;
+    assert_eq!(said, 404);
+    let _ = radio.kill();
+    let _ = radio.wait();
+    let _ = publisher.kill();
+    let _ = publisher.wait();
+}

@@ -28,6 +28,10 @@ pub struct Traffic {
     pub ts: AtomicU64,
     /// HTTP-FLV.
     pub flv: AtomicU64,
+    /// Progressive MP4 (`/{stream}.mp4`).
+    pub mp4: AtomicU64,
+    /// Thumbnails (`/{stream}.jpg`).
+    pub jpg: AtomicU64,
     /// WHEP (media payload bytes before RTP and SRTP overhead).
     pub webrtc: AtomicU64,
 }

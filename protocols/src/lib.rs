@@ -38,6 +38,7 @@ pub mod http;
 pub mod ingest;
 pub mod livepeer;
 pub mod mpegts;
+pub mod progressive;
 pub mod push;
 pub mod rtmp;
 pub mod srt;

@@ -15,6 +15,7 @@
 //! * [`audio`]: the audio bridge, AAC to Opus for WebRTC and Opus to AAC
 //!   for everything else, as a track of the same stream.
 //! * `hwframes`: device surfaces and their upload, for VAAPI.
+//! * [`thumbnail`]: a keyframe as a JPEG (`/{stream}.jpg`).
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
@@ -28,6 +29,7 @@ pub mod policy;
 pub mod probe;
 pub mod profile;
 mod supervise;
+pub mod thumbnail;
 
 pub use audio::{AudioBridge, BridgeMode};
 pub use ladder::{Ladder, LadderReport, LadderSpec, LadderStats};

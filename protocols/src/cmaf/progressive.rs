@@ -131,7 +131,8 @@ fn moov(tracks: &[Indexed<'_>], scales: &[u32], chunks: &[Vec<(u64, u32)>], base
         let start = t.samples.first().map_or(0, |s| s.dts);
         movie_duration = movie_duration.max(to_movie(start + media_duration));
         let mut trak: Trak = trak(t.track, TRACK_ID + i as u32)?;
-        trak.tkhd.duration = to_movie(media_duration);
+        // The track's duration in the movie: its edits, the wait included.
+        trak.tkhd.duration = to_movie(start + media_duration);
         trak.mdia.mdhd.duration = media_duration;
         if start > 0 {
             // A track that starts after the file's zero waits that long.

@@ -36,9 +36,10 @@ pub struct FlvHttp {
     pub traffic: Arc<Traffic>,
 }
 
-/// The HTTP-FLV routes.
+/// The HTTP-FLV route `/flv/{stream}.flv` (`/{stream}.flv` is routed by
+/// [`crate::progressive`] with the other extensions).
 pub fn router(state: FlvHttp) -> Router {
-    Router::new().route("/{file}", get(flv_stream)).route("/flv/{file}", get(flv_stream)).with_state(state)
+    Router::new().route("/flv/{file}", get(flv_stream)).with_state(state)
 }
 
 fn not_found() -> Response {
@@ -65,16 +66,27 @@ async fn flv_stream(
     headers: HeaderMap,
 ) -> Response {
     let Some(name) = file.strip_suffix(".flv") else { return not_found() };
-    let token = token(query.as_deref(), &headers);
+    serve(&out, peer, name, query.as_deref(), &headers, &format!("/flv/{file}")).await
+}
+
+/// The live FLV of `name` for one viewer who asked at `url`.
+pub(crate) async fn serve(
+    out: &FlvHttp,
+    peer: SocketAddr,
+    name: &str,
+    query: Option<&str>,
+    headers: &HeaderMap,
+    url: &str,
+) -> Response {
+    let token = token(query, headers);
     // The credential first, then whether there is anything to play: only a
     // live stream is worth the quota and the triggers.
     if let Err(e) = out.gate.check_play(name, token, peer.ip()) {
         return denied(e);
     }
     let Some(stream) = out.registry.get(name).filter(|s| !s.is_ended()) else { return not_found() };
-    let rendition = param(query.as_deref(), "rendition").and_then(|r| r.strip_suffix('p')?.parse::<u32>().ok());
-    let url = format!("/{file}");
-    let req = PlayRequest { protocol: "flv", stream: name, token, peer, url: &url };
+    let rendition = param(query, "rendition").and_then(|r| r.strip_suffix('p')?.parse::<u32>().ok());
+    let req = PlayRequest { protocol: "flv", stream: name, token, peer, url };
     let guard = match out.gate.admit_play(req).await {
         Ok(s) => s,
         Err(e) => return denied(e),

@@ -1,4 +1,5 @@
-//! HTTP-TS: `GET /ts/{stream}.ts`, the live MPEG-TS of a stream from its
+//! HTTP-TS: `GET /ts/{stream}.ts` (and MistServer's `/{stream}.ts`, routed
+//! by [`crate::progressive`]), the live MPEG-TS of a stream from its
 //! newest keyframe, for as long as it lasts. One connection is one viewer
 //! session: admitted once, counted, kickable, ended when it closes.
 
@@ -48,15 +49,26 @@ async fn ts_stream(
     headers: HeaderMap,
 ) -> Response {
     let Some(name) = file.strip_suffix(".ts") else { return not_found() };
-    let token = token(query.as_deref(), &headers);
+    serve(&out, peer, name, query.as_deref(), &headers, &format!("/ts/{file}")).await
+}
+
+/// The live MPEG-TS of `name` for one viewer who asked at `url`.
+pub(crate) async fn serve(
+    out: &TsHttp,
+    peer: SocketAddr,
+    name: &str,
+    query: Option<&str>,
+    headers: &HeaderMap,
+    url: &str,
+) -> Response {
+    let token = token(query, headers);
     // The credential first, then whether there is anything to play: only a
     // live stream is worth the quota and the triggers.
     if let Err(e) = out.gate.check_play(name, token, peer.ip()) {
         return denied(e);
     }
     let Some(sub) = out.ts.subscribe(name) else { return not_found() };
-    let url = format!("/ts/{file}");
-    let req = PlayRequest { protocol: "ts", stream: name, token, peer, url: &url };
+    let req = PlayRequest { protocol: "ts", stream: name, token, peer, url };
     let guard = match out.gate.admit_play(req).await {
         Ok(s) => s,
         Err(e) => return denied(e),

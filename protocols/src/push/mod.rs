@@ -508,23 +508,20 @@ fn http_client(extra: &[tokio_rustls::rustls::pki_types::CertificateDer<'static>
     })
 }
 
-/// The stream's tracks once it has shown some: at once for a stream
-/// already flowing, else when its first `Tracks` event comes (a push
-/// started with its stream). `None` if the stream ends, `cancel` fires or
-/// `wait` passes first.
+/// The stream's tracks once it has shown all of them: when a reader sees
+/// its first frame (a publisher announces its tracks one by one, all
+/// before its first frame; a stream already flowing shows its newest
+/// keyframe at once). `None` if the stream ends, `cancel` fires or `wait`
+/// passes first.
 pub(crate) async fn first_tracks(
     stream: &Arc<Stream>,
     cancel: &CancellationToken,
     wait: Duration,
 ) -> Option<Arc<[tidecast_media::Track]>> {
-    let tracks = stream.tracks();
-    if !tracks.is_empty() {
-        return Some(tracks);
-    }
     let mut sub = stream.subscribe();
     let shown = async {
         while let Some(ev) = sub.recv().await {
-            if matches!(ev, tidecast_media::Event::Tracks(ref t) if !t.is_empty()) {
+            if matches!(ev, tidecast_media::Event::Frame(_)) {
                 return Some(stream.tracks());
             }
         }

@@ -72,7 +72,7 @@ impl Mp4Recorder {
     /// The file rewritten with its index in front: the head and the ranges
     /// of this file to copy after it. `None` without an index.
     pub fn progressive(&self) -> Option<Result<Layout, crate::cmaf::boxes::CmafError>> {
-        let index = self.index.as_ref()?;
+        let index = self.index.as_ref().filter(|ix| ix.iter().any(|t| !t.is_empty()))?;
         let tracks: Vec<progressive::Indexed<'_>> = self
             .tracks
             .iter()

@@ -139,39 +139,105 @@ impl OpenFile {
         self.write(&mut out, push).await?;
         self.file.flush().await.map_err(|e| format!("closing {}: {e}", self.path.display()))?;
         self.file.sync_all().await.map_err(|e| format!("closing {}: {e}", self.path.display()))?;
-        if let Writer::Mp4(rec) = &self.writer {
-            if rec.index_dropped {
-                push.log(format!(
-                    "{}: too long to rewrite with its index in front; left fragmented",
-                    self.path.display()
-                ));
-            }
-            match rec.progressive() {
-                Some(Ok(layout)) => match faststart(&self.path, layout).await {
-                    Ok(size) => self.bytes = size,
-                    // The fragmented file is whole and stays; say why.
-                    Err(e) => {
-                        warn!(error = %e, "faststart rewrite failed");
-                        push.log(e.clone());
-                        push.set(|i| i.last_error = Some(e));
-                    }
-                },
-                Some(Err(e)) => push.log(format!("{}: no faststart index: {e}", self.path.display())),
-                None => {}
-            }
-        }
         Ok(self)
     }
 }
 
-/// Rewrites the fragmented MP4 at `path` as `layout` says (its index in
-/// front): into a new file beside it, synced, then renamed over it, so a
-/// crash at any point leaves one whole file. Returns the new size.
-async fn faststart(path: &Path, layout: crate::cmaf::progressive::Layout) -> Result<u64, String> {
+/// A closed file, on its way through the finisher.
+struct Done {
+    path: PathBuf,
+    counter: u64,
+    bytes: u64,
+    first_us: Option<i64>,
+    /// Where it ends, stream time (µs).
+    end_us: i64,
+    /// Its MP4 recorder, when a faststart rewrite is due.
+    mp4: Option<mp4::Mp4Recorder>,
+    /// The stream ended with it.
+    last: bool,
+}
+
+impl OpenFile {
+    fn done(self, end_us: i64, last: bool, faststart: bool) -> Done {
+        let mp4 = match self.writer {
+            Writer::Mp4(rec) if faststart => Some(rec),
+            _ => None,
+        };
+        Done { path: self.path, counter: self.counter, bytes: self.bytes, first_us: self.first_us, end_us, mp4, last }
+    }
+}
+
+/// What happens to each finished file, one file after the other and off
+/// the recording's own loop (so a long rewrite never holds the next file
+/// back): the faststart rewrite, `RECORDING_SEGMENT`, the S3 upload, and
+/// the retention and HLS playlist.
+struct Finisher {
+    push: Arc<Push>,
+    stream: String,
+    f: target::FileTarget,
+    hooks: Arc<dyn PushHooks>,
+    store: Option<Arc<dyn object_store::ObjectStore>>,
+    uploads: tokio::task::JoinSet<()>,
+    kept: Kept,
+}
+
+impl Finisher {
+    async fn run(mut self, mut files: tokio::sync::mpsc::Receiver<Done>) -> Result<(), String> {
+        while let Some(mut done) = files.recv().await {
+            if let Some(rec) = done.mp4.take() {
+                if rec.index_dropped {
+                    let p = done.path.display();
+                    self.push.log(format!("{p}: too long to rewrite with its index in front; left fragmented"));
+                }
+                match faststart(&done.path, rec).await {
+                    Ok(Some(size)) => done.bytes = size,
+                    Ok(None) => {}
+                    // The fragmented file is whole and stays; say why.
+                    Err(e) => {
+                        warn!(error = %e, "faststart rewrite failed");
+                        self.push.log(e.clone());
+                        self.push.set(|i| i.last_error = Some(e));
+                    }
+                }
+            }
+            if self.f.split.is_some() {
+                report_segment(&self.push, &self.stream, &self.f, &done, &*self.hooks);
+            }
+            if let (Some(store), Some(dest)) = (self.store.clone(), self.f.upload.as_ref()) {
+                let (path, key, push) = (done.path.clone(), dest.key_for(done.counter), self.push.clone());
+                self.uploads.spawn(async move {
+                    match s3::upload(&*store, &path, &key).await {
+                        Ok(_) => push.set(|i| i.uploads += 1),
+                        Err(e) => {
+                            warn!(error = %e, "recording upload failed");
+                            push.log(e.clone());
+                            push.set(|i| i.last_error = Some(e));
+                        }
+                    }
+                });
+            }
+            self.kept.finished(&self.f, &done, &self.push).await?;
+        }
+        while self.uploads.join_next().await.is_some() {}
+        Ok(())
+    }
+}
+
+/// Rewrites the fragmented MP4 at `path` with its index in front (from
+/// what `rec` indexed): into a new file beside it, synced, then renamed
+/// over it, so a crash at any point leaves one whole file. Returns the new
+/// size; `None` when there was nothing to rewrite.
+async fn faststart(path: &Path, rec: mp4::Mp4Recorder) -> Result<Option<u64>, String> {
     let path = path.to_path_buf();
     tokio::task::spawn_blocking(move || {
         use std::io::Write;
         use std::os::unix::fs::FileExt;
+        let layout = match rec.progressive() {
+            None => return Ok(None),
+            Some(Ok(l)) => l,
+            Some(Err(e)) => return Err(format!("{}: no faststart index: {e}", path.display())),
+        };
+        drop(rec);
         let fail = |what: &str, e: std::io::Error| format!("faststart rewrite of {}: {what}: {e}", path.display());
         let src = std::fs::File::open(&path).map_err(|e| fail("opening", e))?;
         let mut tmp_name = path.clone().into_os_string();
@@ -195,7 +261,7 @@ async fn faststart(path: &Path, layout: crate::cmaf::progressive::Layout) -> Res
         if result.is_err() {
             let _ = std::fs::remove_file(&tmp);
         }
-        result.map(|()| layout.size)
+        result.map(|()| Some(layout.size))
     })
     .await
     .map_err(|e| format!("faststart rewrite: {e}"))?
@@ -210,7 +276,7 @@ pub(super) async fn record(
     sel: super::select::Selection,
     deps: &Deps,
 ) -> Attempt {
-    let (root, hooks) = (deps.root.as_path(), &*deps.hooks);
+    let root = deps.root.as_path();
     let store = match &f.upload {
         Some(dest) => match deps.s3.for_bucket(&dest.bucket) {
             Ok(s) => Some(s),
@@ -218,22 +284,41 @@ pub(super) async fn record(
         },
         None => None,
     };
-    // Uploads run beside the recording; the push ends once they are done.
-    let mut uploads = tokio::task::JoinSet::new();
-    let mut upload = |done: &OpenFile| {
-        let (Some(store), Some(dest)) = (store.clone(), f.upload.as_ref()) else { return };
-        let (path, key, push) = (done.path.clone(), dest.key_for(done.counter), push.clone());
-        uploads.spawn(async move {
-            match s3::upload(&*store, &path, &key).await {
-                Ok(_) => push.set(|i| i.uploads += 1),
-                Err(e) => {
-                    warn!(error = %e, "recording upload failed");
-                    push.log(e.clone());
-                    push.set(|i| i.last_error = Some(e));
-                }
-            }
-        });
+    // Finished files go to the finisher; a few may wait for it (a long
+    // faststart rewrite) before the recording itself waits.
+    let (finished, files) = tokio::sync::mpsc::channel(8);
+    let finisher = Finisher {
+        push: push.clone(),
+        stream: stream.name().to_owned(),
+        f: f.clone(),
+        hooks: deps.hooks.clone(),
+        store,
+        uploads: tokio::task::JoinSet::new(),
+        kept: Kept::default(),
     };
+    let finisher = tokio::spawn(finisher.run(files));
+    let attempt = write_files(push, stream, f, sel, root, &finished).await;
+    drop(finished);
+    let finished = match finisher.await {
+        Ok(r) => r,
+        Err(e) => Err(format!("finishing the recording: {e}")),
+    };
+    match (attempt, finished) {
+        (Attempt::Done, Err(e)) => Attempt::Fatal(e),
+        (a, _) => a,
+    }
+}
+
+/// The recording's own loop: frames into files, each finished file handed
+/// to the finisher.
+async fn write_files(
+    push: &Arc<Push>,
+    stream: &Arc<Stream>,
+    f: &target::FileTarget,
+    sel: super::select::Selection,
+    root: &Path,
+    finished: &tokio::sync::mpsc::Sender<Done>,
+) -> Attempt {
     let mut current = match open_file(root, f, 0, !sel.is_any()).await {
         Ok(o) => o,
         Err(e) => return Attempt::Fatal(e),
@@ -243,8 +328,6 @@ pub(super) async fn record(
     let mut sub = sel.subscribe(stream);
     // What a fresh file's writer must see first.
     let mut tracks: Option<Arc<[tidecast_media::Track]>> = None;
-    // The finished files (for HLS on disk, listed in the playlist).
-    let mut kept = Kept::default();
     let mut out = Vec::new();
     loop {
         let more = tokio::select! {
@@ -274,15 +357,14 @@ pub(super) async fn record(
                         return Attempt::Fatal(e);
                     }
                     let done = match current.close(push).await {
-                        Ok(d) => d,
+                        Ok(d) => d.done(fr.dts, false, f.faststart),
                         Err(e) => return Attempt::Fatal(e),
                     };
-                    report_segment(push, stream, f, &done, fr.dts, hooks);
-                    upload(&done);
-                    if let Err(e) = kept.finished(f, &done, fr.dts, false, push).await {
-                        return Attempt::Fatal(e);
+                    let next = done.counter + 1;
+                    if finished.send(done).await.is_err() {
+                        return Attempt::Fatal("the recording's finisher stopped".into());
                     }
-                    current = match open_file(root, f, done.counter + 1, !sel.is_any()).await {
+                    current = match open_file(root, f, next, !sel.is_any()).await {
                         Ok(o) => o,
                         Err(e) => return Attempt::Fatal(e),
                     };
@@ -310,15 +392,10 @@ pub(super) async fn record(
             // The last frame lasts about as long as the one before: count
             // one frame's worth past it (a 25 fps guess when unknown).
             let end = done.last_us + 40_000;
-            if f.split.is_some() {
-                report_segment(push, stream, f, &done, end, hooks);
+            if finished.send(done.done(end, true, f.faststart)).await.is_err() {
+                return Attempt::Fatal("the recording's finisher stopped".into());
             }
-            upload(&done);
-            while uploads.join_next().await.is_some() {}
-            match kept.finished(f, &done, end, true, push).await {
-                Ok(()) => Attempt::Done,
-                Err(e) => Attempt::Fatal(e),
-            }
+            Attempt::Done
         }
         Err(e) => Attempt::Fatal(e),
     }
@@ -340,6 +417,13 @@ struct Finished {
 struct Kept {
     files: std::collections::VecDeque<Finished>,
     dropped: u64,
+    /// Files that left the playlist, deleted once no player that loaded an
+    /// older playlist can still ask for them (RFC 8216 section 6.2.2: the
+    /// segment's duration plus the playlist's), with when they left.
+    leaving: std::collections::VecDeque<(Finished, i64)>,
+    /// The longest file so far, whole seconds: `EXT-X-TARGETDURATION`,
+    /// which must not change between reloads.
+    target: u64,
 }
 
 impl Kept {
@@ -347,18 +431,16 @@ impl Kept {
     /// it unless `nounlink`), and for HLS on disk rewrites the playlist (a
     /// new file renamed over the old, so a reader never sees half of one);
     /// `last`: the stream ended, the playlist gets its end.
-    async fn finished(
-        &mut self,
-        f: &target::FileTarget,
-        done: &OpenFile,
-        end_us: i64,
-        last: bool,
-        push: &Push,
-    ) -> Result<(), String> {
+    async fn finished(&mut self, f: &target::FileTarget, done: &Done, push: &Push) -> Result<(), String> {
+        let (end_us, last) = (done.end_us, done.last);
         if let Some(first) = done.first_us {
             let name = done.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
             let secs = (end_us - first).max(0) as f64 / 1e6;
+            self.target = self.target.max(secs.ceil() as u64);
             self.files.push_back(Finished { path: done.path.clone(), name, secs, end_us });
+        } else if !last {
+            // A file without a frame: nothing to list or keep.
+            let _ = tokio::fs::remove_file(&done.path).await;
         }
         let r = f.retention;
         let newest = self.files.back().map_or(end_us, |n| n.end_us);
@@ -371,6 +453,18 @@ impl Kept {
             let Some(old) = self.files.pop_front() else { break };
             self.dropped += 1;
             if !r.keep_files {
+                self.leaving.push_back((old, newest));
+            }
+        }
+        // Gone for good: what left more than its own duration plus the
+        // playlist's ago (everything, once the stream ended).
+        let listed_us = (self.files.iter().map(|s| s.secs).sum::<f64>() * 1e6) as i64;
+        while let Some((old, left_at)) = self.leaving.front() {
+            let grace = listed_us + (old.secs * 1e6) as i64;
+            if !last && newest - left_at < grace {
+                break;
+            }
+            if let Some((old, _)) = self.leaving.pop_front() {
                 if let Err(e) = tokio::fs::remove_file(&old.path).await {
                     if e.kind() != std::io::ErrorKind::NotFound {
                         push.log(format!("removing {}: {e}", old.path.display()));
@@ -379,7 +473,7 @@ impl Kept {
             }
         }
         let Some(playlist) = &f.playlist else { return Ok(()) };
-        let text = hls_playlist(&self.files, self.dropped, r.is_set(), last);
+        let text = hls_playlist(&self.files, self.dropped, self.target, r.is_set(), last);
         let tmp = playlist.with_extension("m3u8.tmp");
         tokio::fs::write(&tmp, text).await.map_err(|e| format!("writing {}: {e}", tmp.display()))?;
         tokio::fs::rename(&tmp, playlist).await.map_err(|e| format!("writing {}: {e}", playlist.display()))
@@ -390,8 +484,14 @@ impl Kept {
 /// with `#EXT-X-ENDLIST` at the end; with a retention (`sliding`), a live
 /// window whose media sequence counts the segments let go, ended with
 /// `#EXT-X-ENDLIST` alone.
-fn hls_playlist(segments: &std::collections::VecDeque<Finished>, sequence: u64, sliding: bool, ended: bool) -> String {
-    let target = segments.iter().map(|s| s.secs.ceil() as u64).max().unwrap_or(1).max(1);
+fn hls_playlist(
+    segments: &std::collections::VecDeque<Finished>,
+    sequence: u64,
+    target: u64,
+    sliding: bool,
+    ended: bool,
+) -> String {
+    let target = segments.iter().map(|s| s.secs.ceil() as u64).max().unwrap_or(1).max(target).max(1);
     let mut t = String::from("#EXTM3U\n#EXT-X-VERSION:3\n");
     if !sliding {
         t.push_str(if ended { "#EXT-X-PLAYLIST-TYPE:VOD\n" } else { "#EXT-X-PLAYLIST-TYPE:EVENT\n" });
@@ -407,24 +507,17 @@ fn hls_playlist(segments: &std::collections::VecDeque<Finished>, sequence: u64, 
 }
 
 /// A split recording's file is done: `RECORDING_SEGMENT`.
-fn report_segment(
-    push: &Push,
-    stream: &Stream,
-    f: &target::FileTarget,
-    done: &OpenFile,
-    end_us: i64,
-    hooks: &dyn PushHooks,
-) {
+fn report_segment(push: &Push, stream: &str, f: &target::FileTarget, done: &Done, hooks: &dyn PushHooks) {
     let ms = |us: i64| (us / 1000).max(0) as u64;
     let closed = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
     hooks.segment(&SegmentReport {
         push_id: push.info.lock().id,
-        stream: stream.name().to_owned(),
+        stream: stream.to_owned(),
         path: done.path.clone(),
         counter: done.counter,
         container: f.container.as_str(),
         start_ms: ms(done.first_us.unwrap_or(0)),
-        end_ms: ms(end_us),
+        end_ms: ms(done.end_us),
         bytes: done.bytes,
         closed_unix_ms: closed,
     });
@@ -437,10 +530,10 @@ mod tests {
     #[test]
     fn an_hls_playlist_is_an_event_while_recording_and_vod_at_the_end() {
         let segs = finished(&[("x-0.ts", 6.04), ("x-1.ts", 5.96)]);
-        let live = hls_playlist(&segs, 0, false, false);
+        let live = hls_playlist(&segs, 0, 0, false, false);
         assert!(live.contains("#EXT-X-PLAYLIST-TYPE:EVENT\n#EXT-X-TARGETDURATION:7\n"), "{live}");
         assert!(live.contains("#EXTINF:6.040,\nx-0.ts\n#EXTINF:5.960,\nx-1.ts\n") && !live.contains("ENDLIST"));
-        let done = hls_playlist(&segs, 0, false, true);
+        let done = hls_playlist(&segs, 0, 0, false, true);
         assert!(done.contains("#EXT-X-PLAYLIST-TYPE:VOD") && done.ends_with("#EXT-X-ENDLIST\n"), "{done}");
     }
 
@@ -452,10 +545,11 @@ mod tests {
     #[test]
     fn a_retained_window_slides() {
         let segs = finished(&[("x-7.ts", 2.0), ("x-8.ts", 2.0)]);
-        let live = hls_playlist(&segs, 7, true, false);
+        let live = hls_playlist(&segs, 7, 3, true, false);
         assert!(!live.contains("PLAYLIST-TYPE"), "segments leave it: neither EVENT nor VOD: {live}");
         assert!(live.contains("#EXT-X-MEDIA-SEQUENCE:7\n#EXTINF:2.000,\nx-7.ts\n"), "{live}");
-        let done = hls_playlist(&segs, 7, true, true);
+        assert!(live.contains("#EXT-X-TARGETDURATION:3\n"), "the longest segment ever, not the window's: {live}");
+        let done = hls_playlist(&segs, 7, 3, true, true);
         assert!(!done.contains("PLAYLIST-TYPE") && done.ends_with("#EXT-X-ENDLIST\n"), "{done}");
     }
 }

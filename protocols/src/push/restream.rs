@@ -7,11 +7,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use tidecast_media::{Codec, Stream};
+use tidecast_media::{Codec, MediaKind, Stream};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::select::{Pick, Selected, Selection};
+use super::select::{self, Pick, Selected, Selection};
 use super::{target, Attempt, Deps, Push, PushState};
 use crate::flv::egress::{FlvEgress, TagSink};
 use crate::flv::TagKind;
@@ -79,8 +79,14 @@ async fn rtmp_session<S: AsyncRead + AsyncWrite + Unpin>(
     // the legacy connect whenever it is enough.
     let tracks = super::first_tracks(stream, &push.cancel, CONNECT_TIMEOUT).await.unwrap_or_default();
     let mut picked = sel.filter();
+    // What the FLV egress will send: one video and one audio track, the
+    // source's own unless selected otherwise (a bridged Opus beside the
+    // source's AAC does not count).
     let legacy = match picked.apply(tidecast_media::Event::Tracks(tracks)) {
-        Some(tidecast_media::Event::Tracks(t)) => t.iter().all(|t| matches!(t.codec, Codec::H264 | Codec::Aac)),
+        Some(tidecast_media::Event::Tracks(t)) => [MediaKind::Video, MediaKind::Audio]
+            .into_iter()
+            .filter_map(|k| select::first_of(k, &t))
+            .all(|t| matches!(t.codec, Codec::H264 | Codec::Aac)),
         _ => true,
     };
     let mut session = ClientSession::publish(&t.tc_url, &t.app, &t.name);

@@ -14,10 +14,12 @@
 //!
 //! The parameters are taken out of the target before it is used, so an
 //! RTMP key or a WHIP URL never sees them. A track the selector names that
-//! the stream does not have (yet: a ladder's rungs come after the source's
-//! first keyframe) is carried from when it appears; until then that kind is
-//! left out. A video track taken up mid-stream starts at its next
-//! keyframe.
+//! the stream does not have yet (a ladder's rung comes after the source's
+//! first keyframe; the bridge's Opus after its first audio) holds the push
+//! back until it appears: a recording fixes its tracks at its first frame,
+//! so starting without it would leave it out for good. A video track taken
+//! up mid-stream starts at its next keyframe. Of each kind a push carries
+//! one track: the selected one, or without a selector the source's own.
 
 use std::sync::Arc;
 
@@ -76,12 +78,27 @@ impl Pick {
     fn choose<'a>(self, kind: MediaKind, tracks: &'a [Track]) -> Option<&'a Track> {
         let mut of_kind = tracks.iter().filter(|t| t.kind() == kind);
         match self {
-            Pick::Any | Pick::None => None,
+            Pick::Any => first_of(kind, tracks),
+            Pick::None => None,
             Pick::Height(h) => of_kind.find(|t| t.info.height == h),
             Pick::Codec(c) => of_kind.find(|t| t.codec == c),
         }
     }
+
+    /// Whether it names a particular track (which may not be there yet).
+    fn names_one(self) -> bool {
+        matches!(self, Pick::Height(_) | Pick::Codec(_))
+    }
 }
+
+/// The track of `kind` a push carries without a selector: the source's
+/// own first one, else the first one made from it.
+pub fn first_of(kind: MediaKind, tracks: &[Track]) -> Option<&Track> {
+    let mut of_kind = tracks.iter().filter(|t| t.kind() == kind);
+    of_kind.clone().find(|t| t.id < tidecast_media::DERIVED_TRACK_BASE).or_else(|| of_kind.next())
+}
+
+impl Pick {}
 
 fn kind_name(kind: MediaKind) -> &'static str {
     match kind {
@@ -107,7 +124,7 @@ impl Selection {
 
     /// A reader that applies this selection to a stream's events.
     pub fn filter(self) -> TrackFilter {
-        TrackFilter { sel: self, keep: Vec::new(), video: None, video_wait_key: false }
+        TrackFilter { sel: self, keep: Vec::new(), video: None, video_wait_key: false, waiting: false }
     }
 }
 
@@ -180,6 +197,8 @@ pub struct TrackFilter {
     keep: Vec<TrackId>,
     video: Option<TrackId>,
     video_wait_key: bool,
+    /// A named track is not there yet: nothing passes.
+    waiting: bool,
 }
 
 impl TrackFilter {
@@ -191,13 +210,16 @@ impl TrackFilter {
         match ev {
             Event::Tracks(tracks) => {
                 let mut kept: Vec<Track> = Vec::new();
+                self.waiting = false;
                 for kind in [MediaKind::Video, MediaKind::Audio] {
                     let pick = if kind == MediaKind::Video { self.sel.video } else { self.sel.audio };
-                    match pick {
-                        Pick::Any => kept.extend(tracks.iter().filter(|t| t.kind() == kind).cloned()),
-                        Pick::None => {}
-                        p => kept.extend(p.choose(kind, &tracks).cloned()),
+                    match pick.choose(kind, &tracks) {
+                        Some(t) => kept.push(t.clone()),
+                        None => self.waiting |= pick.names_one(),
                     }
+                }
+                if self.waiting {
+                    kept.clear();
                 }
                 let video = kept.iter().find(|t| t.kind() == MediaKind::Video).map(|t| t.id);
                 if video != self.video {
@@ -211,7 +233,7 @@ impl TrackFilter {
                 Some(Event::Tracks(kept))
             }
             Event::Frame(f) => {
-                if !self.keep.contains(&f.track) {
+                if self.waiting || !self.keep.contains(&f.track) {
                     return None;
                 }
                 if Some(f.track) == self.video && self.video_wait_key {
@@ -264,21 +286,28 @@ mod tests {
 
     #[test]
     fn a_rung_is_carried_from_its_first_keyframe() {
-        let (_, sel) = take("x.mp4?video=360p&audio=none").unwrap();
+        let (_, sel) = take("x.mp4?video=360p").unwrap();
         let mut f = sel.filter();
         let source = vec![track(0, Codec::H264, 720), track(1, Codec::Aac, 0)];
         let Some(Event::Tracks(t)) = f.apply(Event::Tracks(source.clone().into())) else { panic!() };
         assert!(t.is_empty(), "no 360p track yet: nothing");
         assert!(f.apply(frame(0, true)).is_none());
+        assert!(f.apply(frame(1, true)).is_none(), "not even audio: the recording waits for its video");
         let rung = tidecast_media::DERIVED_TRACK_BASE;
         let mut with_rung = source;
         with_rung.push(track(rung, Codec::H264, 360));
         let Some(Event::Tracks(t)) = f.apply(Event::Tracks(with_rung.into())) else { panic!() };
-        assert_eq!(t.iter().map(|t| t.id).collect::<Vec<_>>(), vec![rung]);
+        assert_eq!(t.iter().map(|t| t.id).collect::<Vec<_>>(), vec![rung, 1], "the rung and the source's audio");
         assert!(f.apply(frame(rung, false)).is_none(), "waits for the rung's keyframe");
         assert!(f.apply(frame(rung, true)).is_some());
         assert!(f.apply(frame(rung, false)).is_some());
-        assert!(f.apply(frame(1, true)).is_none(), "audio=none");
+        assert!(f.apply(frame(1, true)).is_some());
         assert!(f.apply(frame(0, true)).is_none(), "not the source's video");
+        // Without a selector for audio, one audio track: the source's, not the bridge's.
+        let bridged = tidecast_media::DERIVED_TRACK_BASE + 7;
+        let mut more = vec![track(0, Codec::H264, 720), track(1, Codec::Aac, 0), track(rung, Codec::H264, 360)];
+        more.push(track(bridged, Codec::Opus, 0));
+        let Some(Event::Tracks(t)) = f.apply(Event::Tracks(more.into())) else { panic!() };
+        assert_eq!(t.iter().map(|t| t.id).collect::<Vec<_>>(), vec![rung, 1]);
     }
 }

@@ -53,6 +53,8 @@ pub enum WhipPushError {
     NothingToSend(String),
     /// Local sockets could not be bound.
     Local(String),
+    /// What was asked for is not in the stream yet (a ladder's rung).
+    NotYet(String),
 }
 
 impl WhipPushError {
@@ -74,6 +76,7 @@ impl std::fmt::Display for WhipPushError {
             WhipPushError::BadAnswer(e) => write!(f, "the WHIP endpoint's answer is unusable: {e}"),
             WhipPushError::NothingToSend(e) => write!(f, "nothing to send over WHIP: {e}"),
             WhipPushError::Local(e) => write!(f, "WHIP push: {e}"),
+            WhipPushError::NotYet(e) => write!(f, "WHIP push: {e}"),
         }
     }
 }
@@ -129,6 +132,11 @@ impl WebRtcHub {
         if !carried.video && !carried.audio {
             return Err(WhipPushError::NothingToSend(carried.notes.join("; ")));
         }
+        // A rung that is not there yet (a ladder starts after the source's
+        // first keyframe): try again later rather than send the source.
+        if let Some(h) = media.rendition.filter(|h| !playout::renditions(&tracks).contains(h)) {
+            return Err(WhipPushError::NotYet(format!("the stream has no {h}p H.264 track (yet)")));
+        }
 
         let ips = local_ips(&endpoint.url).await;
         // The sockets' readers live as long as this attempt, not the push.
@@ -172,11 +180,7 @@ impl WebRtcHub {
             return Err(WhipPushError::BadAnswer(e.to_string()));
         }
 
-        let rendition = media.rendition.filter(|h| playout::renditions(&tracks).contains(h));
-        if let (Some(h), None) = (media.rendition, rendition) {
-            return Err(WhipPushError::NothingToSend(format!("the stream has no {h}p H.264 track")));
-        }
-        let playout = self.playouts.get(stream, rendition);
+        let playout = self.playouts.get(stream, media.rendition);
         let upstream = self.publishers.lock().get(stream.name()).map(|(_, tx)| tx.clone());
         let rtx = RtxWindow::new(self.cfg.ledger.gauge(stream.name(), "whep-rtx"));
         let viewer = ViewerHooks { cancel: cancel.clone(), sent, session: None };
