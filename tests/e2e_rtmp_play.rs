@@ -109,7 +109,8 @@ async fn ffmpeg_and_ffprobe_read_http_flv() {
 }
 
 /// MistServer's other progressive outputs on the HTTP port: `/{stream}.mp4`
-/// (live fragmented MP4), `/{stream}.ts` and `/{stream}.jpg` (the newest
+/// (live fragmented MP4), `/{stream}.mkv` (live Matroska), `/{stream}.ts`
+/// and `/{stream}.jpg` (the newest
 /// keyframe, scaled with `?width=`); a stream without video has no
 /// thumbnail, and clip parameters are refused until the DVR window exists.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -120,7 +121,7 @@ async fn progressive_mp4_ts_and_jpg_outputs() {
     let http = server.http;
     let dir = server.dir.path().to_owned();
 
-    for ext in ["mp4", "ts"] {
+    for ext in ["mp4", "mkv", "ts"] {
         let (url, out) = (format!("http://{http}/prog.{ext}"), dir.join(format!("prog-{ext}.ts")));
         let sections = tokio::task::spawn_blocking(move || read_live(&url, 3, &out)).await.unwrap();
         let v = sections.iter().find(|s| s.get("codec_name").map(String::as_str) == Some("h264")).expect("h264");
@@ -150,7 +151,8 @@ async fn progressive_mp4_ts_and_jpg_outputs() {
         async move {
             let load = api_ok("GET", &server.api("/load"), ADMIN_KEY, None, 200).await;
             let out = &load["bytes_out_total"];
-            (out["mp4"].as_u64() > Some(10_000) && out["jpg"].as_u64() > Some(1_000)).then_some(())
+            let counted = ["mp4", "mkv"].iter().all(|k| out[k].as_u64() > Some(10_000));
+            (counted && out["jpg"].as_u64() > Some(1_000)).then_some(())
         }
     })
     .await;

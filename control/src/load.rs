@@ -416,6 +416,7 @@ impl Sampler {
         r.bytes_out_total.insert("ts".into(), t.ts.load(Ordering::Relaxed));
         r.bytes_out_total.insert("flv".into(), t.flv.load(Ordering::Relaxed));
         r.bytes_out_total.insert("mp4".into(), t.mp4.load(Ordering::Relaxed));
+        r.bytes_out_total.insert("mkv".into(), t.mkv.load(Ordering::Relaxed));
         r.bytes_out_total.insert("jpg".into(), t.jpg.load(Ordering::Relaxed));
         r.bytes_out_total.insert("whep".into(), t.webrtc.load(Ordering::Relaxed));
         let bytes_in: u64 = r.bytes_in_total.values().sum();

@@ -30,6 +30,8 @@ pub struct Traffic {
     pub flv: AtomicU64,
     /// Progressive MP4 (`/{stream}.mp4`).
     pub mp4: AtomicU64,
+    /// Progressive Matroska (`/{stream}.mkv`).
+    pub mkv: AtomicU64,
     /// Thumbnails (`/{stream}.jpg`).
     pub jpg: AtomicU64,
     /// WHEP (media payload bytes before RTP and SRTP overhead).

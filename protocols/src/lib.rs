@@ -37,6 +37,7 @@ pub mod hls;
 pub mod http;
 pub mod ingest;
 pub mod livepeer;
+pub mod mkv;
 pub mod mpegts;
 pub mod progressive;
 pub mod push;

@@ -3,8 +3,8 @@
 //!
 //! - `.flv`: the live FLV RTMP players get ([`crate::flv::http`]);
 //! - `.ts`: the live MPEG-TS HTTP-TS viewers get ([`crate::mpegts::http`]);
-//! - `.mp4`: the live stream as fragmented MP4, from its newest keyframe
-//!   ([`mp4`]);
+//! - `.mp4` and `.mkv`: the live stream as fragmented MP4 or Matroska,
+//!   from its newest keyframe ([`live`]);
 //! - `.jpg`: the newest keyframe as a JPEG ([`jpg`]).
 //!
 //! Time ranges (`start`, `startunix`, `duration`, ... : clips) need the
@@ -12,7 +12,7 @@
 //! with 400 rather than answered with the live stream.
 
 pub mod jpg;
-pub mod mp4;
+pub mod live;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -57,7 +57,7 @@ async fn progressive(
         return not_found();
     }
     let q = query.as_deref();
-    if ["flv", "ts", "mp4"].contains(&ext) && TIME_PARAMS.iter().any(|p| crate::http::param(q, p).is_some()) {
+    if ["flv", "ts", "mp4", "mkv"].contains(&ext) && TIME_PARAMS.iter().any(|p| crate::http::param(q, p).is_some()) {
         return problem(
             StatusCode::BAD_REQUEST,
             "time ranges (clips) need the DVR window, which this node does not keep yet; ask without start/stop/duration for the live stream",
@@ -67,7 +67,8 @@ async fn progressive(
     match ext {
         "flv" => crate::flv::http::serve(&out.flv, peer, name, q, &headers, &url).await,
         "ts" => crate::mpegts::http::serve(&out.ts, peer, name, q, &headers, &url).await,
-        "mp4" => mp4::serve(&out.flv, peer, name, q, &headers, &url).await,
+        "mp4" => live::serve(live::Container::Mp4, &out.flv, peer, name, q, &headers, &url).await,
+        "mkv" => live::serve(live::Container::Mkv, &out.flv, peer, name, q, &headers, &url).await,
         "jpg" | "jpeg" => match &out.thumbnails {
             Some(t) => jpg::serve(t, &out.flv, peer, name, q, &headers).await,
             None => problem(StatusCode::NOT_IMPLEMENTED, "this node makes no thumbnails"),
