@@ -75,7 +75,7 @@ impl Pick {
 
     /// The track of `kind` this pick carries among `tracks`; `None` for
     /// [`Pick::Any`] too (the reader chooses).
-    fn choose<'a>(self, kind: MediaKind, tracks: &'a [Track]) -> Option<&'a Track> {
+    fn choose(self, kind: MediaKind, tracks: &[Track]) -> Option<&Track> {
         let mut of_kind = tracks.iter().filter(|t| t.kind() == kind);
         match self {
             Pick::Any => first_of(kind, tracks),
