@@ -2,7 +2,8 @@
 // player saw as JSON: position, decoded frames, errors, which LL-HLS
 // features it used. Usage: node hlsjs.mjs URL SECONDS [switch]
 // With `switch`, it asks for the next level (hls.nextLevel) every 1.5 s
-// once playing, and reports the levels it switched to and any stall.
+// once playing, at the end of a segment, and reports the levels it
+// switched to and any stall.
 import { launch } from './chromium.mjs';
 import { readFileSync } from 'node:fs';
 
@@ -55,6 +56,17 @@ try {
       });
       const switched = [];
       hls.on(Hls.Events.LEVEL_SWITCHED, (_, d) => switched.push(d.level));
+      // A switch is asked for once the last part of a segment is buffered,
+      // so the next level starts at its next segment, whose first part is
+      // independent. Asked for mid-segment, hls.js (1.6) skips the new
+      // level's remaining parts of that segment, which cannot be decoded
+      // alone, and leaves a hole whatever the server does.
+      let wantSwitch = false;
+      hls.on(Hls.Events.FRAG_BUFFERED, (_, d) => {
+        if (!wantSwitch || (d.part && d.part.end < d.frag.end - 0.01)) return;
+        wantSwitch = false;
+        hls.nextLevel = (hls.currentLevel + 1) % hls.levels.length;
+      });
       // A stall: playback waited after it had started; a dry one had
       // nothing buffered ahead of the playhead.
       let stalls = 0;
@@ -77,7 +89,7 @@ try {
         if (firstTime === null && video.currentTime > 0) firstTime = video.currentTime;
         if (mode === 'switch' && firstTime !== null && hls.levels.length > 1 && performance.now() - lastSwitch > 1500) {
           lastSwitch = performance.now();
-          hls.nextLevel = (hls.currentLevel + 1) % hls.levels.length;
+          wantSwitch = true;
         }
       }
       const q = video.getVideoPlaybackQuality();
