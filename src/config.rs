@@ -151,6 +151,9 @@ pub struct Hls {
     pub max_window_bytes: usize,
     /// Where packaged segments and parts (LL-HLS and LL-DASH) are kept.
     pub store: PackagedStore,
+    /// How far back viewers may rewind a stream without its own
+    /// `buffer_secs` (0: `playlist_segments` segments).
+    pub dvr_seconds: u32,
 }
 
 /// Where packaged media lives (`hls.store`).
@@ -382,6 +385,7 @@ impl Default for Hls {
             linger_seconds: 30.0,
             max_window_bytes: 64 << 20,
             store: PackagedStore::Memory,
+            dvr_seconds: 0,
         }
     }
 }

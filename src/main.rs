@@ -219,6 +219,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         window: cfg.hls.playlist_segments,
         linger: v.hls_linger,
         max_bytes: cfg.hls.max_window_bytes,
+        dvr: Duration::from_secs(u64::from(cfg.hls.dvr_seconds)),
         ..HlsConfig::default()
     });
     let hls_task = tokio::spawn(hls.clone().run(registry.clone(), shutdown.clone()));

@@ -206,3 +206,43 @@ async fn several_streams_at_once() {
         assert!(video.contains("#EXT-X-ENDLIST"));
     }
 }
+
+/// A stream's `buffer_secs` is its DVR window: made through the API, it
+/// reaches the packager with the publisher's admission, and the LL-HLS
+/// playlist and the DASH MPD keep that much media behind the live edge
+/// (twice the node's ten segments here), the live edge unchanged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn buffer_secs_is_the_streams_dvr_window() {
+    let server = Server::start(&["--hls-segment", "1", "--reconnect-grace", "0"]);
+    let a = ADMIN_KEY;
+    api_ok("POST", &server.api("/tenants"), a, Some(serde_json::json!({"id": "t"})), 201).await;
+    let bad = serde_json::json!({"name": "x", "tenant": "t", "buffer_secs": 0});
+    assert_eq!(api_call("POST", &server.api("/streams"), a, Some(bad)).await.0, 400);
+    let stream = serde_json::json!({"name": "dvr", "tenant": "t", "buffer_secs": 20});
+    api_ok("POST", &server.api("/streams"), a, Some(stream), 201).await;
+    let key = api_ok("POST", &server.api("/streams/dvr/keys"), a, Some(serde_json::json!({})), 201).await;
+    let key = key["key"].as_str().expect("a key").to_owned();
+    let mut publisher = ffmpeg_spawn(&rtmp_publish_args(&server.rtmp_url(&key), 60));
+    // Twenty-five complete one-second segments: more than the window.
+    let playlist = wait_for_segment(&server, "dvr", "video", 25).await;
+    let complete = playlist.lines().filter(|l| l.starts_with("#EXTINF:")).count();
+    assert!((19..=22).contains(&complete), "about 20 s of segments, not the node's 10: {complete}\n{playlist}");
+    let first: u64 = playlist
+        .lines()
+        .find_map(|l| l.strip_prefix("#EXT-X-MEDIA-SEQUENCE:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("a media sequence");
+    assert!(first >= 3, "the oldest segments left: {playlist}");
+    // The live edge is where it always is: parts of the newest segments.
+    assert!(playlist.contains("#EXT-X-PART:") && playlist.contains("#EXT-X-PRELOAD-HINT"), "{playlist}");
+    let mpd = get_text(&format!("http://{}/dash/dvr/index.mpd", server.http)).await;
+    let depth = mpd
+        .split("timeShiftBufferDepth=\"PT")
+        .nth(1)
+        .and_then(|r| r.split('S').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .expect("a timeShiftBufferDepth");
+    assert!(depth >= 18.0, "the MPD rewinds the whole window: {depth} s");
+    let _ = publisher.kill();
+    let _ = publisher.wait();
+}

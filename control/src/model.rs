@@ -67,11 +67,12 @@ pub struct StreamConfig {
     /// Tags, for trigger filters (`#tag`).
     #[serde(default)]
     pub tags: Vec<String>,
-    /// Buffer / DVR length in seconds (stored; not applied yet: every stream
-    /// uses `media.buffer_seconds`).
+    /// How far back viewers may rewind, seconds: the LL-HLS and LL-DASH
+    /// window of the stream while it is live (from its next start).
+    /// Unset: the node's `hls.dvr_seconds`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub buffer_secs: Option<u32>,
-    /// Restream targets (accepted and stored; pushing out is not built yet).
+    /// Restream and recording targets, started with the stream.
     #[serde(default)]
     pub push_targets: Vec<String>,
     /// Transcode profile name (`/api/v1/transcode/profiles`, the config

@@ -36,6 +36,7 @@ impl Owned {
                 .clone()
                 .or_else(|| tenant.as_ref().and_then(|t| t.transcode_profile.clone())),
             playback_token_required: stream.playback_token_required,
+            dvr_secs: stream.buffer_secs,
         });
         Owned { stream, tenant, settings }
     }

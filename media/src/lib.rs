@@ -42,7 +42,7 @@ mod track;
 
 pub use frame::{rescale, Frame, TrackId, TIMESCALE};
 pub use memory::{Gauge, Holding, Ledger};
-pub use registry::{PublishError, PublishMode, Registry, RegistryConfig, RegistryEvent};
+pub use registry::{PublishError, PublishMode, PublishOptions, Registry, RegistryConfig, RegistryEvent};
 pub use stream::{
     Demand, Entry, Event, Publisher, Revoked, Stream, StreamConfig, StreamStats, Subscriber, TrackWriter,
     DERIVED_LEAD_LIMIT_US, DERIVED_TRACK_BASE,

@@ -74,6 +74,14 @@ impl std::fmt::Debug for Registry {
     }
 }
 
+/// What a publisher's admission says about its stream, given when it is
+/// published.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PublishOptions {
+    /// How far back viewers may rewind (the stream's `buffer_secs`).
+    pub dvr: Option<std::time::Duration>,
+}
+
 impl Registry {
     /// An empty registry.
     pub fn new(cfg: RegistryConfig) -> Registry {
@@ -90,6 +98,13 @@ impl Registry {
     /// Starts publishing `name`: creates the stream, resumes it when it is in
     /// its grace period, or applies the [`PublishMode`] when it is live.
     pub fn publish(&self, name: &str) -> Result<Publisher, PublishError> {
+        self.publish_with(name, PublishOptions::default())
+    }
+
+    /// [`Registry::publish`] with the publisher's settings, on the stream
+    /// before anyone hears it started (a stream resumed in its grace period
+    /// keeps the ones it started with).
+    pub fn publish_with(&self, name: &str, opts: PublishOptions) -> Result<Publisher, PublishError> {
         let mut streams = self.inner.streams.lock();
         if let Some(stream) = streams.get(name).cloned() {
             let mut slot = stream.slot.lock();
@@ -107,6 +122,9 @@ impl Registry {
         }
         let gauge = self.inner.ledger.gauge(name, "ring");
         let stream = Stream::new(name.to_owned(), self.inner.cfg.stream.clone(), gauge);
+        if let Some(d) = opts.dvr {
+            let _ = stream.dvr.set(d);
+        }
         streams.insert(name.to_owned(), stream.clone());
         drop(streams);
         let _ = self.inner.events.send(RegistryEvent::Started(stream.clone()));

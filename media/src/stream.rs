@@ -204,6 +204,9 @@ pub struct Stream<F: Entry = Frame> {
     /// [`Demand`]s raised by viewers (low four bits) and promised by
     /// transcoders (high four), one bit each.
     demands: std::sync::atomic::AtomicU8,
+    /// How far back viewers may rewind, set once when it is published
+    /// ([`crate::PublishOptions`]).
+    pub(crate) dvr: std::sync::OnceLock<Duration>,
 }
 
 /// Something a viewer needs that the publisher's own tracks may not carry.
@@ -257,7 +260,15 @@ impl<F: Entry> Stream<F> {
             stats: StreamStats::default(),
             gauge,
             demands: std::sync::atomic::AtomicU8::new(0),
+            dvr: std::sync::OnceLock::new(),
         })
+    }
+
+    /// How far back viewers may rewind this stream, if its publisher's
+    /// settings said (the stream's `buffer_secs`); `None`: the node's
+    /// default.
+    pub fn dvr(&self) -> Option<Duration> {
+        self.dvr.get().copied()
     }
 
     /// Raises `d` for the rest of the stream's life.

@@ -209,6 +209,18 @@ pub struct StreamSettings {
     pub transcode_profile: Option<String>,
     /// Whether playback needs a token.
     pub playback_token_required: bool,
+    /// How far back viewers may rewind, seconds (the stream's
+    /// `buffer_secs`); `None`: the node's default.
+    pub dvr_secs: Option<u32>,
+}
+
+impl Session {
+    /// What the media side is told about the stream when this publisher
+    /// starts it.
+    pub fn publish_options(&self) -> tidecast_media::PublishOptions {
+        let dvr = self.settings().dvr_secs.map(|s| std::time::Duration::from_secs(u64::from(s)));
+        tidecast_media::PublishOptions { dvr }
+    }
 }
 
 /// What a session is, shared between its guard and the table.

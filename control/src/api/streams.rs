@@ -47,13 +47,15 @@ pub struct NewStream {
     /// Tags for trigger filters.
     #[serde(default)]
     pub tags: Vec<String>,
-    /// Buffer / DVR seconds (stored; not applied yet).
+    /// How far back viewers may rewind, seconds (1 to 86400): the LL-HLS
+    /// and LL-DASH window while the stream is live; applies from its next
+    /// start. Unset: the node's `hls.dvr_seconds`.
     #[serde(default)]
     pub buffer_secs: Option<u32>,
-    /// Restream targets (stored; pushing is not built yet).
+    /// Restream and recording targets, started with the stream.
     #[serde(default)]
     pub push_targets: Vec<String>,
-    /// Transcode profile (stored; transcoding is not built yet).
+    /// The transcode profile (a ladder) the stream gets.
     #[serde(default)]
     pub transcode_profile: Option<String>,
 }
@@ -68,7 +70,8 @@ pub struct StreamUpdate {
     /// Tags.
     #[serde(default)]
     pub tags: Option<Vec<String>>,
-    /// Buffer / DVR seconds.
+    /// How far back viewers may rewind, seconds (1 to 86400); from the
+    /// stream's next start.
     #[serde(default)]
     pub buffer_secs: Option<u32>,
     /// Restream targets.
@@ -96,6 +99,9 @@ async fn create_stream(
         return Err(ApiError::bad_request(
             "stream name: letters, digits, '_' '-' '.' '+', up to 128, not starting with '.'",
         ));
+    }
+    if let Some(b) = new.buffer_secs {
+        check_buffer_secs(b)?;
     }
     let tenant = caller
         .tenant_for(new.tenant)?
@@ -250,7 +256,8 @@ async fn update_stream(
     if let Some(v) = up.tags {
         s.tags = v;
     }
-    if up.buffer_secs.is_some() {
+    if let Some(b) = up.buffer_secs {
+        check_buffer_secs(b)?;
         s.buffer_secs = up.buffer_secs;
     }
     if let Some(v) = up.push_targets {
@@ -457,4 +464,13 @@ async fn create_token(
     let token = api.plane.tokens.sign(&Claims { s: s.name.clone(), e: expires_s, ip: new.ip });
     let hls_path = format!("/hls/{}/index.m3u8?token={token}", s.name);
     Ok((StatusCode::CREATED, Json(Token { token, expires_ms: expires_s * 1000, hls_path })))
+}
+
+/// The DVR window a stream may ask for: a second to a day.
+fn check_buffer_secs(b: u32) -> Result<(), ApiError> {
+    if (1..=86_400).contains(&b) {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(format!("buffer_secs must be 1 to 86400 seconds, not {b}")))
+    }
 }

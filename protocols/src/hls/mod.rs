@@ -46,9 +46,21 @@ pub struct HlsConfig {
     /// beyond it (or beyond `window` x `segment_target` of media) the oldest
     /// segments leave early, never below three target durations.
     pub max_bytes: usize,
+    /// How far back viewers may rewind a stream whose settings do not say
+    /// (a DVR window); zero: `window` segments.
+    pub dvr: Duration,
 }
 
 impl HlsConfig {
+    /// These settings for a stream that keeps `dvr` of media: a window of
+    /// enough segments to cover it (never fewer than `window`). The byte
+    /// cap still applies.
+    pub fn with_dvr(&self, dvr: Duration) -> HlsConfig {
+        let target = self.segment_target.as_secs_f64().max(0.001);
+        let needed = (dvr.as_secs_f64() / target).ceil() as usize;
+        HlsConfig { window: self.window.max(needed), ..self.clone() }
+    }
+
     /// How the segmenter cuts and keeps the stream for these settings.
     pub fn segmenter(&self) -> SegmenterConfig {
         SegmenterConfig {
@@ -69,6 +81,7 @@ impl Default for HlsConfig {
             parts_segments: 3,
             linger: Duration::from_secs(30),
             max_bytes: 64 << 20,
+            dvr: Duration::ZERO,
         }
     }
 }
@@ -604,7 +617,10 @@ impl HlsHub {
     pub async fn run(self: Arc<Self>, registry: Registry, shutdown: CancellationToken) {
         let (cfg, ledger, stop) = (self.cfg.clone(), registry.ledger().clone(), shutdown.clone());
         let start: StartOutput<HlsStream> = Box::new(move |stream: Arc<Stream>| {
-            let hls = Arc::new(HlsStream::new(stream.name().to_owned(), cfg.clone()));
+            // The stream's own DVR window (its publisher's settings, on the
+            // stream before it started), else the node's.
+            let dvr = stream.dvr().unwrap_or(cfg.dvr);
+            let hls = Arc::new(HlsStream::new(stream.name().to_owned(), cfg.with_dvr(dvr)));
             let gauge = ledger.gauge(stream.name(), "cmaf");
             let task = package(hls.clone(), stream, gauge, stop.clone());
             (hls, Box::pin(task) as OutputTask<HlsStream>)

@@ -502,3 +502,11 @@ async fn a_playlist_is_rendered_once_per_state_and_shared() {
     });
     assert_eq!(&c[..], fresh.as_bytes(), "and the shared text is what rendering now gives");
 }
+
+#[test]
+fn a_dvr_window_raises_the_segment_count_and_never_lowers_it() {
+    let cfg = HlsConfig { segment_target: Duration::from_secs(2), window: 10, ..HlsConfig::default() };
+    assert_eq!(cfg.with_dvr(Duration::from_secs(45)).window, 23, "45 s of 2 s segments");
+    assert_eq!(cfg.with_dvr(Duration::from_secs(5)).window, 10, "never below the node's window");
+    assert_eq!(cfg.with_dvr(Duration::ZERO).window, 10);
+}

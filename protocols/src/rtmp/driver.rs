@@ -173,7 +173,7 @@ async fn connection(
                             }
                             Ok(admission) => {
                                 let stream = admission.stream().to_owned();
-                                match ctx.registry.publish(&stream) {
+                                match ctx.registry.publish_with(&stream, admission.publish_options()) {
                                     Ok(p) => {
                                         info!(%peer, stream, "rtmp publish started");
                                         rb.attach(ctx.registry.ledger().gauge(&stream, "ingest"));

@@ -181,7 +181,7 @@ async fn session(req: ConnectionRequest, ctx: &SrtContext, shutdown: Cancellatio
                 Err(r) => return reject(req, ctx, true, refusal_code(&r), &r.reason()).await,
             };
             let stream = admitted.stream().to_owned();
-            let publisher = match ctx.registry.publish(&stream) {
+            let publisher = match ctx.registry.publish_with(&stream, admitted.publish_options()) {
                 Ok(p) => p,
                 Err(e) => {
                     admitted.discard();

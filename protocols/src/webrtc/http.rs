@@ -199,7 +199,7 @@ async fn whip(
         info!(%peer, stream, key_stream = name, "whip publish refused: the key is for another stream");
         return problem(StatusCode::UNAUTHORIZED, "this key does not publish this stream");
     }
-    let publisher = match s.registry.publish(&name) {
+    let publisher = match s.registry.publish_with(&name, session.publish_options()) {
         Ok(p) => p,
         Err(e) => {
             session.discard();
