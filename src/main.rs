@@ -425,6 +425,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         flv: flv_http,
         ts: ts_http,
         thumbnails: Some(Thumbnails::new(Arc::new(tidecast_transcode::thumbnail::keyframe_jpeg))),
+        hls: Some(hls.clone()),
     }))
     .layer(tidecast_protocols::http::cors())
     .merge(tidecast_protocols::webrtc::http::routes(signaling));

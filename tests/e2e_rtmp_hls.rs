@@ -243,6 +243,38 @@ async fn buffer_secs_is_the_streams_dvr_window() {
         .and_then(|v| v.parse::<f64>().ok())
         .expect("a timeShiftBufferDepth");
     assert!(depth >= 18.0, "the MPD rewinds the whole window: {depth} s");
+
+    // Clips from the window, with MistServer's parameters: about 6 s from
+    // 15 s ago, starting at a keyframe, video and audio; as MP4 with its
+    // index in front, as Matroska and as MPEG-TS.
+    let dir = server.dir.path().to_owned();
+    for ext in ["mp4", "mkv", "ts"] {
+        let url = format!("http://{}/dvr.{ext}?startunix=-15&duration=6", server.http);
+        let r = reqwest::get(&url).await.expect("a clip");
+        assert_eq!(r.status(), 200, "{ext}: {:?}", r.text().await);
+        let length = r.content_length();
+        let bytes = r.bytes().await.unwrap();
+        assert_eq!(length, Some(bytes.len() as u64), "{ext}: a Content-Length");
+        let path = dir.join(format!("clip.{ext}"));
+        std::fs::write(&path, &bytes).unwrap();
+        let probe = ffprobe(&path.display().to_string(), &["-show_entries", "stream=codec_name:format=duration"]);
+        let codecs: Vec<&str> = probe.iter().filter_map(|s| s.get("codec_name").map(String::as_str)).collect();
+        assert!(codecs.contains(&"h264") && codecs.contains(&"aac"), "{ext}: {codecs:?}");
+        let duration: f64 = probe.iter().find_map(|s| s.get("duration")?.parse().ok()).unwrap_or(0.0);
+        assert!((duration - 6.0).abs() <= 1.1, "{ext}: about 6 s, within a GOP: {duration}");
+        let first = ffprobe(
+            &path.display().to_string(),
+            &["-select_streams", "v:0", "-show_entries", "frame=key_frame", "-read_intervals", "%+#1"],
+        );
+        let key = first.iter().find_map(|f| f.get("key_frame")).map(String::as_str);
+        assert_eq!(key, Some("1"), "{ext}: the clip starts at a keyframe: {first:?}");
+        if ext == "mp4" {
+            assert!(bytes.windows(4).position(|w| w == b"moov") < bytes.windows(4).position(|w| w == b"mdat"));
+        }
+    }
+    let outside = format!("http://{}/dvr.mp4?startunix=-300&duration=5", server.http);
+    assert_eq!(get(&outside).await.0, 416, "before the window");
+    assert_eq!(get(&format!("http://{}/dvr.mp4?startunix=x", server.http)).await.0, 400);
     let _ = publisher.kill();
     let _ = publisher.wait();
 }

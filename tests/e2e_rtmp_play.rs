@@ -112,7 +112,7 @@ async fn ffmpeg_and_ffprobe_read_http_flv() {
 /// (live fragmented MP4), `/{stream}.mkv` (live Matroska), `/{stream}.ts`
 /// and `/{stream}.jpg` (the newest
 /// keyframe, scaled with `?width=`); a stream without video has no
-/// thumbnail, and clip parameters are refused until the DVR window exists.
+/// thumbnail, and a clip from before the window is 416.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn progressive_mp4_ts_and_jpg_outputs() {
     let server = Server::start(&["--hls-segment", "1"]);
@@ -157,13 +157,13 @@ async fn progressive_mp4_ts_and_jpg_outputs() {
     })
     .await;
 
-    // Bad widths, unknown streams, clips without a DVR window.
+    // Bad widths, unknown streams, a clip from before the window.
     assert_eq!(get(&format!("http://{http}/prog.jpg?width=5")).await.0, 400);
     assert_eq!(get(&format!("http://{http}/prog.jpg?width=huge")).await.0, 400);
     assert_eq!(get(&format!("http://{http}/nobody.jpg")).await.0, 404);
     assert_eq!(get(&format!("http://{http}/nobody.mp4")).await.0, 404);
-    let (status, body) = get(&format!("http://{http}/prog.mp4?startunix=-30&duration=10")).await;
-    assert_eq!(status, 400, "{}", String::from_utf8_lossy(&body));
+    let (status, body) = get(&format!("http://{http}/prog.mp4?startunix=-300&duration=10")).await;
+    assert_eq!(status, 416, "{}", String::from_utf8_lossy(&body));
 
     // A stream without video: no thumbnail, said so.
     let audio: Vec<String> = ["-hide_banner", "-loglevel", "error", "-nostdin", "-re", "-f", "lavfi", "-i"]

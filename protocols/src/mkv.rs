@@ -34,6 +34,7 @@ mod id {
     pub const SEGMENT: u32 = 0x1853_8067;
     pub const INFO: u32 = 0x1549_A966;
     pub const TIMESTAMP_SCALE: u32 = 0x2A_D7B1;
+    pub const DURATION: u32 = 0x4489;
     pub const MUXING_APP: u32 = 0x4D80;
     pub const WRITING_APP: u32 = 0x5741;
     pub const TRACKS: u32 = 0x1654_AE6B;
@@ -127,12 +128,38 @@ pub struct MkvWriter {
     cluster: Option<i64>,
     /// The file's head, until its first block.
     pending_head: Option<BytesMut>,
+    /// A finished file's duration (ms), written in its Info.
+    duration_ms: Option<f64>,
 }
 
 impl MkvWriter {
     /// A writer that has seen nothing yet.
     pub fn new() -> MkvWriter {
         MkvWriter::default()
+    }
+
+    /// A whole file of known length (a clip): `events` written, the
+    /// Segment's size filled in and `duration_ms` in its Info, so readers
+    /// know its duration without reading it through.
+    pub fn whole_file(events: impl IntoIterator<Item = Event>, duration_ms: f64) -> Vec<Bytes> {
+        let mut w = MkvWriter { duration_ms: Some(duration_ms), ..MkvWriter::default() };
+        let mut parts: Vec<Bytes> = events.into_iter().flat_map(|ev| w.event(ev)).collect();
+        let total: usize = parts.iter().map(Bytes::len).sum();
+        if let Some(first) = parts.first_mut() {
+            let segment = [0x18, 0x53, 0x80, 0x67];
+            if let Some(at) = first.windows(4).position(|x| x == segment) {
+                let size_at = at + 4;
+                let rest = (total - size_at - 8) as u64;
+                let mut head = BytesMut::from(&first[..]);
+                if size_at + 8 <= head.len() && rest < (1 << 56) - 1 {
+                    let mut size = rest.to_be_bytes();
+                    size[0] = 0x01;
+                    head[size_at..size_at + 8].copy_from_slice(&size);
+                    *first = head.freeze();
+                }
+            }
+        }
+        parts
     }
 
     /// Takes `ev`; returns what to append to the file, in order.
@@ -195,8 +222,12 @@ impl MkvWriter {
         });
         put_id(out, id::SEGMENT);
         out.put_slice(&UNKNOWN_SIZE);
+        let duration = self.duration_ms;
         master(out, id::INFO, |b| {
             uint(b, id::TIMESTAMP_SCALE, 1_000_000);
+            if let Some(ms) = duration {
+                float(b, id::DURATION, ms);
+            }
             element(b, id::MUXING_APP, b"Tidecast");
             element(b, id::WRITING_APP, b"Tidecast");
         });

@@ -7,10 +7,11 @@
 //!   from its newest keyframe ([`live`]);
 //! - `.jpg`: the newest keyframe as a JPEG ([`jpg`]).
 //!
-//! Time ranges (`start`, `startunix`, `duration`, ... : clips) need the
-//! DVR window, which is not built yet; a request with them is refused
-//! with 400 rather than answered with the live stream.
+//! With MistServer's time parameters (`start`, `startunix`, `duration`,
+//! ...), `.mp4`, `.mkv` and `.ts` answer a clip cut from the stream's
+//! window instead of the live stream ([`clip`]).
 
+pub mod clip;
 pub mod jpg;
 pub mod live;
 
@@ -35,15 +36,14 @@ pub struct ProgressiveHttp {
     pub ts: TsHttp,
     /// `.jpg`: `None` on a node built without a decoder.
     pub thumbnails: Option<Arc<jpg::Thumbnails>>,
+    /// The packaged windows clips are cut from.
+    pub hls: Option<Arc<crate::hls::HlsHub>>,
 }
 
 /// The `/{stream}.EXT` route.
 pub fn router(state: ProgressiveHttp) -> Router {
     Router::new().route("/{file}", get(progressive)).with_state(state)
 }
-
-/// MistServer's clip parameters, which need the DVR window.
-const TIME_PARAMS: [&str; 6] = ["start", "stop", "startunix", "stopunix", "duration", "rate"];
 
 async fn progressive(
     State(out): State<ProgressiveHttp>,
@@ -57,11 +57,8 @@ async fn progressive(
         return not_found();
     }
     let q = query.as_deref();
-    if ["flv", "ts", "mp4", "mkv"].contains(&ext) && TIME_PARAMS.iter().any(|p| crate::http::param(q, p).is_some()) {
-        return problem(
-            StatusCode::BAD_REQUEST,
-            "time ranges (clips) need the DVR window, which this node does not keep yet; ask without start/stop/duration for the live stream",
-        );
+    if ["flv", "ts", "mp4", "mkv"].contains(&ext) && clip::PARAMS.iter().any(|p| crate::http::param(q, p).is_some()) {
+        return serve_clip(&out, peer, name, ext, q, &headers);
     }
     let url = format!("/{file}");
     match ext {
@@ -75,6 +72,79 @@ async fn progressive(
         },
         _ => not_found(),
     }
+}
+
+/// A clip of `name` from its window, in the container `ext` names.
+fn serve_clip(
+    out: &ProgressiveHttp,
+    peer: SocketAddr,
+    name: &str,
+    ext: &str,
+    q: Option<&str>,
+    headers: &HeaderMap,
+) -> Response {
+    use std::sync::atomic::Ordering;
+    if let Err(e) = out.flv.gate.check_play(name, crate::http::token(q, headers), peer.ip()) {
+        return crate::http::denied(e);
+    }
+    if ext == "flv" {
+        return problem(StatusCode::BAD_REQUEST, "clips come as .mp4, .mkv or .ts");
+    }
+    let Some(hls) = out.hls.as_ref().and_then(|h| h.get(name)) else {
+        return problem(StatusCode::NOT_FOUND, &format!("stream {name:?} has no window to cut from"));
+    };
+    let span = match clip::span(q, hls.epoch_ms(), crate::hls::unix_ms()) {
+        Ok(s) => s,
+        Err(e) => return problem(StatusCode::BAD_REQUEST, &e),
+    };
+    let cut = match clip::Clip::cut(&hls, span) {
+        Ok(c) => c,
+        Err(clip::ClipError::OutOfWindow(e)) => return problem(StatusCode::RANGE_NOT_SATISFIABLE, &e),
+        Err(clip::ClipError::Unusable(e)) => return problem(StatusCode::CONFLICT, &e),
+    };
+    let traffic = &out.flv.traffic;
+    let (content_type, counter, parts) = match ext {
+        "mp4" => match cut.mp4() {
+            Ok((_, parts)) => ("video/mp4", &traffic.mp4, parts),
+            Err(e) => return problem(StatusCode::INTERNAL_SERVER_ERROR, &e),
+        },
+        _ => {
+            let events = match cut.events() {
+                Ok(ev) => ev,
+                Err(e) => return problem(StatusCode::INTERNAL_SERVER_ERROR, &e),
+            };
+            if ext == "mkv" {
+                let parts = crate::mkv::MkvWriter::whole_file(events, cut.duration_ms());
+                ("video/x-matroska", &traffic.mkv, parts)
+            } else {
+                let mut mux: Option<crate::mpegts::TsMuxer> = None;
+                let mut parts = Vec::new();
+                for ev in events {
+                    match ev {
+                        tidecast_media::Event::Tracks(t) => mux = Some(crate::mpegts::TsMuxer::new(&t)),
+                        tidecast_media::Event::Frame(f) => parts.extend(mux.as_mut().and_then(|m| m.frame(&f))),
+                        tidecast_media::Event::Discontinuity => {}
+                    }
+                }
+                ("video/mp2t", &traffic.ts, parts)
+            }
+        }
+    };
+    let size: usize = parts.iter().map(|p| p.len()).sum();
+    counter.fetch_add(size as u64, Ordering::Relaxed);
+    let body = axum::body::Body::from_stream(futures_util::stream::iter(
+        parts.into_iter().map(Ok::<_, std::convert::Infallible>),
+    ));
+    (
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, content_type.to_owned()),
+            (header::CONTENT_LENGTH, size.to_string()),
+            (header::CACHE_CONTROL, "no-cache".to_owned()),
+        ],
+        body,
+    )
+        .into_response()
 }
 
 fn not_found() -> Response {
