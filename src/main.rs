@@ -37,6 +37,7 @@ use tidecast_protocols::ingest::IngestStats;
 use tidecast_protocols::mpegts::http::TsHttp;
 use tidecast_protocols::mpegts::output::TsHub;
 use tidecast_protocols::progressive::jpg::Thumbnails;
+use tidecast_protocols::progressive::sprite::Sprites;
 use tidecast_protocols::progressive::ProgressiveHttp;
 use tidecast_protocols::push::PushManager;
 use tidecast_protocols::rtmp::chunk::Limits;
@@ -426,6 +427,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         ts: ts_http,
         thumbnails: Some(Thumbnails::new(Arc::new(tidecast_transcode::thumbnail::keyframe_jpeg))),
         hls: Some(hls.clone()),
+        sprites: Some(Sprites::new(Arc::new(tidecast_transcode::thumbnail::sprite))),
     }))
     .layer(tidecast_protocols::http::cors())
     .merge(tidecast_protocols::webrtc::http::routes(signaling));

@@ -272,6 +272,41 @@ async fn buffer_secs_is_the_streams_dvr_window() {
             assert!(bytes.windows(4).position(|w| w == b"moov") < bytes.windows(4).position(|w| w == b"mdat"));
         }
     }
+    // A sprite sheet over the window: contiguous cues that cover it, each
+    // tile inside the sheet.
+    let vtt = get_text(&format!("http://{}/dvr.thumbvtt", server.http)).await;
+    assert!(vtt.starts_with("WEBVTT\n"), "{vtt}");
+    let secs = |t: &str| -> f64 {
+        let p: Vec<f64> = t.split(':').filter_map(|x| x.parse().ok()).collect();
+        p[0] * 3600.0 + p[1] * 60.0 + p[2]
+    };
+    let mut cues: Vec<(f64, f64, Vec<u32>)> = Vec::new();
+    let mut lines = vtt.lines();
+    while let Some(l) = lines.next() {
+        if let Some((from, to)) = l.split_once(" --> ") {
+            let url = lines.next().unwrap_or_default();
+            assert!(url.starts_with("/thumbs/dvr.jpg#xywh="), "{url}");
+            let xywh =
+                url.split("#xywh=").nth(1).unwrap_or_default().split(',').filter_map(|v| v.parse().ok()).collect();
+            cues.push((secs(from), secs(to), xywh));
+        }
+    }
+    assert!(cues.len() >= 18, "a tile per segment of the window: {vtt}");
+    assert!(cues.windows(2).all(|w| (w[0].1 - w[1].0).abs() < 0.001), "contiguous: {vtt}");
+    assert!(cues.last().unwrap().1 - cues[0].0 >= 18.0, "they cover the window: {vtt}");
+    let sheet = reqwest::get(format!("http://{}/thumbs/dvr.jpg", server.http)).await.unwrap().bytes().await.unwrap();
+    let sheet_path = dir.join("sprite.jpg");
+    std::fs::write(&sheet_path, &sheet).unwrap();
+    let probe = ffprobe(&sheet_path.display().to_string(), &["-show_entries", "stream=codec_name,width,height"]);
+    let s = probe.iter().find(|s| s.contains_key("codec_name")).expect("a picture");
+    assert_eq!(s["codec_name"], "mjpeg");
+    // Pictures, not black tiles (a black sheet of this size is a few KiB).
+    assert!(sheet.len() > 20_000, "{} bytes", sheet.len());
+    let (w, h): (u32, u32) = (s["width"].parse().unwrap(), s["height"].parse().unwrap());
+    for (_, _, xywh) in &cues {
+        assert!(xywh.len() == 4 && xywh[0] + xywh[2] <= w && xywh[1] + xywh[3] <= h, "{xywh:?} inside {w}x{h}");
+    }
+
     let outside = format!("http://{}/dvr.mp4?startunix=-300&duration=5", server.http);
     assert_eq!(get(&outside).await.0, 416, "before the window");
     assert_eq!(get(&format!("http://{}/dvr.mp4?startunix=x", server.http)).await.0, 400);

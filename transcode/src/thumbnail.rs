@@ -46,6 +46,71 @@ pub fn keyframe_jpeg(track: &Track, keyframe: &Frame, width: Option<u32>) -> Res
     encode(&scaled, ow, oh, format)
 }
 
+/// A sprite sheet: each keyframe (in order) decoded alone, scaled to
+/// `tile` and laid out left to right, top to bottom, `columns` to a row,
+/// encoded as one JPEG. A keyframe that does not decode leaves its tile
+/// black. Returns the JPEG and the sheet's size.
+pub fn sprite(
+    track: &Track,
+    keyframes: &[Frame],
+    tile: (u32, u32),
+    columns: u32,
+) -> Result<(Bytes, (u32, u32)), String> {
+    crate::init();
+    let (tw, th) = (tile.0.max(2) & !1, tile.1.max(2) & !1);
+    let columns = columns.max(1);
+    let n = keyframes.len() as u32;
+    if n == 0 {
+        return Err("no keyframe to make a sprite of".into());
+    }
+    let rows = n.div_ceil(columns);
+    let (sw, sh) = (tw * columns.min(n), th * rows);
+    let format = ff::format::Pixel::YUVJ420P;
+    let mut sheet = ff::frame::Video::new(format, sw, sh);
+    // Black: Y 16.. in full range 0, chroma at its middle.
+    for plane in 0..3 {
+        let fill = if plane == 0 { 0 } else { 128 };
+        sheet.data_mut(plane).fill(fill);
+    }
+    let mut scaler: Option<(ff::software::scaling::Context, (u32, u32, ff::format::Pixel))> = None;
+    for (i, key) in keyframes.iter().enumerate() {
+        let Ok(picture) = decode(track, key) else { continue };
+        let def = (picture.width(), picture.height(), picture.format());
+        if scaler.as_ref().is_none_or(|(_, d)| *d != def) {
+            let ctx = ff::software::scaling::Context::get(
+                def.2,
+                def.0,
+                def.1,
+                format,
+                tw,
+                th,
+                ff::software::scaling::Flags::BICUBIC,
+            )
+            .map_err(|e| format!("cannot scale {}x{} to {tw}x{th}: {e}", def.0, def.1))?;
+            scaler = Some((ctx, def));
+        }
+        let Some((ctx, _)) = scaler.as_mut() else { continue };
+        let mut small = ff::frame::Video::new(format, tw, th);
+        if ctx.run(&picture, &mut small).is_err() {
+            continue;
+        }
+        let (col, row) = (i as u32 % columns, i as u32 / columns);
+        for plane in 0..3usize {
+            let div = if plane == 0 { 1 } else { 2 };
+            let (w, h) = ((tw / div) as usize, (th / div) as usize);
+            let (x0, y0) = ((col * tw / div) as usize, (row * th / div) as usize);
+            let (src_stride, dst_stride) = (small.stride(plane), sheet.stride(plane));
+            for y in 0..h {
+                let src = small.data(plane)[y * src_stride..y * src_stride + w].to_vec();
+                let at = (y0 + y) * dst_stride + x0;
+                sheet.data_mut(plane)[at..at + w].copy_from_slice(&src);
+            }
+        }
+    }
+    sheet.set_pts(Some(0));
+    Ok((encode(&sheet, sw, sh, format)?, (sw, sh)))
+}
+
 fn decode(track: &Track, keyframe: &Frame) -> Result<ff::frame::Video, String> {
     let id = match track.codec {
         Codec::H264 => ff::codec::Id::H264,

@@ -5,7 +5,9 @@
 //! - `.ts`: the live MPEG-TS HTTP-TS viewers get ([`crate::mpegts::http`]);
 //! - `.mp4` and `.mkv`: the live stream as fragmented MP4 or Matroska,
 //!   from its newest keyframe ([`live`]);
-//! - `.jpg`: the newest keyframe as a JPEG ([`jpg`]).
+//! - `.jpg`: the newest keyframe as a JPEG ([`jpg`]);
+//! - `.thumbvtt`: a sprite sheet over the window and its WebVTT index
+//!   ([`sprite`]; the sheet itself at `/thumbs/{stream}.jpg`).
 //!
 //! With MistServer's time parameters (`start`, `startunix`, `duration`,
 //! ...), `.mp4`, `.mkv` and `.ts` answer a clip cut from the stream's
@@ -14,6 +16,7 @@
 pub mod clip;
 pub mod jpg;
 pub mod live;
+pub mod sprite;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -38,11 +41,13 @@ pub struct ProgressiveHttp {
     pub thumbnails: Option<Arc<jpg::Thumbnails>>,
     /// The packaged windows clips are cut from.
     pub hls: Option<Arc<crate::hls::HlsHub>>,
+    /// Sprite sheets: `None` on a node built without a decoder.
+    pub sprites: Option<Arc<sprite::Sprites>>,
 }
 
 /// The `/{stream}.EXT` route.
 pub fn router(state: ProgressiveHttp) -> Router {
-    Router::new().route("/{file}", get(progressive)).with_state(state)
+    Router::new().route("/{file}", get(progressive)).route("/thumbs/{file}", get(sprite_sheet)).with_state(state)
 }
 
 async fn progressive(
@@ -66,11 +71,63 @@ async fn progressive(
         "ts" => crate::mpegts::http::serve(&out.ts, peer, name, q, &headers, &url).await,
         "mp4" => live::serve(live::Container::Mp4, &out.flv, peer, name, q, &headers, &url).await,
         "mkv" => live::serve(live::Container::Mkv, &out.flv, peer, name, q, &headers, &url).await,
+        "thumbvtt" => match sheet_of(&out, peer, name, q, &headers).await {
+            Ok(sheet) => (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "text/vtt"), (header::CACHE_CONTROL, "no-cache")],
+                sheet.vtt(&format!("/thumbs/{name}.jpg")),
+            )
+                .into_response(),
+            Err(r) => r,
+        },
         "jpg" | "jpeg" => match &out.thumbnails {
             Some(t) => jpg::serve(t, &out.flv, peer, name, q, &headers).await,
             None => problem(StatusCode::NOT_IMPLEMENTED, "this node makes no thumbnails"),
         },
         _ => not_found(),
+    }
+}
+
+/// The sprite sheet of `name`'s window.
+async fn sheet_of(
+    out: &ProgressiveHttp,
+    peer: SocketAddr,
+    name: &str,
+    q: Option<&str>,
+    headers: &HeaderMap,
+) -> Result<Arc<sprite::Sheet>, Response> {
+    if let Err(e) = out.flv.gate.check_play(name, crate::http::token(q, headers), peer.ip()) {
+        return Err(crate::http::denied(e));
+    }
+    let Some(sprites) = &out.sprites else {
+        return Err(problem(StatusCode::NOT_IMPLEMENTED, "this node makes no thumbnails"));
+    };
+    let Some(hls) = out.hls.as_ref().and_then(|h| h.get(name)) else {
+        return Err(problem(StatusCode::NOT_FOUND, &format!("stream {name:?} has no window")));
+    };
+    sprites.sheet(&hls).await.map_err(|e| problem(StatusCode::NOT_FOUND, &e))
+}
+
+/// `/thumbs/{stream}.jpg`: the sprite sheet `/{stream}.thumbvtt` points to.
+async fn sprite_sheet(
+    State(out): State<ProgressiveHttp>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(file): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let Some(name) = file.strip_suffix(".jpg") else { return not_found() };
+    match sheet_of(&out, peer, name, query.as_deref(), &headers).await {
+        Ok(sheet) => {
+            out.flv.traffic.jpg.fetch_add(sheet.jpeg.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "image/jpeg"), (header::CACHE_CONTROL, "no-cache")],
+                sheet.jpeg.clone(),
+            )
+                .into_response()
+        }
+        Err(r) => r,
     }
 }
 

@@ -1,0 +1,194 @@
+//! A sprite sheet over a stream's window and its WebVTT index:
+//! `/{stream}.thumbvtt` (MistServer's URL; cues `URL#xywh=x,y,w,h` as JW
+//! Player, Video.js and Plyr read them) and the sheet it points to,
+//! `/thumbs/{stream}.jpg`.
+//!
+//! One tile per segment of the window (segments begin at keyframes), at
+//! most [`MAX_TILES`] of them spread evenly over it, 160x90 in rows of ten
+//! as MistServer's thumbnail process makes them. Only those keyframes are
+//! decoded, each alone; the sheet is made again when the window has moved
+//! and the last one is older than [`REGENERATE`], one sheet at a time for
+//! the node, off the async threads. Cue times are the stream's media time
+//! in seconds, the clock of its HLS and DASH timelines.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use tidecast_media::{rescale, Frame, MediaKind, Track, TIMESCALE};
+
+use crate::hls::HlsStream;
+
+/// Makes a sprite sheet: keyframes of `track`, a tile size, tiles per row;
+/// returns the JPEG and its size (blocking, CPU-bound).
+pub type MakeSprite =
+    Arc<dyn Fn(&Track, &[Frame], (u32, u32), u32) -> Result<(Bytes, (u32, u32)), String> + Send + Sync>;
+
+/// Tile size, pixels.
+pub const TILE: (u32, u32) = (160, 90);
+/// Tiles per row.
+pub const COLUMNS: u32 = 10;
+/// Most tiles in a sheet.
+pub const MAX_TILES: usize = 100;
+/// How old a sheet may be before a moved window makes a new one.
+pub const REGENERATE: Duration = Duration::from_secs(5);
+
+/// One sheet and what its tiles show.
+#[derive(Debug, Clone)]
+pub struct Sheet {
+    /// The JPEG.
+    pub jpeg: Bytes,
+    /// Its size, pixels.
+    pub size: (u32, u32),
+    /// Per tile: media time it covers (seconds, from and to) and where it
+    /// is in the sheet (x, y).
+    pub cues: Vec<(f64, f64, u32, u32)>,
+    made: Instant,
+    /// The window's first and last segment numbers when it was made.
+    window: (u64, u64),
+}
+
+impl Sheet {
+    /// The WebVTT index, tiles at `url`.
+    pub fn vtt(&self, url: &str) -> String {
+        let mut t = String::from("WEBVTT\n");
+        for &(from, to, x, y) in &self.cues {
+            t.push_str(&format!("\n{} --> {}\n{url}#xywh={x},{y},{},{}\n", stamp(from), stamp(to), TILE.0, TILE.1));
+        }
+        t
+    }
+}
+
+/// `HH:MM:SS.mmm`.
+fn stamp(secs: f64) -> String {
+    let ms = (secs.max(0.0) * 1000.0).round() as u64;
+    format!("{:02}:{:02}:{:02}.{:03}", ms / 3_600_000, ms / 60_000 % 60, ms / 1000 % 60, ms % 1000)
+}
+
+/// A sheet and the window (of which stream) it was made of.
+type Made = (Weak<HlsStream>, Arc<Sheet>);
+
+/// The node's sprite sheets.
+pub struct Sprites {
+    make: MakeSprite,
+    /// By stream name: the window it was made of, and the sheet.
+    sheets: Mutex<HashMap<String, Made>>,
+    busy: tokio::sync::Mutex<()>,
+}
+
+impl Sprites {
+    /// Sheets made by `make`.
+    pub fn new(make: MakeSprite) -> Arc<Sprites> {
+        Arc::new(Sprites { make, sheets: Mutex::default(), busy: tokio::sync::Mutex::new(()) })
+    }
+
+    fn cached(&self, hls: &Arc<HlsStream>, window: (u64, u64)) -> Option<Arc<Sheet>> {
+        let sheets = self.sheets.lock();
+        let (owner, sheet) = sheets.get(hls.name())?;
+        let same = owner.upgrade().is_some_and(|o| Arc::ptr_eq(&o, hls));
+        (same && (sheet.window == window || sheet.made.elapsed() < REGENERATE)).then(|| sheet.clone())
+    }
+
+    /// The sheet of `hls`'s window, made again if the window moved and the
+    /// last one is older than [`REGENERATE`].
+    pub async fn sheet(&self, hls: &Arc<HlsStream>) -> Result<Arc<Sheet>, String> {
+        let (track, keys, cues, window) = window_keyframes(hls)?;
+        if let Some(s) = self.cached(hls, window) {
+            return Ok(s);
+        }
+        let _turn = self.busy.lock().await;
+        if let Some(s) = self.cached(hls, window) {
+            return Ok(s);
+        }
+        let make = self.make.clone();
+        let (jpeg, size) = tokio::task::spawn_blocking(move || make(&track, &keys, TILE, COLUMNS))
+            .await
+            .map_err(|e| e.to_string())??;
+        let sheet = Arc::new(Sheet { jpeg, size, cues, made: Instant::now(), window });
+        let mut sheets = self.sheets.lock();
+        sheets.retain(|_, (owner, _)| owner.strong_count() > 0);
+        sheets.insert(hls.name().to_owned(), (Arc::downgrade(hls), sheet.clone()));
+        Ok(sheet)
+    }
+}
+
+type WindowKeyframes = (Track, Vec<Frame>, Vec<(f64, f64, u32, u32)>, (u64, u64));
+
+/// The keyframe that starts each of the window's complete video segments
+/// (evenly chosen when there are more than [`MAX_TILES`]), the tiles' cues
+/// and the window's bounds.
+fn window_keyframes(hls: &HlsStream) -> Result<WindowKeyframes, String> {
+    hls.read(|p| {
+        let r = p.renditions.iter().find(|r| r.track.kind() == MediaKind::Video).ok_or("the stream has no video")?;
+        let segments: Vec<&crate::cmaf::Segment> = r
+            .segments
+            .iter()
+            .filter(|s| s.complete && !s.gap && s.whole.is_some() && s.init_version == r.init_version)
+            .collect();
+        let (Some(first), Some(last)) = (segments.first(), segments.last()) else {
+            return Err("the window holds no complete video segment yet".to_owned());
+        };
+        let window = (first.msn, last.msn);
+        let track = r.init_tracks.get(&r.init_version).cloned().ok_or("no track for the window")?;
+        let ts = crate::cmaf::boxes::timescale(&track);
+        // Evenly over the window: tile i shows segment i * n / tiles.
+        let n = segments.len();
+        let tiles = n.min(MAX_TILES);
+        let chosen: Vec<usize> = (0..tiles).map(|i| i * n / tiles).collect();
+        let mut keys = Vec::with_capacity(tiles);
+        let mut cues = Vec::with_capacity(tiles);
+        for (t, &i) in chosen.iter().enumerate() {
+            let s = segments[i];
+            let Some(whole) = &s.whole else { continue };
+            let Some(first) = super::clip::read_samples(whole, 0).into_iter().next() else { continue };
+            let (start, end) =
+                ((first.offset & 0xffff_ffff) as usize, (first.offset & 0xffff_ffff) as usize + first.size as usize);
+            if end > whole.len() {
+                continue;
+            }
+            let payload = whole.slice(start..end);
+            keys.push(Frame {
+                track: track.id,
+                dts: rescale(first.dts as i64, ts, TIMESCALE),
+                cts: rescale(i64::from(first.cts), ts, TIMESCALE) as i32,
+                keyframe: true,
+                payload,
+            });
+            // The tile stands for its segment up to the next tile's.
+            let from = s.start_us as f64 / 1e6;
+            let to = match chosen.get(t + 1) {
+                Some(&j) => segments[j].start_us as f64 / 1e6,
+                None => (last.start_us as f64 / 1e6) + last.duration,
+            };
+            let k = keys.len() as u32 - 1;
+            cues.push((from, to, (k % COLUMNS) * TILE.0, (k / COLUMNS) * TILE.1));
+        }
+        if keys.is_empty() {
+            return Err("no keyframe in the window".to_owned());
+        }
+        Ok((track, keys, cues, window))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cues_are_webvtt() {
+        let sheet = Sheet {
+            jpeg: Bytes::new(),
+            size: (320, 90),
+            cues: vec![(0.0, 2.0, 0, 0), (2.0, 3725.5, 160, 0)],
+            made: Instant::now(),
+            window: (0, 1),
+        };
+        let vtt = sheet.vtt("/thumbs/cam.jpg");
+        assert_eq!(
+            vtt,
+            "WEBVTT\n\n00:00:00.000 --> 00:00:02.000\n/thumbs/cam.jpg#xywh=0,0,160,90\n\n00:00:02.000 --> 01:02:05.500\n/thumbs/cam.jpg#xywh=160,0,160,90\n"
+        );
+    }
+}
