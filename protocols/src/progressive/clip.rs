@@ -58,9 +58,12 @@ pub fn span(query: Option<&str>, epoch_ms: Option<i64>, now_ms: i64) -> Result<S
     };
     let unix_to_media = |secs: f64| -> Result<i64, String> {
         let epoch = epoch_ms.ok_or("the stream has no media yet")?;
-        let unix_ms =
-            if (secs as i64).abs() < RELATIVE_LIMIT { now_ms + (secs * 1000.0) as i64 } else { (secs * 1000.0) as i64 };
-        Ok((unix_ms - epoch) * 1000)
+        let unix_ms = if (secs as i64).abs() < RELATIVE_LIMIT {
+            now_ms.saturating_add((secs * 1000.0) as i64)
+        } else {
+            (secs * 1000.0) as i64
+        };
+        Ok(unix_ms.saturating_sub(epoch).saturating_mul(1000))
     };
     let start_us = match (num("start")?, num("startunix")?) {
         (Some(ms), None) => (ms * 1000.0) as i64,
@@ -71,7 +74,7 @@ pub fn span(query: Option<&str>, epoch_ms: Option<i64>, now_ms: i64) -> Result<S
     let stop_us = match (num("stop")?, num("stopunix")?, num("duration")?) {
         (Some(ms), None, None) => Some((ms * 1000.0) as i64),
         (None, Some(s), None) => Some(unix_to_media(s)?),
-        (None, None, Some(d)) if d > 0.0 => Some(start_us + (d * 1e6) as i64),
+        (None, None, Some(d)) if d > 0.0 => Some(start_us.saturating_add((d * 1e6) as i64)),
         (None, None, Some(_)) => return Err("duration must be positive".into()),
         (None, None, None) => None,
         _ => return Err("give one of stop, stopunix and duration".into()),
@@ -176,7 +179,7 @@ impl Clip {
             let end_us = cuts
                 .first()
                 .and_then(|c| c.samples.last())
-                .map_or(0, |s| rescale((s.dts + u64::from(s.duration)) as i64, lead_ts as u32, TIMESCALE));
+                .map_or(0, |s| rescale(s.dts.saturating_add(u64::from(s.duration)) as i64, lead_ts as u32, TIMESCALE));
             for c in &mut cuts {
                 let ts = scale(&c.track) as u32;
                 let zero = rescale(zero_us, TIMESCALE, ts).max(0) as u64;
@@ -325,6 +328,9 @@ mod tests {
         let s = span(Some("start=5000&stop=9000&rate=0"), epoch, now).unwrap();
         assert_eq!(s, Span { start_us: 5_000_000, stop_us: Some(9_000_000) });
         assert_eq!(span(Some("start=5000"), epoch, now).unwrap().stop_us, None);
+        // Huge values saturate instead of overflowing.
+        let huge = span(Some("startunix=99999999999&duration=9999999999999"), epoch, now);
+        assert!(huge.is_ok(), "{huge:?}");
         for bad in [
             "duration=10",
             "start=x",
