@@ -199,14 +199,10 @@ impl MkvWriter {
     /// The EBML header, the Segment's start, Info and Tracks: the first
     /// video and the first audio track Matroska carries.
     fn head(&mut self, tracks: &[Track], out: &mut BytesMut) {
-        let first = |kind: MediaKind| {
-            tracks.iter().filter(|t| t.kind() == kind && codec_id(t.codec).is_some()).min_by_key(|t| {
-                // The source's own before what was made from it.
-                t.id >= tidecast_media::DERIVED_TRACK_BASE
-            })
-        };
-        let chosen: Vec<Track> =
-            [first(MediaKind::Video), first(MediaKind::Audio)].into_iter().flatten().cloned().collect();
+        // Of what Matroska carries, the source's own before what was made from it.
+        let carried: Vec<Track> = tracks.iter().filter(|t| codec_id(t.codec).is_some()).cloned().collect();
+        let first = |kind| crate::push::select::first_of(kind, &carried).cloned();
+        let chosen: Vec<Track> = [first(MediaKind::Video), first(MediaKind::Audio)].into_iter().flatten().collect();
         if chosen.is_empty() {
             return;
         }

@@ -452,27 +452,7 @@ struct Decoder {
 
 impl Decoder {
     fn open(track: &Track) -> Result<Decoder, String> {
-        let id = match track.codec {
-            Codec::H264 => ff::codec::Id::H264,
-            Codec::H265 => ff::codec::Id::HEVC,
-            Codec::Av1 => ff::codec::Id::AV1,
-            Codec::Vp8 => ff::codec::Id::VP8,
-            Codec::Vp9 => ff::codec::Id::VP9,
-            other => return Err(format!("cannot decode {} video", other.name())),
-        };
-        let codec =
-            ff::decoder::find(id).ok_or_else(|| format!("no {} decoder in this FFmpeg build", track.codec.name()))?;
-        let mut ctx = ff::codec::context::Context::new_with_codec(codec);
-        if !track.config.is_empty() {
-            set_extradata(&mut ctx, &track.config)?;
-        }
-        let mut dec = ctx.decoder();
-        dec.set_packet_time_base(encoder::TIME_BASE);
-        let dec = dec
-            .open_as(codec)
-            .and_then(|o| o.video())
-            .map_err(|e| format!("cannot open the {} decoder: {e}", track.codec.name()))?;
-        Ok(Decoder { dec, times: DecodeTimes::default(), size: None })
+        Ok(Decoder { dec: open_video_decoder(track)?, times: DecodeTimes::default(), size: None })
     }
 
     fn reset(&mut self) {
@@ -511,6 +491,30 @@ impl Decoder {
         }
         out
     }
+}
+
+/// An FFmpeg decoder for `track`'s video, its configuration record as
+/// extradata, packet times in the media core's microseconds.
+pub(crate) fn open_video_decoder(track: &Track) -> Result<ff::decoder::Video, String> {
+    let id = match track.codec {
+        Codec::H264 => ff::codec::Id::H264,
+        Codec::H265 => ff::codec::Id::HEVC,
+        Codec::Av1 => ff::codec::Id::AV1,
+        Codec::Vp8 => ff::codec::Id::VP8,
+        Codec::Vp9 => ff::codec::Id::VP9,
+        other => return Err(format!("cannot decode {} video", other.name())),
+    };
+    let codec =
+        ff::decoder::find(id).ok_or_else(|| format!("no {} decoder in this FFmpeg build", track.codec.name()))?;
+    let mut ctx = ff::codec::context::Context::new_with_codec(codec);
+    if !track.config.is_empty() {
+        set_extradata(&mut ctx, &track.config)?;
+    }
+    let mut dec = ctx.decoder();
+    dec.set_packet_time_base(encoder::TIME_BASE);
+    dec.open_as(codec)
+        .and_then(|o| o.video())
+        .map_err(|e| format!("cannot open the {} decoder: {e}", track.codec.name()))
 }
 
 pub(crate) fn set_extradata(ctx: &mut ff::codec::context::Context, data: &[u8]) -> Result<(), String> {

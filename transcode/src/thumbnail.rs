@@ -4,7 +4,7 @@
 
 use bytes::Bytes;
 use ffmpeg_next as ff;
-use tidecast_media::{Codec, Frame, Track};
+use tidecast_media::{Frame, Track};
 
 /// JPEG quality as FFmpeg's `qscale` (2 best .. 31 worst): about what
 /// `-q:v 4` gives, a sharp thumbnail of a few tens of KiB.
@@ -112,25 +112,7 @@ pub fn sprite(
 }
 
 fn decode(track: &Track, keyframe: &Frame) -> Result<ff::frame::Video, String> {
-    let id = match track.codec {
-        Codec::H264 => ff::codec::Id::H264,
-        Codec::H265 => ff::codec::Id::HEVC,
-        Codec::Av1 => ff::codec::Id::AV1,
-        Codec::Vp8 => ff::codec::Id::VP8,
-        Codec::Vp9 => ff::codec::Id::VP9,
-        other => return Err(format!("cannot decode {} video", other.name())),
-    };
-    let codec =
-        ff::decoder::find(id).ok_or_else(|| format!("no {} decoder in this FFmpeg build", track.codec.name()))?;
-    let mut ctx = ff::codec::context::Context::new_with_codec(codec);
-    if !track.config.is_empty() {
-        crate::ladder::set_extradata(&mut ctx, &track.config)?;
-    }
-    let mut dec = ctx
-        .decoder()
-        .open_as(codec)
-        .and_then(|o| o.video())
-        .map_err(|e| format!("cannot open the {} decoder: {e}", track.codec.name()))?;
+    let mut dec = crate::ladder::open_video_decoder(track)?;
     let mut packet = ff::Packet::copy(&keyframe.payload);
     packet.set_pts(Some(keyframe.pts()));
     packet.set_dts(Some(keyframe.dts));

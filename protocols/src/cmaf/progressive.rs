@@ -209,21 +209,8 @@ fn runs<T: Copy + PartialEq + Into<i64>>(values: impl Iterator<Item = T>) -> Vec
 mod tests {
     use super::*;
     use mp4_atom::{Any, Decode};
-    use tidecast_media::Codec;
 
-    fn tracks() -> Vec<Track> {
-        let sps = [
-            0x67, 0xf4, 0x00, 0x0d, 0x91, 0x9b, 0x28, 0x28, 0x3f, 0x60, 0x22, 0x00, 0x00, 0x03, 0x00, 0x02, 0x00, 0x00,
-            0x03, 0x00, 0x64, 0x1e, 0x28, 0x53, 0x2c,
-        ];
-        let config = tidecast_codecs::h264::build_config(&sps, &[0x68, 0xeb, 0xe3, 0xc4, 0x48, 0x44]).unwrap();
-        let info = tidecast_codecs::describe(Codec::H264, &config).unwrap();
-        let video = Track { id: 0, codec: Codec::H264, config: config.into(), info };
-        let aac = vec![0x12, 0x10];
-        let info = tidecast_codecs::describe(Codec::Aac, &aac).unwrap();
-        let audio = Track { id: 1, codec: Codec::Aac, config: aac.into(), info };
-        vec![video, audio]
-    }
+    use crate::push::mp4::tests::tracks;
 
     #[test]
     fn the_index_comes_first_and_points_at_every_sample() {

@@ -17,7 +17,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use parking_lot::Mutex;
-use tidecast_media::{Event, Frame, MediaKind, Stream, Track, DERIVED_TRACK_BASE};
+use tidecast_media::{Event, Frame, MediaKind, Stream, Track};
 
 use super::problem;
 use crate::flv::http::FlvHttp;
@@ -114,12 +114,7 @@ pub enum Missing {
 /// of the stream starts).
 fn newest_keyframe(stream: &Arc<Stream>) -> Result<(Track, Frame), Missing> {
     let tracks = stream.tracks();
-    let video = tracks
-        .iter()
-        .filter(|t| t.kind() == MediaKind::Video)
-        .min_by_key(|t| t.id >= DERIVED_TRACK_BASE)
-        .cloned()
-        .ok_or(Missing::NoVideo)?;
+    let video = crate::push::select::first_of(MediaKind::Video, &tracks).cloned().ok_or(Missing::NoVideo)?;
     let mut sub = stream.subscribe();
     for _ in 0..LOOK_AHEAD {
         match sub.try_recv() {

@@ -94,11 +94,13 @@ impl Sprites {
     /// The sheet of `hls`'s window, made again if the window moved and the
     /// last one is older than [`REGENERATE`].
     pub async fn sheet(&self, hls: &Arc<HlsStream>) -> Result<Arc<Sheet>, String> {
-        let (track, keys, cues, window) = window_keyframes(hls)?;
-        if let Some(s) = self.cached(hls, window) {
+        // The window's bounds are enough to find a sheet still good; its
+        // keyframes are read only to make a new one.
+        if let Some(s) = window_bounds(hls).and_then(|w| self.cached(hls, w)) {
             return Ok(s);
         }
         let _turn = self.busy.lock().await;
+        let (track, keys, cues, window) = window_keyframes(hls)?;
         if let Some(s) = self.cached(hls, window) {
             return Ok(s);
         }
@@ -112,6 +114,16 @@ impl Sprites {
         sheets.insert(hls.name().to_owned(), (Arc::downgrade(hls), sheet.clone()));
         Ok(sheet)
     }
+}
+
+/// The first and last complete video segment of the window.
+fn window_bounds(hls: &HlsStream) -> Option<(u64, u64)> {
+    hls.read(|p| {
+        let r = p.renditions.iter().find(|r| r.track.kind() == MediaKind::Video)?;
+        let mut complete = r.segments.iter().filter(|s| s.complete && !s.gap && s.init_version == r.init_version);
+        let first = complete.next()?.msn;
+        Some((first, complete.last().map_or(first, |s| s.msn)))
+    })
 }
 
 type WindowKeyframes = (Track, Vec<Frame>, Vec<(f64, f64, u32, u32)>, (u64, u64));

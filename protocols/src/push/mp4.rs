@@ -112,8 +112,8 @@ impl Mp4Recorder {
         let usable = |t: &&Track| crate::cmaf::boxes::init_segment(t).is_ok();
         // The source's own video; a ladder's rung only when it is all
         // there is (a push that selected it, `?video=360p`).
-        let videos = || tracks.iter().filter(|t| t.kind() == MediaKind::Video).filter(usable);
-        let video = videos().find(|t| t.id < tidecast_media::DERIVED_TRACK_BASE).or_else(|| videos().next());
+        let usable_tracks: Vec<Track> = tracks.iter().filter(usable).cloned().collect();
+        let video = super::select::first_of(MediaKind::Video, &usable_tracks);
         let audio = tracks.iter().filter(|t| t.kind() == MediaKind::Audio).find(usable);
         let chosen: Vec<&Track> = [video, audio].into_iter().flatten().collect();
         if chosen.is_empty() {
@@ -260,12 +260,14 @@ fn us(ticks: u64, timescale: u32) -> i64 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use mp4_atom::{Any, Decode};
     use tidecast_media::Codec;
 
-    fn tracks() -> Vec<Track> {
+    /// An H.264 video track (id 0) and an AAC one (id 1), with real
+    /// configuration records; other test modules use them too.
+    pub(crate) fn tracks() -> Vec<Track> {
         let sps = [
             0x67, 0xf4, 0x00, 0x0d, 0x91, 0x9b, 0x28, 0x28, 0x3f, 0x60, 0x22, 0x00, 0x00, 0x03, 0x00, 0x02, 0x00, 0x00,
             0x03, 0x00, 0x64, 0x1e, 0x28, 0x53, 0x2c,
