@@ -165,8 +165,17 @@ async fn two_video_streams_become_two_variants_and_representations() {
         let s = v.iter().find(|s| s.get("codec_name").map(String::as_str) == Some("h264")).expect("an h264 stream");
         assert_eq!((s["width"].as_str(), s["height"].as_str()), size, "{playlist}");
     }
-    let video = get_text(&server.hls_url("ladder", "video.m3u8")).await;
-    let video1 = get_text(&server.hls_url("ladder", "video1.m3u8")).await;
+    // ffmpeg has exited, but SRT delivers the stream's tail up to its
+    // latency later: compare the playlists once both are final.
+    let (video, video1) = until("both video playlists to end", 30, || {
+        let server = &server;
+        async move {
+            let video = get_text(&server.hls_url("ladder", "video.m3u8")).await;
+            let video1 = get_text(&server.hls_url("ladder", "video1.m3u8")).await;
+            (video.contains("#EXT-X-ENDLIST") && video1.contains("#EXT-X-ENDLIST")).then_some((video, video1))
+        }
+    })
+    .await;
     let durations = |p: &str| p.lines().filter(|l| l.starts_with("#EXTINF")).map(str::to_owned).collect::<Vec<_>>();
     assert_eq!(durations(&video), durations(&video1), "aligned segments");
 
