@@ -30,6 +30,7 @@ use tidecast_control::store::{Db, RedbStore};
 use tidecast_control::triggers::{Trigger, Triggers};
 use tidecast_media::{PublishMode, Registry, RegistryConfig, StreamConfig};
 use tidecast_protocols::dash::http::DashHttp;
+use tidecast_protocols::dash::thumbs::DashThumbs;
 use tidecast_protocols::flv::http::FlvHttp;
 use tidecast_protocols::hls::http::HlsHttp;
 use tidecast_protocols::hls::{HlsConfig, HlsHub};
@@ -38,6 +39,7 @@ use tidecast_protocols::mpegts::http::TsHttp;
 use tidecast_protocols::mpegts::output::TsHub;
 use tidecast_protocols::progressive::jpg::Thumbnails;
 use tidecast_protocols::progressive::sprite::Sprites;
+use tidecast_protocols::progressive::thumbfiles::ThumbFiles;
 use tidecast_protocols::progressive::ProgressiveHttp;
 use tidecast_protocols::push::PushManager;
 use tidecast_protocols::rtmp::chunk::Limits;
@@ -403,6 +405,29 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     };
     let monitor_task = tokio::spawn(plane.clone().monitor(sources, shutdown.clone()));
 
+    // Posters and sprite sheets, made on demand for viewers and kept on
+    // disk (THUMBNAIL_UPDATED) for streams whose handlers ask.
+    let thumbnails = Thumbnails::new(Arc::new(tidecast_transcode::thumbnail::keyframe_jpeg));
+    let sprites = Sprites::new(Arc::new(tidecast_transcode::thumbnail::sprite));
+    let thumb_files = ThumbFiles {
+        root: cfg.data_dir.join("thumbs"),
+        sprites: sprites.clone(),
+        thumbnails: thumbnails.clone(),
+        wants: {
+            let plane = plane.clone();
+            Arc::new(move |stream: &str| plane.stream_has_trigger(Trigger::ThumbnailUpdated, stream))
+        },
+        updated: {
+            let plane = plane.clone();
+            Arc::new(move |stream: &str, paths: &[PathBuf; 3]| {
+                let mut fields = vec![stream.to_owned()];
+                fields.extend(paths.iter().map(|p| p.display().to_string()));
+                plane.notify_stream(Trigger::ThumbnailUpdated, stream, fields);
+            })
+        },
+    };
+    tokio::spawn(thumb_files.run(registry.clone(), hls.clone(), shutdown.clone()));
+
     // Each protocol's HTTP routes, from its own folder; all of them ask
     // the control plane through the gate.
     let http_gate: Arc<dyn tidecast_protocols::access::AccessGate> = gate.clone();
@@ -419,15 +444,17 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         gate: http_gate.clone(),
         traffic: traffic.clone(),
         latency_target: v.dash_latency_target,
+        thumbs: Some(DashThumbs::new(Arc::new(tidecast_transcode::thumbnail::sprite))),
+        thumb_interval: tidecast_protocols::dash::thumbs::interval(v.segment),
     }))
     .merge(tidecast_protocols::mpegts::http::router(ts_http.clone()))
     .merge(tidecast_protocols::flv::http::router(flv_http.clone()))
     .merge(tidecast_protocols::progressive::router(ProgressiveHttp {
         flv: flv_http,
         ts: ts_http,
-        thumbnails: Some(Thumbnails::new(Arc::new(tidecast_transcode::thumbnail::keyframe_jpeg))),
+        thumbnails: Some(thumbnails.clone()),
         hls: Some(hls.clone()),
-        sprites: Some(Sprites::new(Arc::new(tidecast_transcode::thumbnail::sprite))),
+        sprites: Some(sprites.clone()),
     }))
     .layer(tidecast_protocols::http::cors())
     .merge(tidecast_protocols::webrtc::http::routes(signaling));

@@ -222,3 +222,54 @@ async fn dashjs_plays_a_transcoding_ladder() {
     assert!(num("currentTime") - num("firstTime") > 3.0, "playback advanced: {stdout}");
     assert_eq!(num("stalls"), 0.0, "no stall after start-up: {stdout}");
 }
+
+/// A stream with a 45 s DVR window: its LL-HLS playlist covers the window,
+/// dash.js seeks 40 s back and plays from there, and `provideThumbnail()`
+/// names images across the window that the server serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashjs_rewinds_a_dvr_window_and_shows_thumbnails() {
+    let browser_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser");
+    let server = Server::start(&["--hls-segment", "1", "--reconnect-grace", "0"]);
+    let a = ADMIN_KEY;
+    api_ok("POST", &server.api("/tenants"), a, Some(serde_json::json!({"id": "t"})), 201).await;
+    let stream = serde_json::json!({"name": "rewind", "tenant": "t", "buffer_secs": 45});
+    api_ok("POST", &server.api("/streams"), a, Some(stream), 201).await;
+    let key = api_ok("POST", &server.api("/streams/rewind/keys"), a, Some(serde_json::json!({})), 201).await;
+    let key = key["key"].as_str().expect("a key").to_owned();
+    let mut publisher = ffmpeg_spawn(&rtmp_publish_args(&server.rtmp_url(&key), 90));
+
+    // Fifty seconds in: the playlist holds the whole 45 s window.
+    let playlist = wait_for_segment(&server, "rewind", "video", 50).await;
+    let listed: f64 = playlist
+        .lines()
+        .filter_map(|l| l.strip_prefix("#EXTINF:"))
+        .filter_map(|v| v.trim_end_matches(',').split(',').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(listed >= 44.0, "the playlist covers the window: {listed} s\n{playlist}");
+
+    let url = format!("http://{}/dash/rewind/index.mpd", server.http);
+    let (seen, stdout) = player("dashjs-dvr.mjs", browser_dir, url, &["40", "6"]).await;
+    let _ = publisher.kill();
+    let _ = publisher.wait();
+    eprintln!("dash.js DVR: {stdout}");
+    assert!(seen.get("failure").is_none(), "dash.js: {stdout}");
+    assert_eq!(seen["errors"].as_array().map(Vec::len), Some(0), "dash.js reported errors: {stdout}");
+    let num = |v: &serde_json::Value| v.as_f64().unwrap_or(f64::NAN);
+    assert!(num(&seen["window"]["size"]) >= 40.0, "dash.js sees the window: {stdout}");
+    assert!(num(&seen["played"]) >= 4.0, "playback went on after the seek: {stdout}");
+    assert!(num(&seen["frames"]) > 100.0, "frames were decoded: {stdout}");
+    assert!(num(&seen["behind"]) >= 30.0, "it plays well behind the live edge: {stdout}");
+    let thumbs = seen["thumbs"].as_array().expect("thumbnails");
+    assert_eq!(thumbs.len(), 3);
+    let mut urls = std::collections::HashSet::new();
+    for t in thumbs {
+        assert!(t.get("missing").is_none(), "dash.js named a thumbnail: {t}");
+        assert_eq!((t["status"].as_u64(), t["type"].as_str()), (Some(200), Some("image/jpeg")), "{t}");
+        assert_eq!((t["x"].as_u64(), t["y"].as_u64()), (Some(0), Some(0)), "{t}");
+        assert_eq!((t["width"].as_u64(), t["height"].as_u64()), (Some(160), Some(120)), "{t}");
+        assert_eq!((t["imageWidth"].as_u64(), t["imageHeight"].as_u64()), (Some(160), Some(120)), "{t}");
+        urls.insert(t["url"].as_str().unwrap_or_default().to_owned());
+    }
+    assert_eq!(urls.len(), 3, "a different image for each part of the window: {urls:?}");
+    assert!(seen["requests"].as_array().is_some_and(Vec::is_empty), "nothing left the server: {stdout}");
+}

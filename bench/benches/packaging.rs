@@ -182,6 +182,7 @@ fn rtmp_to_cmaf(c: &mut Criterion) {
     g.bench_function("media_full", |b| b.iter(|| playlist::media(&cfg, &p, video, "run", Skip::No)));
     g.bench_function("media_delta", |b| b.iter(|| playlist::media(&cfg, &p, video, "run", Skip::Yes)));
     let ctx = tidecast_protocols::dash::mpd::MpdContext {
+        thumbnails: None,
         run: "run",
         now_ms: 1_795_000_000_000,
         utc_url: "http://127.0.0.1:8080/dash/utc",

@@ -529,6 +529,12 @@ impl ControlPlane {
         Ok(())
     }
 
+    /// Whether a handler in `stream`'s scope listens for `trigger`.
+    pub fn stream_has_trigger(&self, trigger: Trigger, stream: &str) -> bool {
+        let owned = self.owned(stream).ok().flatten();
+        self.triggers.has(trigger, Some(&scope_of(stream, &owned)))
+    }
+
     /// Fires a notification trigger in `stream`'s scope (its tenant and
     /// tags decide which handlers hear it).
     pub fn notify_stream(&self, trigger: Trigger, stream: &str, fields: Vec<String>) {

@@ -90,6 +90,7 @@ catalogue! {
     PushEnd = "PUSH_END", Notify, stream: true, fires: true, ["push_id", "stream", "target", "target_after", "log", "status"];
     LivepeerSegmentRejected = "LIVEPEER_SEGMENT_REJECTED", Notify, stream: true, fires: true, ["options", "segment", "tracks", "broadcaster", "broadcaster2"];
     RecordingSegment = "RECORDING_SEGMENT", Notify, stream: true, fires: true, ["stream", "path", "duration_ms", "start_ms", "end_ms"];
+    ThumbnailUpdated = "THUMBNAIL_UPDATED", Notify, stream: true, fires: true, ["stream", "poster", "sprite", "vtt"];
     LivepeerSegmentComplete = "LIVEPEER_SEGMENT_COMPLETE", Notify, stream: true, fires: true, ["stream", "session", "seq", "start_ms", "duration_ms", "width", "height", "bytes_in", "bytes_out", "renditions_count", "attempts", "url", "turnaround_ms", "speed_factor", "renditions"];
 }
 

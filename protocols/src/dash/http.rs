@@ -27,6 +27,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 
 use super::mpd::{self, MpdContext};
+use super::thumbs::{DashThumbs, NoImage};
 use crate::access::{AccessGate, PlayRequest, SessionInfo};
 use crate::hls::http::error;
 use crate::hls::{HlsError, HlsHub, Resource};
@@ -46,6 +47,11 @@ pub struct DashHttp {
     /// The MPD's latency target; `None` derives it from the segment and part
     /// targets.
     pub latency_target: Option<Duration>,
+    /// Thumbnails for dash.js's `provideThumbnail()`: `None` on a node
+    /// built without a decoder.
+    pub thumbs: Option<Arc<DashThumbs>>,
+    /// How much media each thumbnail stands for ([`super::thumbs::interval`]).
+    pub thumb_interval: Duration,
 }
 
 /// The LL-DASH routes.
@@ -70,6 +76,9 @@ async fn dash_file(
         Ok(s) => s,
         Err(e) => return denied(e),
     };
+    if let Some((run, start_ms, n)) = super::thumbs::parse(&file) {
+        return thumbnail(&out, &stream, run, start_ms, n).await;
+    }
     let manifest = file == "index.mpd";
     let resource = if manifest { None } else { Resource::parse(&file) };
     if !manifest && !matches!(resource, Some(Resource::Init(..) | Resource::Segment(..))) {
@@ -110,6 +119,7 @@ async fn dash_file(
                         utc_url: &utc_url,
                         latency_target,
                         carry: &carry,
+                        thumbnails: out.thumbs.as_ref().map(|_| out.thumb_interval),
                     };
                     mpd::render(p, &ctx)
                 })
@@ -149,6 +159,23 @@ async fn dash_file(
             }
         }
         Some(_) => error(HlsError::NotFound),
+    }
+}
+
+/// A thumbnail the MPD names: counted as JPEG bytes, not as a viewer's
+/// media (the player's session is its MPD's and segments').
+async fn thumbnail(out: &DashHttp, stream: &str, run: &str, start_ms: i64, n: u64) -> Response {
+    let (Some(thumbs), Some(cmaf)) = (&out.thumbs, out.hls.get(stream)) else { return error(HlsError::NotFound) };
+    match thumbs.image(&cmaf, run, start_ms, n, out.thumb_interval).await {
+        Ok(jpeg) => {
+            out.traffic.jpg.fetch_add(jpeg.len() as u64, Ordering::Relaxed);
+            body("image/jpeg", "max-age=3600", Body::from(jpeg))
+        }
+        Err(NoImage::NotFound) => error(HlsError::NotFound),
+        Err(NoImage::Failed(e)) => {
+            tracing::warn!(stream, error = %e, "no DASH thumbnail");
+            error(HlsError::NotFound)
+        }
     }
 }
 

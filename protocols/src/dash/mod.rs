@@ -6,6 +6,9 @@
 //! * [`http`]: the routes, the live-edge segment streamed as its chunks are
 //!   written, and the server's clock (`/dash/utc`) that the MPD's
 //!   `UTCTiming` names.
+//! * [`thumbs`]: the thumbnail AdaptationSet and its images, for dash.js's
+//!   `provideThumbnail()`.
 
 pub mod http;
 pub mod mpd;
+pub mod thumbs;

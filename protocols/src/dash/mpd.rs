@@ -37,6 +37,9 @@ pub struct MpdContext<'a> {
     pub latency_target: Option<Duration>,
     /// Query parameters every segment URL carries (`sid=…&token=…`), or "".
     pub carry: &'a str,
+    /// How much media each thumbnail stands for, when the node makes them
+    /// ([`super::thumbs`]).
+    pub thumbnails: Option<Duration>,
 }
 
 /// The latency target when none is configured: one part short of a segment,
@@ -156,6 +159,9 @@ pub fn render(p: &Segmenter, ctx: &MpdContext<'_>) -> Option<String> {
                 representation(&mut out, r, ctx, span, if last { stable } else { None }, part);
             }
             out.push_str("    </AdaptationSet>\n");
+        }
+        if let Some(every) = ctx.thumbnails {
+            super::thumbs::adaptation_set(&mut out, p, set, ctx.run, span.start_us, every, ctx.carry);
         }
         out.push_str("  </Period>\n");
     }

@@ -373,6 +373,7 @@ fn a_configuration_change_starts_a_new_dash_period() {
     let video = p.rendition("video").unwrap();
     assert!(video.segments.iter().any(|s| s.init_version == 0) && video.segments.iter().any(|s| s.init_version == 1));
     let ctx = crate::dash::mpd::MpdContext {
+        thumbnails: None,
         run: "r",
         now_ms: 1_795_000_012_000,
         utc_url: "http://h/dash/utc",

@@ -7,7 +7,8 @@
 //!   from its newest keyframe ([`live`]);
 //! - `.jpg`: the newest keyframe as a JPEG ([`jpg`]);
 //! - `.thumbvtt`: a sprite sheet over the window and its WebVTT index
-//!   ([`sprite`]; the sheet itself at `/thumbs/{stream}.jpg`).
+//!   ([`sprite`]; the sheet itself at `/thumbs/{stream}.jpg`), also kept
+//!   on disk for streams with a `THUMBNAIL_UPDATED` handler ([`thumbfiles`]).
 //!
 //! With MistServer's time parameters (`start`, `startunix`, `duration`,
 //! ...), `.mp4`, `.mkv` and `.ts` answer a clip cut from the stream's
@@ -17,6 +18,7 @@ pub mod clip;
 pub mod jpg;
 pub mod live;
 pub mod sprite;
+pub mod thumbfiles;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -144,7 +144,6 @@ fn window_keyframes(hls: &HlsStream) -> Result<WindowKeyframes, String> {
         };
         let window = (first.msn, last.msn);
         let track = r.init_tracks.get(&r.init_version).cloned().ok_or("no track for the window")?;
-        let ts = crate::cmaf::boxes::timescale(&track);
         // Evenly over the window: tile i shows segment i * n / tiles.
         let n = segments.len();
         let tiles = n.min(MAX_TILES);
@@ -153,21 +152,8 @@ fn window_keyframes(hls: &HlsStream) -> Result<WindowKeyframes, String> {
         let mut cues = Vec::with_capacity(tiles);
         for (t, &i) in chosen.iter().enumerate() {
             let s = segments[i];
-            let Some(whole) = &s.whole else { continue };
-            let Some(first) = super::clip::read_samples(whole, 0).into_iter().next() else { continue };
-            let (start, end) =
-                ((first.offset & 0xffff_ffff) as usize, (first.offset & 0xffff_ffff) as usize + first.size as usize);
-            if end > whole.len() {
-                continue;
-            }
-            let payload = whole.slice(start..end);
-            keys.push(Frame {
-                track: track.id,
-                dts: rescale(first.dts as i64, ts, TIMESCALE),
-                cts: rescale(i64::from(first.cts), ts, TIMESCALE) as i32,
-                keyframe: true,
-                payload,
-            });
+            let Some(key) = segment_keyframe(s, &track) else { continue };
+            keys.push(key);
             // The tile stands for its segment up to the next tile's.
             let from = s.start_us as f64 / 1e6;
             let to = match chosen.get(t + 1) {
@@ -181,6 +167,27 @@ fn window_keyframes(hls: &HlsStream) -> Result<WindowKeyframes, String> {
             return Err("no keyframe in the window".to_owned());
         }
         Ok((track, keys, cues, window))
+    })
+}
+
+/// The keyframe a video segment starts with (segments start at
+/// keyframes), read back from its packaged bytes: the whole segment when
+/// complete, else its first chunk. `None` when it has no sample yet.
+pub fn segment_keyframe(s: &crate::cmaf::Segment, track: &Track) -> Option<Frame> {
+    let bytes = s.whole.clone().or_else(|| s.parts.first()?.chunks.first().cloned())?;
+    let first = super::clip::read_samples(&bytes, 0).into_iter().next()?;
+    let start = (first.offset & 0xffff_ffff) as usize;
+    let end = start.checked_add(first.size as usize)?;
+    if end > bytes.len() {
+        return None;
+    }
+    let ts = crate::cmaf::boxes::timescale(track);
+    Some(Frame {
+        track: track.id,
+        dts: rescale(first.dts as i64, ts, TIMESCALE),
+        cts: rescale(i64::from(first.cts), ts, TIMESCALE) as i32,
+        keyframe: true,
+        payload: bytes.slice(start..end),
     })
 }
 
