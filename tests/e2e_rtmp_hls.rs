@@ -2,6 +2,8 @@
 //! LL-HLS back. Slow (real encoders): `make test-e2e` runs these alone.
 
 mod common;
+#[path = "common/webhooks.rs"]
+mod webhooks;
 
 use common::*;
 
@@ -222,6 +224,13 @@ async fn buffer_secs_is_the_streams_dvr_window() {
     api_ok("POST", &server.api("/streams"), a, Some(stream), 201).await;
     let key = api_ok("POST", &server.api("/streams/dvr/keys"), a, Some(serde_json::json!({})), 201).await;
     let key = key["key"].as_str().expect("a key").to_owned();
+    // A sidecar that wants the thumbnails on disk (the FrameWorks fork's
+    // trigger): a real webhook receiver.
+    let (hooks, mut delivered) =
+        webhooks::receiver(std::sync::Arc::new(|_: &str, _: &str, _| Some((axum::http::StatusCode::OK, String::new()))))
+            .await;
+    let handler = serde_json::json!({"trigger": "THUMBNAIL_UPDATED", "url": format!("{hooks}/thumbs")});
+    api_ok("POST", &server.api("/triggers"), a, Some(handler), 201).await;
     let mut publisher = ffmpeg_spawn(&rtmp_publish_args(&server.rtmp_url(&key), 60));
     // Twenty-five complete one-second segments: more than the window.
     let playlist = wait_for_segment(&server, "dvr", "video", 25).await;
@@ -306,6 +315,24 @@ async fn buffer_secs_is_the_streams_dvr_window() {
     for (_, _, xywh) in &cues {
         assert!(xywh.len() == 4 && xywh[0] + xywh[2] <= w && xywh[1] + xywh[3] <= h, "{xywh:?} inside {w}x{h}");
     }
+
+    // THUMBNAIL_UPDATED: the stream name, then the poster, the sheet and
+    // its index, written whole under the data directory.
+    let hook = webhooks::next_hook(&mut delivered, "THUMBNAIL_UPDATED").await;
+    let lines: Vec<&str> = hook.body.lines().collect();
+    assert_eq!(lines.len(), 4, "{}", hook.body);
+    assert_eq!(lines[0], "dvr");
+    let thumbs = server.dir.path().join("data/thumbs/dvr");
+    let names: Vec<String> = lines[1..].iter().map(|p| p.rsplit('/').next().unwrap_or_default().to_owned()).collect();
+    assert_eq!(names, ["poster.jpg", "sprite.jpg", "sprite.vtt"], "{}", hook.body);
+    for p in &lines[1..] {
+        assert!(std::path::Path::new(p).starts_with(&thumbs), "{p} under {}", thumbs.display());
+    }
+    let probe = ffprobe(lines[1], &["-show_entries", "stream=codec_name,width,height"]);
+    let s = probe.iter().find(|s| s.contains_key("codec_name")).expect("a poster");
+    assert_eq!((s["codec_name"].as_str(), s["width"].as_str()), ("mjpeg", "160"));
+    let on_disk = std::fs::read_to_string(lines[3]).expect("the VTT");
+    assert!(on_disk.starts_with("WEBVTT\n") && on_disk.contains("\nsprite.jpg#xywh=0,0,160,90\n"), "{on_disk}");
 
     let outside = format!("http://{}/dvr.mp4?startunix=-300&duration=5", server.http);
     assert_eq!(get(&outside).await.0, 416, "before the window");
