@@ -37,5 +37,5 @@ mod log;
 mod registry;
 mod socket;
 
-pub use log::{join, set_directory, stats, ChunkWriter, Stats};
+pub use log::{evict, join, set_directory, stats, ChunkWriter, Stats};
 pub use socket::SendfileStream;

@@ -27,6 +27,7 @@ static HELD: AtomicU64 = AtomicU64::new(0);
 static WRITTEN: AtomicU64 = AtomicU64::new(0);
 static LOGS: AtomicU64 = AtomicU64::new(0);
 static FALLBACKS: AtomicU64 = AtomicU64::new(0);
+static EVICTED: AtomicU64 = AtomicU64::new(0);
 
 /// Process-wide counters of the logs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -42,6 +43,9 @@ pub struct Stats {
     pub heap_fallbacks: u64,
     /// Bytes sockets sent with `sendfile`, since start.
     pub sendfile_bytes: u64,
+    /// Bytes written out to files on disk and dropped from memory
+    /// ([`evict`]), since start.
+    pub evicted_bytes: u64,
 }
 
 /// The counters now.
@@ -52,6 +56,7 @@ pub fn stats() -> Stats {
         written_bytes: WRITTEN.load(Ordering::Relaxed),
         heap_fallbacks: FALLBACKS.load(Ordering::Relaxed),
         sendfile_bytes: crate::socket::SENT.load(Ordering::Relaxed),
+        evicted_bytes: EVICTED.load(Ordering::Relaxed),
     }
 }
 
@@ -182,6 +187,9 @@ pub(crate) struct Log {
     cap: usize,
     /// Holes are punched in multiples of this.
     unit: usize,
+    /// A file on a file system (not memory): pages can be written out to
+    /// it and dropped ([`evict`]).
+    on_disk: bool,
     state: Mutex<State>,
 }
 
@@ -195,8 +203,11 @@ unsafe impl Sync for Log {}
 
 impl Log {
     fn create(name: &str, dir: Option<&Path>, cap: usize) -> io::Result<Arc<Log>> {
-        let (fd, unit) = match dir.map(|d| open_unlinked(d, cap)) {
-            Some(Ok(fd)) => (fd, file_punch_unit()),
+        let (fd, unit, on_disk) = match dir.map(|d| open_unlinked(d, cap)) {
+            Some(Ok(fd)) => {
+                let on_disk = !in_memory_fs(&fd);
+                (fd, file_punch_unit(), on_disk)
+            }
             other => {
                 if let Some(Err(e)) = other {
                     static WARNED: AtomicBool = AtomicBool::new(false);
@@ -205,7 +216,7 @@ impl Log {
                             "cannot keep packaged media in files there; keeping it in memory");
                     }
                 }
-                (memfd(name)?, punch_unit())
+                (memfd(name)?, punch_unit(), false)
             }
         };
         let len = libc::off_t::try_from(cap).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
@@ -233,7 +244,7 @@ impl Log {
         // SAFETY: the mapping just made; advice only.
         unsafe { libc::madvise(base, cap, libc::MADV_DONTDUMP) };
         let base = NonNull::new(base.cast::<u8>()).ok_or_else(|| io::Error::from(io::ErrorKind::Other))?;
-        let log = Arc::new(Log { fd, base, cap, unit, state: Mutex::new(State::new()) });
+        let log = Arc::new(Log { fd, base, cap, unit, on_disk, state: Mutex::new(State::new()) });
         registry::insert(base.as_ptr() as usize, cap, log.fd.as_raw_fd(), Arc::downgrade(&log));
         LOGS.fetch_add(1, Ordering::Relaxed);
         Ok(log)
@@ -407,6 +418,16 @@ impl Log {
     }
 }
 
+/// Whether `fd` is a file on a file system that lives in memory (tmpfs):
+/// its pages cannot be written out anywhere.
+fn in_memory_fs(fd: &OwnedFd) -> bool {
+    // SAFETY: a valid descriptor and a buffer of the right type.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    let ok = unsafe { libc::fstatfs(fd.as_raw_fd(), &mut st) } == 0;
+    ok && (st.f_type as i64 == libc::TMPFS_MAGIC as i64 || st.f_type as i64 == 0x8584_58f6_i64)
+}
+
 /// A fresh anonymous in-memory file.
 fn memfd(name: &str) -> io::Result<OwnedFd> {
     let cname = CString::new(format!("tidecast:{name}")).unwrap_or_default();
@@ -561,6 +582,41 @@ impl ChunkWriter {
     }
 }
 
+/// Writes the pages that lie wholly inside `b` out to their file and drops
+/// them from memory (the page cache and this process's mapping); whoever
+/// reads them later (a viewer who rewinds, a clip) reads them back from the
+/// file. Only for writers whose files are on a file system
+/// ([`ChunkWriter::in_directory`]): memory-backed files have nowhere to put
+/// them. Returns the bytes dropped. Blocking: it waits for the write.
+pub fn evict(b: &Bytes) -> usize {
+    let Some((log, offset)) = registry::log_of(b) else { return 0 };
+    if !log.on_disk {
+        return 0;
+    }
+    // SAFETY: sysconf has no preconditions.
+    let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096).max(4096);
+    let (from, to) = (offset.div_ceil(page) * page, (offset + b.len()) / page * page);
+    if to <= from {
+        return 0;
+    }
+    let (Ok(off), Ok(len)) = (libc::off_t::try_from(from), libc::off_t::try_from(to - from)) else { return 0 };
+    let fd = log.fd.as_raw_fd();
+    let how = libc::SYNC_FILE_RANGE_WAIT_BEFORE | libc::SYNC_FILE_RANGE_WRITE | libc::SYNC_FILE_RANGE_WAIT_AFTER;
+    // SAFETY: a valid descriptor and a range inside the file; the view `b`
+    // keeps the range from being punched meanwhile.
+    if unsafe { libc::sync_file_range(fd, off, len, how) } != 0 {
+        return 0;
+    }
+    // SAFETY: whole pages inside this log's mapping. It is a shared
+    // mapping of a file, so dropping its pages loses nothing: a later read
+    // faults them back in from the file.
+    unsafe { libc::madvise(log.base.as_ptr().add(from).cast(), to - from, libc::MADV_DONTNEED) };
+    // SAFETY: a valid descriptor; advice only (the pages are clean now).
+    unsafe { libc::posix_fadvise(fd, off, len, libc::POSIX_FADV_DONTNEED) };
+    EVICTED.fetch_add((to - from) as u64, Ordering::Relaxed);
+    to - from
+}
+
 /// `chunks` as one `Bytes`, without copying, when they are consecutive
 /// writes of one log (a part or a segment of one rendition). `None` when
 /// they are not (a heap fallback, or a run that straddles two logs).
@@ -680,6 +736,45 @@ mod tests {
         assert!(punched + 5 * chunk.len() + 2 * log.unit >= head, "punched {punched} of {head}");
         assert!(kept.iter().all(|c| c.iter().all(|&b| b == 5)), "what is still viewed is intact");
         drop((kept, w, log));
+        let _ = std::fs::remove_dir(&dir);
+    }
+
+    /// Pages of `b` resident in memory.
+    fn resident_pages(b: &[u8]) -> usize {
+        let page = 4096;
+        let start = b.as_ptr() as usize / page * page;
+        let end = (b.as_ptr() as usize + b.len()).div_ceil(page) * page;
+        let mut v = vec![0u8; (end - start) / page];
+        // SAFETY: a range inside a live mapping, a vector of one byte per page.
+        let r = unsafe { libc::mincore(start as *mut libc::c_void, end - start, v.as_mut_ptr()) };
+        assert_eq!(r, 0, "mincore: {}", io::Error::last_os_error());
+        v.iter().filter(|&&x| x & 1 == 1).count()
+    }
+
+    #[test]
+    fn evicted_pages_leave_memory_and_read_back_from_the_file() {
+        // The build's own folder: a file system on a disk, as a data
+        // directory is (the system's temp dir may be memory).
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target").join(format!("evict-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("a test dir");
+        let mut w = ChunkWriter::in_directory("test-evict", Some(dir.clone()));
+        let data: Vec<u8> = (0..4 << 20).map(|i: u32| (i % 251) as u8).collect();
+        let chunk = w.write(&[&data]);
+        let log = w.log.clone().expect("a log");
+        assert!(resident_pages(&chunk) > 0, "just written: in the page cache");
+        let dropped = evict(&chunk);
+        if log.on_disk {
+            assert!(dropped >= data.len() - 2 * 4096, "dropped {dropped}");
+            assert!(resident_pages(&chunk) < 16, "out of memory: {} pages left", resident_pages(&chunk));
+        } else {
+            assert_eq!(dropped, 0, "nothing can leave a file system in memory");
+        }
+        assert_eq!(&chunk[..], &data[..], "read back whole");
+        let heap = Bytes::from(vec![1u8; 1 << 20]);
+        assert_eq!(evict(&heap), 0, "not in a log");
+        let mut mem = ChunkWriter::in_directory("test-evict-mem", None);
+        assert_eq!(evict(&mem.write(&[&data])), 0, "a memory file keeps its pages");
+        drop((chunk, w, log));
         let _ = std::fs::remove_dir(&dir);
     }
 
