@@ -154,6 +154,12 @@ pub struct Hls {
     /// How far back viewers may rewind a stream without its own
     /// `buffer_secs` (0: `playlist_segments` segments).
     pub dvr_seconds: u32,
+    /// DVR windows longer than `playlist_segments` segments are kept on
+    /// disk under the data directory, only the newest `playlist_segments`
+    /// in memory.
+    pub dvr_on_disk: bool,
+    /// Cap on one stream's DVR window on disk, all renditions together.
+    pub dvr_max_disk_bytes: usize,
 }
 
 /// Where packaged media lives (`hls.store`).
@@ -386,6 +392,8 @@ impl Default for Hls {
             max_window_bytes: 64 << 20,
             store: PackagedStore::Memory,
             dvr_seconds: 0,
+            dvr_on_disk: true,
+            dvr_max_disk_bytes: 4 << 30,
         }
     }
 }
@@ -438,6 +446,9 @@ impl Config {
         }
         if v.part >= v.segment {
             bail!("hls.part_seconds must be shorter than hls.segment_seconds");
+        }
+        if self.hls.dvr_max_disk_bytes < 1 << 20 {
+            bail!("hls.dvr_max_disk_bytes must be at least 1048576");
         }
         if self.hls.max_window_bytes < 1 << 20 {
             bail!("hls.max_window_bytes must be at least 1048576");

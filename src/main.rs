@@ -216,6 +216,12 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     let gate: Arc<ControlPlane> = plane.clone();
     let shutdown = CancellationToken::new();
 
+    // Long DVR windows: files in the data directory, emptied at each start
+    // (what a previous run left is unlinked already; see memfile).
+    let dvr_dir = cfg.hls.dvr_on_disk.then(|| cfg.data_dir.join("dvr"));
+    if let Some(dir) = &dvr_dir {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
     let hls = HlsHub::new(HlsConfig {
         segment_target: v.segment,
         part_target: v.part,
@@ -223,6 +229,8 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         linger: v.hls_linger,
         max_bytes: cfg.hls.max_window_bytes,
         dvr: Duration::from_secs(u64::from(cfg.hls.dvr_seconds)),
+        dvr_dir,
+        dvr_max_bytes: cfg.hls.dvr_max_disk_bytes,
         ..HlsConfig::default()
     });
     let hls_task = tokio::spawn(hls.clone().run(registry.clone(), shutdown.clone()));

@@ -226,9 +226,10 @@ async fn buffer_secs_is_the_streams_dvr_window() {
     let key = key["key"].as_str().expect("a key").to_owned();
     // A sidecar that wants the thumbnails on disk (the FrameWorks fork's
     // trigger): a real webhook receiver.
-    let (hooks, mut delivered) =
-        webhooks::receiver(std::sync::Arc::new(|_: &str, _: &str, _| Some((axum::http::StatusCode::OK, String::new()))))
-            .await;
+    let (hooks, mut delivered) = webhooks::receiver(std::sync::Arc::new(|_: &str, _: &str, _| {
+        Some((axum::http::StatusCode::OK, String::new()))
+    }))
+    .await;
     let handler = serde_json::json!({"trigger": "THUMBNAIL_UPDATED", "url": format!("{hooks}/thumbs")});
     api_ok("POST", &server.api("/triggers"), a, Some(handler), 201).await;
     let mut publisher = ffmpeg_spawn(&rtmp_publish_args(&server.rtmp_url(&key), 60));

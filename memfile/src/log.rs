@@ -755,7 +755,8 @@ mod tests {
     fn evicted_pages_leave_memory_and_read_back_from_the_file() {
         // The build's own folder: a file system on a disk, as a data
         // directory is (the system's temp dir may be memory).
-        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target").join(format!("evict-{}", std::process::id()));
+        let dir =
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target").join(format!("evict-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("a test dir");
         let mut w = ChunkWriter::in_directory("test-evict", Some(dir.clone()));
         let data: Vec<u8> = (0..4 << 20).map(|i: u32| (i % 251) as u8).collect();

@@ -119,11 +119,33 @@ pub struct Rendition {
     epoch_ms: Option<i64>,
     /// Where its chunks are written.
     store: ChunkWriter,
+    /// For a window kept on disk: how much of the newest media stays in
+    /// memory (seconds); older segments are written out and dropped from
+    /// memory ([`Rendition::take_evictions`]).
+    hot_seconds: Option<f64>,
+    /// How many of the oldest segments left memory (they come first).
+    cold: usize,
+    /// Bytes of the complete segments, and of those that left memory.
+    complete_bytes: usize,
+    cold_bytes: usize,
+    /// Segment bytes that left the hot window, for the packager to evict.
+    evictions: Vec<Bytes>,
 }
 
 impl Rendition {
     /// A rendition for `track`, whose first segment will carry `msn`.
     pub fn new(name: String, track: Track) -> Result<Rendition, CmafError> {
+        Rendition::with_store(name, track, None)
+    }
+
+    /// A rendition whose window is kept on disk in `disk` (a folder, and how
+    /// many seconds of the newest media stay in memory): its chunks are
+    /// written to files there, and segments older than that leave memory.
+    pub fn with_store(
+        name: String,
+        track: Track,
+        disk: Option<(std::path::PathBuf, f64)>,
+    ) -> Result<Rendition, CmafError> {
         let init = cmaf::init_segment(&track)?;
         let timescale = cmaf::timescale(&track);
         let first_track = track.clone();
@@ -151,7 +173,15 @@ impl Rendition {
             longest_segment: 0.0,
             peak_bitrate: 0,
             epoch_ms: None,
-            store: ChunkWriter::new(&name_for_store),
+            store: match &disk {
+                Some((dir, _)) => ChunkWriter::in_directory(&name_for_store, Some(dir.clone())),
+                None => ChunkWriter::new(&name_for_store),
+            },
+            hot_seconds: disk.map(|(_, hot)| hot),
+            cold: 0,
+            complete_bytes: 0,
+            cold_bytes: 0,
+            evictions: Vec::new(),
         })
     }
 
@@ -350,6 +380,7 @@ impl Rendition {
         let chunks: Vec<Bytes> = seg.parts.iter().flat_map(|p| p.chunks.iter().cloned()).collect();
         seg.whole = tidecast_memfile::join(&chunks);
         seg.complete = true;
+        self.complete_bytes += seg.bytes();
         seg.duration = (end_us - seg.start_us).max(0) as f64 / f64::from(TIMESCALE);
         self.longest_segment = self.longest_segment.max(seg.duration);
         if seg.duration > 0.0 {
@@ -395,8 +426,16 @@ impl Rendition {
     }
 
     fn drop_oldest(&mut self) {
-        if self.segments.pop_front().is_some_and(|old| old.discontinuity) {
+        let Some(old) = self.segments.pop_front() else { return };
+        if old.discontinuity {
             self.discontinuity_sequence += 1;
+        }
+        if old.complete {
+            self.complete_bytes -= old.bytes();
+        }
+        if self.cold > 0 {
+            self.cold -= 1;
+            self.cold_bytes -= old.bytes();
         }
         let oldest = self.segments.front().map_or(self.init_version, |s| s.init_version);
         self.inits.retain(|&v, _| v >= oldest);
@@ -417,17 +456,61 @@ impl Rendition {
             let longest = complete().map(|s| s.duration).fold(0.0, f64::max);
             let over = seconds > max_seconds || bytes > max_bytes;
             if !over || seconds - oldest.duration < 3.0 * longest {
-                return;
+                break;
             }
             self.drop_oldest();
         }
+        self.cool();
+    }
+
+    /// For a window on disk: the complete segments that fell out of the
+    /// hot window leave memory. Their bytes are queued for the packager to
+    /// write out and drop (off its lock), and their parts are compacted to
+    /// one view each (no part of them is listed any more).
+    fn cool(&mut self) {
+        let Some(hot) = self.hot_seconds else { return };
+        let Some(newest) = self.segments.iter().rev().find(|s| s.complete) else { return };
+        let edge = newest.start_us as f64 / 1e6 + newest.duration;
+        while let Some(s) = self.segments.get_mut(self.cold).filter(|s| s.complete) {
+            if edge - (s.start_us as f64 / 1e6 + s.duration) < hot {
+                break;
+            }
+            match &s.whole {
+                Some(w) => self.evictions.push(w.clone()),
+                None => self.evictions.extend(s.parts.iter().flat_map(|p| p.chunks.iter().cloned())),
+            }
+            for p in &mut s.parts {
+                if let Some(w) = &p.whole {
+                    p.chunks = vec![w.clone()];
+                }
+            }
+            self.cold_bytes += s.bytes();
+            self.cold += 1;
+        }
+    }
+
+    /// Segment bytes that left memory since the last call: the packager
+    /// writes them out and drops them ([`tidecast_memfile::evict`]).
+    pub fn take_evictions(&mut self) -> Vec<Bytes> {
+        std::mem::take(&mut self.evictions)
+    }
+
+    /// Bytes of the window kept on disk only (not in memory).
+    pub fn disk_bytes(&self) -> usize {
+        self.cold_bytes
+    }
+
+    /// How many of the oldest segments are on disk only.
+    pub fn disk_segments(&self) -> usize {
+        self.cold
     }
 
     /// Payload bytes this rendition keeps alive: its segments and parts
     /// (frames and fragment headers), the sample waiting for its duration,
     /// and its init segments.
     pub fn held_bytes(&self) -> usize {
-        let segments: usize = self.segments.iter().map(Segment::bytes).sum();
+        let open = self.segments.back().filter(|s| !s.complete).map_or(0, Segment::bytes);
+        let segments = self.complete_bytes - self.cold_bytes + open;
         let pending = self.pending.as_ref().map_or(0, |f| f.payload.len())
             + self.ready.iter().map(|s| s.frame.payload.len()).sum::<usize>();
         segments + pending + self.inits.values().map(Bytes::len).sum::<usize>()

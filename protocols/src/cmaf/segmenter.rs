@@ -31,6 +31,19 @@ pub struct SegmenterConfig {
     /// (or beyond `window` x `segment_target` of media) the oldest segments
     /// leave early, never below three of the longest segments.
     pub max_bytes: usize,
+    /// Where a window longer than memory should hold is kept; `None`: in
+    /// memory.
+    pub disk: Option<DiskWindow>,
+}
+
+/// A window kept on disk: chunks go to files in `dir`, and only the newest
+/// `hot` of media stays in memory.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DiskWindow {
+    /// The folder (under the data directory).
+    pub dir: std::path::PathBuf,
+    /// Media kept in memory as well.
+    pub hot: Duration,
 }
 
 impl Default for SegmenterConfig {
@@ -40,6 +53,7 @@ impl Default for SegmenterConfig {
             part_target: Duration::from_millis(200),
             window: 10,
             max_bytes: 64 << 20,
+            disk: None,
         }
     }
 }
@@ -196,7 +210,8 @@ impl Segmenter {
             };
             let n = self.renditions.iter().filter(|r| r.track.kind() == t.kind()).count();
             let name = if n == 0 { kind.to_owned() } else { format!("{kind}{n}") };
-            match Rendition::new(name, t.clone()) {
+            let disk = self.cfg.disk.as_ref().map(|d| (d.dir.clone(), d.hot.as_secs_f64()));
+            match Rendition::with_store(name, t.clone(), disk) {
                 Ok(mut r) => {
                     r.set_epoch(self.epoch_ms);
                     // A late track joins at the lead's current segment.
@@ -406,7 +421,13 @@ impl Segmenter {
         (seconds, share)
     }
 
-    /// Payload bytes held by every rendition.
+    /// Segment bytes that left memory since the last call, every
+    /// rendition's: the packager writes them out and drops them.
+    pub fn take_evictions(&mut self) -> Vec<bytes::Bytes> {
+        self.renditions.iter_mut().flat_map(Rendition::take_evictions).collect()
+    }
+
+    /// Payload bytes held in memory by every rendition.
     pub fn held_bytes(&self) -> usize {
         self.renditions.iter().map(Rendition::held_bytes).sum()
     }

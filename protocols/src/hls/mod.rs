@@ -49,16 +49,38 @@ pub struct HlsConfig {
     /// How far back viewers may rewind a stream whose settings do not say
     /// (a DVR window); zero: `window` segments.
     pub dvr: Duration,
+    /// Where DVR windows longer than `window` segments are kept (a folder
+    /// on a disk); `None`: in memory, within `max_bytes`.
+    pub dvr_dir: Option<std::path::PathBuf>,
+    /// Cap on the bytes one stream's window on disk holds.
+    pub dvr_max_bytes: usize,
+    /// Set by [`HlsConfig::with_dvr`] for a window kept on disk.
+    pub disk: Option<crate::cmaf::segmenter::DiskWindow>,
 }
 
 impl HlsConfig {
     /// These settings for a stream that keeps `dvr` of media: a window of
     /// enough segments to cover it (never fewer than `window`). The byte
     /// cap still applies.
+    ///
+    /// A window longer than the node's (`window` segments) is kept on disk
+    /// when there is a `dvr_dir`: only the node's window of the newest
+    /// media stays in memory, and the byte cap is `dvr_max_bytes`.
     pub fn with_dvr(&self, dvr: Duration) -> HlsConfig {
         let target = self.segment_target.as_secs_f64().max(0.001);
         let needed = (dvr.as_secs_f64() / target).ceil() as usize;
-        HlsConfig { window: self.window.max(needed), ..self.clone() }
+        match &self.dvr_dir {
+            Some(dir) if needed > self.window => HlsConfig {
+                window: needed,
+                max_bytes: self.dvr_max_bytes,
+                disk: Some(crate::cmaf::segmenter::DiskWindow {
+                    dir: dir.clone(),
+                    hot: self.segment_target * u32::try_from(self.window).unwrap_or(u32::MAX),
+                }),
+                ..self.clone()
+            },
+            _ => HlsConfig { window: self.window.max(needed), ..self.clone() },
+        }
     }
 
     /// How the segmenter cuts and keeps the stream for these settings.
@@ -68,6 +90,7 @@ impl HlsConfig {
             part_target: self.part_target,
             window: self.window,
             max_bytes: self.max_bytes,
+            disk: self.disk.clone(),
         }
     }
 }
@@ -82,6 +105,9 @@ impl Default for HlsConfig {
             linger: Duration::from_secs(30),
             max_bytes: 64 << 20,
             dvr: Duration::ZERO,
+            dvr_dir: None,
+            dvr_max_bytes: 4 << 30,
+            disk: None,
         }
     }
 }
@@ -654,10 +680,20 @@ async fn package(
         match ev {
             Some(ev) => {
                 frames += u64::from(matches!(ev, tidecast_media::Event::Frame(_)));
-                gauge.set(hls.update(|p| {
+                let (held, cold) = hls.update(|p| {
                     p.on_event(ev);
-                    p.held_bytes()
-                }));
+                    (p.held_bytes(), p.take_evictions())
+                });
+                gauge.set(held);
+                if !cold.is_empty() {
+                    // Segments that left the hot window of a window on
+                    // disk: written out and dropped off the async threads.
+                    tokio::task::spawn_blocking(move || {
+                        for b in &cold {
+                            tidecast_memfile::evict(b);
+                        }
+                    });
+                }
             }
             None => break,
         }

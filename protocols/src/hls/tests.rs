@@ -511,3 +511,49 @@ fn a_dvr_window_raises_the_segment_count_and_never_lowers_it() {
     assert_eq!(cfg.with_dvr(Duration::from_secs(5)).window, 10, "never below the node's window");
     assert_eq!(cfg.with_dvr(Duration::ZERO).window, 10);
 }
+
+#[test]
+fn a_long_window_goes_to_disk_and_keeps_the_nodes_window_in_memory() {
+    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/dvr-test");
+    std::fs::create_dir_all(&dir).unwrap();
+    let node = HlsConfig {
+        segment_target: Duration::from_secs(2),
+        window: 5,
+        dvr_dir: Some(dir.clone()),
+        dvr_max_bytes: 1 << 30,
+        ..HlsConfig::default()
+    };
+    assert_eq!(node.with_dvr(Duration::from_secs(8)).disk, None, "within the node's window: memory");
+    let cfg = node.with_dvr(Duration::from_secs(60));
+    let disk = cfg.disk.clone().expect("a window on disk");
+    assert_eq!((cfg.window, cfg.max_bytes, disk.hot), (30, 1 << 30, Duration::from_secs(10)));
+
+    // 50 s of 2 s GOPs: 24 complete segments, the oldest 19 or so on disk.
+    let mut p = Segmenter::new(cfg.segmenter());
+    let mut evicted = Vec::new();
+    for e in events(50, 50) {
+        p.on_event(e);
+        evicted.extend(p.take_evictions());
+    }
+    let video = p.rendition("video").unwrap();
+    let complete: Vec<&Segment> = video.segments.iter().filter(|s| s.complete).collect();
+    assert_eq!(complete.len(), 24);
+    let cold = video.disk_segments();
+    assert_eq!(cold, 19, "all but the newest 10 s (five segments) on disk");
+    let cold_bytes: usize = complete[..cold].iter().map(|s| s.bytes()).sum();
+    assert_eq!(video.disk_bytes(), cold_bytes);
+    let all: usize = p.renditions.iter().flat_map(|r| r.segments.iter()).map(Segment::bytes).sum();
+    let on_disk: usize = p.renditions.iter().map(Rendition::disk_bytes).sum();
+    assert!(p.held_bytes() < all - on_disk + 4096, "memory counts the hot window only");
+    assert!(!evicted.is_empty() && evicted.iter().map(Bytes::len).sum::<usize>() >= on_disk);
+    // What left memory is still there: segments whole, parts compacted.
+    for s in &complete[..cold] {
+        let whole = s.whole.as_ref().expect("one view");
+        assert_eq!(whole.len(), s.bytes());
+        assert!(s.parts.iter().all(|p| p.chunks.len() == 1));
+        let copy = whole.to_vec();
+        tidecast_memfile::evict(whole);
+        assert_eq!(&whole[..], &copy[..], "read back from the file as written");
+    }
+    let _ = std::fs::remove_dir(&dir);
+}
