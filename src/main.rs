@@ -401,18 +401,6 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         )
     };
     tokio::spawn(pushes.clone().run());
-    let sources = Sources {
-        registry: registry.clone(),
-        ingest: vec![("rtmp", rtmp_stats), ("srt", srt_stats)],
-        srt: Some(srt_sessions.clone()),
-        sessions: plane.sessions.clone(),
-        traffic: traffic.clone(),
-        encoders,
-        transcode: Some(transcoders.clone()),
-        pushes: Some(pushes.clone()),
-    };
-    let monitor_task = tokio::spawn(plane.clone().monitor(sources, shutdown.clone()));
-
     // Posters and sprite sheets, made on demand for viewers and kept on
     // disk (THUMBNAIL_UPDATED) for streams whose handlers ask.
     let thumbnails = Thumbnails::new(Arc::new(tidecast_transcode::thumbnail::keyframe_jpeg));
@@ -435,6 +423,20 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         },
     };
     tokio::spawn(thumb_files.run(registry.clone(), hls.clone(), shutdown.clone()));
+
+    let sources = Sources {
+        registry: registry.clone(),
+        ingest: vec![("rtmp", rtmp_stats), ("srt", srt_stats)],
+        srt: Some(srt_sessions.clone()),
+        sessions: plane.sessions.clone(),
+        traffic: traffic.clone(),
+        encoders,
+        transcode: Some(transcoders.clone()),
+        pushes: Some(pushes.clone()),
+        hls: Some(hls.clone()),
+        sprites: Some(sprites.clone()),
+    };
+    let monitor_task = tokio::spawn(plane.clone().monitor(sources, shutdown.clone()));
 
     // Each protocol's HTTP routes, from its own folder; all of them ask
     // the control plane through the gate.

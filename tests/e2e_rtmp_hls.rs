@@ -215,7 +215,12 @@ async fn several_streams_at_once() {
 /// (twice the node's ten segments here), the live edge unchanged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn buffer_secs_is_the_streams_dvr_window() {
-    let server = Server::start(&["--hls-segment", "1", "--reconnect-grace", "0"]);
+    // The node keeps 5 s of every stream in memory; a longer window is
+    // kept on disk beyond that.
+    let server = Server::start_with_config(
+        Some("[hls]\nplaylist_segments = 5\n"),
+        &["--hls-segment", "1", "--reconnect-grace", "0"],
+    );
     let a = ADMIN_KEY;
     api_ok("POST", &server.api("/tenants"), a, Some(serde_json::json!({"id": "t"})), 201).await;
     let bad = serde_json::json!({"name": "x", "tenant": "t", "buffer_secs": 0});
@@ -282,6 +287,44 @@ async fn buffer_secs_is_the_streams_dvr_window() {
             assert!(bytes.windows(4).position(|w| w == b"moov") < bytes.windows(4).position(|w| w == b"mdat"));
         }
     }
+    // The window beyond the node's 5 s lives on disk: the load report says
+    // so, memory holds the newest seconds only, and a clip from the oldest
+    // part of the window (13 to 18 s ago) is read back from there.
+    let report = until("the load report to show the window on disk", 30, || {
+        let server = &server;
+        async move {
+            let load = api_ok("GET", &server.api("/load"), ADMIN_KEY, None, 200).await;
+            let s = load["per_stream"].as_array()?.iter().find(|s| s["name"] == "dvr")?.clone();
+            (s["dvr"]["disk_seconds"].as_f64()? >= 12.0).then_some((s, load))
+        }
+    })
+    .await;
+    let (stream, load) = report;
+    let dvr = &stream["dvr"];
+    assert_eq!(dvr["on_disk"], true, "{dvr}");
+    assert!(dvr["seconds"].as_f64() >= Some(18.0) && dvr["configured_seconds"].as_f64() == Some(20.0), "{dvr}");
+    let (bytes, disk) = (dvr["bytes"].as_u64().unwrap_or(0), dvr["disk_bytes"].as_u64().unwrap_or(0));
+    assert!(disk > 0 && disk < bytes, "{dvr}");
+    let in_memory = stream["buffers"]["cmaf"].as_u64().unwrap_or(u64::MAX);
+    assert!(in_memory < bytes - disk / 2, "memory holds the hot part only: {in_memory} of {bytes}: {stream}");
+    // Written out and dropped from memory, where the data directory is on
+    // a disk (on tmpfs the pages have nowhere to go).
+    let fs = std::process::Command::new("stat").args(["-f", "-c", "%T"]).arg(server.dir.path()).output();
+    let fs = fs.map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned()).unwrap_or_default();
+    if fs != "tmpfs" {
+        assert!(load["memory"]["dvr_evicted_bytes_total"].as_u64() > Some(0), "{fs}: {}", load["memory"]);
+    }
+    let url = format!("http://{}/dvr.mp4?startunix=-18&duration=5", server.http);
+    let r = reqwest::get(&url).await.expect("a clip from disk");
+    assert_eq!(r.status(), 200);
+    let path = dir.join("from-disk.mp4");
+    std::fs::write(&path, r.bytes().await.unwrap()).unwrap();
+    let probe = ffprobe(&path.display().to_string(), &["-show_entries", "stream=codec_name:format=duration"]);
+    let codecs: Vec<&str> = probe.iter().filter_map(|s| s.get("codec_name").map(String::as_str)).collect();
+    assert!(codecs.contains(&"h264") && codecs.contains(&"aac"), "{codecs:?}");
+    let duration: f64 = probe.iter().find_map(|s| s.get("duration")?.parse().ok()).unwrap_or(0.0);
+    assert!((duration - 5.0).abs() <= 1.1, "about 5 s: {duration}");
+
     // A sprite sheet over the window: contiguous cues that cover it, each
     // tile inside the sheet.
     let vtt = get_text(&format!("http://{}/dvr.thumbvtt", server.http)).await;

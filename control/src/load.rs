@@ -57,6 +57,9 @@ pub struct Memory {
     /// Bytes HTTP sent straight from those files with `sendfile`, since
     /// start (never copied by the process).
     pub sendfile_bytes_total: u64,
+    /// Bytes of DVR windows written out to disk and dropped from memory,
+    /// since start (`hls.dvr_on_disk`).
+    pub dvr_evicted_bytes_total: u64,
 }
 
 /// Bytes one holder keeps alive for one stream.
@@ -84,6 +87,46 @@ pub struct StreamLoad {
     pub frames_skipped: u64,
     /// Media bytes held for this stream, by holder (see [`BufferHolding`]).
     pub buffers: BTreeMap<String, u64>,
+    /// Its DVR window (what LL-HLS, LL-DASH and clips serve), once packaged.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dvr: Option<DvrWindow>,
+    /// Its newest sprite sheet (`/{stream}.thumbvtt`), once one was made.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub thumbnails: Option<ThumbnailState>,
+}
+
+/// A stream's DVR window.
+#[derive(Debug, Clone, Default, Serialize, ToSchema)]
+pub struct DvrWindow {
+    /// How much it is configured to hold (`buffer_secs` or the node's
+    /// default), seconds.
+    pub configured_seconds: f64,
+    /// How much media it holds now, seconds.
+    pub seconds: f64,
+    /// Bytes it holds, all renditions.
+    pub bytes: u64,
+    /// Whether it is kept on disk (longer than the node's in-memory
+    /// window, `hls.dvr_on_disk`).
+    pub on_disk: bool,
+    /// Of `bytes`, those on disk only (not in memory).
+    pub disk_bytes: u64,
+    /// The oldest seconds of the window, on disk only.
+    pub disk_seconds: f64,
+}
+
+/// A stream's thumbnails.
+#[derive(Debug, Clone, Default, Serialize, ToSchema)]
+pub struct ThumbnailState {
+    /// When the newest sprite sheet was made, Unix milliseconds.
+    pub sheet_made_ms: i64,
+    /// Its tiles (one per cue of the WebVTT index).
+    pub sheet_tiles: usize,
+    /// Its JPEG's size, bytes.
+    pub sheet_bytes: usize,
+    /// Its size, pixels.
+    pub sheet_width: u32,
+    /// Its size, pixels.
+    pub sheet_height: u32,
 }
 
 /// The node's load.
@@ -318,6 +361,10 @@ pub struct Sources {
     pub transcode: Option<Arc<dyn TranscodeSource>>,
     /// Restreams and recordings.
     pub pushes: Option<Arc<tidecast_protocols::push::PushManager>>,
+    /// Packaged windows (DVR state).
+    pub hls: Option<Arc<tidecast_protocols::hls::HlsHub>>,
+    /// Sprite sheets (thumbnail state).
+    pub sprites: Option<Arc<tidecast_protocols::progressive::sprite::Sprites>>,
 }
 
 fn push_load(p: tidecast_protocols::push::PushInfo) -> PushLoad {
@@ -451,6 +498,26 @@ impl Sampler {
                     .filter(|h| h.stream == s.name())
                     .map(|h| (h.holder.to_owned(), h.bytes))
                     .collect(),
+                dvr: self.sources.hls.as_ref().and_then(|h| h.get(s.name())).map(|h| {
+                    let w = h.window_state();
+                    DvrWindow {
+                        configured_seconds: w.configured_seconds,
+                        seconds: w.seconds,
+                        bytes: w.bytes,
+                        on_disk: w.on_disk,
+                        disk_bytes: w.disk_bytes,
+                        disk_seconds: w.disk_seconds,
+                    }
+                }),
+                thumbnails: self.sources.sprites.as_ref().and_then(|sp| sp.latest(s.name())).map(|sheet| {
+                    ThumbnailState {
+                        sheet_made_ms: sheet.made_unix_ms,
+                        sheet_tiles: sheet.cues.len(),
+                        sheet_bytes: sheet.jpeg.len(),
+                        sheet_width: sheet.size.0,
+                        sheet_height: sheet.size.1,
+                    }
+                }),
             });
             stream_bytes.insert(s.name().to_owned(), b);
             skipped_now.insert(s.name().to_owned(), skipped);
@@ -517,6 +584,7 @@ fn memory() -> Memory {
         packaged_bytes: packaged.held_bytes,
         packaged_files: packaged.logs,
         sendfile_bytes_total: packaged.sendfile_bytes,
+        dvr_evicted_bytes_total: packaged.evicted_bytes,
         host_total_bytes: kb(&info, "MemTotal:"),
         host_available_bytes: kb(&info, "MemAvailable:"),
         ..Memory::default()

@@ -38,6 +38,7 @@ pub struct Metrics {
     packaged: IntGauge,
     packaged_files: IntGauge,
     sendfile: IntCounter,
+    dvr_evicted: IntCounter,
     stream_buffers: IntGaugeVec,
     load_score: prometheus::Gauge,
     webrtc_sessions: IntGaugeVec,
@@ -130,6 +131,8 @@ impl Metrics {
         ));
         must(registry.register(Box::new(packaged_files.clone())));
         let sendfile = c("sendfile_bytes_total", "Bytes HTTP sent from packaged media with sendfile (never copied)");
+        let dvr_evicted =
+            c("dvr_evicted_bytes_total", "Bytes of DVR windows written out to disk and dropped from memory");
         let pushes = gv(
             "push",
             "Each push (restream or recording, running or ended in the last five minutes): bytes, reconnects, frames_skipped, and 1 for its state",
@@ -215,6 +218,7 @@ impl Metrics {
             pushes,
             packaged_files,
             sendfile,
+            dvr_evicted,
             media_buffered,
             stream_buffers,
             registry,
@@ -281,6 +285,7 @@ impl Metrics {
         self.packaged.set(report.memory.packaged_bytes as i64);
         self.packaged_files.set(report.memory.packaged_files as i64);
         catch_up(&self.sendfile, report.memory.sendfile_bytes_total);
+        catch_up(&self.dvr_evicted, report.memory.dvr_evicted_bytes_total);
         // Series of streams whose holders are gone disappear with them.
         self.stream_buffers.reset();
         for h in &report.memory.media_buffers {

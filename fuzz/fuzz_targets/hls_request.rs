@@ -1,6 +1,7 @@
 //! LL-HLS request parameters and file names from viewers (LL-DASH serves
-//! the same file names, parsed by the same `Resource::parse`), and media
-//! playlists as the load generator's players read them.
+//! the same file names, parsed by the same `Resource::parse`, plus its
+//! thumbnails' names), and media playlists as the load generator's players
+//! read them.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use tidecast_protocols::hls::{read, PlaylistRequest, Resource};
@@ -20,5 +21,8 @@ fuzz_target!(|data: &[u8]| {
         Resource::parse(s)
     {
         assert!(r.bytes().chain(run.bytes()).all(|b| b.is_ascii_alphanumeric()));
+    }
+    if let Some((run, start_ms, _)) = tidecast_protocols::dash::thumbs::parse(s) {
+        assert!(run.bytes().all(|b| b.is_ascii_alphanumeric()) && start_ms >= 0);
     }
 });

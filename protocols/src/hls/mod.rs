@@ -211,6 +211,24 @@ impl Resource {
     }
 }
 
+/// What a stream's window (its DVR window) holds now.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WindowState {
+    /// Seconds of media from the oldest complete segment to the newest
+    /// (the longest rendition).
+    pub seconds: f64,
+    /// Bytes of every rendition's complete segments.
+    pub bytes: u64,
+    /// Of those, bytes kept on disk only.
+    pub disk_bytes: u64,
+    /// Seconds of the oldest media that are on disk only.
+    pub disk_seconds: f64,
+    /// Whether the window is kept on disk (see [`HlsConfig::with_dvr`]).
+    pub on_disk: bool,
+    /// The window's configured length, seconds (segments x target).
+    pub configured_seconds: f64,
+}
+
 /// One stream's LL-HLS output.
 pub struct HlsStream {
     name: String,
@@ -274,6 +292,26 @@ impl HlsStream {
     /// The stream name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// What the window holds now (walks it: for reports, not per frame).
+    pub fn window_state(&self) -> WindowState {
+        self.read(|p| {
+            let mut w = WindowState {
+                on_disk: self.cfg.disk.is_some(),
+                configured_seconds: self.cfg.window as f64 * self.cfg.segment_target.as_secs_f64(),
+                ..WindowState::default()
+            };
+            for r in &p.renditions {
+                let complete = r.segments.iter().filter(|s| s.complete);
+                w.seconds = w.seconds.max(complete.clone().map(|s| s.duration).sum());
+                w.bytes += complete.map(|s| s.bytes() as u64).sum::<u64>();
+                w.disk_bytes += r.disk_bytes() as u64;
+                let cold = r.segments.iter().take(r.disk_segments()).map(|s| s.duration).sum();
+                w.disk_seconds = w.disk_seconds.max(cold);
+            }
+            w
+        })
     }
 
     /// Token in every file name of this run of the stream, so that a stream

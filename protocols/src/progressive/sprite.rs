@@ -46,6 +46,8 @@ pub struct Sheet {
     /// is in the sheet (x, y).
     pub cues: Vec<(f64, f64, u32, u32)>,
     made: Instant,
+    /// When it was made, Unix milliseconds.
+    pub made_unix_ms: i64,
     /// The window's first and last segment numbers when it was made.
     window: (u64, u64),
 }
@@ -76,12 +78,26 @@ pub struct Sprites {
     /// By stream name: the window it was made of, and the sheet.
     sheets: Mutex<HashMap<String, Made>>,
     busy: tokio::sync::Mutex<()>,
+    /// Sheets made since start.
+    pub made: std::sync::atomic::AtomicU64,
 }
 
 impl Sprites {
     /// Sheets made by `make`.
     pub fn new(make: MakeSprite) -> Arc<Sprites> {
-        Arc::new(Sprites { make, sheets: Mutex::default(), busy: tokio::sync::Mutex::new(()) })
+        Arc::new(Sprites {
+            make,
+            sheets: Mutex::default(),
+            busy: tokio::sync::Mutex::new(()),
+            made: Default::default(),
+        })
+    }
+
+    /// The newest sheet made of `stream`, if it is still the live one's.
+    pub fn latest(&self, stream: &str) -> Option<Arc<Sheet>> {
+        let sheets = self.sheets.lock();
+        let (owner, sheet) = sheets.get(stream)?;
+        (owner.strong_count() > 0).then(|| sheet.clone())
     }
 
     fn cached(&self, hls: &Arc<HlsStream>, window: (u64, u64)) -> Option<Arc<Sheet>> {
@@ -108,7 +124,9 @@ impl Sprites {
         let (jpeg, size) = tokio::task::spawn_blocking(move || make(&track, &keys, TILE, COLUMNS))
             .await
             .map_err(|e| e.to_string())??;
-        let sheet = Arc::new(Sheet { jpeg, size, cues, made: Instant::now(), window });
+        self.made.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let sheet =
+            Arc::new(Sheet { jpeg, size, cues, made: Instant::now(), made_unix_ms: crate::hls::unix_ms(), window });
         let mut sheets = self.sheets.lock();
         sheets.retain(|_, (owner, _)| owner.strong_count() > 0);
         sheets.insert(hls.name().to_owned(), (Arc::downgrade(hls), sheet.clone()));
@@ -202,6 +220,7 @@ mod tests {
             size: (320, 90),
             cues: vec![(0.0, 2.0, 0, 0), (2.0, 3725.5, 160, 0)],
             made: Instant::now(),
+            made_unix_ms: 0,
             window: (0, 1),
         };
         let vtt = sheet.vtt("/thumbs/cam.jpg");
