@@ -609,6 +609,8 @@ mod tests {
             encoders: Arc::default(),
             transcode: None,
             pushes: None,
+            hls: None,
+            sprites: None,
         };
         let mut s = Sampler::new(sources.clone());
         let _p = registry.publish("cam").unwrap();
