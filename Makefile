@@ -6,7 +6,7 @@ LATENCY_SECONDS ?= 20
 # Stable toolchain: cargo-fuzz needs nightly flags; RUSTC_BOOTSTRAP lets stable accept them.
 FUZZ_ENV ?= RUSTC_BOOTSTRAP=1
 
-.PHONY: run build test test-unit test-e2e bench bench-check bench-latency bench-latency-http bench-compare bench-ladder bench-livepeer bench-memory soak fuzz fuzz-smoke fuzz-build deps clean
+.PHONY: run build test test-unit test-e2e bench bench-check bench-latency bench-latency-http bench-compare bench-ladder bench-livepeer bench-memory bench-thumbs soak fuzz fuzz-smoke fuzz-build deps clean
 
 run: ## install what is missing, build, and start the server on embedded defaults
 	./scripts/install-deps.sh run
@@ -54,6 +54,9 @@ bench-livepeer: ## how far Livepeer renditions trail the source, with the test's
 
 bench-memory: ## RSS one live stream adds, against the media bytes its windows hold (docs/benchmarks.md)
 	./bench/memory.sh
+
+bench-thumbs: ## what thumbnails and clips cost the server while a stream runs (docs/benchmarks.md)
+	./bench/thumbs.py
 
 soak: ## long mixed load (MINUTES=30, 10 streams, 200 viewers): RSS, fds, threads every 10 s (docs/benchmarks.md)
 	./scripts/install-deps.sh test
