@@ -119,7 +119,7 @@ def main():
         series("`/b.jpg` (newest keyframe, 1280x720), one per keyframe", ["/b.jpg"] * 5, 2.1)
         series("`/b.jpg?width=320`, one per keyframe", ["/b.jpg?width=320"] * 5, 2.1)
         series("`/b.jpg`, cached (same keyframe)", ["/b.jpg"] * 50, 0)
-        series("`/b.thumbvtt` + sheet, made again (60 tiles)", ["/b.thumbvtt"] * 3, 5.5)
+        series("`/b.thumbvtt` + sheet, made again (60 tiles)", ["/b.thumbvtt"] * 6, 5.5)
         if m:
             # Twenty images 100 s to 60 s back, one per 2 s segment: each a
             # keyframe decoded for the first time.
@@ -128,8 +128,12 @@ def main():
             urls = [f"/dash/b/{m.group(1)}{n}.jpg" for n in range(first, first + 20)]
             series("DASH thumbnail image (160 px), each of a new segment", urls, 0)
         for ext in ["mp4", "mkv", "ts"]:
-            series(f"10 s clip `.{ext}` from memory (`startunix=-12`)", [f"/b.{ext}?startunix=-12&duration=10"] * 5, 0)
-            series(f"10 s clip `.{ext}` from disk (`startunix=-90`)", [f"/b.{ext}?startunix=-90&duration=10"] * 5, 0)
+            series(f"10 s clip `.{ext}` from memory (`startunix=-12`)", [f"/b.{ext}?startunix=-12&duration=10"] * 20, 0)
+            series(f"10 s clip `.{ext}` from disk (`startunix=-90`)", [f"/b.{ext}?startunix=-90&duration=10"] * 20, 0)
+        # What stays once the heap is trimmed (src/trim.rs, once a minute).
+        r0 = rss_mib(server.pid)
+        time.sleep(65)
+        rows.append(("65 s later (after the periodic heap trim)", "", "", f"{rss_mib(server.pid) - r0:+.1f} MiB RSS"))
         print("| request | server CPU | body | RSS after the series |")
         print("|---|---|---|---|")
         for r in rows:

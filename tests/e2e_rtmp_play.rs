@@ -181,6 +181,15 @@ async fn progressive_mp4_ts_and_jpg_outputs() {
     })
     .await;
     assert_eq!(said, 404);
+    // Its clips carry what it has: audio.
+    wait_for_segment(&server, "radio", "audio", 5).await;
+    let r = reqwest::get(format!("http://{http}/radio.mp4?startunix=-3&duration=2")).await.expect("a clip");
+    assert_eq!(r.status(), 200);
+    let path = dir.join("radio.mp4");
+    std::fs::write(&path, r.bytes().await.unwrap()).unwrap();
+    let probe = ffprobe(&path.display().to_string(), &["-show_entries", "stream=codec_name"]);
+    let codecs: Vec<&str> = probe.iter().filter_map(|s| s.get("codec_name").map(String::as_str)).collect();
+    assert_eq!(codecs, ["aac"], "an audio-only clip");
     let _ = radio.kill();
     let _ = radio.wait();
     let _ = publisher.kill();

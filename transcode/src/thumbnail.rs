@@ -73,8 +73,13 @@ pub fn sprite(
         sheet.data_mut(plane).fill(fill);
     }
     let mut scaler: Option<(ff::software::scaling::Context, (u32, u32, ff::format::Pixel))> = None;
+    // One decoder for the sheet, reset between keyframes: opening one per
+    // keyframe cost more than decoding (measured: bench-thumbs).
+    let mut dec = crate::ladder::open_video_decoder(track)?;
     for (i, key) in keyframes.iter().enumerate() {
-        let Ok(picture) = decode(track, key) else { continue };
+        let picture = decode_with(&mut dec, key);
+        dec.flush();
+        let Ok(picture) = picture else { continue };
         let def = (picture.width(), picture.height(), picture.format());
         if scaler.as_ref().is_none_or(|(_, d)| *d != def) {
             let ctx = ff::software::scaling::Context::get(
@@ -113,6 +118,12 @@ pub fn sprite(
 
 fn decode(track: &Track, keyframe: &Frame) -> Result<ff::frame::Video, String> {
     let mut dec = crate::ladder::open_video_decoder(track)?;
+    decode_with(&mut dec, keyframe)
+}
+
+/// Decodes `keyframe` alone with `dec`, which is left drained (call
+/// `flush` before its next keyframe).
+fn decode_with(dec: &mut ff::decoder::Video, keyframe: &Frame) -> Result<ff::frame::Video, String> {
     let mut packet = ff::Packet::copy(&keyframe.payload);
     packet.set_pts(Some(keyframe.pts()));
     packet.set_dts(Some(keyframe.dts));
