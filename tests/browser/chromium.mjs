@@ -3,6 +3,7 @@
 // it is same-origin with the server's endpoints and a secure context on
 // loopback).
 import { chromium } from 'playwright-core';
+import { readFileSync } from 'node:fs';
 
 const FLAGS = ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--autoplay-policy=no-user-gesture-required'];
 
@@ -23,4 +24,23 @@ export async function pageAt(browser, origin, path, html = '<!doctype html><html
   await page.route(`${origin}${path}`, (r) => r.fulfill({ status: 200, contentType: 'text/html', body: html }));
   await page.goto(`${origin}${path}`);
   return page;
+}
+
+// The tests' player page: a muted, autoplaying <video id="v"> and a
+// player's script (`library`, a path under node_modules), at `/__player` of
+// `src`'s origin. Every URL the page asks for is recorded in `requests`.
+export async function playerPage(browser, src, library) {
+  const script = readFileSync(new URL(`./node_modules/${library}`, import.meta.url), 'utf8');
+  const page = await browser.newPage();
+  const requests = [];
+  page.on('request', (r) => requests.push(r.url()));
+  const origin = new URL(src).origin;
+  await page.route(`${origin}/__player`, (route) =>
+    route.fulfill({
+      contentType: 'text/html',
+      body: `<!doctype html><html><body><video id="v" muted autoplay playsinline></video><script>${script}</script></body></html>`,
+    }),
+  );
+  await page.goto(`${origin}/__player`);
+  return { page, requests, origin };
 }

@@ -3,27 +3,15 @@
 // for thumbnails (provideThumbnail) across the DVR window, fetching each
 // image it names. Prints what it saw as JSON.
 // Usage: node dashjs-dvr.mjs MPD_URL BACK_SECONDS PLAY_SECONDS
-import { launch } from './chromium.mjs';
-import { readFileSync } from 'node:fs';
+import { launch, playerPage } from './chromium.mjs';
 
 const [, , src, backArg, playArg] = process.argv;
 const back = Number(backArg || 40);
 const play = Number(playArg || 6);
-const dashjs = readFileSync(new URL('./node_modules/dashjs/dist/modern/umd/dash.mediaplayer.min.js', import.meta.url), 'utf8');
 
 const browser = await launch();
 try {
-  const page = await browser.newPage();
-  const requests = [];
-  page.on('request', (r) => requests.push(r.url()));
-  const origin = new URL(src).origin;
-  await page.route(`${origin}/__player`, (route) =>
-    route.fulfill({
-      contentType: 'text/html',
-      body: `<!doctype html><html><body><video id="v" muted autoplay playsinline></video><script>${dashjs}</script></body></html>`,
-    }),
-  );
-  await page.goto(`${origin}/__player`);
+  const { page, requests, origin } = await playerPage(browser, src, 'dashjs/dist/modern/umd/dash.mediaplayer.min.js');
   const result = await page.evaluate(
     async ({ src, back, play }) => {
       const video = document.getElementById('v');

@@ -4,26 +4,14 @@
 // errors, and every URL the page asked for (the test checks that none left
 // loopback: dash.js's default clock is on the internet).
 // Usage: node dashjs.mjs MPD_URL SECONDS
-import { launch } from './chromium.mjs';
-import { readFileSync } from 'node:fs';
+import { launch, playerPage } from './chromium.mjs';
 
 const [, , src, secondsArg] = process.argv;
 const seconds = Number(secondsArg || 10);
-const dashjs = readFileSync(new URL('./node_modules/dashjs/dist/modern/umd/dash.mediaplayer.min.js', import.meta.url), 'utf8');
 
 const browser = await launch();
 try {
-  const page = await browser.newPage();
-  const requests = [];
-  page.on('request', (r) => requests.push(r.url()));
-  const origin = new URL(src).origin;
-  await page.route(`${origin}/__player`, (route) =>
-    route.fulfill({
-      contentType: 'text/html',
-      body: `<!doctype html><html><body><video id="v" muted autoplay playsinline></video><script>${dashjs}</script></body></html>`,
-    }),
-  );
-  await page.goto(`${origin}/__player`);
+  const { page, requests, origin } = await playerPage(browser, src, 'dashjs/dist/modern/umd/dash.mediaplayer.min.js');
   const result = await page.evaluate(
     async ({ src, seconds }) => {
       const video = document.getElementById('v');

@@ -4,27 +4,14 @@
 // With `switch`, it asks for the next level (hls.nextLevel) every 1.5 s
 // once playing, at the end of a segment, and reports the levels it
 // switched to and any stall.
-import { launch } from './chromium.mjs';
-import { readFileSync } from 'node:fs';
+import { launch, playerPage } from './chromium.mjs';
 
 const [, , src, secondsArg, mode] = process.argv;
 const seconds = Number(secondsArg || 8);
-const hlsjs = readFileSync(new URL('./node_modules/hls.js/dist/hls.min.js', import.meta.url), 'utf8');
 
 const browser = await launch();
 try {
-  const page = await browser.newPage();
-  const requests = [];
-  page.on('request', (r) => requests.push(r.url()));
-  const origin = new URL(src).origin;
-  // The player page is served by the test itself, from the server's origin.
-  await page.route(`${origin}/__player`, (route) =>
-    route.fulfill({
-      contentType: 'text/html',
-      body: `<!doctype html><html><body><video id="v" muted autoplay playsinline></video><script>${hlsjs}</script></body></html>`,
-    }),
-  );
-  await page.goto(`${origin}/__player`);
+  const { page, requests, origin } = await playerPage(browser, src, 'hls.js/dist/hls.min.js');
   const result = await page.evaluate(
     async ({ src, seconds, mode }) => {
       const video = document.getElementById('v');
