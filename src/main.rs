@@ -218,10 +218,14 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
 
     // Long DVR windows: files in the data directory, emptied at each start
     // (what a previous run left is unlinked already; see memfile).
-    let dvr_dir = cfg.hls.dvr_on_disk.then(|| cfg.data_dir.join("dvr"));
-    if let Some(dir) = &dvr_dir {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
+    let dvr_dir = cfg.hls.dvr_on_disk.then(|| cfg.data_dir.join("dvr")).filter(|dir| {
+        let usable = std::fs::create_dir_all(dir).and_then(|()| tidecast_memfile::check_directory(dir));
+        if let Err(e) = &usable {
+            warn!(dir = %dir.display(), error = %e,
+                "DVR windows cannot be kept on disk there; they stay in memory, capped by hls.max_window_bytes");
+        }
+        usable.is_ok()
+    });
     let hls = HlsHub::new(HlsConfig {
         segment_target: v.segment,
         part_target: v.part,

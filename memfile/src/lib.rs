@@ -37,5 +37,5 @@ mod log;
 mod registry;
 mod socket;
 
-pub use log::{evict, join, set_directory, stats, ChunkWriter, Stats};
+pub use log::{check_directory, evict, join, on_disk, set_directory, stats, ChunkWriter, Stats};
 pub use socket::SendfileStream;

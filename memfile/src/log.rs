@@ -617,6 +617,23 @@ pub fn evict(b: &Bytes) -> usize {
     to - from
 }
 
+/// Whether `b` lies in a log kept in a file on a disk, whose pages
+/// [`evict`] can write out and drop.
+pub fn on_disk(b: &Bytes) -> bool {
+    registry::log_of(b).is_some_and(|(log, _)| log.on_disk)
+}
+
+/// Checks that `dir` can hold logs on a disk: unlinked files that give
+/// space back (holes), on a file system that is not memory. The error says
+/// why not.
+pub fn check_directory(dir: &Path) -> io::Result<()> {
+    let fd = open_unlinked(dir, file_punch_unit())?;
+    if in_memory_fs(&fd) {
+        return Err(io::Error::other("the file system is in memory (tmpfs): pages there cannot leave memory"));
+    }
+    Ok(())
+}
+
 /// `chunks` as one `Bytes`, without copying, when they are consecutive
 /// writes of one log (a part or a segment of one rendition). `None` when
 /// they are not (a heap fallback, or a run that straddles two logs).

@@ -37,6 +37,22 @@ pub struct Part {
 }
 
 impl Part {
+    /// Its bytes after the first `from`, as views: its chunks, the first
+    /// one cut where `from` falls. Readers that stream a part as it grows
+    /// count bytes, which stay valid if its chunks are later joined.
+    pub fn bytes_from(&self, from: usize) -> Vec<Bytes> {
+        let mut at = 0;
+        let mut out = Vec::new();
+        for c in &self.chunks {
+            let end = at + c.len();
+            if end > from {
+                out.push(if from > at { c.slice(from - at..) } else { c.clone() });
+            }
+            at = end;
+        }
+        out
+    }
+
     fn new(start_us: i64) -> Part {
         Part { chunks: Vec::new(), start_us, duration: 0.0, independent: false, complete: false, bytes: 0, whole: None }
     }
@@ -130,6 +146,8 @@ pub struct Rendition {
     cold_bytes: usize,
     /// Segment bytes that left the hot window, for the packager to evict.
     evictions: Vec<Bytes>,
+    /// A segment could not be kept on disk (warned once).
+    disk_failed: bool,
 }
 
 impl Rendition {
@@ -182,6 +200,7 @@ impl Rendition {
             complete_bytes: 0,
             cold_bytes: 0,
             evictions: Vec::new(),
+            disk_failed: false,
         })
     }
 
@@ -471,14 +490,31 @@ impl Rendition {
         let Some(hot) = self.hot_seconds else { return };
         let Some(newest) = self.segments.iter().rev().find(|s| s.complete) else { return };
         let edge = newest.start_us as f64 / 1e6 + newest.duration;
-        while let Some(s) = self.segments.get_mut(self.cold).filter(|s| s.complete) {
+        while let Some(s) = self.segments.get(self.cold).filter(|s| s.complete) {
             if edge - (s.start_us as f64 / 1e6 + s.duration) < hot {
                 break;
             }
-            match &s.whole {
-                Some(w) => self.evictions.push(w.clone()),
-                None => self.evictions.extend(s.parts.iter().flat_map(|p| p.chunks.iter().cloned())),
+            let bytes: Vec<Bytes> = match &s.whole {
+                Some(w) => vec![w.clone()],
+                None => s.parts.iter().flat_map(|p| p.chunks.iter().cloned()).collect(),
+            };
+            if !bytes.iter().all(tidecast_memfile::on_disk) {
+                // Not in a file on disk (its writer fell back to memory: a
+                // full disk, no descriptors): it leaves the window with
+                // everything older, so memory stays the hot window.
+                if !self.disk_failed {
+                    self.disk_failed = true;
+                    tracing::warn!(rendition = %self.name, "a DVR segment could not be kept on disk; the window is cut there");
+                }
+                for _ in 0..=self.cold {
+                    self.drop_oldest();
+                }
+                continue;
             }
+            self.evictions.extend(bytes);
+            let Some(s) = self.segments.get_mut(self.cold) else { break };
+            // Only the newest segments list parts; readers of an old part
+            // count bytes, not chunks, so one view per part serves them.
             for p in &mut s.parts {
                 if let Some(w) = &p.whole {
                     p.chunks = vec![w.clone()];

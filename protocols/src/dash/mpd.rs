@@ -72,7 +72,7 @@ pub fn gop_stable(lead: &Rendition) -> Option<f64> {
     (min > 0.0 && (max - min) <= 0.1 * max).then_some(last[0])
 }
 
-fn escape(s: &str) -> String {
+pub(crate) fn escape(s: &str) -> String {
     s.replace('&', "&amp;").replace('"', "&quot;").replace('<', "&lt;")
 }
 

@@ -26,7 +26,7 @@ use tidecast_media::{MediaKind, Track, TIMESCALE};
 
 use crate::cmaf::{Rendition, Segmenter};
 use crate::hls::HlsStream;
-use crate::progressive::sprite::{segment_keyframe, MakeSprite};
+use crate::progressive::sprite::{keyframe_in, segment_head, MakeSprite};
 
 /// Width of an image, pixels (the height follows the video's aspect).
 pub const WIDTH: u32 = 160;
@@ -68,7 +68,7 @@ pub fn adaptation_set(
     }
     let (w, h) = size(track);
     let ms = every.as_millis().max(1);
-    let q = if carry.is_empty() { String::new() } else { format!("?{}", carry.replace('&', "&amp;")) };
+    let q = if carry.is_empty() { String::new() } else { format!("?{}", super::mpd::escape(carry)) };
     // About 8 KiB per image.
     let bandwidth = (8 * 8192 * 1000 / ms).max(1000);
     let _ = write!(
@@ -155,8 +155,7 @@ impl DashThumbs {
                 }
                 let s = r.segments.iter().rev().find(|s| s.start_us <= at_us && !s.gap)?;
                 let track = r.init_tracks.get(&s.init_version)?.clone();
-                let key = segment_keyframe(s, &track)?;
-                Some((s.msn, track, key))
+                Some((s.msn, track, segment_head(s)?))
             })
             .ok_or(NoImage::NotFound)?;
         let id = (hls.name().to_owned(), run.to_owned(), msn);
@@ -169,10 +168,13 @@ impl DashThumbs {
         }
         let make = self.make.clone();
         let tile = size(&track);
-        let (jpeg, _) = tokio::task::spawn_blocking(move || make(&track, &[key], tile, 1))
-            .await
-            .map_err(|e| NoImage::Failed(e.to_string()))?
-            .map_err(NoImage::Failed)?;
+        let (jpeg, _) = tokio::task::spawn_blocking(move || {
+            let key = keyframe_in(&key, &track).ok_or("the segment holds no frame")?;
+            make(&track, &[key], tile, 1)
+        })
+        .await
+        .map_err(|e| NoImage::Failed(e.to_string()))?
+        .map_err(NoImage::Failed)?;
         let mut cache = self.cache.lock();
         cache.retain(|_, (owner, _)| owner.strong_count() > 0);
         if cache.len() >= MAX_CACHED {

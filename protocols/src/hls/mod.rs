@@ -556,10 +556,10 @@ impl HlsStream {
                     let Some(pt) = p.rendition(&r).and_then(|r| r.segment(msn)).and_then(|s| s.parts.get(part)) else {
                         return (Vec::new(), true);
                     };
-                    (pt.chunks.get(sent..).map(<[Bytes]>::to_vec).unwrap_or_default(), pt.complete || p.ended)
+                    (pt.bytes_from(sent), pt.complete || p.ended)
                 });
                 if !chunks.is_empty() {
-                    let sent = sent + chunks.len();
+                    let sent = sent + chunks.iter().map(Bytes::len).sum::<usize>();
                     queue.extend(chunks);
                     let chunk = queue.pop_front()?;
                     return Some((chunk, (this, r, rx, sent, queue)));
@@ -611,7 +611,7 @@ impl HlsStream {
         let this = self.clone();
         let r = rendition.to_owned();
         let rx = self.version.subscribe();
-        // (part index, chunks of it sent)
+        // (part index, bytes of it sent)
         let state = (this, r, rx, (0usize, 0usize), std::collections::VecDeque::<Bytes>::new());
         Ok(futures_util::stream::unfold(state, move |(this, r, mut rx, mut at, mut queue)| async move {
             loop {
@@ -622,8 +622,8 @@ impl HlsStream {
                 let done = this.read(|p| {
                     let Some(seg) = p.rendition(&r).and_then(|r| r.segment(msn)) else { return true };
                     while let Some(part) = seg.parts.get(at.0) {
-                        queue.extend(part.chunks.get(at.1..).unwrap_or_default().iter().cloned());
-                        at.1 = part.chunks.len();
+                        queue.extend(part.bytes_from(at.1));
+                        at.1 = part.bytes;
                         if !(part.complete || seg.complete) {
                             return false;
                         }

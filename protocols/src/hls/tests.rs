@@ -557,3 +557,45 @@ fn a_long_window_goes_to_disk_and_keeps_the_nodes_window_in_memory() {
     }
     let _ = std::fs::remove_dir(&dir);
 }
+
+#[test]
+fn a_window_that_cannot_go_to_disk_stays_the_hot_window() {
+    // The folder cannot hold files: the writers fall back to memory, and
+    // the window is cut where it would have gone to disk.
+    let node = HlsConfig {
+        segment_target: Duration::from_secs(2),
+        window: 5,
+        dvr_dir: Some(std::path::PathBuf::from("/nonexistent/tidecast-dvr")),
+        ..HlsConfig::default()
+    };
+    let mut p = Segmenter::new(node.with_dvr(Duration::from_secs(60)).segmenter());
+    for e in events(50, 50) {
+        p.on_event(e);
+        assert!(p.take_evictions().is_empty(), "nothing to write out");
+    }
+    let video = p.rendition("video").unwrap();
+    let complete = video.segments.iter().filter(|s| s.complete).count();
+    assert!((5..=6).contains(&complete), "about the 10 s hot window: {complete}");
+    assert_eq!((video.disk_bytes(), video.disk_segments()), (0, 0));
+}
+
+#[test]
+fn a_part_read_by_bytes_reads_the_same_joined_or_not() {
+    let chunks = vec![Bytes::from_static(b"moof1"), Bytes::from_static(b"mdat-1"), Bytes::from_static(b"x")];
+    let part = Part {
+        chunks: chunks.clone(),
+        start_us: 0,
+        duration: 0.2,
+        independent: true,
+        complete: true,
+        bytes: 12,
+        whole: None,
+    };
+    let joined = Part { chunks: vec![Bytes::from_static(b"moof1mdat-1x")], ..part.clone() };
+    for from in 0..=12 {
+        let a: Vec<u8> = part.bytes_from(from).concat();
+        let b: Vec<u8> = joined.bytes_from(from).concat();
+        assert_eq!(a, b"moof1mdat-1x"[from..].to_vec(), "from {from}");
+        assert_eq!(a, b);
+    }
+}

@@ -109,6 +109,15 @@ pub struct Clip {
     pieces: Vec<Bytes>,
 }
 
+/// A span outside `window` (media µs), said with the window's bounds.
+fn outside(window: (i64, i64), why: &str) -> ClipError {
+    ClipError::OutOfWindow(format!(
+        "{why}: the window holds media time {:.3} s to {:.3} s",
+        window.0 as f64 / 1e6,
+        window.1 as f64 / 1e6
+    ))
+}
+
 /// Where a sample's bytes are: piece number and offset in it.
 fn source(piece: usize, offset: usize) -> u64 {
     ((piece as u64) << 32) | offset as u64
@@ -122,7 +131,10 @@ impl Clip {
     /// Cuts `span` out of `hls`'s window: the first video rendition and
     /// the first audio one.
     pub fn cut(hls: &HlsStream, span: Span) -> Result<Clip, ClipError> {
-        hls.read(|p| {
+        // Under the stream's lock only views of the segments are taken;
+        // their boxes are read after it, since the old segments of a window
+        // on disk are read back from their files.
+        let (chosen, window) = hls.read(|p| {
             let video = p.renditions.iter().find(|r| r.track.kind() == MediaKind::Video);
             let audio = p.renditions.iter().find(|r| r.track.kind() == MediaKind::Audio);
             let lead = video.or(audio).ok_or_else(|| ClipError::Unusable("the stream has no media".into()))?;
@@ -132,69 +144,69 @@ impl Clip {
                 return Err(ClipError::OutOfWindow("the window holds no complete segment yet".into()));
             };
             let window = (first.start_us, last.start_us + (last.duration * 1e6) as i64);
-            let out = |why: &str| {
-                ClipError::OutOfWindow(format!(
-                    "{why}: the window holds media time {:.3} s to {:.3} s",
-                    window.0 as f64 / 1e6,
-                    window.1 as f64 / 1e6
-                ))
-            };
             // From the segment holding the start (it begins at a keyframe).
             let from = complete
                 .iter()
                 .rposition(|s| s.start_us <= span.start_us)
-                .ok_or_else(|| out("the clip starts before the window"))?;
+                .ok_or_else(|| outside(window, "the clip starts before the window"))?;
             let stop = span.stop_us.unwrap_or(window.1);
             let chosen: Vec<&&crate::cmaf::Segment> =
                 complete[from..].iter().take_while(|s| s.start_us < stop).collect();
             if chosen.is_empty() || span.start_us >= window.1 {
-                return Err(out("the clip starts after the window"));
+                return Err(outside(window, "the clip starts after the window"));
             }
             let msns: Vec<u64> = chosen.iter().map(|s| s.msn).collect();
             let versions: std::collections::BTreeSet<u32> = chosen.iter().map(|s| s.init_version).collect();
             if versions.len() > 1 {
                 return Err(ClipError::Unusable("the stream's configuration changed inside the clip".into()));
             }
-            let mut pieces = Vec::new();
-            let mut cuts = Vec::new();
+            let mut taken = Vec::new();
             for r in [video, audio].into_iter().flatten() {
                 let version = r.segment(msns[0]).map_or(r.init_version, |s| s.init_version);
                 let Some(track) = r.init_tracks.get(&version).cloned() else { continue };
-                let mut samples = Vec::new();
-                for msn in &msns {
-                    let Some(seg) = r.segment(*msn).filter(|s| s.complete && !s.gap) else { continue };
-                    let Some(whole) = seg.whole.clone() else { continue };
-                    samples.extend(read_samples(&whole, pieces.len()));
-                    pieces.push(whole);
-                }
-                cuts.push(Cut { track, samples });
+                let wholes: Vec<Bytes> = msns
+                    .iter()
+                    .filter_map(|msn| r.segment(*msn).filter(|s| s.complete && !s.gap)?.whole.clone())
+                    .collect();
+                taken.push((track, wholes));
             }
-            // Zero is the lead's first sample; the others are cut to its span.
-            let scale = |t: &Track| u64::from(crate::cmaf::boxes::timescale(t));
-            let lead_ts = cuts.first().map_or(1, |c| scale(&c.track));
-            let zero_us = cuts
-                .first()
-                .and_then(|c| c.samples.first())
-                .map_or(0, |s| rescale(s.dts as i64, lead_ts as u32, TIMESCALE));
-            let end_us = cuts
-                .first()
-                .and_then(|c| c.samples.last())
-                .map_or(0, |s| rescale(s.dts.saturating_add(u64::from(s.duration)) as i64, lead_ts as u32, TIMESCALE));
-            for c in &mut cuts {
-                let ts = scale(&c.track) as u32;
-                let zero = rescale(zero_us, TIMESCALE, ts).max(0) as u64;
-                let end = rescale(end_us, TIMESCALE, ts).max(0) as u64;
-                c.samples.retain(|s| s.dts >= zero && s.dts < end);
-                for s in &mut c.samples {
-                    s.dts -= zero;
-                }
+            Ok((taken, window))
+        })?;
+        let mut pieces = Vec::new();
+        let mut cuts = Vec::new();
+        for (track, wholes) in chosen {
+            let mut samples = Vec::new();
+            for whole in wholes {
+                samples.extend(read_samples(&whole, pieces.len()));
+                pieces.push(whole);
             }
-            cuts.retain(|c| !c.samples.is_empty());
-            if cuts.is_empty() {
-                return Err(out("no media in the clip"));
+            cuts.push(Cut { track, samples });
+        }
+        // Zero is the lead's first sample; the others are cut to its span.
+        let scale = |t: &Track| u64::from(crate::cmaf::boxes::timescale(t));
+        let lead_ts = cuts.first().map_or(1, |c| scale(&c.track));
+        let zero_us = cuts
+            .first()
+            .and_then(|c| c.samples.first())
+            .map_or(0, |s| rescale(s.dts as i64, lead_ts as u32, TIMESCALE));
+        let end_us = cuts
+            .first()
+            .and_then(|c| c.samples.last())
+            .map_or(0, |s| rescale(s.dts.saturating_add(u64::from(s.duration)) as i64, lead_ts as u32, TIMESCALE));
+        for c in &mut cuts {
+            let ts = scale(&c.track) as u32;
+            let zero = rescale(zero_us, TIMESCALE, ts).max(0) as u64;
+            let end = rescale(end_us, TIMESCALE, ts).max(0) as u64;
+            c.samples.retain(|s| s.dts >= zero && s.dts < end);
+            for s in &mut c.samples {
+                s.dts -= zero;
             }
-            Ok(Clip { cuts, pieces })
-        })
+        }
+        cuts.retain(|c| !c.samples.is_empty());
+        if cuts.is_empty() {
+            return Err(outside(window, "no media in the clip"));
+        }
+        Ok(Clip { cuts, pieces })
     }
 
     /// The clip's length, ms: its lead track's samples.

@@ -65,7 +65,7 @@ async fn progressive(
     }
     let q = query.as_deref();
     if ["flv", "ts", "mp4", "mkv"].contains(&ext) && clip::PARAMS.iter().any(|p| crate::http::param(q, p).is_some()) {
-        return serve_clip(&out, peer, name, ext, q, &headers);
+        return serve_clip(&out, peer, name, ext, q, &headers).await;
     }
     let url = format!("/{file}");
     match ext {
@@ -133,8 +133,10 @@ async fn sprite_sheet(
     }
 }
 
-/// A clip of `name` from its window, in the container `ext` names.
-fn serve_clip(
+/// A clip of `name` from its window, in the container `ext` names. It is
+/// cut and laid out on a blocking thread: the old segments of a window on
+/// disk are read back from their files.
+async fn serve_clip(
     out: &ProgressiveHttp,
     peer: SocketAddr,
     name: &str,
@@ -156,38 +158,18 @@ fn serve_clip(
         Ok(s) => s,
         Err(e) => return problem(StatusCode::BAD_REQUEST, &e),
     };
-    let cut = match clip::Clip::cut(&hls, span) {
-        Ok(c) => c,
-        Err(clip::ClipError::OutOfWindow(e)) => return problem(StatusCode::RANGE_NOT_SATISFIABLE, &e),
-        Err(clip::ClipError::Unusable(e)) => return problem(StatusCode::CONFLICT, &e),
+    let container = ext.to_owned();
+    let built = tokio::task::spawn_blocking(move || build_clip(&hls, span, &container)).await;
+    let (content_type, parts) = match built {
+        Ok(Ok(b)) => b,
+        Ok(Err((status, detail))) => return problem(status, &detail),
+        Err(e) => return problem(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     };
     let traffic = &out.flv.traffic;
-    let (content_type, counter, parts) = match ext {
-        "mp4" => match cut.mp4() {
-            Ok((_, parts)) => ("video/mp4", &traffic.mp4, parts),
-            Err(e) => return problem(StatusCode::INTERNAL_SERVER_ERROR, &e),
-        },
-        _ => {
-            let events = match cut.events() {
-                Ok(ev) => ev,
-                Err(e) => return problem(StatusCode::INTERNAL_SERVER_ERROR, &e),
-            };
-            if ext == "mkv" {
-                let parts = crate::mkv::MkvWriter::whole_file(events, cut.duration_ms());
-                ("video/x-matroska", &traffic.mkv, parts)
-            } else {
-                let mut mux: Option<crate::mpegts::TsMuxer> = None;
-                let mut parts = Vec::new();
-                for ev in events {
-                    match ev {
-                        tidecast_media::Event::Tracks(t) => mux = Some(crate::mpegts::TsMuxer::new(&t)),
-                        tidecast_media::Event::Frame(f) => parts.extend(mux.as_mut().and_then(|m| m.frame(&f))),
-                        tidecast_media::Event::Discontinuity => {}
-                    }
-                }
-                ("video/mp2t", &traffic.ts, parts)
-            }
-        }
+    let counter = match ext {
+        "mp4" => &traffic.mp4,
+        "mkv" => &traffic.mkv,
+        _ => &traffic.ts,
     };
     let size: usize = parts.iter().map(|p| p.len()).sum();
     counter.fetch_add(size as u64, Ordering::Relaxed);
@@ -204,6 +186,37 @@ fn serve_clip(
         body,
     )
         .into_response()
+}
+
+/// The clip `span` of `hls` in container `ext` (`mp4`, `mkv` or `ts`): its
+/// content type and bytes, or the status and detail of why not.
+fn build_clip(
+    hls: &crate::hls::HlsStream,
+    span: clip::Span,
+    ext: &str,
+) -> Result<(&'static str, Vec<bytes::Bytes>), (StatusCode, String)> {
+    let cut = clip::Clip::cut(hls, span).map_err(|e| match e {
+        clip::ClipError::OutOfWindow(e) => (StatusCode::RANGE_NOT_SATISFIABLE, e),
+        clip::ClipError::Unusable(e) => (StatusCode::CONFLICT, e),
+    })?;
+    let failed = |e: String| (StatusCode::INTERNAL_SERVER_ERROR, e);
+    if ext == "mp4" {
+        return Ok(("video/mp4", cut.mp4().map_err(failed)?.1));
+    }
+    let events = cut.events().map_err(failed)?;
+    if ext == "mkv" {
+        return Ok(("video/x-matroska", crate::mkv::MkvWriter::whole_file(events, cut.duration_ms())));
+    }
+    let mut mux: Option<crate::mpegts::TsMuxer> = None;
+    let mut parts = Vec::new();
+    for ev in events {
+        match ev {
+            tidecast_media::Event::Tracks(t) => mux = Some(crate::mpegts::TsMuxer::new(&t)),
+            tidecast_media::Event::Frame(f) => parts.extend(mux.as_mut().and_then(|m| m.frame(&f))),
+            tidecast_media::Event::Discontinuity => {}
+        }
+    }
+    Ok(("video/mp2t", parts))
 }
 
 fn not_found() -> Response {

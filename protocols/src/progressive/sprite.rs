@@ -121,9 +121,14 @@ impl Sprites {
             return Ok(s);
         }
         let make = self.make.clone();
-        let (jpeg, size) = tokio::task::spawn_blocking(move || make(&track, &keys, TILE, COLUMNS))
-            .await
-            .map_err(|e| e.to_string())??;
+        let (jpeg, size) = tokio::task::spawn_blocking(move || {
+            // A segment that cannot be read leaves its tile black.
+            let keys: Vec<Frame> =
+                keys.iter().map(|b| keyframe_in(b, &track).unwrap_or_else(|| blank(&track))).collect();
+            make(&track, &keys, TILE, COLUMNS)
+        })
+        .await
+        .map_err(|e| e.to_string())??;
         self.made.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let sheet =
             Arc::new(Sheet { jpeg, size, cues, made: Instant::now(), made_unix_ms: crate::hls::unix_ms(), window });
@@ -144,11 +149,13 @@ fn window_bounds(hls: &HlsStream) -> Option<(u64, u64)> {
     })
 }
 
-type WindowKeyframes = (Track, Vec<Frame>, Vec<(f64, f64, u32, u32)>, (u64, u64));
+type WindowKeyframes = (Track, Vec<Bytes>, Vec<(f64, f64, u32, u32)>, (u64, u64));
 
-/// The keyframe that starts each of the window's complete video segments
-/// (evenly chosen when there are more than [`MAX_TILES`]), the tiles' cues
-/// and the window's bounds.
+/// The segments (whose first frame is the keyframe) that start each of the
+/// window's complete video segments (evenly chosen when there are more
+/// than [`MAX_TILES`]), the tiles' cues and the window's bounds. Only views
+/// are taken under the stream's lock: the old segments of a window on disk
+/// are read back from their files later, off the async threads.
 fn window_keyframes(hls: &HlsStream) -> Result<WindowKeyframes, String> {
     hls.read(|p| {
         let r = p.renditions.iter().find(|r| r.track.kind() == MediaKind::Video).ok_or("the stream has no video")?;
@@ -170,8 +177,8 @@ fn window_keyframes(hls: &HlsStream) -> Result<WindowKeyframes, String> {
         let mut cues = Vec::with_capacity(tiles);
         for (t, &i) in chosen.iter().enumerate() {
             let s = segments[i];
-            let Some(key) = segment_keyframe(s, &track) else { continue };
-            keys.push(key);
+            let Some(head) = segment_head(s) else { continue };
+            keys.push(head);
             // The tile stands for its segment up to the next tile's.
             let from = s.start_us as f64 / 1e6;
             let to = match chosen.get(t + 1) {
@@ -188,12 +195,23 @@ fn window_keyframes(hls: &HlsStream) -> Result<WindowKeyframes, String> {
     })
 }
 
-/// The keyframe a video segment starts with (segments start at
-/// keyframes), read back from its packaged bytes: the whole segment when
-/// complete, else its first chunk. `None` when it has no sample yet.
-pub fn segment_keyframe(s: &crate::cmaf::Segment, track: &Track) -> Option<Frame> {
-    let bytes = s.whole.clone().or_else(|| s.parts.first()?.chunks.first().cloned())?;
-    let first = super::clip::read_samples(&bytes, 0).into_iter().next()?;
+/// The packaged bytes a video segment's keyframe is in (segments start at
+/// keyframes): the whole segment when complete, else its first chunk.
+/// A view only; see [`keyframe_in`].
+pub fn segment_head(s: &crate::cmaf::Segment) -> Option<Bytes> {
+    s.whole.clone().or_else(|| s.parts.first()?.chunks.first().cloned())
+}
+
+/// A frame that decodes to nothing (its tile stays black).
+fn blank(track: &Track) -> Frame {
+    Frame { track: track.id, dts: 0, cts: 0, keyframe: true, payload: Bytes::new() }
+}
+
+/// The first frame of `bytes` (from [`segment_head`]), as a frame of
+/// `track`; `None` when it holds no sample. Reads the bytes: for a window
+/// on disk, call it off the async threads.
+pub fn keyframe_in(bytes: &Bytes, track: &Track) -> Option<Frame> {
+    let first = super::clip::read_samples(bytes, 0).into_iter().next()?;
     let start = (first.offset & 0xffff_ffff) as usize;
     let end = start.checked_add(first.size as usize)?;
     if end > bytes.len() {

@@ -56,9 +56,10 @@ fn plain(name: &str) -> bool {
 
 impl ThumbFiles {
     /// Writes the files of every stream that wants them, every
-    /// [`REGENERATE`], until `shutdown`.
+    /// [`REGENERATE`] and a second (a sheet is made again once it is older
+    /// than [`REGENERATE`]), until `shutdown`.
     pub async fn run(self, registry: Registry, hls: Arc<HlsHub>, shutdown: CancellationToken) {
-        let mut tick = tokio::time::interval(REGENERATE);
+        let mut tick = tokio::time::interval(REGENERATE + std::time::Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // The sheet last written per stream, so an unchanged one is not
         // written (or announced) again.
