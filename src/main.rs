@@ -38,7 +38,7 @@ use tidecast_protocols::ingest::IngestStats;
 use tidecast_protocols::mpegts::http::TsHttp;
 use tidecast_protocols::mpegts::output::TsHub;
 use tidecast_protocols::progressive::jpg::Thumbnails;
-use tidecast_protocols::progressive::sprite::Sprites;
+use tidecast_protocols::progressive::sprite::{Sprites, Tiler};
 use tidecast_protocols::progressive::thumbfiles::ThumbFiles;
 use tidecast_protocols::progressive::ProgressiveHttp;
 use tidecast_protocols::push::PushManager;
@@ -408,7 +408,11 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     // Posters and sprite sheets, made on demand for viewers and kept on
     // disk (THUMBNAIL_UPDATED) for streams whose handlers ask.
     let thumbnails = Thumbnails::new(Arc::new(tidecast_transcode::thumbnail::keyframe_jpeg));
-    let sprites = Sprites::new(Arc::new(tidecast_transcode::thumbnail::sprite));
+    let tiler = Tiler {
+        tile: Arc::new(tidecast_transcode::thumbnail::tile),
+        compose: Arc::new(tidecast_transcode::thumbnail::compose),
+    };
+    let sprites = Sprites::new(tiler.clone());
     let thumb_files = ThumbFiles {
         root: cfg.data_dir.join("thumbs"),
         sprites: sprites.clone(),
@@ -458,7 +462,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         gate: http_gate.clone(),
         traffic: traffic.clone(),
         latency_target: v.dash_latency_target,
-        thumbs: Some(DashThumbs::new(Arc::new(tidecast_transcode::thumbnail::sprite))),
+        thumbs: Some(DashThumbs::new(tiler)),
         thumb_interval: tidecast_protocols::dash::thumbs::interval(v.segment),
     }))
     .merge(tidecast_protocols::mpegts::http::router(ts_http.clone()))

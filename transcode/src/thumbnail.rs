@@ -46,22 +46,49 @@ pub fn keyframe_jpeg(track: &Track, keyframe: &Frame, width: Option<u32>) -> Res
     encode(&scaled, ow, oh, format)
 }
 
-/// A sprite sheet: each keyframe (in order) decoded alone, scaled to
-/// `tile` and laid out left to right, top to bottom, `columns` to a row,
-/// encoded as one JPEG. A keyframe that does not decode leaves its tile
-/// black. Returns the JPEG and the sheet's size.
-pub fn sprite(
-    track: &Track,
-    keyframes: &[Frame],
-    tile: (u32, u32),
-    columns: u32,
-) -> Result<(Bytes, (u32, u32)), String> {
+/// One tile of a sprite sheet: `keyframe` (a frame of `track`) decoded
+/// alone and scaled to `tile`, as planar YUV 4:2:0 (full range), `w x h`
+/// luma bytes then each chroma plane; what [`compose`] lays out.
+pub fn tile(track: &Track, keyframe: &Frame, tile: (u32, u32)) -> Result<Bytes, String> {
+    crate::init();
+    let (tw, th) = (tile.0.max(2) & !1, tile.1.max(2) & !1);
+    let picture = decode(track, keyframe)?;
+    let format = ff::format::Pixel::YUVJ420P;
+    let mut scaler = ff::software::scaling::Context::get(
+        picture.format(),
+        picture.width(),
+        picture.height(),
+        format,
+        tw,
+        th,
+        ff::software::scaling::Flags::BICUBIC,
+    )
+    .map_err(|e| format!("cannot scale {}x{} to {tw}x{th}: {e}", picture.width(), picture.height()))?;
+    let mut small = ff::frame::Video::new(format, tw, th);
+    scaler.run(&picture, &mut small).map_err(|e| format!("scaling failed: {e}"))?;
+    let mut out = Vec::with_capacity((tw * th * 3 / 2) as usize);
+    for plane in 0..3usize {
+        let div = if plane == 0 { 1 } else { 2 };
+        let (w, h) = ((tw / div) as usize, (th / div) as usize);
+        let stride = small.stride(plane);
+        for y in 0..h {
+            out.extend_from_slice(&small.data(plane)[y * stride..y * stride + w]);
+        }
+    }
+    Ok(Bytes::from(out))
+}
+
+/// A sprite sheet of `tiles` (from [`tile`], each `tile` in size; an empty
+/// or misshapen one stays black), laid out left to right, top to bottom,
+/// `columns` to a row, encoded as one JPEG. Returns the JPEG and the
+/// sheet's size.
+pub fn compose(tiles: &[Bytes], tile: (u32, u32), columns: u32) -> Result<(Bytes, (u32, u32)), String> {
     crate::init();
     let (tw, th) = (tile.0.max(2) & !1, tile.1.max(2) & !1);
     let columns = columns.max(1);
-    let n = keyframes.len() as u32;
+    let n = tiles.len() as u32;
     if n == 0 {
-        return Err("no keyframe to make a sprite of".into());
+        return Err("no tile to make a sprite of".into());
     }
     let rows = n.div_ceil(columns);
     let (sw, sh) = (tw * columns.min(n), th * rows);
@@ -72,44 +99,22 @@ pub fn sprite(
         let fill = if plane == 0 { 0 } else { 128 };
         sheet.data_mut(plane).fill(fill);
     }
-    let mut scaler: Option<(ff::software::scaling::Context, (u32, u32, ff::format::Pixel))> = None;
-    // One decoder for the sheet, reset between keyframes, rather than one
-    // opened and freed per keyframe. (The decoding is the cost: about 3 ms
-    // per 720p keyframe either way, bench-thumbs.)
-    let mut dec = crate::ladder::open_video_decoder(track)?;
-    for (i, key) in keyframes.iter().enumerate() {
-        let picture = decode_with(&mut dec, key);
-        dec.flush();
-        let Ok(picture) = picture else { continue };
-        let def = (picture.width(), picture.height(), picture.format());
-        if scaler.as_ref().is_none_or(|(_, d)| *d != def) {
-            let ctx = ff::software::scaling::Context::get(
-                def.2,
-                def.0,
-                def.1,
-                format,
-                tw,
-                th,
-                ff::software::scaling::Flags::BICUBIC,
-            )
-            .map_err(|e| format!("cannot scale {}x{} to {tw}x{th}: {e}", def.0, def.1))?;
-            scaler = Some((ctx, def));
-        }
-        let Some((ctx, _)) = scaler.as_mut() else { continue };
-        let mut small = ff::frame::Video::new(format, tw, th);
-        if ctx.run(&picture, &mut small).is_err() {
+    let size = (tw * th * 3 / 2) as usize;
+    for (i, t) in tiles.iter().enumerate() {
+        if t.len() != size {
             continue;
         }
         let (col, row) = (i as u32 % columns, i as u32 / columns);
+        let mut at_src = 0usize;
         for plane in 0..3usize {
             let div = if plane == 0 { 1 } else { 2 };
             let (w, h) = ((tw / div) as usize, (th / div) as usize);
             let (x0, y0) = ((col * tw / div) as usize, (row * th / div) as usize);
-            let (src_stride, dst_stride) = (small.stride(plane), sheet.stride(plane));
+            let dst_stride = sheet.stride(plane);
             for y in 0..h {
-                let src = small.data(plane)[y * src_stride..y * src_stride + w].to_vec();
                 let at = (y0 + y) * dst_stride + x0;
-                sheet.data_mut(plane)[at..at + w].copy_from_slice(&src);
+                sheet.data_mut(plane)[at..at + w].copy_from_slice(&t[at_src..at_src + w]);
+                at_src += w;
             }
         }
     }
@@ -119,12 +124,6 @@ pub fn sprite(
 
 fn decode(track: &Track, keyframe: &Frame) -> Result<ff::frame::Video, String> {
     let mut dec = crate::ladder::open_video_decoder(track)?;
-    decode_with(&mut dec, keyframe)
-}
-
-/// Decodes `keyframe` alone with `dec`, which is left drained (call
-/// `flush` before its next keyframe).
-fn decode_with(dec: &mut ff::decoder::Video, keyframe: &Frame) -> Result<ff::frame::Video, String> {
     let mut packet = ff::Packet::copy(&keyframe.payload);
     packet.set_pts(Some(keyframe.pts()));
     packet.set_dts(Some(keyframe.dts));

@@ -26,7 +26,7 @@ use tidecast_media::{MediaKind, Track, TIMESCALE};
 
 use crate::cmaf::{Rendition, Segmenter};
 use crate::hls::HlsStream;
-use crate::progressive::sprite::{keyframe_in, segment_head, MakeSprite};
+use crate::progressive::sprite::{keyframe_in, segment_head, Tiler};
 
 /// Width of an image, pixels (the height follows the video's aspect).
 pub const WIDTH: u32 = 160;
@@ -108,16 +108,16 @@ type Key = (String, String, u64);
 
 /// The node's DASH thumbnails.
 pub struct DashThumbs {
-    make: MakeSprite,
+    tiler: Tiler,
     /// By (stream, run, segment): the image of that segment's keyframe.
     cache: Mutex<HashMap<Key, (Weak<HlsStream>, Bytes)>>,
     busy: tokio::sync::Mutex<()>,
 }
 
 impl DashThumbs {
-    /// Images made by `make` (a one-tile sprite).
-    pub fn new(make: MakeSprite) -> Arc<DashThumbs> {
-        Arc::new(DashThumbs { make, cache: Mutex::default(), busy: tokio::sync::Mutex::new(()) })
+    /// Images made by `tiler` (a sheet of one tile).
+    pub fn new(tiler: Tiler) -> Arc<DashThumbs> {
+        Arc::new(DashThumbs { tiler, cache: Mutex::default(), busy: tokio::sync::Mutex::new(()) })
     }
 
     fn cached(&self, key: &Key, hls: &Arc<HlsStream>) -> Option<Bytes> {
@@ -166,11 +166,11 @@ impl DashThumbs {
         if let Some(j) = self.cached(&id, hls) {
             return Ok(j);
         }
-        let make = self.make.clone();
+        let tiler = self.tiler.clone();
         let tile = size(&track);
         let (jpeg, _) = tokio::task::spawn_blocking(move || {
             let key = keyframe_in(&key, &track).ok_or("the segment holds no frame")?;
-            make(&track, &[key], tile, 1)
+            (tiler.compose)(&[(tiler.tile)(&track, &key, tile)?], tile, 1)
         })
         .await
         .map_err(|e| NoImage::Failed(e.to_string()))?

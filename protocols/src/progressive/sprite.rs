@@ -6,9 +6,11 @@
 //! One tile per segment of the window (segments begin at keyframes), at
 //! most [`MAX_TILES`] of them spread evenly over it, 160x90 in rows of ten
 //! as MistServer's thumbnail process makes them. Only those keyframes are
-//! decoded, each alone; the sheet is made again when the window has moved
-//! and the last one is older than [`REGENERATE`], one sheet at a time for
-//! the node, off the async threads. Cue times are the stream's media time
+//! decoded, each alone, and each once: a stream's tiles are kept (as raw
+//! pictures, about 21 KiB each) while its sheet shows them, so a sheet made
+//! again decodes only the segments that joined the window. The sheet is
+//! made again when the window has moved and the last one is older than
+//! [`REGENERATE`], one sheet at a time for the node, off the async threads. Cue times are the stream's media time
 //! in seconds, the clock of its HLS and DASH timelines.
 
 use std::collections::HashMap;
@@ -21,10 +23,21 @@ use tidecast_media::{rescale, Frame, MediaKind, Track, TIMESCALE};
 
 use crate::hls::HlsStream;
 
-/// Makes a sprite sheet: keyframes of `track`, a tile size, tiles per row;
-/// returns the JPEG and its size (blocking, CPU-bound).
-pub type MakeSprite =
-    Arc<dyn Fn(&Track, &[Frame], (u32, u32), u32) -> Result<(Bytes, (u32, u32)), String> + Send + Sync>;
+/// Makes one tile: a keyframe of `track` decoded alone and scaled to a
+/// size, as raw planar YUV 4:2:0 (blocking, CPU-bound).
+pub type MakeTile = Arc<dyn Fn(&Track, &Frame, (u32, u32)) -> Result<Bytes, String> + Send + Sync>;
+/// Lays tiles of a size out, so many to a row, and encodes the sheet as a
+/// JPEG (an empty tile stays black); returns it and its size (blocking).
+pub type Compose = Arc<dyn Fn(&[Bytes], (u32, u32), u32) -> Result<(Bytes, (u32, u32)), String> + Send + Sync>;
+
+/// The two steps of a sheet, handed in by the binary (which links FFmpeg).
+#[derive(Clone)]
+pub struct Tiler {
+    /// A keyframe to a tile.
+    pub tile: MakeTile,
+    /// Tiles to a JPEG.
+    pub compose: Compose,
+}
 
 /// Tile size, pixels.
 pub const TILE: (u32, u32) = (160, 90);
@@ -71,23 +84,31 @@ fn stamp(secs: f64) -> String {
 
 /// A sheet and the window (of which stream) it was made of.
 type Made = (Weak<HlsStream>, Arc<Sheet>);
+/// A stream's tiles, by segment number.
+type Tiles = (Weak<HlsStream>, HashMap<u64, Bytes>);
 
 /// The node's sprite sheets.
 pub struct Sprites {
-    make: MakeSprite,
+    tiler: Tiler,
     /// By stream name: the window it was made of, and the sheet.
     sheets: Mutex<HashMap<String, Made>>,
+    /// By stream name: the tiles of its newest sheet.
+    tiles: Mutex<HashMap<String, Tiles>>,
+    /// Tiles decoded since start (a keyframe each).
+    pub tiles_made: std::sync::atomic::AtomicU64,
     busy: tokio::sync::Mutex<()>,
     /// Sheets made since start.
     pub made: std::sync::atomic::AtomicU64,
 }
 
 impl Sprites {
-    /// Sheets made by `make`.
-    pub fn new(make: MakeSprite) -> Arc<Sprites> {
+    /// Sheets made by `tiler`.
+    pub fn new(tiler: Tiler) -> Arc<Sprites> {
         Arc::new(Sprites {
-            make,
+            tiler,
             sheets: Mutex::default(),
+            tiles: Mutex::default(),
+            tiles_made: Default::default(),
             busy: tokio::sync::Mutex::new(()),
             made: Default::default(),
         })
@@ -120,16 +141,40 @@ impl Sprites {
         if let Some(s) = self.cached(hls, window) {
             return Ok(s);
         }
-        let make = self.make.clone();
-        let (jpeg, size) = tokio::task::spawn_blocking(move || {
-            // A segment that cannot be read leaves its tile black.
-            let keys: Vec<Frame> =
-                keys.iter().map(|b| keyframe_in(b, &track).unwrap_or_else(|| blank(&track))).collect();
-            make(&track, &keys, TILE, COLUMNS)
+        let known: HashMap<u64, Bytes> = {
+            let tiles = self.tiles.lock();
+            let mine = tiles.get(hls.name()).filter(|(owner, _)| owner.upgrade().is_some_and(|o| Arc::ptr_eq(&o, hls)));
+            mine.map(|(_, t)| t.clone()).unwrap_or_default()
+        };
+        let tiler = self.tiler.clone();
+        let (jpeg, size, tiles, decoded) = tokio::task::spawn_blocking(move || {
+            // Tiles already made are reused; a segment that cannot be read
+            // or decoded leaves its tile black.
+            let mut tiles = HashMap::with_capacity(keys.len());
+            let mut decoded = 0u64;
+            let laid: Vec<Bytes> = keys
+                .iter()
+                .map(|(msn, head)| {
+                    let tile = known.get(msn).cloned().unwrap_or_else(|| {
+                        decoded += 1;
+                        keyframe_in(head, &track).and_then(|k| (tiler.tile)(&track, &k, TILE).ok()).unwrap_or_default()
+                    });
+                    tiles.insert(*msn, tile.clone());
+                    tile
+                })
+                .collect();
+            let (jpeg, size) = (tiler.compose)(&laid, TILE, COLUMNS)?;
+            Ok::<_, String>((jpeg, size, tiles, decoded))
         })
         .await
         .map_err(|e| e.to_string())??;
         self.made.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.tiles_made.fetch_add(decoded, std::sync::atomic::Ordering::Relaxed);
+        {
+            let mut all = self.tiles.lock();
+            all.retain(|_, (owner, _)| owner.strong_count() > 0);
+            all.insert(hls.name().to_owned(), (Arc::downgrade(hls), tiles));
+        }
         let sheet =
             Arc::new(Sheet { jpeg, size, cues, made: Instant::now(), made_unix_ms: crate::hls::unix_ms(), window });
         let mut sheets = self.sheets.lock();
@@ -149,7 +194,7 @@ fn window_bounds(hls: &HlsStream) -> Option<(u64, u64)> {
     })
 }
 
-type WindowKeyframes = (Track, Vec<Bytes>, Vec<(f64, f64, u32, u32)>, (u64, u64));
+type WindowKeyframes = (Track, Vec<(u64, Bytes)>, Vec<(f64, f64, u32, u32)>, (u64, u64));
 
 /// The segments (whose first frame is the keyframe) that start each of the
 /// window's complete video segments (evenly chosen when there are more
@@ -178,7 +223,7 @@ fn window_keyframes(hls: &HlsStream) -> Result<WindowKeyframes, String> {
         for (t, &i) in chosen.iter().enumerate() {
             let s = segments[i];
             let Some(head) = segment_head(s) else { continue };
-            keys.push(head);
+            keys.push((s.msn, head));
             // The tile stands for its segment up to the next tile's.
             let from = s.start_us as f64 / 1e6;
             let to = match chosen.get(t + 1) {
@@ -200,11 +245,6 @@ fn window_keyframes(hls: &HlsStream) -> Result<WindowKeyframes, String> {
 /// A view only; see [`keyframe_in`].
 pub fn segment_head(s: &crate::cmaf::Segment) -> Option<Bytes> {
     s.whole.clone().or_else(|| s.parts.first()?.chunks.first().cloned())
-}
-
-/// A frame that decodes to nothing (its tile stays black).
-fn blank(track: &Track) -> Frame {
-    Frame { track: track.id, dts: 0, cts: 0, keyframe: true, payload: Bytes::new() }
 }
 
 /// The first frame of `bytes` (from [`segment_head`]), as a frame of
