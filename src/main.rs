@@ -466,6 +466,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         thumb_interval: tidecast_protocols::dash::thumbs::interval(v.segment),
     }))
     .merge(tidecast_protocols::mpegts::http::router(ts_http.clone()))
+    .merge(tidecast_protocols::web::router())
     .merge(tidecast_protocols::flv::http::router(flv_http.clone()))
     .merge(tidecast_protocols::progressive::router(ProgressiveHttp {
         flv: flv_http,

@@ -43,4 +43,5 @@ pub mod progressive;
 pub mod push;
 pub mod rtmp;
 pub mod srt;
+pub mod web;
 pub mod webrtc;

@@ -6,6 +6,7 @@
 //! - `.mp4` and `.mkv`: the live stream as fragmented MP4 or Matroska,
 //!   from its newest keyframe ([`live`]);
 //! - `.jpg`: the newest keyframe as a JPEG ([`jpg`]);
+//! - `.html`: the stream's player page ([`crate::web`]);
 //! - `.thumbvtt`: a sprite sheet over the window and its WebVTT index
 //!   ([`sprite`]; the sheet itself at `/thumbs/{stream}.jpg`), also kept
 //!   on disk for streams with a `THUMBNAIL_UPDATED` handler ([`thumbfiles`]).
@@ -82,6 +83,7 @@ async fn progressive(
                 .into_response(),
             Err(r) => r,
         },
+        "html" => crate::web::page(name),
         "jpg" | "jpeg" => match &out.thumbnails {
             Some(t) => jpg::serve(t, &out.flv, peer, name, q, &headers).await,
             None => problem(StatusCode::NOT_IMPLEMENTED, "this node makes no thumbnails"),

@@ -1,0 +1,80 @@
+// Opens a Tidecast player page (/{stream}.html) in headless Chromium and
+// reports, one JSON line at a time, what its <tidecast-player> does:
+//   {"event":"live", ...}     playback advanced 2 s over the protocol it says;
+//   {"event":"state", ...}    the element's state changed (offline, denied...);
+//   {"event":"resumed", ...}  with `resume`: it went offline, then played again;
+//   {"event":"done", ...}     the end (timeout, or what was asked happened).
+// Usage: node player.mjs PAGE_URL SECONDS [resume]
+import { launch } from './chromium.mjs';
+
+const [, , url, secondsArg, mode] = process.argv;
+const seconds = Number(secondsArg || 20);
+const line = (o) => console.log(JSON.stringify(o));
+
+const browser = await launch();
+try {
+  const page = await browser.newPage();
+  const requests = [];
+  const refused = [];
+  page.on('request', (r) => requests.push(r.url()));
+  page.on('console', (m) => {
+    if (m.text().includes('Content Security Policy')) refused.push(m.text());
+  });
+  await page.goto(url);
+  const look = () =>
+    page.evaluate(() => {
+      const el = document.querySelector('tidecast-player');
+      const video = el && el.shadowRoot && el.shadowRoot.querySelector('video');
+      const media = video && video.srcObject;
+      return {
+        state: el ? el.dataset.state : null,
+        protocol: el ? el.dataset.protocol || null : null,
+        latency: el && el.dataset.latency ? Number(el.dataset.latency) : null,
+        message: el ? el.shadowRoot.querySelector('.msg').textContent : '',
+        bar: el ? el.shadowRoot.querySelector('.bar').textContent.replace(/\s+/g, ' ').trim() : '',
+        currentTime: video ? video.currentTime : 0,
+        width: video ? video.videoWidth : 0,
+        height: video ? video.videoHeight : 0,
+        frames: video ? video.getVideoPlaybackQuality().totalVideoFrames : 0,
+        audioBytes: video && video.webkitAudioDecodedByteCount ? video.webkitAudioDecodedByteCount : 0,
+        audioTracks: media ? media.getAudioTracks().length : null,
+        videoTracks: media ? media.getVideoTracks().length : null,
+      };
+    });
+  const start = Date.now();
+  let last = null;
+  // Phase: 'live' (waiting for playback), then with `resume`: 'gone'
+  // (waiting for it to stop), 'back' (waiting for it to play again).
+  let phase = 'live';
+  let from = null;
+  let seen = await look();
+  while (Date.now() - start < seconds * 1000) {
+    await new Promise((r) => setTimeout(r, 250));
+    seen = await look();
+    if (seen.state !== last) {
+      line({ event: 'state', ...seen });
+      last = seen.state;
+    }
+    if (seen.state !== 'live') from = null;
+    if (phase === 'gone') {
+      if (seen.state !== 'live') phase = 'back';
+      continue;
+    }
+    if (seen.state === 'denied' && phase === 'live') break;
+    if (seen.state !== 'live') continue;
+    if (from === null) from = seen.currentTime;
+    if (seen.currentTime - from < 2) continue;
+    if (phase === 'live') {
+      line({ event: 'live', ...seen });
+      if (mode !== 'resume') break;
+      phase = 'gone';
+    } else {
+      line({ event: 'resumed', ...seen });
+      break;
+    }
+  }
+  const outside = requests.filter((u) => !u.startsWith(new URL(url).origin) && !u.startsWith('data:') && !u.startsWith('blob:'));
+  line({ event: 'done', ...seen, outside, refused });
+} finally {
+  await browser.close();
+}
