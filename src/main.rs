@@ -493,7 +493,8 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         webrtc: Some(webrtc.clone()),
         profiles: Some(transcoders.clone()),
         pushes: Some(pushes.clone()),
-    });
+    })
+    .merge(tidecast_protocols::web::dashboard_router());
     let admin_shutdown = shutdown.clone();
     let admin_task = tokio::spawn(async move {
         axum::serve(admin_listener, admin.into_make_service_with_connect_info::<SocketAddr>())

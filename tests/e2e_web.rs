@@ -1,7 +1,10 @@
 //! The web face: a stream's player page (`/{stream}.html`) in headless
 //! Chromium plays an ffmpeg RTMP stream over LL-HLS, LL-DASH and WebRTC,
 //! picks WebRTC by itself, comes back on its own when the stream stops and
-//! starts again, and says so when a protected stream has no token.
+//! starts again, and says so when a protected stream has no token. The
+//! operator dashboard (the admin listener's `/`) signs in with a tenant's
+//! key, creates a stream and a key, sees it live and its viewer, kicks the
+//! viewer; another tenant's key sees none of it.
 //! `make test` installs Debian's chromium and the npm packages in
 //! tests/browser; this test fails (it does not skip) if they are missing.
 
@@ -17,11 +20,18 @@ const BROWSER_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser");
 
 /// `tests/browser/player.mjs` on `url`, its JSON lines as they come.
 fn player(url: &str, seconds: u32, resume: bool) -> (Child, std::sync::mpsc::Receiver<Value>) {
-    let mut cmd = Command::new("node");
-    cmd.arg(format!("{BROWSER_DIR}/player.mjs")).arg(url).arg(seconds.to_string());
+    let seconds = seconds.to_string();
+    let mut args = vec![url, seconds.as_str()];
     if resume {
-        cmd.arg("resume");
+        args.push("resume");
     }
+    browser_script("player.mjs", &args)
+}
+
+/// A script of `tests/browser` with `args`, its JSON lines as they come.
+fn browser_script(script: &str, args: &[&str]) -> (Child, std::sync::mpsc::Receiver<Value>) {
+    let mut cmd = Command::new("node");
+    cmd.arg(format!("{BROWSER_DIR}/{script}")).args(args);
     let mut child = cmd.stdout(Stdio::piped()).spawn().expect("node is installed");
     let out = child.stdout.take().expect("stdout");
     let (tx, rx) = std::sync::mpsc::channel();
@@ -159,6 +169,86 @@ async fn a_protected_stream_plays_with_its_token_and_says_so_without() {
         let _ = child.wait();
         assert_plays(&seen, protocol);
     }
+    let _ = publisher.kill();
+    let _ = publisher.wait();
+}
+
+/// An HLS viewer: fetches the stream's playlists every half second until
+/// `stop`.
+fn hls_viewer(http: std::net::SocketAddr, stream: &str, stop: tokio_util::sync::CancellationToken) {
+    let urls = [format!("http://{http}/hls/{stream}/index.m3u8"), format!("http://{http}/hls/{stream}/video.m3u8")];
+    tokio::spawn(async move {
+        let client = reqwest::Client::builder().user_agent("dashboard-test-viewer").build().unwrap();
+        while !stop.is_cancelled() {
+            for u in &urls {
+                let _ = client.get(u).send().await.map(|r| r.bytes());
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_runs_a_tenant_and_shows_it_to_no_one_else() {
+    let server = Server::start(&["--hls-segment", "1", "--reconnect-grace", "0"]);
+    let a = ADMIN_KEY;
+    let mut keys = Vec::new();
+    for t in ["t1", "t2"] {
+        api_ok("POST", &server.api("/tenants"), a, Some(json!({"id": t})), 201).await;
+        let k = api_ok("POST", &server.api("/keys"), a, Some(json!({"tenant": t, "label": "dashboard"})), 201).await;
+        keys.push(k["secret"].as_str().expect("a secret").to_owned());
+    }
+    let admin = format!("http://{}", server.admin);
+    let page = reqwest::get(format!("{admin}/")).await.expect("the dashboard");
+    assert_eq!(page.status(), 200);
+    let csp = page.headers()["content-security-policy"].to_str().unwrap_or_default().to_owned();
+    assert!(csp.contains("connect-src 'self'") && csp.contains("frame-ancestors 'none'"), "{csp}");
+    assert!(!page.text().await.unwrap().contains("<script>"), "no inline script");
+
+    // Tenant t1 signs in, creates a stream and a key, and publishes with it.
+    let shot = std::env::var("DASHBOARD_SCREENSHOT").unwrap_or_default();
+    let mut args = vec![admin.as_str(), keys[0].as_str(), "act", "cam"];
+    if !shot.is_empty() {
+        args.push(&shot);
+    }
+    let (mut child, rx) = browser_script("dashboard.mjs", &args);
+    let signed = next(&rx, "signed-in", 60).await;
+    assert_eq!(signed["role"], "tenant", "{signed}");
+    assert_eq!(signed["stored"], json!({"session": true, "cookie": ""}), "the key is in session storage, not a cookie");
+    let key = next(&rx, "key", 30).await;
+    let secret = key["secret"].as_str().unwrap_or_else(|| panic!("the page showed the key: {key}")).to_owned();
+    let mut publisher = ffmpeg_spawn(&rtmp_publish_args(&server.rtmp_url(&secret), 120));
+    let live = next(&rx, "live", 60).await;
+    assert_eq!(live["event"], "live", "the dashboard saw the stream go live: {live}");
+    // An HLS viewer appears; the operator kicks it.
+    let stop = tokio_util::sync::CancellationToken::new();
+    hls_viewer(server.http, "cam", stop.clone());
+    let viewer = next(&rx, "viewer", 60).await;
+    let id = viewer["id"].as_str().unwrap_or_else(|| panic!("the dashboard listed the viewer: {viewer}")).to_owned();
+    let kicked = next(&rx, "kicked", 30).await;
+    assert_eq!(kicked["id"].as_str(), Some(id.as_str()), "{kicked}");
+    assert_eq!((kicked["refused"].clone(), kicked["elsewhere"].clone()), (json!([]), json!([])), "{kicked}");
+    let _ = child.wait();
+    let sessions = api_ok("GET", &server.api("/sessions"), a, None, 200).await;
+    let ids: Vec<&str> = sessions["items"].as_array().into_iter().flatten().filter_map(|s| s["id"].as_str()).collect();
+    assert!(!ids.contains(&id.as_str()), "the kicked session is gone: {sessions}");
+
+    // Tenant t2 sees none of it; the admin sees it all, and the node.
+    let (mut child, rx) = browser_script("dashboard.mjs", &[admin.as_str(), keys[1].as_str(), "look"]);
+    let seen = next(&rx, "seen", 60).await;
+    let _ = child.wait();
+    assert_eq!(
+        (seen["streams"].clone(), seen["sessions"].clone(), seen["node"].clone()),
+        (json!([]), json!([]), json!(false)),
+        "{seen}"
+    );
+    let (mut child, rx) = browser_script("dashboard.mjs", &[admin.as_str(), a, "look"]);
+    let seen = next(&rx, "seen", 60).await;
+    let _ = child.wait();
+    assert_eq!(seen["streams"], json!(["cam"]), "{seen}");
+    assert_eq!(seen["node"], true, "{seen}");
+    assert!(!seen["sessions"].as_array().is_some_and(Vec::is_empty), "the publisher at least: {seen}");
+    stop.cancel();
     let _ = publisher.kill();
     let _ = publisher.wait();
 }

@@ -10,6 +10,9 @@
 //! media, MSE and hls.js's worker). It embeds no credential: the player
 //! reads a playback token from the page's own `?token=` and sends it with
 //! every request.
+//!
+//! The operator dashboard ([`dashboard_router`]) is served on the admin
+//! listener instead, and speaks only to the admin API of that origin.
 
 use axum::extract::Path;
 use axum::http::{header, HeaderValue, StatusCode};
@@ -20,6 +23,9 @@ use axum::Router;
 const PLAYER_JS: &[u8] = include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/../web/player.js"));
 const HLS_JS: &[u8] = include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/../web/vendor/hls.min.js"));
 const DASH_JS: &[u8] = include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/../web/vendor/dash.mediaplayer.min.js"));
+const DASHBOARD_HTML: &[u8] = include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/../web/dashboard.html"));
+const DASHBOARD_JS: &[u8] = include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/../web/dashboard.js"));
+const DASHBOARD_CSS: &[u8] = include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/../web/dashboard.css"));
 const PAGE_CSS: &str = "html,body{margin:0;height:100%;background:#000}\
     tidecast-player{height:100%}";
 
@@ -28,6 +34,31 @@ const PAGE_CSS: &str = "html,body{margin:0;height:100%;background:#000}\
 pub const PAGE_CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
     media-src 'self' blob: mediastream:; worker-src 'self' blob:; img-src 'self' data: blob:; \
     connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'none'";
+
+/// The policy of the dashboard: this origin only (the admin API), and no
+/// framing by other pages.
+pub const DASHBOARD_CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+    connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+/// The operator dashboard, for the admin listener: `/`, `/dashboard.js`,
+/// `/dashboard.css`. It talks to the admin API of the same origin only.
+pub fn dashboard_router() -> Router {
+    Router::new()
+        .route(
+            "/",
+            get(|| async { secured(asset("text/html; charset=utf-8", "no-cache", DASHBOARD_HTML), DASHBOARD_CSP) }),
+        )
+        .route("/dashboard.js", get(|| async { asset("text/javascript; charset=utf-8", "no-cache", DASHBOARD_JS) }))
+        .route("/dashboard.css", get(|| async { asset("text/css; charset=utf-8", "no-cache", DASHBOARD_CSS) }))
+}
+
+/// `r` with the page headers: `policy`, no sniffing, no referrer.
+fn secured(mut r: Response, policy: &'static str) -> Response {
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(policy));
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    r
+}
 
 /// `/player.js` and `/player/{file}`.
 pub fn router() -> Router {
@@ -94,10 +125,8 @@ pub fn page(stream: &str) -> Response {
     let h = r.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(PAGE_CSP));
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
-    r
+    secured(r, PAGE_CSP)
 }
 
 #[cfg(test)]
