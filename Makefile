@@ -6,7 +6,7 @@ LATENCY_SECONDS ?= 20
 # Stable toolchain: cargo-fuzz needs nightly flags; RUSTC_BOOTSTRAP lets stable accept them.
 FUZZ_ENV ?= RUSTC_BOOTSTRAP=1
 
-.PHONY: run build test test-unit test-e2e bench bench-check bench-latency bench-latency-http bench-compare bench-ladder bench-livepeer bench-memory bench-thumbs soak fuzz fuzz-smoke fuzz-build deps clean
+.PHONY: run build test test-unit test-e2e bench bench-check bench-latency bench-latency-http bench-compare bench-ladder bench-livepeer bench-memory bench-thumbs screenshots soak fuzz fuzz-smoke fuzz-build deps clean
 
 run: ## install what is missing, build, and start the server on embedded defaults
 	./scripts/install-deps.sh run
@@ -57,6 +57,11 @@ bench-memory: ## RSS one live stream adds, against the media bytes its windows h
 
 bench-thumbs: ## what thumbnails and clips cost the server while a stream runs (docs/benchmarks.md)
 	./bench/thumbs.py
+
+screenshots: ## docs/screenshots: the player page and the dashboard, from the browser tests
+	mkdir -p docs/screenshots
+	PLAYER_SCREENSHOT=$(CURDIR)/docs/screenshots/player.png DASHBOARD_SCREENSHOT=$(CURDIR)/docs/screenshots/dashboard.png \
+		$(CARGO) test --test e2e_web -- --test-threads 1
 
 soak: ## long mixed load (MINUTES=30, 10 streams, 200 viewers): RSS, fds, threads every 10 s (docs/benchmarks.md)
 	./scripts/install-deps.sh test

@@ -19,19 +19,25 @@ use serde_json::{json, Value};
 const BROWSER_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser");
 
 /// `tests/browser/player.mjs` on `url`, its JSON lines as they come.
-fn player(url: &str, seconds: u32, resume: bool) -> (Child, std::sync::mpsc::Receiver<Value>) {
+/// With `picture`, `make screenshots` (`PLAYER_SCREENSHOT=PATH`) keeps a
+/// picture of the page once it plays.
+fn player(url: &str, seconds: u32, resume: bool, picture: bool) -> (Child, std::sync::mpsc::Receiver<Value>) {
     let seconds = seconds.to_string();
     let mut args = vec![url, seconds.as_str()];
     if resume {
         args.push("resume");
     }
-    browser_script("player.mjs", &args)
+    browser_script("player.mjs", &args, picture)
 }
 
 /// A script of `tests/browser` with `args`, its JSON lines as they come.
-fn browser_script(script: &str, args: &[&str]) -> (Child, std::sync::mpsc::Receiver<Value>) {
+/// `PLAYER_SCREENSHOT` reaches it only with `picture`.
+fn browser_script(script: &str, args: &[&str], picture: bool) -> (Child, std::sync::mpsc::Receiver<Value>) {
     let mut cmd = Command::new("node");
     cmd.arg(format!("{BROWSER_DIR}/{script}")).args(args);
+    if !picture {
+        cmd.env_remove("PLAYER_SCREENSHOT");
+    }
     let mut child = cmd.stdout(Stdio::piped()).spawn().expect("node is installed");
     let out = child.stdout.take().expect("stdout");
     let (tx, rx) = std::sync::mpsc::channel();
@@ -108,7 +114,7 @@ async fn the_player_page_plays_every_protocol_and_comes_back_by_itself() {
     // Each protocol, forced with the page's own switch.
     for protocol in ["hls", "dash", "webrtc"] {
         let url = format!("http://{}/show.html?protocol={protocol}", server.http);
-        let (mut child, rx) = player(&url, 40, false);
+        let (mut child, rx) = player(&url, 40, false, protocol == "hls");
         let seen = next(&rx, "live", 60).await;
         let done = next(&rx, "done", 30).await;
         let _ = child.wait();
@@ -121,7 +127,7 @@ async fn the_player_page_plays_every_protocol_and_comes_back_by_itself() {
     // Left to itself it picks WebRTC; the stream stops and starts again,
     // and it plays again without anyone touching it.
     let url = format!("http://{}/show.html", server.http);
-    let (mut child, rx) = player(&url, 120, true);
+    let (mut child, rx) = player(&url, 120, true, false);
     let seen = next(&rx, "live", 60).await;
     assert_plays(&seen, "webrtc");
     let _ = publisher.kill();
@@ -155,7 +161,7 @@ async fn a_protected_stream_plays_with_its_token_and_says_so_without() {
     })
     .await;
 
-    let (mut child, rx) = player(&format!("http://{}/paid.html", server.http), 30, false);
+    let (mut child, rx) = player(&format!("http://{}/paid.html", server.http), 30, false, false);
     let done = next(&rx, "done", 60).await;
     let _ = child.wait();
     assert_eq!(done["state"], "denied", "{done}");
@@ -163,7 +169,7 @@ async fn a_protected_stream_plays_with_its_token_and_says_so_without() {
 
     for protocol in ["hls", "webrtc"] {
         let url = format!("http://{}/paid.html?protocol={protocol}&token={token}", server.http);
-        let (mut child, rx) = player(&url, 40, false);
+        let (mut child, rx) = player(&url, 40, false, false);
         let seen = next(&rx, "live", 60).await;
         let _ = child.kill();
         let _ = child.wait();
@@ -211,7 +217,7 @@ async fn the_dashboard_runs_a_tenant_and_shows_it_to_no_one_else() {
     if !shot.is_empty() {
         args.push(&shot);
     }
-    let (mut child, rx) = browser_script("dashboard.mjs", &args);
+    let (mut child, rx) = browser_script("dashboard.mjs", &args, false);
     let signed = next(&rx, "signed-in", 60).await;
     assert_eq!(signed["role"], "tenant", "{signed}");
     assert_eq!(signed["stored"], json!({"session": true, "cookie": ""}), "the key is in session storage, not a cookie");
@@ -234,7 +240,7 @@ async fn the_dashboard_runs_a_tenant_and_shows_it_to_no_one_else() {
     assert!(!ids.contains(&id.as_str()), "the kicked session is gone: {sessions}");
 
     // Tenant t2 sees none of it; the admin sees it all, and the node.
-    let (mut child, rx) = browser_script("dashboard.mjs", &[admin.as_str(), keys[1].as_str(), "look"]);
+    let (mut child, rx) = browser_script("dashboard.mjs", &[admin.as_str(), keys[1].as_str(), "look"], false);
     let seen = next(&rx, "seen", 60).await;
     let _ = child.wait();
     assert_eq!(
@@ -242,7 +248,7 @@ async fn the_dashboard_runs_a_tenant_and_shows_it_to_no_one_else() {
         (json!([]), json!([]), json!(false)),
         "{seen}"
     );
-    let (mut child, rx) = browser_script("dashboard.mjs", &[admin.as_str(), a, "look"]);
+    let (mut child, rx) = browser_script("dashboard.mjs", &[admin.as_str(), a, "look"], false);
     let seen = next(&rx, "seen", 60).await;
     let _ = child.wait();
     assert_eq!(seen["streams"], json!(["cam"]), "{seen}");

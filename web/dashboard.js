@@ -19,7 +19,7 @@ const el = (tag, attrs = {}, ...children) => {
   return e;
 };
 const bits = (bps) => (bps >= 1e6 ? `${(bps / 1e6).toFixed(1)} Mbit/s` : `${Math.round(bps / 1e3)} kbit/s`);
-const mib = (b) => `${(b / 1048576).toFixed(0)} MiB`;
+const mib = (b) => (b >= 1048576 ? `${(b / 1048576).toFixed(1)} MiB` : `${Math.round(b / 1024)} KiB`);
 
 class ApiError extends Error {
   constructor(status, detail) {

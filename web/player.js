@@ -20,8 +20,8 @@ const PROTOCOLS = ['webrtc', 'hls', 'dash'];
 const RETRY_MS = 2000;
 
 const STYLE = `
-:host { display: block; position: relative; background: #000; color: #eee; font: 13px/1.4 system-ui, sans-serif; }
-video { display: block; width: 100%; height: 100%; max-height: 100vh; background: #000; }
+:host { display: flex; flex-direction: column; position: relative; background: #000; color: #eee; font: 13px/1.4 system-ui, sans-serif; min-height: 12em; }
+video { display: block; flex: 1; min-height: 0; width: 100%; object-fit: contain; background: #000; }
 .bar { display: flex; gap: .8em; align-items: center; padding: .35em .6em; background: #111; flex-wrap: wrap; }
 .dot { width: .6em; height: .6em; border-radius: 50%; background: #666; display: inline-block; }
 :host([data-state="live"]) .dot { background: #e33; }

@@ -65,6 +65,7 @@ try {
     if (from === null) from = seen.currentTime;
     if (seen.currentTime - from < 2) continue;
     if (phase === 'live') {
+      if (process.env.PLAYER_SCREENSHOT) await page.screenshot({ path: process.env.PLAYER_SCREENSHOT });
       line({ event: 'live', ...seen });
       if (mode !== 'resume') break;
       phase = 'gone';
