@@ -791,3 +791,34 @@ async fn one_viewer_quota_counts_every_protocol_and_sessions_end_once() {
     assert!(fields[1].parse::<u64>().unwrap() > 0, "bytes sent to viewers: {fields:?}");
     assert!(fields[2].parse::<u64>().unwrap() > 0, "bytes received: {fields:?}");
 }
+
+/// `docs/grafana/tidecast.json` asks only for metrics the server exports:
+/// every `tidecast_*` name in its queries is declared by `/metrics`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_grafana_dashboard_queries_only_exported_metrics() {
+    let server = Server::start(&[]);
+    let text = reqwest::get(format!("http://{}/metrics", server.admin)).await.unwrap().text().await.unwrap();
+    let declared: std::collections::HashSet<&str> =
+        text.lines().filter_map(|l| l.strip_prefix("# TYPE ")).filter_map(|l| l.split(' ').next()).collect();
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/grafana/tidecast.json");
+    let dashboard: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).expect("valid JSON");
+    let panels = dashboard["panels"].as_array().expect("panels");
+    assert!(panels.len() >= 10, "a dashboard worth importing");
+    let mut asked = 0;
+    for panel in panels {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let expr = target["expr"].as_str().unwrap_or_default();
+            let names: Vec<&str> = expr
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .filter(|w| w.starts_with("tidecast_"))
+                .collect();
+            assert!(!names.is_empty(), "{}: {expr}", panel["title"]);
+            for name in names {
+                let family = ["_bucket", "_sum", "_count"].iter().find_map(|s| name.strip_suffix(s)).unwrap_or(name);
+                assert!(declared.contains(family), "{}: {name} is not exported\n{text}", panel["title"]);
+                asked += 1;
+            }
+        }
+    }
+    assert!(asked >= 20, "{asked} metrics asked for");
+}

@@ -13,6 +13,9 @@ use crate::load::LoadReport;
 /// Every metric Tidecast exports.
 pub struct Metrics {
     registry: Registry,
+    /// Every family registered (name, help, type), so that `/metrics`
+    /// declares the labelled ones that have no series yet.
+    described: Vec<(String, String, &'static str)>,
     /// Auth failures by kind (`api_key`, `stream_key`, `playback_token`).
     pub auth_failures: IntCounterVec,
     /// Requests refused by the per-IP rate limit.
@@ -59,6 +62,27 @@ pub struct Metrics {
     livepeer_speed: prometheus::GaugeVec,
 }
 
+/// Registers `c` and notes its families (name with the namespace, help,
+/// type) in `described`.
+fn register(
+    registry: &Registry,
+    described: &std::cell::RefCell<Vec<(String, String, &'static str)>>,
+    c: Box<dyn prometheus::core::Collector>,
+) {
+    use prometheus::proto::MetricType;
+    for mf in c.collect() {
+        let kind = match mf.get_field_type() {
+            MetricType::COUNTER => "counter",
+            MetricType::GAUGE => "gauge",
+            MetricType::HISTOGRAM => "histogram",
+            MetricType::SUMMARY => "summary",
+            MetricType::UNTYPED => "untyped",
+        };
+        described.borrow_mut().push((format!("tidecast_{}", mf.name()), mf.help().to_owned(), kind));
+    }
+    must(registry.register(c));
+}
+
 fn must<T>(r: prometheus::Result<T>) -> T {
     // Metric definitions are static; a failure here is a programming error
     // caught by the unit test below, never by input.
@@ -72,19 +96,20 @@ impl Metrics {
     /// Registers every metric.
     pub fn new() -> Metrics {
         let registry = Registry::new_custom(Some("tidecast".into()), None).unwrap_or_default();
+        let described = std::cell::RefCell::new(Vec::new());
         let cv = |name: &str, help: &str, labels: &[&str]| {
             let c = must(IntCounterVec::new(Opts::new(name, help), labels));
-            must(registry.register(Box::new(c.clone())));
+            register(&registry, &described, Box::new(c.clone()));
             c
         };
         let c = |name: &str, help: &str| {
             let c = must(IntCounter::new(name, help));
-            must(registry.register(Box::new(c.clone())));
+            register(&registry, &described, Box::new(c.clone()));
             c
         };
         let g = |name: &str, help: &str| {
             let g = must(prometheus::Gauge::new(name, help));
-            must(registry.register(Box::new(g.clone())));
+            register(&registry, &described, Box::new(g.clone()));
             g
         };
         let trigger_seconds = must(HistogramVec::new(
@@ -92,12 +117,12 @@ impl Metrics {
                 .buckets(vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
             &["trigger"],
         ));
-        must(registry.register(Box::new(trigger_seconds.clone())));
+        register(&registry, &described, Box::new(trigger_seconds.clone()));
         let streams = must(IntGauge::new("streams", "Live streams"));
-        must(registry.register(Box::new(streams.clone())));
+        register(&registry, &described, Box::new(streams.clone()));
         let gv = |name: &str, help: &str, labels: &[&str]| {
             let g = must(IntGaugeVec::new(Opts::new(name, help), labels));
-            must(registry.register(Box::new(g.clone())));
+            register(&registry, &described, Box::new(g.clone()));
             g
         };
         let webrtc_sessions = gv("webrtc_sessions", "Live WebRTC sessions by kind (whip, whep)", &["kind"]);
@@ -112,24 +137,24 @@ impl Metrics {
         let webrtc_dropped =
             c("webrtc_dropped_datagrams_total", "WebRTC datagrams dropped (full queue or socket buffer)");
         let viewers = must(IntGaugeVec::new(Opts::new("viewers", "Viewers by protocol"), &["protocol"]));
-        must(registry.register(Box::new(viewers.clone())));
+        register(&registry, &described, Box::new(viewers.clone()));
         let memory_rss = must(IntGauge::new("memory_rss_bytes", "Resident memory of the process"));
-        must(registry.register(Box::new(memory_rss.clone())));
+        register(&registry, &described, Box::new(memory_rss.clone()));
         let media_buffered = must(IntGauge::new(
             "media_buffered_bytes",
             "Media payload bytes held by all streams' rings and output windows (holders may share bytes)",
         ));
-        must(registry.register(Box::new(media_buffered.clone())));
+        register(&registry, &described, Box::new(media_buffered.clone()));
         let packaged = must(IntGauge::new(
             "packaged_bytes",
             "Packaged CMAF bytes held in memory-backed files (segments and parts of every rendition)",
         ));
-        must(registry.register(Box::new(packaged.clone())));
+        register(&registry, &described, Box::new(packaged.clone()));
         let packaged_files = must(IntGauge::new(
             "packaged_files",
             "Memory-backed files holding packaged media (each is an open descriptor)",
         ));
-        must(registry.register(Box::new(packaged_files.clone())));
+        register(&registry, &described, Box::new(packaged_files.clone()));
         let sendfile = c("sendfile_bytes_total", "Bytes HTTP sent from packaged media with sendfile (never copied)");
         let dvr_evicted =
             c("dvr_evicted_bytes_total", "Bytes of DVR windows written out to disk and dropped from memory");
@@ -152,7 +177,7 @@ impl Metrics {
             Opts::new("transcode_rung_cpu_seconds", "Seconds of one core each running rung spent scaling and encoding"),
             &["stream", "rung", "encoder"],
         ));
-        must(registry.register(Box::new(transcode_rung_cpu.clone())));
+        register(&registry, &described, Box::new(transcode_rung_cpu.clone()));
         let transcode_ladder = gv(
             "transcode_ladder_events",
             "Per running ladder: source frames in, decode errors, failed runs (each retried)",
@@ -175,9 +200,9 @@ impl Metrics {
             ),
             &["stream", "gateway"],
         ));
-        must(registry.register(Box::new(livepeer_speed.clone())));
+        register(&registry, &described, Box::new(livepeer_speed.clone()));
         let transcode_ladders = must(IntGauge::new("transcode_ladders", "Streams with a transcoding ladder"));
-        must(registry.register(Box::new(transcode_ladders.clone())));
+        register(&registry, &described, Box::new(transcode_ladders.clone()));
         Metrics {
             livepeer_segments,
             livepeer_turnaround,
@@ -222,6 +247,7 @@ impl Metrics {
             media_buffered,
             stream_buffers,
             registry,
+            described: described.into_inner(),
             webrtc_sessions,
             webrtc_opened,
             webrtc_feedback,
@@ -341,9 +367,19 @@ impl Metrics {
             self.livepeer_turnaround.with_label_values(&[s, o.gateway.as_str()]).set(o.last_turnaround_ms as i64);
             self.livepeer_speed.with_label_values(&[s, o.gateway.as_str()]).set(o.speed_factor);
         }
+        let families = self.registry.gather();
         let mut out = Vec::new();
-        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
-        String::from_utf8(out).unwrap_or_default()
+        let _ = TextEncoder::new().encode(&families, &mut out);
+        let mut text = String::from_utf8(out).unwrap_or_default();
+        // Labelled families without a series yet (no trigger has failed,
+        // say) are declared anyway, so a dashboard can tell a metric that
+        // is quiet from one that does not exist.
+        for (name, help, kind) in &self.described {
+            if !families.iter().any(|f| f.name() == name) {
+                text.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+            }
+        }
+        text
     }
 }
 
