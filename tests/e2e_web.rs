@@ -21,11 +21,11 @@ const BROWSER_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser");
 /// `tests/browser/player.mjs` on `url`, its JSON lines as they come.
 /// With `picture`, `make screenshots` (`PLAYER_SCREENSHOT=PATH`) keeps a
 /// picture of the page once it plays.
-fn player(url: &str, seconds: u32, resume: bool, picture: bool) -> (Child, std::sync::mpsc::Receiver<Value>) {
+fn player(url: &str, seconds: u32, mode: &str, picture: bool) -> (Child, std::sync::mpsc::Receiver<Value>) {
     let seconds = seconds.to_string();
     let mut args = vec![url, seconds.as_str()];
-    if resume {
-        args.push("resume");
+    if !mode.is_empty() {
+        args.push(mode);
     }
     browser_script("player.mjs", &args, picture)
 }
@@ -114,12 +114,21 @@ async fn the_player_page_plays_every_protocol_and_comes_back_by_itself() {
     // Each protocol, forced with the page's own switch.
     for protocol in ["hls", "dash", "webrtc"] {
         let url = format!("http://{}/show.html?protocol={protocol}", server.http);
-        let (mut child, rx) = player(&url, 40, false, protocol == "hls");
+        let (mut child, rx) = player(&url, 40, if protocol == "webrtc" { "" } else { "preview" }, protocol == "hls");
         let seen = next(&rx, "live", 60).await;
         let done = next(&rx, "done", 30).await;
         let _ = child.wait();
         assert_plays(&seen, protocol);
         assert!(seen["bar"].as_str().unwrap_or_default().contains("behind live") || protocol == "webrtc", "{seen}");
+        if protocol != "webrtc" {
+            // A seek bar over the window, with the sprite sheet's thumbnail
+            // of the time under the pointer.
+            let p = &seen["preview"];
+            assert!(p["dvr"].as_f64() >= Some(5.0), "{protocol}: a rewind window: {seen}");
+            assert_eq!(p["shown"], true, "{protocol}: a preview over the seek bar: {seen}");
+            assert!(p["image"].as_str().unwrap_or_default().contains("/thumbs/show.jpg"), "{seen}");
+            assert_eq!((p["width"].as_str(), p["status"].as_u64()), (Some("160px"), Some(200)), "{seen}");
+        }
         assert_eq!(done["outside"], json!([]), "nothing from another host: {done}");
         assert_eq!(done["refused"], json!([]), "nothing the page's policy refused: {done}");
     }
@@ -127,7 +136,7 @@ async fn the_player_page_plays_every_protocol_and_comes_back_by_itself() {
     // Left to itself it picks WebRTC; the stream stops and starts again,
     // and it plays again without anyone touching it.
     let url = format!("http://{}/show.html", server.http);
-    let (mut child, rx) = player(&url, 120, true, false);
+    let (mut child, rx) = player(&url, 120, "resume", false);
     let seen = next(&rx, "live", 60).await;
     assert_plays(&seen, "webrtc");
     let _ = publisher.kill();
@@ -161,7 +170,7 @@ async fn a_protected_stream_plays_with_its_token_and_says_so_without() {
     })
     .await;
 
-    let (mut child, rx) = player(&format!("http://{}/paid.html", server.http), 30, false, false);
+    let (mut child, rx) = player(&format!("http://{}/paid.html", server.http), 30, "", false);
     let done = next(&rx, "done", 60).await;
     let _ = child.wait();
     assert_eq!(done["state"], "denied", "{done}");
@@ -169,7 +178,7 @@ async fn a_protected_stream_plays_with_its_token_and_says_so_without() {
 
     for protocol in ["hls", "webrtc"] {
         let url = format!("http://{}/paid.html?protocol={protocol}&token={token}", server.http);
-        let (mut child, rx) = player(&url, 40, false, false);
+        let (mut child, rx) = player(&url, 40, "", false);
         let seen = next(&rx, "live", 60).await;
         let _ = child.kill();
         let _ = child.wait();

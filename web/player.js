@@ -28,6 +28,11 @@ video { display: block; flex: 1; min-height: 0; width: 100%; object-fit: contain
 .msg { position: absolute; inset: 0 0 2.4em 0; display: none; align-items: center; justify-content: center; text-align: center; padding: 1em; background: rgba(0,0,0,.7); }
 :host([data-state="offline"]) .msg, :host([data-state="denied"]) .msg, :host([data-state="error"]) .msg, :host([data-state="connecting"]) .msg { display: flex; }
 select { background: #222; color: #eee; border: 1px solid #444; border-radius: 3px; }
+.seek { position: relative; padding: 0 .6em; background: #111; display: none; }
+:host([data-dvr]) .seek { display: block; }
+.seek input { width: 100%; margin: .3em 0 0; }
+.preview { position: absolute; bottom: 2em; display: none; border: 1px solid #fff; background-repeat: no-repeat; pointer-events: none; }
+.preview span { position: absolute; bottom: -1.5em; left: 0; right: 0; text-align: center; text-shadow: 0 0 2px #000; }
 .grow { flex: 1; }
 `;
 
@@ -40,6 +45,25 @@ function loadScript(path, global) {
     s.onerror = () => reject(new Error(`${path} did not load`));
     document.head.appendChild(s);
   });
+}
+
+// The cues of a WebVTT sprite index (`URL#xywh=x,y,w,h` per cue), with
+// their URLs resolved against the index's and carrying `token`.
+function parseThumbnails(text, base, token) {
+  const seconds = (s) => s.split(':').reduce((acc, v) => acc * 60 + Number(v), 0);
+  const cues = [];
+  const lines = text.split('\n');
+  for (let i = 0; i < lines.length; i++) {
+    const m = lines[i].match(/^([\d:.]+) --> ([\d:.]+)/);
+    if (!m || i + 1 >= lines.length) continue;
+    const [ref, frag] = lines[i + 1].trim().split('#xywh=');
+    const xywh = (frag || '').split(',').map(Number);
+    if (xywh.length !== 4 || xywh.some((v) => !Number.isFinite(v))) continue;
+    const url = new URL(ref, base);
+    if (token) url.searchParams.set('token', token);
+    cues.push({ from: seconds(m[1]), to: seconds(m[2]), url: url.href, x: xywh[0], y: xywh[1], w: xywh[2], h: xywh[3] });
+  }
+  return cues;
 }
 
 class Denied extends Error {}
@@ -60,6 +84,7 @@ class TidecastPlayer extends HTMLElement {
     root.innerHTML = `
       <video playsinline controls muted autoplay></video>
       <div class="msg"></div>
+      <div class="seek"><input type="range" min="0" max="1000" value="1000" aria-label="position in the rewind window"><div class="preview"><span></span></div></div>
       <div class="bar">
         <span class="dot"></span><span class="state">connecting</span>
         <span class="latency"></span>
@@ -77,7 +102,14 @@ class TidecastPlayer extends HTMLElement {
       latency: root.querySelector('.latency'),
       quality: root.querySelector('.quality'),
       protocol: root.querySelector('.protocol'),
+      seek: root.querySelector('.seek input'),
+      preview: root.querySelector('.preview'),
     };
+    this.ui.seek.addEventListener('input', () => this.seekTo(Number(this.ui.seek.value) / 1000));
+    this.ui.seek.addEventListener('pointermove', (e) => this.showPreview(e));
+    this.ui.seek.addEventListener('pointerleave', () => (this.ui.preview.style.display = 'none'));
+    this.cues = [];
+    this.cuesAt = 0;
     this.ui.protocol.addEventListener('change', () => this.setAttribute('protocol', this.ui.protocol.value));
     this.ui.quality.addEventListener('change', () => this.chooseQuality(this.ui.quality.value));
     this.session = null;
@@ -352,12 +384,69 @@ class TidecastPlayer extends HTMLElement {
     if (this.session) this.session.choose(v);
   }
 
+  // The window the player can seek in (seconds of video time), or null.
+  window() {
+    const r = this.video.seekable;
+    if (!r || !r.length || this.dataset.protocol === 'webrtc') return null;
+    const start = r.start(0);
+    const end = r.end(r.length - 1);
+    return end - start >= 5 ? { start, end } : null;
+  }
+
+  seekTo(fraction) {
+    const w = this.window();
+    if (w) this.video.currentTime = w.start + fraction * (w.end - w.start);
+  }
+
+  // The seek bar follows playback; the sprite sheet's cues (the window's
+  // thumbnails, /{stream}.thumbvtt) are fetched again every 10 s.
+  async updateSeek() {
+    const w = this.window();
+    if (!w) {
+      delete this.dataset.dvr;
+      return;
+    }
+    this.dataset.dvr = `${Math.round(w.end - w.start)}`;
+    if (document.activeElement !== this && !this.ui.seek.matches(':active')) {
+      this.ui.seek.value = String(Math.round(((this.video.currentTime - w.start) / (w.end - w.start)) * 1000));
+    }
+    if (Date.now() - this.cuesAt < 10000) return;
+    this.cuesAt = Date.now();
+    try {
+      const vttUrl = this.url(`/${encodeURIComponent(this.stream)}.thumbvtt`);
+      const r = await fetch(vttUrl, { cache: 'no-store' });
+      if (r.ok) this.cues = parseThumbnails(await r.text(), vttUrl, this.token);
+    } catch {
+      // No thumbnails (a node without a decoder, audio only): no previews.
+    }
+  }
+
+  showPreview(e) {
+    const p = this.ui.preview;
+    if (!this.cues.length) return;
+    const box = this.ui.seek.getBoundingClientRect();
+    const f = Math.min(1, Math.max(0, (e.clientX - box.left) / box.width));
+    const first = this.cues[0].from;
+    const t = first + f * (this.cues[this.cues.length - 1].to - first);
+    const cue = this.cues.find((c) => t >= c.from && t < c.to) || this.cues[this.cues.length - 1];
+    p.style.width = `${cue.w}px`;
+    p.style.height = `${cue.h}px`;
+    p.style.backgroundImage = `url("${cue.url}")`;
+    p.style.backgroundPosition = `-${cue.x}px -${cue.y}px`;
+    p.style.left = `${Math.min(box.width - cue.w, Math.max(0, e.clientX - box.left - cue.w / 2))}px`;
+    const w = this.window();
+    p.firstElementChild.textContent = w ? `-${Math.round((1 - f) * (w.end - w.start))} s` : '';
+    p.style.display = 'block';
+  }
+
   async tick() {
     const s = this.session;
     if (!s) {
       this.ui.latency.textContent = '';
+      delete this.dataset.dvr;
       return;
     }
+    this.updateSeek();
     // Playback that stopped moving (the stream ended, the connection went
     // quiet) starts over; a viewer's own pause does not count.
     const t = this.video.currentTime;

@@ -4,7 +4,7 @@
 //   {"event":"state", ...}    the element's state changed (offline, denied...);
 //   {"event":"resumed", ...}  with `resume`: it went offline, then played again;
 //   {"event":"done", ...}     the end (timeout, or what was asked happened).
-// Usage: node player.mjs PAGE_URL SECONDS [resume]
+// Usage: node player.mjs PAGE_URL SECONDS [resume | preview]
 import { launch } from './chromium.mjs';
 
 const [, , url, secondsArg, mode] = process.argv;
@@ -41,6 +41,32 @@ try {
         videoTracks: media ? media.getVideoTracks().length : null,
       };
     });
+  // With `preview`: the seek bar over the rewind window, and the sprite
+  // thumbnail shown when the pointer is over it (tried for up to 15 s: the
+  // player fetches the sprite index every 10 s).
+  const preview = async () => {
+    const until = Date.now() + 15000;
+    let got = null;
+    while (Date.now() < until) {
+      const box = await page.locator('tidecast-player .seek input').boundingBox();
+      if (box && box.width > 0) {
+        await page.mouse.move(box.x + box.width * 0.3, box.y + box.height / 2);
+        await page.mouse.move(box.x + box.width * 0.31, box.y + box.height / 2);
+        got = await page.evaluate(() => {
+          const el = document.querySelector('tidecast-player');
+          const p = el.shadowRoot.querySelector('.preview');
+          return { dvr: Number(el.dataset.dvr || 0), shown: p.style.display === 'block', image: p.style.backgroundImage, position: p.style.backgroundPosition, width: p.style.width, label: p.textContent };
+        });
+        if (got.shown) {
+          const url = got.image.replace(/^url\("?/, '').replace(/"?\)$/, '');
+          got.status = (await page.request.get(url)).status();
+          break;
+        }
+      }
+      await new Promise((r) => setTimeout(r, 500));
+    }
+    return got;
+  };
   const start = Date.now();
   let last = null;
   // Phase: 'live' (waiting for playback), then with `resume`: 'gone'
@@ -65,6 +91,7 @@ try {
     if (from === null) from = seen.currentTime;
     if (seen.currentTime - from < 2) continue;
     if (phase === 'live') {
+      seen.preview = mode === 'preview' ? await preview() : null;
       if (process.env.PLAYER_SCREENSHOT) await page.screenshot({ path: process.env.PLAYER_SCREENSHOT });
       line({ event: 'live', ...seen });
       if (mode !== 'resume') break;
