@@ -90,6 +90,8 @@ try {
     if (seen.state !== 'live') continue;
     if (from === null) from = seen.currentTime;
     if (seen.currentTime - from < 2) continue;
+    // The latency figure comes with the player's next tick (once a second).
+    if (seen.latency === null && seen.currentTime - from < 8) continue;
     if (phase === 'live') {
       seen.preview = mode === 'preview' ? await preview() : null;
       if (process.env.PLAYER_SCREENSHOT) await page.screenshot({ path: process.env.PLAYER_SCREENSHOT });
