@@ -4,7 +4,6 @@
 mod common;
 
 use common::*;
-use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ffmpeg_plays_a_live_stream_over_rtmp() {
@@ -45,25 +44,7 @@ async fn ffmpeg_plays_a_live_stream_over_rtmp() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rtmp_players_of_a_protected_stream_need_a_token() {
     let server = Server::start(&["--hls-segment", "1"]);
-    let a = ADMIN_KEY;
-    api_ok("POST", &server.api("/tenants"), a, Some(json!({"id": "t"})), 201).await;
-    api_ok(
-        "POST",
-        &server.api("/streams"),
-        a,
-        Some(json!({"name": "paid", "tenant": "t", "playback_token_required": true})),
-        201,
-    )
-    .await;
-    let key = api_ok("POST", &server.api("/streams/paid/keys"), a, Some(json!({})), 201).await;
-    let mut publisher = ffmpeg_spawn(&rtmp_publish_args(&server.rtmp_url(key["key"].as_str().unwrap()), 60));
-    let token = api_ok("POST", &server.api("/streams/paid/tokens"), a, Some(json!({})), 201).await;
-    let token = token["token"].as_str().unwrap().to_owned();
-    until("the stream to go live", 60, || {
-        let log = server.log();
-        async move { log.contains("rtmp publish started").then_some(()) }
-    })
-    .await;
+    let (mut publisher, token) = protected_stream(&server, "paid", 60).await;
 
     let out = ffmpeg(&["-v", "error", "-i", &server.rtmp_url("paid"), "-t", "1", "-f", "null", "-"].map(String::from));
     assert!(!out.status.success(), "no token, no playback");

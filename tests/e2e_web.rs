@@ -156,19 +156,7 @@ async fn the_player_page_plays_every_protocol_and_comes_back_by_itself() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_protected_stream_plays_with_its_token_and_says_so_without() {
     let server = Server::start(&["--hls-segment", "1"]);
-    let a = ADMIN_KEY;
-    api_ok("POST", &server.api("/tenants"), a, Some(json!({"id": "t"})), 201).await;
-    let stream = json!({"name": "paid", "tenant": "t", "playback_token_required": true});
-    api_ok("POST", &server.api("/streams"), a, Some(stream), 201).await;
-    let key = api_ok("POST", &server.api("/streams/paid/keys"), a, Some(json!({})), 201).await;
-    let mut publisher = ffmpeg_spawn(&rtmp_publish_args(&server.rtmp_url(key["key"].as_str().unwrap()), 120));
-    let token = api_ok("POST", &server.api("/streams/paid/tokens"), a, Some(json!({})), 201).await;
-    let token = token["token"].as_str().unwrap().to_owned();
-    until("the stream to go live", 60, || {
-        let log = server.log();
-        async move { log.contains("rtmp publish started").then_some(()) }
-    })
-    .await;
+    let (mut publisher, token) = protected_stream(&server, "paid", 120).await;
 
     let (mut child, rx) = player(&format!("http://{}/paid.html", server.http), 30, "", false);
     let done = next(&rx, "done", 60).await;

@@ -373,3 +373,25 @@ pub async fn player(script: &str, browser_dir: &str, url: String, args: &[&str])
     let seen = serde_json::from_str(stdout.trim()).expect("the player script prints JSON");
     (seen, stdout)
 }
+
+/// Tenant `t` and its stream `name`, which needs a playback token; the
+/// stream publishes for `seconds` (ffmpeg, RTMP) once it is live. Returns
+/// the publisher and a playback token.
+pub async fn protected_stream(server: &Server, name: &str, seconds: u32) -> (Child, String) {
+    let a = ADMIN_KEY;
+    api_ok("POST", &server.api("/tenants"), a, Some(serde_json::json!({"id": "t"})), 201).await;
+    let stream = serde_json::json!({"name": name, "tenant": "t", "playback_token_required": true});
+    api_ok("POST", &server.api("/streams"), a, Some(stream), 201).await;
+    let key = api_ok("POST", &server.api(&format!("/streams/{name}/keys")), a, Some(serde_json::json!({})), 201).await;
+    let key = key["key"].as_str().expect("a stream key").to_owned();
+    let publisher = ffmpeg_spawn(&rtmp_publish_args(&server.rtmp_url(&key), seconds));
+    let token =
+        api_ok("POST", &server.api(&format!("/streams/{name}/tokens")), a, Some(serde_json::json!({})), 201).await;
+    let token = token["token"].as_str().expect("a token").to_owned();
+    until("the stream to go live", 60, || {
+        let log = server.log();
+        async move { log.contains("rtmp publish started").then_some(()) }
+    })
+    .await;
+    (publisher, token)
+}
