@@ -247,6 +247,30 @@ async fn dashjs_rewinds_a_dvr_window_and_shows_thumbnails() {
         .sum();
     assert!(listed >= 44.0, "the playlist covers the window: {listed} s\n{playlist}");
 
+    // Ten seconds from 30 s ago: older than the node's 10 s in memory, so
+    // read back from the window on disk. About 10 s (within a GOP), from a
+    // keyframe, video and audio.
+    let dir = server.dir.path().to_owned();
+    let clip = reqwest::get(format!("http://{}/rewind.mp4?startunix=-30&duration=10", server.http)).await.unwrap();
+    assert_eq!(clip.status(), 200);
+    let path = dir.join("rewind-clip.mp4");
+    std::fs::write(&path, clip.bytes().await.unwrap()).unwrap();
+    let probe = ffprobe(&path.display().to_string(), &["-show_entries", "stream=codec_name:format=duration"]);
+    let codecs: Vec<&str> = probe.iter().filter_map(|s| s.get("codec_name").map(String::as_str)).collect();
+    assert!(codecs.contains(&"h264") && codecs.contains(&"aac"), "{codecs:?}");
+    let duration: f64 = probe.iter().find_map(|s| s.get("duration")?.parse().ok()).unwrap_or(0.0);
+    assert!((duration - 10.0).abs() <= 1.1, "about 10 s: {duration}");
+    let first = ffprobe(
+        &path.display().to_string(),
+        &["-select_streams", "v:0", "-show_entries", "frame=key_frame", "-read_intervals", "%+#1"],
+    );
+    assert_eq!(first.iter().find_map(|f| f.get("key_frame")).map(String::as_str), Some("1"), "{first:?}");
+    let load = api_ok("GET", &server.api("/load"), a, None, 200).await;
+    let dvr =
+        load["per_stream"].as_array().and_then(|v| v.iter().find(|s| s["name"] == "rewind")).map(|s| s["dvr"].clone());
+    let disk = dvr.as_ref().and_then(|d| d["disk_seconds"].as_f64()).unwrap_or(0.0);
+    assert!(disk >= 30.0, "the clip's range is in the part on disk: {dvr:?}");
+
     let url = format!("http://{}/dash/rewind/index.mpd", server.http);
     let (seen, stdout) = player("dashjs-dvr.mjs", browser_dir, url, &["40", "6"]).await;
     let _ = publisher.kill();
@@ -272,4 +296,32 @@ async fn dashjs_rewinds_a_dvr_window_and_shows_thumbnails() {
     }
     assert_eq!(urls.len(), 3, "a different image for each part of the window: {urls:?}");
     assert!(seen["requests"].as_array().is_some_and(Vec::is_empty), "nothing left the server: {stdout}");
+}
+
+/// The player page (`/{stream}.html`) over a ladder: its quality menu offers
+/// the source and both rungs, and picking the smallest plays it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_player_pages_quality_menu_offers_the_ladder() {
+    let browser_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser");
+    let (server, mut publisher) = ladder_source("").await;
+    let url = format!("http://{}/ladder.html?protocol=hls", server.http);
+    let script = format!("{browser_dir}/player.mjs");
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("node").args([script.as_str(), url.as_str(), "40", "quality"]).output()
+    })
+    .await
+    .unwrap()
+    .expect("node is installed");
+    let _ = publisher.kill();
+    let _ = publisher.wait();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let live = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["event"] == "live")
+        .unwrap_or_else(|| panic!("the page played: {stdout}"));
+    let q = &live["quality"];
+    assert_eq!(q["options"], serde_json::json!(["auto", "180p", "240p", "360p"]), "{stdout}");
+    assert_eq!(q["picked"], "180p", "{stdout}");
+    assert!(q["bar"].as_str().unwrap_or_default().contains("180p"), "the picked rendition plays: {stdout}");
 }

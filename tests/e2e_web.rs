@@ -223,6 +223,8 @@ async fn the_dashboard_runs_a_tenant_and_shows_it_to_no_one_else() {
     let mut publisher = ffmpeg_spawn(&rtmp_publish_args(&server.rtmp_url(&secret), 120));
     let live = next(&rx, "live", 60).await;
     assert_eq!(live["event"], "live", "the dashboard saw the stream go live: {live}");
+    let tracks = live["tracks"].as_str().unwrap_or_default();
+    assert!(tracks.contains("320x240") && tracks.to_lowercase().contains("aac"), "its tracks: {live}");
     // An HLS viewer appears; the operator kicks it.
     let stop = tokio_util::sync::CancellationToken::new();
     hls_viewer(server.http, "cam", stop.clone());

@@ -96,6 +96,10 @@ async function streamRow(s) {
   ]);
   const isLive = !!(live && live.live);
   const viewers = live ? Object.entries(live.viewers || {}).filter(([, n]) => n > 0).map(([p, n]) => `${p} ${n}`).join(', ') : '';
+  const tracks = (live && live.tracks) || [];
+  const trackText = tracks
+    .map((t) => (t.kind === 'video' ? `${t.codec} ${t.width || '?'}x${t.height || '?'}` : `${t.codec} ${t.sample_rate ? `${t.sample_rate / 1000}k` : ''}${t.channels ? ` ${t.channels}ch` : ''}`))
+    .join(' · ');
   const name = encodeURIComponent(s.name);
   const keyCell = el(
     'td',
@@ -115,6 +119,7 @@ async function streamRow(s) {
     el('td', {}, el('strong', {}, s.name), s.tenant && role === 'admin' ? el('div', { class: 'dim' }, s.tenant) : null),
     el('td', {}, el('span', { class: isLive ? 'badge live' : 'badge' }, isLive ? 'live' : 'offline')),
     el('td', {}, isLive ? bits(live.bitrate_in_bps) : ''),
+    el('td', { class: 'tracks' }, trackText),
     el('td', { class: 'viewers' }, viewers),
     keyCell,
     el(
@@ -164,7 +169,7 @@ async function refresh() {
   refreshing = true;
   try {
     const streams = await api('GET', '/streams?limit=200');
-    table('#streams-table', ['stream', 'state', 'ingest', 'viewers', 'keys', ''], await Promise.all(streams.items.map(streamRow)));
+    table('#streams-table', ['stream', 'state', 'ingest', 'tracks', 'viewers', 'keys', ''], await Promise.all(streams.items.map(streamRow)));
     const sessions = await api('GET', '/sessions?limit=200');
     table(
       '#sessions-table',

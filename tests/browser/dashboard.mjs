@@ -44,7 +44,8 @@ try {
     const secret = await (await page.waitForSelector('#secret-value', { timeout: 10000 })).textContent();
     line({ event: 'key', secret });
     await page.waitForSelector(`${row}[data-live="true"]`, { timeout: 60000 });
-    line({ event: 'live' });
+    await page.waitForFunction((r) => document.querySelector(`${r} td.tracks`)?.textContent.includes('·'), row, { timeout: 20000 });
+    line({ event: 'live', tracks: await page.textContent(`${row} td.tracks`) });
     const viewer = `#sessions-table tr[data-protocol="hls"]`;
     const id = await (await page.waitForSelector(viewer, { timeout: 60000 })).getAttribute('data-session');
     line({ event: 'viewer', id });

@@ -4,7 +4,7 @@
 //   {"event":"state", ...}    the element's state changed (offline, denied...);
 //   {"event":"resumed", ...}  with `resume`: it went offline, then played again;
 //   {"event":"done", ...}     the end (timeout, or what was asked happened).
-// Usage: node player.mjs PAGE_URL SECONDS [resume | preview]
+// Usage: node player.mjs PAGE_URL SECONDS [resume | preview | quality]
 import { launch } from './chromium.mjs';
 
 const [, , url, secondsArg, mode] = process.argv;
@@ -67,6 +67,23 @@ try {
     }
     return got;
   };
+  // With `quality`: the quality menu's choices, and the rendition shown
+  // after picking the first after `auto` (hls.js lists the lowest first).
+  const quality = async () => {
+    const options = await page.evaluate(() =>
+      [...document.querySelector('tidecast-player').shadowRoot.querySelectorAll('.quality option')].map((o) => [o.value, o.textContent]),
+    );
+    const pick = options[1] || options[0];
+    await page.locator('tidecast-player .quality').selectOption(pick[0]);
+    const until = Date.now() + 20000;
+    let bar = '';
+    while (Date.now() < until) {
+      bar = await page.evaluate(() => document.querySelector('tidecast-player').shadowRoot.querySelector('.latency').textContent);
+      if (bar.includes(pick[1])) break;
+      await new Promise((r) => setTimeout(r, 250));
+    }
+    return { options: options.map((o) => o[1]), picked: pick[1], bar };
+  };
   const start = Date.now();
   let last = null;
   // Phase: 'live' (waiting for playback), then with `resume`: 'gone'
@@ -94,6 +111,7 @@ try {
     if (seen.latency === null && seen.currentTime - from < 8) continue;
     if (phase === 'live') {
       seen.preview = mode === 'preview' ? await preview() : null;
+      seen.quality = mode === 'quality' ? await quality() : null;
       if (process.env.PLAYER_SCREENSHOT) await page.screenshot({ path: process.env.PLAYER_SCREENSHOT });
       line({ event: 'live', ...seen });
       if (mode !== 'resume') break;

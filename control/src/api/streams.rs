@@ -198,6 +198,45 @@ pub struct StreamLive {
     /// frames in and out, drops, CPU.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub transcode: Option<crate::load::LadderStatus>,
+    /// Its tracks now: the source's and its renditions'.
+    pub tracks: Vec<LiveTrack>,
+    /// Its DVR window, once packaged.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dvr: Option<crate::load::DvrWindow>,
+    /// Its newest sprite sheet, once one was made.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub thumbnails: Option<crate::load::ThumbnailState>,
+}
+
+/// One track of a live stream.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LiveTrack {
+    /// Its id in the stream.
+    pub id: u32,
+    /// `video` or `audio`.
+    pub kind: String,
+    /// `h264`, `aac`, `opus`... (the internal framing's names).
+    pub codec: String,
+    /// RFC 6381 codec string.
+    pub codec_string: String,
+    /// Picture size (video).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub width: Option<u32>,
+    /// Picture size (video).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub height: Option<u32>,
+    /// Frames per second, when the ingest knows it (video).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub frame_rate: Option<f64>,
+    /// Samples per second (audio).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sample_rate: Option<u32>,
+    /// Channels (audio).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub channels: Option<u8>,
+    /// Nominal bitrate, bits per second, when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bitrate: Option<u32>,
 }
 
 /// A stream's live state: ingest, viewers and the memory its media holds.
@@ -234,8 +273,28 @@ async fn stream_live(
         buffered_bytes: buffers.values().sum(),
         buffers,
         transcode: report.transcode.ladders.iter().find(|l| l.stream == name).cloned(),
+        tracks: api.plane.registry.get(&name).map(|s| s.tracks().iter().map(live_track).collect()).unwrap_or_default(),
+        dvr: now.and_then(|s| s.dvr.clone()),
+        thumbnails: now.and_then(|s| s.thumbnails.clone()),
         name,
     }))
+}
+
+fn live_track(t: &tidecast_media::Track) -> LiveTrack {
+    let video = t.kind() == tidecast_media::MediaKind::Video;
+    let i = &t.info;
+    LiveTrack {
+        id: t.id,
+        kind: if video { "video" } else { "audio" }.to_owned(),
+        codec: t.codec.name().to_owned(),
+        codec_string: i.codec_string.clone(),
+        width: video.then_some(i.width).filter(|w| *w > 0),
+        height: video.then_some(i.height).filter(|h| *h > 0),
+        frame_rate: i.frame_rate.filter(|_| video),
+        sample_rate: (!video).then_some(i.sample_rate).filter(|r| *r > 0),
+        channels: (!video).then_some(i.channels).filter(|c| *c > 0),
+        bitrate: i.bitrate,
+    }
 }
 
 /// Changes a stream (STREAM_CONFIG may refuse it).
