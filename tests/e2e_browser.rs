@@ -255,16 +255,10 @@ async fn dashjs_rewinds_a_dvr_window_and_shows_thumbnails() {
     assert_eq!(clip.status(), 200);
     let path = dir.join("rewind-clip.mp4");
     std::fs::write(&path, clip.bytes().await.unwrap()).unwrap();
-    let probe = ffprobe(&path.display().to_string(), &["-show_entries", "stream=codec_name:format=duration"]);
-    let codecs: Vec<&str> = probe.iter().filter_map(|s| s.get("codec_name").map(String::as_str)).collect();
-    assert!(codecs.contains(&"h264") && codecs.contains(&"aac"), "{codecs:?}");
-    let duration: f64 = probe.iter().find_map(|s| s.get("duration")?.parse().ok()).unwrap_or(0.0);
+    let (codecs, duration, key) = probe_clip(&path);
+    assert!(codecs.iter().any(|c| c == "h264") && codecs.iter().any(|c| c == "aac"), "{codecs:?}");
     assert!((duration - 10.0).abs() <= 1.1, "about 10 s: {duration}");
-    let first = ffprobe(
-        &path.display().to_string(),
-        &["-select_streams", "v:0", "-show_entries", "frame=key_frame", "-read_intervals", "%+#1"],
-    );
-    assert_eq!(first.iter().find_map(|f| f.get("key_frame")).map(String::as_str), Some("1"), "{first:?}");
+    assert!(key, "the clip starts at a keyframe");
     let load = api_ok("GET", &server.api("/load"), a, None, 200).await;
     let dvr =
         load["per_stream"].as_array().and_then(|v| v.iter().find(|s| s["name"] == "rewind")).map(|s| s["dvr"].clone());

@@ -395,3 +395,15 @@ pub async fn protected_stream(server: &Server, name: &str, seconds: u32) -> (Chi
     .await;
     (publisher, token)
 }
+
+/// What ffprobe reads of a clip saved at `path`: its streams' codecs, its
+/// duration in seconds, and whether its first video frame is a keyframe.
+pub fn probe_clip(path: &std::path::Path) -> (Vec<String>, f64, bool) {
+    let p = path.display().to_string();
+    let probe = ffprobe(&p, &["-show_entries", "stream=codec_name:format=duration"]);
+    let codecs = probe.iter().filter_map(|s| s.get("codec_name").cloned()).collect();
+    let duration = probe.iter().find_map(|s| s.get("duration")?.parse().ok()).unwrap_or(0.0);
+    let first = ffprobe(&p, &["-select_streams", "v:0", "-show_entries", "frame=key_frame", "-read_intervals", "%+#1"]);
+    let key = first.iter().find_map(|f| f.get("key_frame")).is_some_and(|k| k == "1");
+    (codecs, duration, key)
+}
