@@ -177,7 +177,13 @@ async fn two_video_streams_become_two_variants_and_representations() {
     })
     .await;
     let durations = |p: &str| p.lines().filter(|l| l.starts_with("#EXTINF")).map(str::to_owned).collect::<Vec<_>>();
-    assert_eq!(durations(&video), durations(&video1), "aligned segments");
+    let (a, b) = (durations(&video), durations(&video1));
+    assert_eq!(a.len(), b.len(), "as many segments in both variants:\n{video}\n{video1}");
+    // Every boundary lines up. The last segment ends with each encoder's
+    // own last frame, which ffmpeg may leave one frame apart between two
+    // outputs at the end of its input (seen once in CI: 2.00 and 1.96).
+    let whole = a.len().saturating_sub(1);
+    assert_eq!(a[..whole], b[..whole], "aligned segments");
 
     let mpd = get_text(&format!("http://{}/dash/ladder/index.mpd", server.http)).await;
     let video_set = &mpd[mpd.find("contentType=\"video\"").expect("a video AdaptationSet")..];
