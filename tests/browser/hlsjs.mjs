@@ -48,9 +48,15 @@ try {
       // independent. Asked for mid-segment, hls.js (1.6) skips the new
       // level's remaining parts of that segment, which cannot be decoded
       // alone, and leaves a hole whatever the server does.
+      // The segment at the live edge is still forming: its end, as hls.js
+      // knows it, is the end of its parts so far, so its "last" part may
+      // not be; only a segment of about a target duration has really
+      // ended (seen in CI: a switch at 4.6 s of a segment ending at 5 s).
       let wantSwitch = false;
       hls.on(Hls.Events.FRAG_BUFFERED, (_, d) => {
         if (!wantSwitch || (d.part && d.part.end < d.frag.end - 0.01)) return;
+        const target = hls.levels[d.frag.level]?.details?.targetduration || 1;
+        if (d.part && d.frag.duration < 0.9 * target) return;
         wantSwitch = false;
         hls.nextLevel = (hls.currentLevel + 1) % hls.levels.length;
       });
