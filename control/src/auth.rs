@@ -40,13 +40,7 @@ impl ConfigGate {
     }
 }
 
-/// Stream names are path segments in playback URLs: keep them plain.
-pub fn valid_stream_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 128
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b'+'))
-        && !name.starts_with('.')
-}
+pub use tidecast_protocols::access::valid_stream_name;
 
 impl ConfigGate {
     /// The stream `req` publishes, or why not. Open mode admits any valid name.

@@ -934,3 +934,12 @@ mod tests {
         assert_eq!(t.close_tally("cam"), Tally::default());
     }
 }
+
+/// Stream names are path segments in playback URLs (and folder names for
+/// what the node writes per stream): keep them plain.
+pub fn valid_stream_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b'+'))
+        && !name.starts_with('.')
+}

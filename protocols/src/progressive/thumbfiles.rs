@@ -23,6 +23,7 @@ use tracing::{debug, warn};
 
 use super::jpg::Thumbnails;
 use super::sprite::{Sheet, Sprites, REGENERATE, TILE};
+use crate::access::valid_stream_name;
 use crate::hls::HlsHub;
 
 /// Whether a stream's thumbnails are wanted on disk.
@@ -45,15 +46,6 @@ pub struct ThumbFiles {
     pub updated: Updated,
 }
 
-/// Names that are safe as one folder name (a stream name that is not, such
-/// as one with a `/`, gets no files).
-fn plain(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 128
-        && !name.starts_with('.')
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b'+'))
-}
-
 impl ThumbFiles {
     /// Writes the files of every stream that wants them, every
     /// [`REGENERATE`] and a second (a sheet is made again once it is older
@@ -73,7 +65,9 @@ impl ThumbFiles {
             written.retain(|name, _| live.iter().any(|s| s.name() == name));
             for stream in live {
                 let name = stream.name().to_owned();
-                if !plain(&name) || !(self.wants)(&name) {
+                // A plain stream name is safe as one folder name; one that
+                // is not (a `/` in it) gets no files.
+                if !valid_stream_name(&name) || !(self.wants)(&name) {
                     continue;
                 }
                 let Some(window) = hls.get(&name) else { continue };
@@ -138,9 +132,9 @@ mod tests {
 
     #[test]
     fn only_plain_names_get_a_folder() {
-        assert!(plain("cam-1.main+x"));
+        assert!(valid_stream_name("cam-1.main+x"));
         for bad in ["", ".", "..", "../x", "a/b", ".hidden", "a\\b", "a\0b"] {
-            assert!(!plain(bad), "{bad:?}");
+            assert!(!valid_stream_name(bad), "{bad:?}");
         }
     }
 
