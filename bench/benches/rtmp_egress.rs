@@ -1,14 +1,20 @@
 //! RTMP chunk encoding as a player is served: per frame, the FLV tag header
 //! and the chunk headers are written and the payload is sliced between them
-//! (no copy). This runs once per frame per viewer, so it bounds RTMP viewers
-//! per core. Also the plain copying encoder, for the control messages.
+//! (no copy). This ran once per frame per viewer; now a stream's feed chunks
+//! each frame once and a player only queues its own first chunk header
+//! before the shared rest (`shared_per_frame`), which is what bounds RTMP
+//! viewers per core in user space. Also the plain copying encoder, for the
+//! control messages.
 
 use std::collections::VecDeque;
 
 use bytes::{Bytes, BytesMut};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use std::sync::Arc;
 use tidecast_protocols::flv::{frame_tag_header, TagKind};
 use tidecast_protocols::rtmp::chunk::{Encoder, Message};
+use tidecast_protocols::rtmp::feed::WireMsg;
+use tidecast_protocols::rtmp::play_queue::PlayQueue;
 
 fn rtmp_egress(c: &mut Criterion) {
     let tracks = tidecast_bench::tracks();
@@ -38,6 +44,24 @@ fn rtmp_egress(c: &mut Criterion) {
                 sent += out.drain(..).map(|p| p.len()).sum::<usize>();
             }
             sent
+        })
+    });
+    let msgs: Vec<(u32, Arc<WireMsg>)> = frames
+        .iter()
+        .filter_map(|f| {
+            let (kind, tag) = frame_tag_header(tracks[f.track as usize].codec, f)?;
+            Some(((f.dts / 1000) as u32, Arc::new(WireMsg::new(kind, tag, f.payload.clone(), 60_000))))
+        })
+        .collect();
+    g.bench_function("shared_per_frame_10s_3mbit", |b| {
+        let mut q = PlayQueue::new(60_000);
+        b.iter(|| {
+            for (ts, msg) in &msgs {
+                q.shared(*ts, msg.clone());
+            }
+            let n = q.queued();
+            q.advance(n);
+            n
         })
     });
     g.throughput(Throughput::Bytes(bytes as u64));

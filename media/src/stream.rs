@@ -264,6 +264,11 @@ impl<F: Entry> Stream<F> {
         })
     }
 
+    /// The ring's bounds.
+    pub fn config(&self) -> &StreamConfig {
+        &self.cfg
+    }
+
     /// How far back viewers may rewind this stream, if its publisher's
     /// settings said (the stream's `buffer_secs`); `None`: the node's
     /// default.

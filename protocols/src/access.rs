@@ -825,6 +825,15 @@ impl AccessGate for OpenGate {
     }
 }
 
+/// Stream names are path segments in playback URLs (and folder names for
+/// what the node writes per stream): keep them plain.
+pub fn valid_stream_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b'+'))
+        && !name.starts_with('.')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -933,13 +942,4 @@ mod tests {
         assert!(t.take_ended().is_empty());
         assert_eq!(t.close_tally("cam"), Tally::default());
     }
-}
-
-/// Stream names are path segments in playback URLs (and folder names for
-/// what the node writes per stream): keep them plain.
-pub fn valid_stream_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 128
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b'+'))
-        && !name.starts_with('.')
 }

@@ -55,49 +55,66 @@ impl FlvEgress {
     /// Hands `sink` the tags `ev` means for this reader.
     pub fn event(&mut self, ev: Event, sink: &mut impl TagSink) -> EgressNote {
         match ev {
-            Event::Tracks(tracks) => {
-                let fits = |t: &&Track| config_tag(t).is_some();
-                let videos: Vec<&Track> = tracks.iter().filter(|t| t.kind() == MediaKind::Video).filter(fits).collect();
-                let wanted = self.want_height.and_then(|h| videos.iter().find(|t| t.info.height == h));
-                let video = wanted.or(videos.first()).map(|t| (*t).clone());
-                if video.as_ref().map(|t| t.id) != self.video.as_ref().map(|t| t.id) {
-                    self.video_wait_key = video.as_ref().is_some_and(|t| t.id >= tidecast_media::DERIVED_TRACK_BASE);
-                }
-                self.video = video;
-                self.audio = tracks.iter().filter(|t| t.kind() == MediaKind::Audio).find(fits).cloned();
-                let kept = usize::from(self.video.is_some()) + usize::from(self.audio.is_some());
-                let own = tracks.iter().filter(|t| t.id < tidecast_media::DERIVED_TRACK_BASE).count();
-                // Sequence headers go out at the current time, before the next frame.
-                for t in [&self.video, &self.audio].into_iter().flatten() {
-                    if let Some((kind, tag)) = config_tag(t) {
-                        sink.tag(kind, self.last_ts, &[], &tag);
-                    }
-                }
-                if !self.warned && own > kept {
-                    self.warned = true;
-                    return EgressNote::TracksLeftOut;
-                }
-            }
+            Event::Tracks(tracks) => return self.tracks(&tracks, sink),
             Event::Frame(f) => {
-                let Some(track) = [&self.video, &self.audio].into_iter().flatten().find(|t| t.id == f.track) else {
-                    return EgressNote::None;
-                };
-                if track.kind() == MediaKind::Video && self.video_wait_key {
-                    if !f.keyframe {
-                        return EgressNote::None;
-                    }
-                    self.video_wait_key = false;
-                }
+                let Some(track) = self.track_of(f.track) else { return EgressNote::None };
                 let Some((kind, header)) = frame_tag_header(track.codec, &f) else { return EgressNote::None };
-                // Start the clock a little before the first frame, so
-                // audio that precedes the first keyframe stays positive.
-                let b = *self.base.get_or_insert(f.dts - 500_000);
-                self.last_ts = flv_time(f.dts, b);
-                sink.tag(kind, self.last_ts, &header, &f.payload);
+                if let Some(ts) = self.admit(f.track, f.dts, f.keyframe) {
+                    sink.tag(kind, ts, &header, &f.payload);
+                }
             }
             Event::Discontinuity => {}
         }
         EgressNote::None
+    }
+
+    /// The tracks in force from now on: picks this reader's video and
+    /// audio, and hands `sink` their sequence headers.
+    pub fn tracks(&mut self, tracks: &[Track], sink: &mut impl TagSink) -> EgressNote {
+        let fits = |t: &&Track| config_tag(t).is_some();
+        let videos: Vec<&Track> = tracks.iter().filter(|t| t.kind() == MediaKind::Video).filter(fits).collect();
+        let wanted = self.want_height.and_then(|h| videos.iter().find(|t| t.info.height == h));
+        let video = wanted.or(videos.first()).map(|t| (*t).clone());
+        if video.as_ref().map(|t| t.id) != self.video.as_ref().map(|t| t.id) {
+            self.video_wait_key = video.as_ref().is_some_and(|t| t.id >= tidecast_media::DERIVED_TRACK_BASE);
+        }
+        self.video = video;
+        self.audio = tracks.iter().filter(|t| t.kind() == MediaKind::Audio).find(fits).cloned();
+        let kept = usize::from(self.video.is_some()) + usize::from(self.audio.is_some());
+        let own = tracks.iter().filter(|t| t.id < tidecast_media::DERIVED_TRACK_BASE).count();
+        // Sequence headers go out at the current time, before the next frame.
+        for t in [&self.video, &self.audio].into_iter().flatten() {
+            if let Some((kind, tag)) = config_tag(t) {
+                sink.tag(kind, self.last_ts, &[], &tag);
+            }
+        }
+        if !self.warned && own > kept {
+            self.warned = true;
+            return EgressNote::TracksLeftOut;
+        }
+        EgressNote::None
+    }
+
+    /// This reader's track `id`, if it carries it.
+    fn track_of(&self, id: tidecast_media::TrackId) -> Option<&Track> {
+        [&self.video, &self.audio].into_iter().flatten().find(|t| t.id == id)
+    }
+
+    /// Whether this reader sends a frame of `track` at `dts` (µs; a
+    /// keyframe or not) FLV can carry, and at what timestamp (ms).
+    pub fn admit(&mut self, track: tidecast_media::TrackId, dts: i64, keyframe: bool) -> Option<u32> {
+        let t = self.track_of(track)?;
+        if t.kind() == MediaKind::Video && self.video_wait_key {
+            if !keyframe {
+                return None;
+            }
+            self.video_wait_key = false;
+        }
+        // Start the clock a little before the first frame, so audio that
+        // precedes the first keyframe stays positive.
+        let b = *self.base.get_or_insert(dts - 500_000);
+        self.last_ts = flv_time(dts, b);
+        Some(self.last_ts)
     }
 }
 

@@ -425,7 +425,7 @@ pub struct TagHeader {
 }
 
 impl TagHeader {
-    fn new(parts: &[&[u8]]) -> TagHeader {
+    pub(crate) fn new(parts: &[&[u8]]) -> TagHeader {
         let mut h = TagHeader { bytes: [0; 8], len: 0 };
         for p in parts {
             for &b in *p {

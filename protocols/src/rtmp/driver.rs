@@ -15,11 +15,13 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
+use super::feed::{Feed, Feeds, WireFrame};
 use super::flush_tick::FlushTick;
+use super::play_queue::PlayQueue;
 use super::read_buffer::ReadBuffer;
 use super::{ServerSession, SessionConfig, SessionEvent};
 use crate::access::{AccessGate, EndReason, PlayRequest, PublishRequest, Refusal, Session};
-use crate::flv::egress::{EgressNote, FlvEgress, TagSink};
+use crate::flv::egress::{EgressNote, FlvEgress};
 use crate::flv::{FlvIngest, TagKind};
 use crate::ingest::{Deliverer, IngestStats};
 
@@ -49,6 +51,7 @@ pub async fn serve(listener: TcpListener, ctx: Arc<RtmpContext>, shutdown: Cance
     let tasks = TaskTracker::new();
     let permits = Arc::new(tokio::sync::Semaphore::new(ctx.max_connections));
     let tick = (!ctx.play_flush.is_zero()).then(|| FlushTick::start(ctx.play_flush, shutdown.clone()));
+    let feeds = Arc::new(Feeds::new(ctx.session.chunk_size));
     loop {
         let (sock, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -70,9 +73,11 @@ pub async fn serve(listener: TcpListener, ctx: Arc<RtmpContext>, shutdown: Cance
         };
         let ctx = ctx.clone();
         let tick = tick.clone();
+        let feeds = feeds.clone();
         let shutdown = shutdown.clone();
         tasks.spawn(async move {
-            let run = AssertUnwindSafe(connection(sock, peer, &ctx, tick.as_deref(), shutdown)).catch_unwind().await;
+            let run =
+                AssertUnwindSafe(connection(sock, peer, &ctx, tick.as_deref(), &feeds, shutdown)).catch_unwind().await;
             drop(permit);
             if run.is_err() {
                 ctx.stats.panics.fetch_add(1, Ordering::Relaxed);
@@ -89,6 +94,7 @@ async fn connection(
     peer: SocketAddr,
     ctx: &RtmpContext,
     tick: Option<&FlushTick>,
+    feeds: &Feeds,
     shutdown: CancellationToken,
 ) {
     let _ = sock.set_nodelay(true);
@@ -265,7 +271,9 @@ async fn connection(
             break;
         }
         if let Some((stream, viewer, rendition)) = playing.take() {
-            play(&mut sock, &mut session, rb.into_inner(), stream, &viewer, rendition, ctx, tick, shutdown).await;
+            let feed = feeds.get(&stream);
+            let player = Player { viewer: &viewer, rendition, ctx, tick };
+            play(&mut sock, &mut session, rb.into_inner(), &stream, &feed, player, shutdown).await;
             break;
         }
     }
@@ -293,30 +301,32 @@ fn publish_status(r: &Refusal) -> &'static str {
 }
 
 /// Sends a stream to an accepted player until either side ends. Frames go
-/// out as FLV tags whose payload is the frame's own bytes; a player that
-/// reads too slowly skips ahead to a keyframe (counted by the stream).
+/// out as FLV tags whose payload is the frame's own bytes, chunked once for
+/// every player by the stream's [`Feed`]; a player that reads too slowly
+/// skips ahead to a keyframe (counted by the feed's ring).
 /// Media is written in batches, once per tick of the listener's
 /// [`FlushTick`] (`play_flush` apart): the kernel's send path is most of
 /// what a player costs, and one write per frame (about 75 a second) costs
 /// several times one per batch. With `play_flush` zero there is no tick and
 /// each frame is written as it comes.
-#[allow(clippy::too_many_arguments)]
 async fn play(
     sock: &mut TcpStream,
     session: &mut ServerSession,
     mut buf: BytesMut,
-    stream: Arc<Stream>,
-    viewer: &Session,
-    rendition: Option<u32>,
-    ctx: &RtmpContext,
-    tick: Option<&FlushTick>,
+    stream: &Stream,
+    feed: &Feed,
+    player: Player<'_>,
     shutdown: CancellationToken,
 ) {
+    let Player { viewer, rendition, ctx, tick } = player;
     let peer = viewer.info().peer;
     let name = stream.name().to_owned();
-    let mut sub = stream.subscribe();
+    let mut sub = feed.subscribe();
     let started = Instant::now();
     let mut tags = TagWriter { egress: FlvEgress::new(rendition) };
+    let mut queue = PlayQueue::new(ctx.session.chunk_size);
+    // What accepting the play said goes before any media.
+    queue.take_session(session);
     let mut tick = tick.map(FlushTick::subscribe);
     // Made once, not per turn of the loop: each registers with its
     // notifier when first polled.
@@ -328,22 +338,25 @@ async fn play(
     // short.
     let mut drain = true;
     let mut flush_now = true;
+    let mut skips = Skips::default();
     info!(%peer, stream = %name, "rtmp play started");
     loop {
         if drain {
-            match tags.drain(&mut sub, &stream, session, peer, &name) {
+            let drained = tags.drain(&mut sub, &mut queue, peer, &name);
+            skips.forward(&sub, stream);
+            match drained {
                 Drained::More => flush_now = true,
                 Drained::Idle => drain = false,
                 Drained::Ended => {
                     viewer.end_with(EndReason::StreamEnded);
                     session.end_play();
-                    let _ = write_out(sock, session).await;
+                    let _ = write_queue(sock, session, &mut queue).await;
                     break;
                 }
             }
         }
-        if flush_now || (!drain && session.queued() > 0) {
-            match write_out(sock, session).await {
+        if flush_now || (!drain && queue.queued() > 0) {
+            match write_queue(sock, session, &mut queue).await {
                 Ok(n) => {
                     ctx.stats.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
                     viewer.sent(n);
@@ -368,13 +381,13 @@ async fn play(
             more = next_media(&mut tick, &mut sub) => match more {
                 NextMedia::Tick => drain = true,
                 NextMedia::Frame(Some(ev)) => {
-                    tags.event(ev, session, peer, &name);
+                    tags.event(ev, &mut queue, peer, &name);
                     drain = true;
                 }
                 NextMedia::Frame(None) => {
                     viewer.end_with(EndReason::StreamEnded);
                     session.end_play();
-                    let _ = write_out(sock, session).await;
+                    let _ = write_queue(sock, session, &mut queue).await;
                     break;
                 }
             },
@@ -403,15 +416,48 @@ async fn play(
     info!(%peer, stream = %name, skips = sub.skips(), "rtmp play ended");
 }
 
+/// A player's jumps as the stream's counters have them: the feed's ring
+/// counts them, and they are added to the stream's own, with every other
+/// reader's.
+#[derive(Default)]
+struct Skips {
+    skips: u64,
+    skipped: u64,
+}
+
+impl Skips {
+    fn forward(&mut self, sub: &Subscriber<WireFrame>, stream: &Stream) {
+        let (skips, skipped) = (sub.skips(), sub.skipped());
+        if skips != self.skips {
+            let stats = stream.stats();
+            stats.subscriber_skips.fetch_add(skips - self.skips, Ordering::Relaxed);
+            stats.frames_skipped.fetch_add(skipped - self.skipped, Ordering::Relaxed);
+            (self.skips, self.skipped) = (skips, skipped);
+        }
+    }
+}
+
+/// Who plays, and what the listener gives every player.
+struct Player<'a> {
+    viewer: &'a Session,
+    /// The rung asked for (`?rendition=`), by height.
+    rendition: Option<u32>,
+    ctx: &'a RtmpContext,
+    tick: Option<&'a FlushTick>,
+}
+
 /// What woke a player for media.
 enum NextMedia {
     /// The listener's tick: take what the stream queued since the last.
     Tick,
     /// Without a tick, the next event itself (`None`: the stream ended).
-    Frame(Option<Event>),
+    Frame(Option<Event<WireFrame>>),
 }
 
-async fn next_media(tick: &mut Option<tokio::sync::watch::Receiver<u64>>, sub: &mut Subscriber) -> NextMedia {
+async fn next_media(
+    tick: &mut Option<tokio::sync::watch::Receiver<u64>>,
+    sub: &mut Subscriber<WireFrame>,
+) -> NextMedia {
     match tick {
         Some(t) => match t.changed().await {
             Ok(()) => NextMedia::Tick,
@@ -437,54 +483,78 @@ const MAX_BATCH: usize = 64;
 /// Queued bytes that go out without waiting for the rest of a drain.
 const FLUSH_BYTES: usize = 256 * 1024;
 
-/// A player's FLV form of the stream, and its writes.
+/// A player's FLV form of the stream.
 struct TagWriter {
     egress: FlvEgress,
 }
 
-impl TagSink for ServerSession {
-    fn tag(&mut self, kind: TagKind, timestamp: u32, prefix: &[u8], body: &bytes::Bytes) {
-        self.send_media(kind == TagKind::Video, timestamp, prefix, std::slice::from_ref(body));
-    }
-}
-
 impl TagWriter {
-    /// Queues what is already in the stream, without waiting: at most
+    /// Queues what is already in the feed, without waiting: at most
     /// [`MAX_BATCH`] events or [`FLUSH_BYTES`] queued bytes at a time.
     fn drain(
         &mut self,
-        sub: &mut Subscriber,
-        stream: &Stream,
-        session: &mut ServerSession,
+        sub: &mut Subscriber<WireFrame>,
+        queue: &mut PlayQueue,
         peer: SocketAddr,
         name: &str,
     ) -> Drained {
         for _ in 0..MAX_BATCH {
             let ev = match sub.try_recv() {
                 Some(ev) => ev,
-                // The stream is marked ended only after its last frame, so
+                // The feed is marked ended only after its last frame, so
                 // one more look after seeing the mark finds anything
                 // published in between.
-                None if stream.is_ended() => match sub.try_recv() {
+                None if sub.stream().is_ended() => match sub.try_recv() {
                     Some(ev) => ev,
                     None => return Drained::Ended,
                 },
                 None => return Drained::Idle,
             };
-            self.event(ev, session, peer, name);
-            if session.queued() >= FLUSH_BYTES {
+            self.event(ev, queue, peer, name);
+            if queue.queued() >= FLUSH_BYTES {
                 return Drained::More;
             }
         }
         Drained::More
     }
 
-    /// Queues what `ev` means for the player on `session`.
-    fn event(&mut self, ev: Event, session: &mut ServerSession, peer: SocketAddr, name: &str) {
-        if self.egress.event(ev, session) == EgressNote::TracksLeftOut {
-            warn!(%peer, stream = %name, "rtmp play: FLV carries one H.264/HEVC/AV1/VP9 and one AAC track; others are left out");
+    /// Queues what `ev` means for this player: sequence headers of its
+    /// own, or a shared message behind its own first chunk header.
+    fn event(&mut self, ev: Event<WireFrame>, queue: &mut PlayQueue, peer: SocketAddr, name: &str) {
+        match ev {
+            Event::Tracks(tracks) => {
+                if self.egress.tracks(&tracks, queue) == EgressNote::TracksLeftOut {
+                    warn!(%peer, stream = %name, "rtmp play: FLV carries one H.264/HEVC/AV1/VP9 and one AAC track; others are left out");
+                }
+            }
+            Event::Frame(f) => {
+                if let Some(ts) = self.egress.admit(f.track, f.dts, f.keyframe) {
+                    queue.shared(ts, f.msg);
+                }
+            }
+            Event::Discontinuity => {}
         }
     }
+}
+
+/// Writes what the player has queued and what the session has to say
+/// after it, with vectored writes. Returns the bytes written.
+async fn write_queue(
+    sock: &mut TcpStream,
+    session: &mut ServerSession,
+    queue: &mut PlayQueue,
+) -> std::io::Result<usize> {
+    queue.take_session(session);
+    let mut total = 0;
+    while !queue.is_empty() {
+        let n = sock.write_vectored(&queue.slices()).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        queue.advance(n);
+        total += n;
+    }
+    Ok(total)
 }
 
 /// Writes everything the session has queued, with vectored writes (media

@@ -20,8 +20,10 @@ pub mod amf;
 pub mod chunk;
 mod client;
 pub mod driver;
+pub mod feed;
 mod flush_tick;
 pub mod handshake;
+pub mod play_queue;
 pub mod read_buffer;
 mod session;
 

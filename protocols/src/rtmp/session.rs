@@ -11,22 +11,22 @@ use super::RtmpError;
 
 const CSID_CONTROL: u32 = 2;
 const CSID_COMMAND: u32 = 3;
-const CSID_AUDIO: u32 = 4;
-const CSID_VIDEO: u32 = 6;
+pub(crate) const CSID_AUDIO: u32 = 4;
+pub(crate) const CSID_VIDEO: u32 = 6;
 const MSG_SET_CHUNK_SIZE: u8 = 1;
 const MSG_ABORT: u8 = 2;
 const MSG_ACK: u8 = 3;
 const MSG_USER_CONTROL: u8 = 4;
 const MSG_WINDOW_ACK: u8 = 5;
 const MSG_PEER_BANDWIDTH: u8 = 6;
-const MSG_AUDIO: u8 = 8;
-const MSG_VIDEO: u8 = 9;
+pub(crate) const MSG_AUDIO: u8 = 8;
+pub(crate) const MSG_VIDEO: u8 = 9;
 const MSG_DATA_AMF3: u8 = 15;
 const MSG_COMMAND_AMF3: u8 = 17;
 const MSG_DATA_AMF0: u8 = 18;
 const MSG_COMMAND_AMF0: u8 = 20;
 /// The message stream id handed out by createStream.
-const MEDIA_STREAM: u32 = 1;
+pub(crate) const MEDIA_STREAM: u32 = 1;
 
 /// Settings of a server session.
 #[derive(Clone, Debug)]
