@@ -365,7 +365,7 @@ impl Default for Rtmp {
             max_message_bytes: 8 << 20,
             idle_timeout_seconds: 30.0,
             max_connections: 1000,
-            play_flush_ms: 100,
+            play_flush_ms: 200,
         }
     }
 }
