@@ -128,12 +128,16 @@ fn shmem_large_page() -> usize {
     largest
 }
 
+/// How far ahead of its head a file on disk is filled: a folio this large
+/// covers the 64 KiB `sendfile` moves per round, and a file holds at most
+/// this much beyond what was written.
+const FILL_UNIT: usize = 256 << 10;
+
 /// `len` zero bytes to write from (allocated once, and never touched, so
 /// it maps no memory of its own).
 fn zeros(len: usize) -> &'static [u8] {
-    static ZEROS: OnceLock<Vec<u8>> = OnceLock::new();
-    let z = ZEROS.get_or_init(|| vec![0; file_punch_unit().max(4096)]);
-    &z[..len.min(z.len())]
+    static ZEROS: [u8; FILL_UNIT] = [0; FILL_UNIT];
+    &ZEROS[..len.min(FILL_UNIT)]
 }
 
 /// The granularity space is given back in for a file on a file system: the
@@ -290,13 +294,13 @@ impl Log {
     }
 
     /// For a file on disk, fills the page cache ahead of `head` with zeros
-    /// up to the next whole unit past `end`, one unit per `pwrite`.
+    /// up to the next whole [`FILL_UNIT`] past `end`, one unit per `pwrite`.
     ///
     /// Chunks arrive a few KiB at a time, and a file system backs each
     /// small write with small folios; `sendfile` then looks the pages of a
     /// segment up a few at a time (`filemap_get_read_batch` was 9 % of the
     /// server under the cached-segment load). A write of a whole aligned
-    /// unit gets the largest folios the page cache uses, and the chunks
+    /// unit gets folios as large as the unit, and the chunks
     /// written over it later keep them. The zeros never reach the disk
     /// unless the media written over them would: they are dirty pages of
     /// the same file, written over within seconds. A failed fill is only
@@ -305,7 +309,7 @@ impl Log {
         if !self.on_disk || end <= s.filled {
             return;
         }
-        let unit = self.unit.max(4096);
+        let unit = FILL_UNIT;
         let zeros = zeros(unit);
         while s.filled < end {
             let to = ((s.filled / unit + 1) * unit).min(self.cap);
@@ -865,8 +869,8 @@ mod tests {
             (s.head, s.filled)
         };
         if log.on_disk {
-            assert!(filled >= head && filled - head < log.unit, "filled {filled}, head {head}");
-            assert!(filled % log.unit == 0 || filled == log.cap, "filled to a whole unit: {filled}");
+            assert!(filled >= head && filled - head < FILL_UNIT, "filled {filled}, head {head}");
+            assert!(filled % FILL_UNIT == 0 || filled == log.cap, "filled to a whole unit: {filled}");
             // SAFETY: the log's own mapping, whose capacity is above `filled`.
             let ahead = unsafe { std::slice::from_raw_parts(log.base.as_ptr().add(head), filled - head) };
             assert!(resident_pages(ahead) * 4096 + 4096 >= ahead.len(), "the page cache holds the filled range");
