@@ -280,9 +280,13 @@ impl Log {
         let (start, grown) = {
             let mut s = self.state.lock();
             let Some(end) = s.head.checked_add(total).filter(|&e| e <= self.cap) else { return Ok(None) };
-            let before = s.top();
+            let (before, filled) = (s.top(), s.filled);
             self.fill_ahead(&mut s, end);
-            self.write_at(s.head, pieces)?;
+            if let Err(e) = self.write_at(s.head, pieces) {
+                // Nothing was counted: what the file holds is as before.
+                s.filled = filled;
+                return Err(e);
+            }
             let start = s.head;
             s.head = end;
             s.pin(start, end);
@@ -301,9 +305,10 @@ impl Log {
     /// segment up a few at a time (`filemap_get_read_batch` was 9 % of the
     /// server under the cached-segment load). A write of a whole aligned
     /// unit gets folios as large as the unit, and the chunks
-    /// written over it later keep them. The zeros never reach the disk
-    /// unless the media written over them would: they are dirty pages of
-    /// the same file, written over within seconds. A failed fill is only
+    /// written over it later keep them. The zeros are dirty pages of the
+    /// same file, written over within a second at a video bitrate; they
+    /// reach the disk only if the kernel writes the file out before that
+    /// (a stream of a few dozen kbit/s, or a DVR window on disk). A failed fill is only
     /// a missed optimisation.
     fn fill_ahead(&self, s: &mut State, end: usize) {
         if !self.on_disk || end <= s.filled {

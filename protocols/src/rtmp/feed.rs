@@ -23,12 +23,12 @@ use std::sync::{Arc, Weak};
 use bytes::{Bytes, BytesMut};
 use parking_lot::Mutex;
 use tidecast_media::outputs::{OutputTask, Outputs, Start, StartOutput};
-use tidecast_media::{Entry, Event, Publisher, Stream, Subscriber, Track, TrackId};
-use tracing::debug;
+use tidecast_media::{Entry, Event, Publisher, Stream, Subscriber, Track, TrackId, DERIVED_TRACK_BASE};
+use tracing::{debug, warn};
 
 use super::chunk::Encoder;
 use super::session::{CSID_AUDIO, CSID_VIDEO, MEDIA_STREAM, MSG_AUDIO, MSG_VIDEO};
-use crate::flv::{frame_tag_header, TagHeader, TagKind};
+use crate::flv::{config_tag, frame_tag_header, TagHeader, TagKind};
 
 /// Bytes of a message's first chunk header with a timestamp below
 /// `0xffffff` (basic header of a chunk stream id under 64, then the type-0
@@ -202,14 +202,28 @@ impl Feeds {
 async fn run(weak: Weak<Feed>, stream: Arc<Stream>, chunk_size: u32) {
     let mut sub = stream.subscribe();
     let mut tracks: Arc<[Track]> = Arc::from(Vec::new());
+    let mut warned = false;
     while let Some(ev) = sub.recv().await {
         let Some(feed) = weak.upgrade() else { break };
         let guard = feed.publisher.lock();
         let Some(p) = guard.as_ref() else { break };
         match ev {
             Event::Tracks(t) => {
+                // Only what FLV carries: the ring's lead (the track whose
+                // keyframes players start at) must be a video track whose
+                // frames enter it (a VP8 source's would not; its ladder's
+                // H.264 rungs do).
+                let carried: Vec<Track> = t.iter().filter(|t| config_tag(t).is_some()).cloned().collect();
+                let own = |ts: &[Track]| ts.iter().filter(|t| t.id < DERIVED_TRACK_BASE).count();
+                if own(&carried) < own(&t) && !warned {
+                    warned = true;
+                    warn!(
+                        stream = stream.name(),
+                        "rtmp play: FLV carries H.264, HEVC, AV1, VP9 and AAC; the stream's other tracks are left out"
+                    );
+                }
                 tracks = t;
-                let _ = p.set_tracks(tracks.to_vec());
+                let _ = p.set_tracks(carried);
             }
             Event::Frame(f) => {
                 let Some(track) = tracks.iter().find(|t| t.id == f.track) else { continue };
@@ -217,7 +231,9 @@ async fn run(weak: Weak<Feed>, stream: Arc<Stream>, chunk_size: u32) {
                 let msg = Arc::new(WireMsg::new(kind, prefix, f.payload, chunk_size));
                 let _ = p.push(WireFrame { track: f.track, dts: f.dts, keyframe: f.keyframe, msg });
             }
-            Event::Discontinuity => p.discontinuity(),
+            // The source already continued its timeline; the feed copies
+            // its timestamps as they are.
+            Event::Discontinuity => {}
         }
     }
     if let Some(feed) = weak.upgrade() {
@@ -259,6 +275,48 @@ mod tests {
                 msg.tail.iter().filter(|b| start.contains(&(b.as_ptr() as usize))).map(Bytes::len).sum();
             assert_eq!(borrowed, len, "the payload is sliced, not copied");
         }
+    }
+
+    #[tokio::test]
+    async fn players_of_a_vp8_source_start_at_its_h264_rung() {
+        use tidecast_media::{Codec, Frame, StreamConfig, TrackInfo};
+        let source: Publisher = Publisher::standalone("vp8", StreamConfig::default());
+        let rung = DERIVED_TRACK_BASE;
+        let avcc = Bytes::from_static(&[1, 0x42, 0xc0, 0x1f, 0xff, 0xe0, 0]);
+        source
+            .set_tracks(vec![
+                Track { id: 0, codec: Codec::Vp8, config: Bytes::new(), info: TrackInfo::default() },
+                Track { id: rung, codec: Codec::H264, config: avcc, info: TrackInfo::default() },
+            ])
+            .expect("tracks");
+        let feeds = Feeds::new(60_000);
+        let feed = feeds.get(source.stream());
+        let mut player = feed.subscribe();
+        // The feed's task subscribes to the source when it first runs.
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        for i in 0..50i64 {
+            let key = i % 10 == 0;
+            let frame =
+                |track| Frame { track, dts: i * 40_000, cts: 0, keyframe: key, payload: Bytes::from_static(b"au") };
+            source.push(frame(0)).expect("vp8");
+            source.push(frame(rung)).expect("rung");
+        }
+        let mut h264 = 0;
+        for _ in 0..10_000 {
+            match player.try_recv() {
+                Some(Event::Frame(f)) => {
+                    assert_eq!(f.track, rung, "VP8 frames are not in the feed");
+                    assert!(h264 > 0 || f.keyframe, "the player starts at a keyframe of the rung");
+                    h264 += 1;
+                }
+                Some(_) => {}
+                None if h264 == 50 => break,
+                None => tokio::task::yield_now().await,
+            }
+        }
+        assert_eq!(h264, 50, "the player reads every frame of the rung");
     }
 
     #[test]
