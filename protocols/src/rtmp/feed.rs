@@ -50,6 +50,8 @@ pub struct WireMsg {
     /// and the continuation chunk headers, in order (the payload's pieces
     /// are slices of it, not copies).
     pub tail: Vec<Bytes>,
+    /// The bytes of `tail`.
+    pub tail_len: usize,
 }
 
 impl WireMsg {
@@ -75,7 +77,8 @@ impl WireMsg {
             let _ = first.split_to(HEAD_LEN.min(first.len()));
         }
         tail.retain(|p| !p.is_empty());
-        WireMsg { kind, prefix, payload, chunk_size: enc.chunk_size(), tail }
+        let tail_len = tail.iter().map(Bytes::len).sum();
+        WireMsg { kind, prefix, payload, chunk_size: enc.chunk_size(), tail, tail_len }
     }
 
     /// The message's chunk stream and type.

@@ -28,7 +28,7 @@ impl Piece {
     fn len(&self) -> usize {
         match self {
             Piece::Own(b) => b.len(),
-            Piece::Shared { msg, .. } => HEAD_LEN + msg.tail.iter().map(Bytes::len).sum::<usize>(),
+            Piece::Shared { msg, .. } => HEAD_LEN + msg.tail_len,
         }
     }
 
