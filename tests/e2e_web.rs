@@ -69,6 +69,7 @@ fn assert_plays(seen: &Value, protocol: &str) {
     assert_eq!(seen["event"], "live", "{protocol}: the page played: {seen}");
     assert_eq!(seen["protocol"], protocol, "{seen}");
     assert_eq!((seen["width"].as_u64(), seen["height"].as_u64()), (Some(320), Some(240)), "{seen}");
+    assert!(seen["frames"].as_u64() > Some(0), "{protocol}: video frames were decoded: {seen}");
     let audio = seen["audioBytes"].as_u64() > Some(0) || seen["audioTracks"].as_u64() >= Some(1);
     assert!(audio, "{protocol}: audio plays too: {seen}");
 }

@@ -1,6 +1,6 @@
 // Opens a Tidecast player page (/{stream}.html) in headless Chromium and
 // reports, one JSON line at a time, what its <tidecast-player> does:
-//   {"event":"live", ...}     playback advanced 2 s over the protocol it says;
+//   {"event":"live", ...}     it played 2 s on end (no seek) over the protocol it says;
 //   {"event":"state", ...}    the element's state changed (offline, denied...);
 //   {"event":"resumed", ...}  with `resume`: it went offline, then played again;
 //   {"event":"done", ...}     the end (timeout, or what was asked happened).
@@ -33,6 +33,9 @@ try {
         message: el ? el.shadowRoot.querySelector('.msg').textContent : '',
         bar: el ? el.shadowRoot.querySelector('.bar').textContent.replace(/\s+/g, ' ').trim() : '',
         currentTime: video ? video.currentTime : 0,
+        // Playing, not seeking: hls.js and dash.js move currentTime to
+        // their start position by a seek, which is not playback.
+        playing: Boolean(video && !video.paused && !video.seeking && video.readyState >= 3),
         width: video ? video.videoWidth : 0,
         height: video ? video.videoHeight : 0,
         frames: video ? video.getVideoPlaybackQuality().totalVideoFrames : 0,
@@ -105,6 +108,10 @@ try {
     }
     if (seen.state === 'denied' && phase === 'live') break;
     if (seen.state !== 'live') continue;
+    if (!seen.playing) {
+      from = null;
+      continue;
+    }
     if (from === null) from = seen.currentTime;
     if (seen.currentTime - from < 2) continue;
     // The latency figure comes with the player's next tick (once a second).
