@@ -68,6 +68,14 @@ function parseThumbnails(text, base, token) {
 
 class Denied extends Error {}
 class Offline extends Error {}
+// The stream is live but not ready for this protocol yet: ask again after
+// `seconds` (a WHEP 503 with Retry-After), do not fall back.
+class Starting extends Error {
+  constructor(message, seconds) {
+    super(message);
+    this.seconds = seconds;
+  }
+}
 
 class TidecastPlayer extends HTMLElement {
   static get observedAttributes() {
@@ -161,8 +169,11 @@ class TidecastPlayer extends HTMLElement {
     return list;
   }
 
-  // (Re)starts playback: each protocol in turn; an offline stream is tried
-  // again every RETRY_MS, a refused token stops with a message.
+  // (Re)starts playback: each protocol in turn, best first. The first that
+  // finds the stream offline ends the round (every protocol would, and a
+  // lesser one tried next could win the race with the stream's return);
+  // an offline stream is tried again every RETRY_MS, a starting one when
+  // the server says, a refused token stops with a message.
   async start() {
     const generation = ++this.generation;
     this.stopSession();
@@ -171,6 +182,7 @@ class TidecastPlayer extends HTMLElement {
     if (!this.stream) return this.setState('error', 'No stream named.');
     while (generation === this.generation) {
       let offline = false;
+      let starting = null;
       for (const protocol of this.candidates()) {
         if (generation !== this.generation) return;
         try {
@@ -186,9 +198,21 @@ class TidecastPlayer extends HTMLElement {
             const how = this.token ? 'The playback token was refused.' : 'This stream needs a playback token: add ?token=… to the address.';
             return this.setState('denied', how);
           }
-          if (e instanceof Offline) offline = true;
           console.warn(`tidecast-player: ${protocol}: ${e.message}`);
+          if (e instanceof Offline) {
+            offline = true;
+            break;
+          }
+          if (e instanceof Starting) {
+            starting = e;
+            break;
+          }
         }
+      }
+      if (starting) {
+        this.setState('connecting', 'The stream is starting…');
+        await new Promise((r) => setTimeout(r, starting.seconds * 1000));
+        continue;
       }
       this.setState(offline ? 'offline' : 'error', offline ? 'The stream is offline; waiting for it…' : 'This browser cannot play the stream.');
       await new Promise((r) => setTimeout(r, RETRY_MS));
@@ -250,6 +274,11 @@ class TidecastPlayer extends HTMLElement {
     if (res.status === 404) {
       pc.close();
       throw new Offline('not live');
+    }
+    const retry = Number(res.headers.get('Retry-After'));
+    if (res.status === 503 && retry > 0) {
+      pc.close();
+      throw new Starting(await res.text(), Math.min(retry, 10));
     }
     if (res.status !== 201) {
       pc.close();

@@ -118,7 +118,14 @@ fn webrtc_error(e: &WebRtcError) -> Response {
         WebRtcError::NotReady | WebRtcError::Full => StatusCode::SERVICE_UNAVAILABLE,
         WebRtcError::NotFound | WebRtcError::NoSuchRendition { .. } => StatusCode::NOT_FOUND,
     };
-    problem(status, e)
+    let mut r = problem(status, e);
+    // A stream that has a publisher but no tracks yet is starting: asking
+    // again in a second works. `Full` gives no such promise, so a player
+    // tells the two apart by this header and falls back only on `Full`.
+    if matches!(e, WebRtcError::NotReady) {
+        r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    r
 }
 
 /// A refusal: status and the text the client reads.
@@ -347,5 +354,20 @@ async fn end(
             StatusCode::OK.into_response()
         }
         Err(e) => webrtc_error(&e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_starting_stream_says_when_to_ask_again_and_a_full_server_does_not() {
+        let starting = webrtc_error(&WebRtcError::NotReady);
+        assert_eq!(starting.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(starting.headers().get(header::RETRY_AFTER).map(|v| v.as_bytes()), Some(&b"1"[..]));
+        let full = webrtc_error(&WebRtcError::Full);
+        assert_eq!(full.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(full.headers().get(header::RETRY_AFTER).is_none(), "a player falls back on this one");
     }
 }
