@@ -37,7 +37,7 @@ ramp="${RAMP:-100 200 400 800 1600 3200 6400}"
 export RAMP="$ramp"
 connections="${CONNECTIONS:-100}"
 
-[ "${NO_INSTALL:-0}" = 1 ] || ./scripts/install-deps.sh bench
+[ "${NO_INSTALL:-0}" = 1 ] || BENCH_PEERS="${servers[*]}" ./scripts/install-deps.sh bench
 cargo build --release --quiet --bin tidecast
 cargo build --release --quiet -p tidecast-bench --bin tidecast-load
 load="$root/target/release/tidecast-load"

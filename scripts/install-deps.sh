@@ -6,8 +6,9 @@
 #                          hls.js, schemathesis, moto)
 #   install-deps.sh fuzz   plus cargo-fuzz
 #   install-deps.sh bench  the peers bench/compare.sh measures against:
-#                          nginx with libnginx-mod-rtmp (Debian) and xiu
-#                          (crates.io, built into bench/.peers), plus ffmpeg
+#                          nginx with libnginx-mod-rtmp (Debian), plus ffmpeg,
+#                          and xiu (crates.io, built into bench/.peers: about
+#                          25 minutes on 2 cores) only when BENCH_PEERS names it
 set -euo pipefail
 what="${1:-run}"
 
@@ -76,7 +77,13 @@ case "$what" in
         apt_install "${BUILD_PKGS[@]}" ffmpeg nginx libnginx-mod-rtmp python3 libopus-dev curl
         root="$(cd "$(dirname "$0")/.." && pwd)"
         # Pinned: the results in docs/benchmarks.md name this version.
-        if [ ! -x "$root/bench/.peers/bin/xiu" ]; then
+        # Built only for a comparison that includes it (bench/compare.sh
+        # passes the servers it compares in BENCH_PEERS).
+        case " ${BENCH_PEERS:-} " in
+            *" xiu "*) want_xiu=1 ;;
+            *) want_xiu=0 ;;
+        esac
+        if [ "$want_xiu" = 1 ] && [ ! -x "$root/bench/.peers/bin/xiu" ]; then
             echo "building xiu 0.13.0 from crates.io (a few minutes)"
             cargo install xiu --version 0.13.0 --locked --quiet --root "$root/bench/.peers"
         fi
