@@ -101,11 +101,22 @@ impl<T: Send + Sync + 'static> Outputs<T> {
     }
 
     /// Runs `task`, lets the output linger, then takes it out of the set
-    /// (unless a newer one took its place).
+    /// (unless a newer one took its place). A task that panics ends like
+    /// one that hands nothing back: its output leaves the set at once, so
+    /// the next reader starts a fresh one instead of waiting on a dead one.
     fn supervise(self: &Arc<Self>, name: String, output: Weak<T>, task: OutputTask<T>) {
         let set = self.clone();
         tokio::spawn(async move {
-            let held = task.await;
+            let held = match tokio::spawn(task).await {
+                Ok(held) => held,
+                Err(e) => {
+                    // (Cancelled only when the runtime shuts down: nothing to say.)
+                    if e.is_panic() {
+                        tracing::error!(kind = set.kind, stream = %name, "output task panicked; its readers end, the next starts a new one");
+                    }
+                    None
+                }
+            };
             if held.is_some() && !set.linger.is_zero() {
                 let mut closing = set.closing.subscribe();
                 tokio::select! {
@@ -208,6 +219,32 @@ mod tests {
         let p2 = reg.publish("cam").unwrap();
         let _c = set.get_or_start(p2.stream());
         assert_eq!(started.load(std::sync::atomic::Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_output_whose_task_panics_leaves_the_set_and_the_next_reader_starts_another() {
+        let reg = registry();
+        let started = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let n = started.clone();
+        let make: StartOutput<String> = Box::new(move |s: Arc<Stream>| {
+            let first = n.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0;
+            let task: OutputTask<String> = Box::pin(async move {
+                let mut sub = s.subscribe();
+                assert!(!first, "the first output's task fails");
+                while sub.recv().await.is_some() {}
+                None
+            });
+            (Arc::new(String::from("out")), task)
+        });
+        let set = Outputs::new("test", Start::OnDemand, Duration::ZERO, make);
+        let p = reg.publish("cam").unwrap();
+        let dead = set.get_or_start(p.stream());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert!(set.get("cam").is_none(), "a reader still holds it, but it left the set");
+        let fresh = set.get_or_start(p.stream());
+        assert!(!Arc::ptr_eq(&dead, &fresh));
+        assert_eq!(started.load(std::sync::atomic::Ordering::SeqCst), 2);
+        assert!(set.get("cam").is_some_and(|o| Arc::ptr_eq(&o, &fresh)));
     }
 
     #[tokio::test(start_paused = true)]

@@ -501,8 +501,11 @@ pub(crate) type OnDrop<F> = Box<dyn FnOnce(&Arc<Stream<F>>, u64) + Send + Sync>;
 
 /// The write side of a stream, held by the one session publishing it.
 ///
-/// Dropping it starts the stream's grace period; a new publisher on the same
-/// name within that period resumes the stream.
+/// Dropping a registry's publisher starts the stream's grace period; a new
+/// publisher on the same name within that period resumes the stream.
+/// Dropping a standalone one (an output's derived stream) ends its stream,
+/// since no one else can write to it: readers drain and finish, even when
+/// the task that held it panicked.
 pub struct Publisher<F: Entry = Frame> {
     pub(crate) stream: Arc<Stream<F>>,
     pub(crate) generation: u64,
@@ -586,8 +589,9 @@ impl<F: Entry> Publisher<F> {
 
 impl<F: Entry> Drop for Publisher<F> {
     fn drop(&mut self) {
-        if let Some(f) = self.on_drop.take() {
-            f(&self.stream, self.generation);
+        match self.on_drop.take() {
+            Some(f) => f(&self.stream, self.generation),
+            None => self.stream.end(),
         }
     }
 }
@@ -793,6 +797,21 @@ mod tests {
 
     fn publisher(cfg: StreamConfig) -> Publisher {
         Publisher { stream: Stream::new("t".into(), cfg, Gauge::detached("t", "ring")), generation: 0, on_drop: None }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_dropped_standalone_publisher_ends_its_stream_for_readers() {
+        let p: Publisher = Publisher::standalone("out", StreamConfig::default());
+        p.set_tracks(tracks()).unwrap();
+        p.push(frame(0, 0, true, 10)).unwrap();
+        let mut s = p.stream().subscribe();
+        drop(p);
+        // The clock is paused: a read that would wait forever times out at
+        // once instead of hanging the test.
+        let mut next = async || tokio::time::timeout(Duration::from_secs(3600), s.recv()).await;
+        assert!(matches!(next().await, Ok(Some(Event::Tracks(_)))));
+        assert!(matches!(next().await, Ok(Some(Event::Frame(_)))));
+        assert!(matches!(next().await, Ok(None)), "the reader drains what is buffered, then finishes");
     }
 
     #[test]

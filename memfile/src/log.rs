@@ -489,7 +489,11 @@ fn in_memory_fs(fd: &OwnedFd) -> bool {
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
     // SAFETY: as above.
     let ok = unsafe { libc::fstatfs(fd.as_raw_fd(), &mut st) } == 0;
-    ok && (st.f_type as i64 == libc::TMPFS_MAGIC as i64 || st.f_type as i64 == 0x8584_58f6_i64)
+    // `f_type` and the magic constants have different integer types on
+    // different targets (and the same on x86-64): compare as i64.
+    #[allow(clippy::unnecessary_cast)]
+    let same = ok && (st.f_type as i64 == libc::TMPFS_MAGIC as i64 || st.f_type as i64 == 0x8584_58f6_i64);
+    same
 }
 
 /// A fresh anonymous in-memory file.

@@ -21,7 +21,6 @@
 use std::sync::{Arc, Weak};
 
 use bytes::{Bytes, BytesMut};
-use parking_lot::Mutex;
 use tidecast_media::outputs::{OutputTask, Outputs, Start, StartOutput};
 use tidecast_media::{Entry, Event, Publisher, Stream, Subscriber, Track, TrackId, DERIVED_TRACK_BASE};
 use tracing::{debug, warn};
@@ -148,7 +147,6 @@ impl Entry for WireFrame {
 /// One stream's shared RTMP messages.
 pub struct Feed {
     ring: Arc<Stream<WireFrame>>,
-    publisher: Mutex<Option<Publisher<WireFrame>>>,
 }
 
 impl std::fmt::Debug for Feed {
@@ -161,12 +159,6 @@ impl Feed {
     /// A reader from the newest keyframe on; it ends after the stream's end.
     pub fn subscribe(&self) -> Subscriber<WireFrame> {
         self.ring.subscribe()
-    }
-
-    fn end(&self) {
-        if let Some(p) = self.publisher.lock().take() {
-            p.end();
-        }
     }
 }
 
@@ -182,10 +174,10 @@ impl Feeds {
             // The source's bounds: a player may lag as far as it could
             // when it read the source itself.
             let publisher = Publisher::standalone(stream.name(), stream.config().clone());
-            let feed = Arc::new(Feed { ring: publisher.stream().clone(), publisher: Mutex::new(Some(publisher)) });
+            let feed = Arc::new(Feed { ring: publisher.stream().clone() });
             let weak = Arc::downgrade(&feed);
             let task: OutputTask<Feed> = Box::pin(async move {
-                run(weak, stream, chunk_size).await;
+                run(weak, stream, publisher, chunk_size).await;
                 None
             });
             (feed, task)
@@ -200,16 +192,17 @@ impl Feeds {
     }
 }
 
-/// Chunks every frame FLV can carry until the stream ends or no player
-/// holds the feed.
-async fn run(weak: Weak<Feed>, stream: Arc<Stream>, chunk_size: u32) {
+/// Chunks every frame FLV can carry into `p` until the stream ends or no
+/// player holds the feed. The task owns the publisher, so however it ends
+/// (a panic included) the feed's ring ends and its players see it.
+async fn run(weak: Weak<Feed>, stream: Arc<Stream>, p: Publisher<WireFrame>, chunk_size: u32) {
     let mut sub = stream.subscribe();
     let mut tracks: Arc<[Track]> = Arc::from(Vec::new());
     let mut warned = false;
     while let Some(ev) = sub.recv().await {
-        let Some(feed) = weak.upgrade() else { break };
-        let guard = feed.publisher.lock();
-        let Some(p) = guard.as_ref() else { break };
+        if weak.strong_count() == 0 {
+            break;
+        }
         match ev {
             Event::Tracks(t) => {
                 // Only what FLV carries: the ring's lead (the track whose
@@ -238,9 +231,6 @@ async fn run(weak: Weak<Feed>, stream: Arc<Stream>, chunk_size: u32) {
             // its timestamps as they are.
             Event::Discontinuity => {}
         }
-    }
-    if let Some(feed) = weak.upgrade() {
-        feed.end();
     }
     debug!(stream = stream.name(), "rtmp feed stopped");
 }

@@ -139,8 +139,6 @@ pub struct Playout {
     stream: String,
     /// The packetized frames, read by every viewer.
     ring: Arc<Stream<RtpFrame>>,
-    /// Its write side, taken when the source ends so every viewer's read ends.
-    publisher: Mutex<Option<Publisher<RtpFrame>>>,
     /// The wallclock instant of pts 0, for sender reports.
     pub epoch: Instant,
     bframes: AtomicBool,
@@ -182,29 +180,10 @@ impl Playout {
         self.ring.buffered_bytes()
     }
 
-    /// The stream ended: viewers drain what they have and see the read end.
-    fn end(&self) {
-        if let Some(p) = self.publisher.lock().take() {
-            p.end();
-        }
-    }
-
     /// Whether the stream was seen to reorder frames (B-frames), which
     /// WebRTC cannot carry.
     pub fn has_bframes(&self) -> bool {
         self.bframes.load(Ordering::Relaxed)
-    }
-
-    fn set_tracks(&self, tracks: Vec<Track>) {
-        if let Some(p) = &*self.publisher.lock() {
-            let _ = p.set_tracks(tracks);
-        }
-    }
-
-    fn emit(&self, f: RtpFrame) {
-        if let Some(p) = &*self.publisher.lock() {
-            let _ = p.push(f);
-        }
     }
 }
 
@@ -247,7 +226,6 @@ impl Playouts {
             let p = Arc::new(Playout {
                 stream: stream.name().to_owned(),
                 ring: publisher.stream().clone(),
-                publisher: Mutex::new(Some(publisher)),
                 epoch: Instant::now(),
                 bframes: AtomicBool::new(false),
                 frames: AtomicU64::new(0),
@@ -256,7 +234,7 @@ impl Playouts {
             // Weak: the packetizer stops once no viewer holds the playout.
             let weak = Arc::downgrade(&p);
             let task: OutputTask<Playout> = Box::pin(async move {
-                run(weak, stream, rendition).await;
+                run(weak, stream, rendition, publisher).await;
                 None
             });
             (p, task)
@@ -276,9 +254,10 @@ struct Packetizers {
     base: Option<i64>,
 }
 
-/// Packetizes a stream (its `rendition`, see [`video_track`]) until it
-/// ends or nobody watches.
-async fn run(weak: Weak<Playout>, stream: Arc<Stream>, rendition: Option<u32>) {
+/// Packetizes a stream (its `rendition`, see [`video_track`]) into `out`
+/// until it ends or nobody watches. The task owns the publisher, so however
+/// it ends (a panic included) the playout's ring ends and viewers see it.
+async fn run(weak: Weak<Playout>, stream: Arc<Stream>, rendition: Option<u32>, out: Publisher<RtpFrame>) {
     let mut sub = stream.subscribe();
     let mut k = Packetizers {
         h264: H264Packetizer::default(),
@@ -304,19 +283,16 @@ async fn run(weak: Weak<Playout>, stream: Arc<Stream>, rendition: Option<u32>) {
                 k.h264 = H264Packetizer::default();
                 // The ring's tracks: what is carried, so that its lead (the
                 // track whose keyframes viewers start at) is the video.
-                p.set_tracks(video.into_iter().chain(audio).cloned().collect());
+                let _ = out.set_tracks(video.into_iter().chain(audio).cloned().collect());
             }
             Event::Frame(f) => {
                 if let Some(rf) = packetize(&mut k, &p, &f) {
                     p.frames.fetch_add(1, Ordering::Relaxed);
-                    p.emit(rf);
+                    let _ = out.push(rf);
                 }
             }
             Event::Discontinuity => {}
         }
-    }
-    if let Some(p) = weak.upgrade() {
-        p.end();
     }
     info!(stream = stream.name(), "whep playout stopped");
 }
