@@ -115,7 +115,6 @@ pub struct ServerSession {
     decoder: Decoder,
     encoder: Encoder,
     out: BytesMut,
-    pieces: VecDeque<Bytes>,
     events: VecDeque<SessionEvent>,
     state: State,
     app: String,
@@ -133,7 +132,6 @@ impl ServerSession {
             handshake: ServerHandshake::AwaitC0C1,
             encoder: Encoder::default(),
             out: BytesMut::new(),
-            pieces: VecDeque::new(),
             events: VecDeque::new(),
             state: State::Handshake,
             app: String::new(),
@@ -207,19 +205,17 @@ impl ServerSession {
         self.events.pop_front()
     }
 
-    /// Bytes to send to the client, if any, in order. Media bodies come
-    /// back as slices of the frames they were given (no copy).
+    /// Bytes to send to the client, if any, in order. A player's media does
+    /// not pass through here: it goes into the player's
+    /// [`PlayQueue`](super::play_queue::PlayQueue) behind these bytes.
     pub fn poll_transmit(&mut self) -> Option<Bytes> {
-        if let Some(p) = self.pieces.pop_front() {
-            return Some(p);
-        }
         (!self.out.is_empty()).then(|| self.out.split().freeze())
     }
 
     /// Bytes queued for the client and not yet taken by
     /// [`poll_transmit`](Self::poll_transmit).
     pub fn queued(&self) -> usize {
-        self.out.len() + self.pieces.iter().map(Bytes::len).sum::<usize>()
+        self.out.len()
     }
 
     /// Whether the client plays (accepted).
@@ -227,8 +223,8 @@ impl ServerSession {
         self.state == State::Playing
     }
 
-    /// Accepts a play request: the server sends media from now on with
-    /// [`send_media`](Self::send_media).
+    /// Accepts a play request: the driver sends media from now on, through
+    /// the player's [`PlayQueue`](super::play_queue::PlayQueue).
     pub fn accept_play(&mut self) {
         if self.state != State::Connected {
             return;
@@ -251,25 +247,6 @@ impl ServerSession {
     pub fn end_play(&mut self) {
         self.on_status("status", "NetStream.Play.UnpublishNotify", "The stream ended.");
         self.state = State::Closed;
-    }
-
-    /// Queues one audio or video message whose body is `prefix` (an FLV tag
-    /// header, copied) and then `body` (the frame payload, sent as it is).
-    pub fn send_media(&mut self, video: bool, timestamp: u32, prefix: &[u8], body: &[Bytes]) {
-        if self.state != State::Playing {
-            return;
-        }
-        if !self.out.is_empty() {
-            self.pieces.push_back(self.out.split().freeze());
-        }
-        let (csid, type_id) = if video { (CSID_VIDEO, MSG_VIDEO) } else { (CSID_AUDIO, MSG_AUDIO) };
-        self.encoder.encode_parts(
-            (csid, type_id, MEDIA_STREAM, timestamp),
-            prefix,
-            body,
-            &mut self.out,
-            &mut self.pieces,
-        );
     }
 
     /// Accepts a pending publish: the client may send media.
@@ -446,6 +423,9 @@ impl ServerSession {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::flv::egress::TagSink;
+    use crate::flv::TagKind;
+    use crate::rtmp::play_queue::PlayQueue;
     use crate::rtmp::ClientSession;
 
     /// Runs a client and a server against each other until the server asks
@@ -513,12 +493,23 @@ mod tests {
             }
         }
         assert!(requested && client.is_live(), "play accepted");
+        // Media goes the way the driver sends it: the player's queue.
+        let mut queue = PlayQueue::new(SessionConfig::default().chunk_size);
+        queue.take_session(&mut server);
         let body = Bytes::from(vec![0x27; 3000]);
         for i in 0..2000u32 {
-            server.send_media(true, i * 40, &[], std::slice::from_ref(&body));
+            queue.tag(TagKind::Video, i * 40, &[], &body);
         }
-        while let Some(o) = server.poll_transmit() {
-            to_c.extend_from_slice(&o);
+        while !queue.is_empty() {
+            let n: usize = queue
+                .slices()
+                .iter()
+                .map(|s| {
+                    to_c.extend_from_slice(s);
+                    s.len()
+                })
+                .sum();
+            queue.advance(n);
         }
         client.handle_input(&mut to_c).unwrap();
         // Data messages (|RtmpSampleAccess) may come first.
