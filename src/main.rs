@@ -475,8 +475,11 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         hls: Some(hls.clone()),
         sprites: Some(sprites.clone()),
     }))
-    .layer(tidecast_protocols::http::cors())
-    .merge(tidecast_protocols::webrtc::http::routes(signaling));
+    .merge(tidecast_protocols::webrtc::http::routes(signaling))
+    // Last, so it covers every route above (a layer wraps only the routes
+    // the router has when it is added): pages on other origins publish
+    // with WHIP and play with WHEP as well as with HLS.
+    .layer(tidecast_protocols::http::cors());
     let http_shutdown = shutdown.clone();
     let http_task = tokio::spawn(async move {
         // Connections that send complete segments and parts with sendfile

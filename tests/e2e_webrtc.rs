@@ -325,9 +325,32 @@ async fn bad_requests_get_the_right_status_and_leak_no_session() {
     let recv = OFFER.replace("a=sendonly", "a=recvonly");
     assert_eq!(post(&whep, sdp, None, &recv).await.status(), 404, "unknown stream");
 
+    // A page on another origin may publish and play: the preflight passes
+    // and the answer's headers (Location) are readable there.
+    let preflight = reqwest::Client::new()
+        .request(reqwest::Method::OPTIONS, &whep)
+        .header("origin", "https://example.com")
+        .header("access-control-request-method", "POST")
+        .header("access-control-request-headers", "authorization, content-type")
+        .send()
+        .await
+        .expect("OPTIONS");
+    assert!(preflight.status().is_success(), "{}", preflight.status());
+    assert_eq!(preflight.headers()["access-control-allow-origin"], "*");
+
     // A real offer gets a session; nobody connects, so it fails with a reason.
-    let r = post(&whip, sdp, Some(KEY), OFFER).await;
+    let r = reqwest::Client::new()
+        .post(&whip)
+        .header("content-type", sdp)
+        .header("origin", "https://example.com")
+        .bearer_auth(KEY)
+        .body(OFFER)
+        .send()
+        .await
+        .expect("POST");
     assert_eq!(r.status(), 201);
+    assert_eq!(r.headers()["access-control-allow-origin"], "*");
+    assert_eq!(r.headers()["access-control-expose-headers"], "*", "Location is readable cross-origin");
     let location = r.headers()["location"].to_str().expect("location").to_owned();
     assert_eq!(r.headers()["content-type"], "application/sdp");
     let answer = r.text().await.expect("answer");
