@@ -18,6 +18,9 @@
 const here = new URL(import.meta.url);
 const PROTOCOLS = ['webrtc', 'hls', 'dash'];
 const RETRY_MS = 2000;
+// How long a protocol whose server says "starting" is waited for before
+// the next one is tried.
+const STARTING_MS = 10000;
 
 const STYLE = `
 :host { display: flex; flex-direction: column; position: relative; background: #000; color: #eee; font: 13px/1.4 system-ui, sans-serif; min-height: 12em; }
@@ -170,16 +173,19 @@ class TidecastPlayer extends HTMLElement {
   }
 
   // (Re)starts playback: each protocol in turn, best first. The first that
-  // finds the stream offline ends the round (every protocol would, and a
-  // lesser one tried next could win the race with the stream's return);
-  // an offline stream is tried again every RETRY_MS, a starting one when
-  // the server says, a refused token stops with a message.
+  // finds the stream offline ends the round: the stream is not live, even
+  // where a lesser protocol still answers (an HLS playlist lingers through
+  // the reconnect grace), and trying that one next could win the race with
+  // the stream's return. An offline stream is tried again every RETRY_MS;
+  // a starting one when the server says, for up to STARTING_MS, then the
+  // next protocol is tried; a refused token stops with a message.
   async start() {
     const generation = ++this.generation;
     this.stopSession();
     this.ui.protocol.value = this.forced;
     this.setState('connecting', 'Connecting…');
     if (!this.stream) return this.setState('error', 'No stream named.');
+    let startingSince = null;
     while (generation === this.generation) {
       let offline = false;
       let starting = null;
@@ -203,7 +209,7 @@ class TidecastPlayer extends HTMLElement {
             offline = true;
             break;
           }
-          if (e instanceof Starting) {
+          if (e instanceof Starting && Date.now() - (startingSince ??= Date.now()) < STARTING_MS) {
             starting = e;
             break;
           }

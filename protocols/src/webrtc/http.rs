@@ -250,6 +250,12 @@ async fn whep(
     let Some(live) = s.registry.get(&stream).filter(|st| st.has_publisher()) else {
         return problem(StatusCode::NOT_FOUND, format!("stream {stream:?} is not live"));
     };
+    // Starting (no tracks yet): told before admission, so a player asking
+    // again each second costs no quota slot and fires no play triggers.
+    // (The hub checks again, for a stream that loses its tracks meanwhile.)
+    if live.tracks().is_empty() {
+        return webrtc_error(&WebRtcError::NotReady);
+    }
     let url = format!("/whep/{stream}");
     let req = PlayRequest { protocol: "whep", stream: &stream, token, peer, url: &url };
     let session = match s.gate.admit_play(req).await {
