@@ -92,7 +92,11 @@ try {
   // Phase: 'live' (waiting for playback), then with `resume`: 'gone'
   // (waiting for it to stop), 'back' (waiting for it to play again).
   let phase = 'live';
-  let from = null;
+  // Seconds played: the sum of currentTime's steps between two samples
+  // that were both playing, so a seek (a jump, or a sample while seeking)
+  // adds nothing and a short wait at the live edge only pauses the count.
+  let played = 0;
+  let prev = null;
   let seen = await look();
   while (Date.now() - start < seconds * 1000) {
     await new Promise((r) => setTimeout(r, 250));
@@ -101,21 +105,22 @@ try {
       line({ event: 'state', ...seen });
       last = seen.state;
     }
-    if (seen.state !== 'live') from = null;
+    if (seen.state !== 'live') {
+      played = 0;
+      prev = null;
+    }
     if (phase === 'gone') {
       if (seen.state !== 'live') phase = 'back';
       continue;
     }
     if (seen.state === 'denied' && phase === 'live') break;
     if (seen.state !== 'live') continue;
-    if (!seen.playing) {
-      from = null;
-      continue;
-    }
-    if (from === null) from = seen.currentTime;
-    if (seen.currentTime - from < 2) continue;
+    const step = seen.playing && prev !== null ? seen.currentTime - prev : 0;
+    prev = seen.playing ? seen.currentTime : null;
+    if (step > 0 && step < 1) played += step;
+    if (played < 2) continue;
     // The latency figure comes with the player's next tick (once a second).
-    if (seen.latency === null && seen.currentTime - from < 8) continue;
+    if (seen.latency === null && played < 8) continue;
     if (phase === 'live') {
       seen.preview = mode === 'preview' ? await preview() : null;
       seen.quality = mode === 'quality' ? await quality() : null;
