@@ -103,7 +103,9 @@ impl<T: Send + Sync + 'static> Outputs<T> {
     /// Runs `task`, lets the output linger, then takes it out of the set
     /// (unless a newer one took its place). A task that panics ends like
     /// one that hands nothing back: its output leaves the set at once, so
-    /// the next reader starts a fresh one instead of waiting on a dead one.
+    /// for an on-demand kind the next reader starts a fresh one instead of
+    /// getting a dead one (an eager kind is started again with the stream's
+    /// next start).
     fn supervise(self: &Arc<Self>, name: String, output: Weak<T>, task: OutputTask<T>) {
         let set = self.clone();
         tokio::spawn(async move {
