@@ -410,6 +410,9 @@ impl Job {
     }
 }
 
+/// Encoders passed over, each with the reason it did not open.
+type Skipped = Vec<(&'static str, String)>;
+
 /// Opens the first encoder of `candidates` that opens, with the reasons
 /// of those that did not.
 fn open_first(
@@ -417,7 +420,7 @@ fn open_first(
     rung: &PlannedRung,
     profile: &Profile,
     fps: f64,
-) -> Result<(OpenedEncoder, Vec<(&'static str, String)>), String> {
+) -> Result<(OpenedEncoder, Skipped), String> {
     let mut skipped = Vec::new();
     for name in candidates {
         match encoder::open(name, rung, profile, fps) {

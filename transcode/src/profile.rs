@@ -132,7 +132,7 @@ impl Profile {
             return out;
         }
         let mut rungs = self.rungs.clone();
-        rungs.sort_by(|a, b| b.height.cmp(&a.height));
+        rungs.sort_by_key(|r| std::cmp::Reverse(r.height));
         for r in rungs {
             let h = even(r.height.min(height));
             if h >= height || h < 2 {
