@@ -475,11 +475,11 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         hls: Some(hls.clone()),
         sprites: Some(sprites.clone()),
     }))
-    .merge(tidecast_protocols::webrtc::http::routes(signaling))
-    // Last, so it covers every route above (a layer wraps only the routes
-    // the router has when it is added): pages on other origins publish
-    // with WHIP and play with WHEP as well as with HLS.
-    .layer(tidecast_protocols::http::cors());
+    .layer(tidecast_protocols::http::cors())
+    // After the layer: the WHIP/WHEP routes carry their own CORS, since
+    // their OPTIONS answers both as WHIP's (ICE servers) and as a CORS
+    // preflight, which the layer would answer alone.
+    .merge(tidecast_protocols::webrtc::http::routes(signaling));
     let http_shutdown = shutdown.clone();
     let http_task = tokio::spawn(async move {
         // Connections that send complete segments and parts with sendfile

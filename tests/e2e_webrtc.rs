@@ -361,6 +361,9 @@ async fn bad_requests_get_the_right_status_and_leak_no_session() {
         .expect("OPTIONS");
     assert!(preflight.status().is_success(), "{}", preflight.status());
     assert_eq!(preflight.headers()["access-control-allow-origin"], "*");
+    let allowed = preflight.headers()["access-control-allow-headers"].to_str().unwrap_or_default().to_owned();
+    assert!(allowed.contains("authorization"), "a wildcard would not allow the bearer: {allowed}");
+    assert_eq!(preflight.headers()["accept-post"], "application/sdp", "still WHIP's own OPTIONS");
 
     // A real offer gets a session; nobody connects, so it fails with a reason.
     let r = reqwest::Client::new()

@@ -73,6 +73,18 @@ pub fn cors() -> CorsLayer {
     CorsLayer::new().allow_origin(Any).allow_methods(Any).allow_headers(Any).expose_headers(Any)
 }
 
+/// The CORS preflight answer for a handler that answers `OPTIONS` itself:
+/// any origin, `methods`, and the request headers the page asked for (a
+/// wildcard would not cover `Authorization`, which WHIP and WHEP send).
+pub fn preflight(req: &HeaderMap, methods: &'static str, out: &mut HeaderMap) {
+    out.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    out.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static(methods));
+    if let Some(asked) = req.get(header::ACCESS_CONTROL_REQUEST_HEADERS) {
+        out.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, asked.clone());
+    }
+    out.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
+}
+
 /// Constant-time equality of two byte strings (credentials).
 pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     a.ct_eq(b).into()

@@ -52,14 +52,20 @@ impl Signaling {
     }
 }
 
-/// The WHIP and WHEP routes (CORS is added by the playback router they join).
+/// The WHIP and WHEP routes, open to pages on every origin. CORS wraps
+/// the POST, PATCH and DELETE handlers; `OPTIONS` is [`options`], added
+/// after the layer, which answers as WHIP's OPTIONS (accepted types, ICE
+/// servers) and as a CORS preflight at once (the layer would answer every
+/// `OPTIONS` itself, without the ICE servers).
 pub fn routes(s: Signaling) -> Router {
-    Router::new()
-        .route("/whip/{stream}", post(whip).options(options))
-        .route("/whep/{stream}", post(whep).options(options))
-        .route("/whip/{stream}/{id}", patch(trickle).delete(end).options(options))
-        .route("/whep/{stream}/{id}", patch(trickle).delete(end).options(options))
-        .with_state(s)
+    const PATHS: [&str; 4] = ["/whip/{stream}", "/whep/{stream}", "/whip/{stream}/{id}", "/whep/{stream}/{id}"];
+    let router = Router::new()
+        .route(PATHS[0], post(whip))
+        .route(PATHS[1], post(whep))
+        .route(PATHS[2], patch(trickle).delete(end))
+        .route(PATHS[3], patch(trickle).delete(end))
+        .layer(crate::http::cors());
+    PATHS.into_iter().fold(router, |r, path| r.route(path, axum::routing::options(options))).with_state(s)
 }
 
 const SDP: &str = "application/sdp";
@@ -96,10 +102,12 @@ fn links(hub: &WebRtcHub) -> Vec<HeaderValue> {
         .collect()
 }
 
-async fn options(State(s): State<Signaling>) -> Response {
+async fn options(State(s): State<Signaling>, req: HeaderMap) -> Response {
+    const METHODS: &str = "OPTIONS, POST, PATCH, DELETE";
     let mut r = StatusCode::NO_CONTENT.into_response();
     let h = r.headers_mut();
-    h.insert(header::ALLOW, HeaderValue::from_static("OPTIONS, POST, PATCH, DELETE"));
+    crate::http::preflight(&req, METHODS, h);
+    h.insert(header::ALLOW, HeaderValue::from_static(METHODS));
     h.insert("accept-post", HeaderValue::from_static(SDP));
     h.insert("accept-patch", HeaderValue::from_static(TRICKLE));
     for l in links(&s.hub) {
