@@ -7,6 +7,8 @@
 //! browser: they post a real Chromium offer (a fixture) with curl-like HTTP.
 
 mod common;
+#[path = "common/erpublish.rs"]
+mod erpublish;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -294,22 +296,6 @@ async fn post(url: &str, content_type: &str, bearer: Option<&str>, body: &str) -
     req.send().await.expect("POST")
 }
 
-/// An RTMP publisher of `key` that is accepted and then sends no media.
-async fn quiet_rtmp_publisher(addr: std::net::SocketAddr, key: &str) -> tokio::net::TcpStream {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut sock = tokio::net::TcpStream::connect(addr).await.expect("rtmp connect");
-    let mut session = tidecast_protocols::rtmp::ClientSession::publish(&format!("rtmp://{addr}/live"), "live", key);
-    let mut buf = bytes::BytesMut::new();
-    while !session.is_live() {
-        while let Some(out) = session.poll_transmit() {
-            sock.write_all(&out).await.expect("rtmp write");
-        }
-        assert!(sock.read_buf(&mut buf).await.expect("rtmp read") > 0, "the server accepts the publish");
-        session.handle_input(&mut buf).expect("rtmp input");
-    }
-    sock
-}
-
 async fn delete(url: &str, bearer: Option<&str>) -> u16 {
     let mut req = reqwest::Client::new().delete(url);
     if let Some(b) = bearer {
@@ -343,7 +329,7 @@ async fn bad_requests_get_the_right_status_and_leak_no_session() {
 
     // A publisher that has connected and sent nothing yet: the stream is
     // starting, and a player is told when to ask again (not to fall back).
-    let quiet = quiet_rtmp_publisher(server.rtmp, "rtmp-key-0123456789").await;
+    let quiet = erpublish::accepted(server.rtmp, "rtmp-key-0123456789").await;
     let r = post(&format!("http://{}/whep/rtmpcam", server.http), sdp, None, &recv).await;
     assert_eq!(r.status(), 503, "starting");
     assert_eq!(r.headers().get("retry-after").and_then(|v| v.to_str().ok()), Some("1"));

@@ -92,6 +92,25 @@ pub async fn publish_live(
     send(addr, name, fourcc, record, pictures, fps, true).await
 }
 
+/// An RTMP publish of `name` through Tidecast's own client session, once
+/// the server has accepted it (nothing sent yet).
+pub async fn accepted(addr: SocketAddr, name: &str) -> (TcpStream, ClientSession) {
+    let mut sock = TcpStream::connect(addr).await.expect("connect");
+    let mut session = ClientSession::publish(&format!("rtmp://{addr}/live"), "live", name);
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+    loop {
+        while let Some(out) = session.poll_transmit() {
+            sock.write_all(&out).await.expect("write");
+        }
+        if session.is_live() {
+            return (sock, session);
+        }
+        let n = sock.read_buf(&mut buf).await.expect("read");
+        assert!(n > 0, "server closed the connection before accepting the publish");
+        session.handle_input(&mut buf).expect("server refused the publish");
+    }
+}
+
 async fn send(
     addr: SocketAddr,
     name: &str,
@@ -101,20 +120,7 @@ async fn send(
     fps: u32,
     paced: bool,
 ) {
-    let mut sock = TcpStream::connect(addr).await.expect("connect");
-    let mut session = ClientSession::publish(&format!("rtmp://{addr}/live"), "live", name);
-    let mut buf = BytesMut::with_capacity(64 * 1024);
-    loop {
-        while let Some(out) = session.poll_transmit() {
-            sock.write_all(&out).await.expect("write");
-        }
-        if session.is_live() {
-            break;
-        }
-        let n = sock.read_buf(&mut buf).await.expect("read");
-        assert!(n > 0, "server closed the connection before accepting the publish");
-        session.handle_input(&mut buf).expect("server refused the publish");
-    }
+    let (mut sock, mut session) = accepted(addr, name).await;
     session.send_video(0, ex_video_tag(fourcc, 0, true, 0, record));
     let start = tokio::time::Instant::now();
     for (i, (key, data)) in pictures.iter().enumerate() {
