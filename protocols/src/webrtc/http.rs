@@ -28,7 +28,7 @@ use tracing::{info, warn};
 
 use super::{Created, EndReason, OfferProblem, ViewerHooks, WebRtcError, WebRtcHub};
 use crate::access::{AccessGate, PlayRequest, PublishRequest};
-use crate::http::{bearer, ct_eq, denied, token, Traffic};
+use crate::http::{bearer, cors, ct_eq, denied, preflight, token, Traffic};
 
 /// What the signaling routes need.
 #[derive(Clone)]
@@ -53,19 +53,17 @@ impl Signaling {
 }
 
 /// The WHIP and WHEP routes, open to pages on every origin. CORS wraps
-/// the POST, PATCH and DELETE handlers; `OPTIONS` is [`options`], added
-/// after the layer, which answers as WHIP's OPTIONS (accepted types, ICE
+/// the POST, PATCH and DELETE handlers; `OPTIONS` ([`options`], added
+/// after the layer) answers as WHIP's OPTIONS (accepted types, ICE
 /// servers) and as a CORS preflight at once (the layer would answer every
 /// `OPTIONS` itself, without the ICE servers).
 pub fn routes(s: Signaling) -> Router {
-    const PATHS: [&str; 4] = ["/whip/{stream}", "/whep/{stream}", "/whip/{stream}/{id}", "/whep/{stream}/{id}"];
-    let router = Router::new()
-        .route(PATHS[0], post(whip))
-        .route(PATHS[1], post(whep))
-        .route(PATHS[2], patch(trickle).delete(end))
-        .route(PATHS[3], patch(trickle).delete(end))
-        .layer(crate::http::cors());
-    PATHS.into_iter().fold(router, |r, path| r.route(path, axum::routing::options(options))).with_state(s)
+    Router::new()
+        .route("/whip/{stream}", post(whip).layer(cors()).options(options))
+        .route("/whep/{stream}", post(whep).layer(cors()).options(options))
+        .route("/whip/{stream}/{id}", patch(trickle).delete(end).layer(cors()).options(options))
+        .route("/whep/{stream}/{id}", patch(trickle).delete(end).layer(cors()).options(options))
+        .with_state(s)
 }
 
 const SDP: &str = "application/sdp";
@@ -106,7 +104,7 @@ async fn options(State(s): State<Signaling>, req: HeaderMap) -> Response {
     const METHODS: &str = "OPTIONS, POST, PATCH, DELETE";
     let mut r = StatusCode::NO_CONTENT.into_response();
     let h = r.headers_mut();
-    crate::http::preflight(&req, METHODS, h);
+    preflight(&req, METHODS, h);
     h.insert(header::ALLOW, HeaderValue::from_static(METHODS));
     h.insert("accept-post", HeaderValue::from_static(SDP));
     h.insert("accept-patch", HeaderValue::from_static(TRICKLE));
